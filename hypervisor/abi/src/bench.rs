@@ -1,0 +1,90 @@
+//! Measurement loops shared by the bench guest and the hypervisor's native baseline, so that
+//! both run exactly the same instructions. Under Bochs RDTSC advances once per retired
+//! instruction and under QEMU `-icount shift=0` likewise, so the figures are exact.
+//!
+//! Each loop runs `n` iterations of one operation plus `dec`/`jnz`; [`ticks_per_op`] subtracts
+//! the empty loop, leaving the cost of the operation alone.
+
+use core::arch::asm;
+
+/// Iterations per measurement.
+pub const ITERATIONS: u64 = 2000;
+
+fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC has no side effects.
+    unsafe { asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Ticks per iteration of `body(n)` minus the empty loop's, over `n` iterations.
+pub fn ticks_per_op(n: u64, body: impl Fn(u64)) -> u64 {
+    let t0 = rdtsc();
+    empty_loop(n);
+    let empty = rdtsc() - t0;
+    let t0 = rdtsc();
+    body(n);
+    let full = rdtsc() - t0;
+    full.saturating_sub(empty) / n.max(1)
+}
+
+/// The loop alone.
+pub fn empty_loop(n: u64) {
+    // SAFETY: only counts a register down.
+    unsafe { asm!("2:", "dec {n}", "jnz 2b", n = inout(reg) n => _, options(nomem, nostack)) };
+}
+
+/// CPUID leaf 0, `n` times.
+pub fn cpuid_loop(n: u64) {
+    // SAFETY: CPUID has no side effects; it clobbers RBX, which is saved around the loop (the
+    // counter is pinned to R8 so it cannot be allocated to RBX).
+    unsafe {
+        asm!(
+            "push rbx",
+            "2:",
+            "xor eax, eax",
+            "cpuid",
+            "dec r8",
+            "jnz 2b",
+            "pop rbx",
+            inout("r8") n => _, out("eax") _, out("ecx") _, out("edx") _,
+        )
+    };
+}
+
+/// The Version hypercall, `n` times: VMCALL when `intel`, VMMCALL otherwise.
+///
+/// # Safety
+/// Only in a guest of this hypervisor (outside one, both instructions raise #UD).
+pub unsafe fn hypercall_loop(n: u64, intel: bool) {
+    // SAFETY: the caller runs under the hypervisor, which answers the Version call in RAX/RDX.
+    unsafe {
+        if intel {
+            asm!("2:", "xor eax, eax", "vmcall", "dec {n}", "jnz 2b", n = inout(reg) n => _, out("eax") _, out("edx") _);
+        } else {
+            asm!("2:", "xor eax, eax", "vmmcall", "dec {n}", "jnz 2b", n = inout(reg) n => _, out("eax") _, out("edx") _);
+        }
+    }
+}
+
+/// OUT of one byte to `port`, `n` times.
+///
+/// # Safety
+/// Writing `port` must be harmless (a UART scratch register).
+pub unsafe fn out_loop(n: u64, port: u16) {
+    // SAFETY: the caller picked a harmless port.
+    unsafe {
+        asm!("2:", "out dx, al", "dec {n}", "jnz 2b", n = inout(reg) n => _, in("dx") port, in("al") 0x5au8, options(nomem, nostack))
+    };
+}
+
+/// A 32-bit load from `addr`, `n` times.
+///
+/// # Safety
+/// `addr` is mapped and reading it is harmless.
+pub unsafe fn mmio_read_loop(n: u64, addr: u64) {
+    // SAFETY: the caller guarantees the address is mapped and side-effect free to read.
+    unsafe {
+        asm!("2:", "mov {t:e}, [{a}]", "dec {n}", "jnz 2b", n = inout(reg) n => _, a = in(reg) addr, t = out(reg) _, options(nostack))
+    };
+}

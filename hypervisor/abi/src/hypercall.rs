@@ -1,0 +1,248 @@
+//! The hypercall ABI, one for both vendors (VMCALL on Intel, VMMCALL on AMD).
+//!
+//! | register | on entry            | on return                    |
+//! |----------|---------------------|------------------------------|
+//! | RAX      | call number         | [`Status`] (0 = success)     |
+//! | RDI      | argument 1          | preserved                    |
+//! | RSI      | argument 2          | preserved                    |
+//! | RDX      | argument 3          | result value (where defined) |
+//! | R8       | argument 4          | preserved                    |
+//!
+//! Buffers are guest-physical addresses inside the caller's own RAM; the hypervisor checks
+//! every byte of the range before touching it. The table lives in `docs/hypercalls.md`.
+
+/// Version reported by [`Call::Version`]: major in bits 31:16, minor in bits 15:0.
+pub const VERSION: u64 = 0x0001_0000;
+
+/// The signature in CPUID leaf 0x4000_0000 (EBX, ECX, EDX): `"MicroHVisor!"`.
+pub const CPUID_SIGNATURE: [u8; 12] = *b"MicroHVisor!";
+/// Highest hypervisor CPUID leaf (EAX of leaf 0x4000_0000).
+pub const CPUID_MAX_LEAF: u32 = 0x4000_0001;
+
+/// Hypercall numbers (RAX).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Call {
+    /// Returns [`VERSION`] in RDX.
+    Version = 0,
+    /// Writes RSI bytes at guest-physical RDI to the partition's console.
+    ConsoleWrite = 1,
+    /// Gives up the rest of the time slice.
+    Yield = 2,
+    /// Stops the calling partition; RDI is its exit status (0 = success).
+    Shutdown = 3,
+    /// Returns the caller's partition id in RDX.
+    PartitionId = 4,
+    /// Arms the partition's one-shot timer: after RDI TSC ticks, interrupt vector RSI (32..=255)
+    /// is injected when RFLAGS.IF allows. RDI = 0 disarms it. HLT sleeps until then.
+    SetTimer = 5,
+    /// Management only. Writes up to RSI bytes of [`PartitionInfo`] records to guest-physical
+    /// RDI; RDX = the number of partitions (which may exceed what fitted).
+    PartitionList = 0x10,
+    /// Management only. Creates a partition from the [`CreateRequest`] at guest-physical RDI
+    /// (stopped until [`Call::PartitionStart`]); RDX = its id.
+    PartitionCreate = 0x11,
+    /// Management only. Starts created partition RDI.
+    PartitionStart = 0x12,
+    /// Management only. Pauses partition RDI.
+    PartitionPause = 0x13,
+    /// Management only. Resumes paused partition RDI.
+    PartitionResume = 0x14,
+    /// Management only. Destroys partition RDI and frees its memory.
+    PartitionDestroy = 0x15,
+    /// Management only. Moves up to RDX bytes of partition RDI's console output (oldest first)
+    /// to guest-physical RSI; RDX = bytes copied.
+    ConsoleRead = 0x16,
+    /// Management only. Writes partition RDI's [`StatsRecord`] to guest-physical RSI.
+    PartitionStats = 0x17,
+    /// Management only. Creates a channel between the caller and partition RDI (see
+    /// `hvabi::channel`); RDX = channel id. Its page appears in both at
+    /// `channel::gpa(id)`.
+    ChannelCreate = 0x18,
+    /// Any partition. RDX = the id of the first channel the caller is an end of.
+    ChannelQuery = 0x19,
+    /// Any end of channel RDI: interrupt vector RSI (32..=255) signals the caller when the other
+    /// end notifies (0 = no interrupt; poll the rings).
+    ChannelBind = 0x1a,
+    /// Any end of channel RDI: signals the other end.
+    ChannelNotify = 0x1b,
+}
+
+/// Partition states in [`PartitionInfo::state`].
+pub mod state {
+    pub const CREATED: u32 = 0;
+    pub const RUNNING: u32 = 1;
+    pub const PAUSED: u32 = 2;
+    pub const HALTED: u32 = 3;
+    pub const SHUT_DOWN: u32 = 4;
+    pub const KILLED: u32 = 5;
+    /// Names by value.
+    pub const NAMES: [&str; 6] = ["created", "running", "paused", "halted", "shut down", "killed"];
+}
+
+/// One entry of [`Call::PartitionList`].
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct PartitionInfo {
+    pub id: u64,
+    /// One of [`state`].
+    pub state: u32,
+    /// 1 for the management partition.
+    pub management: u32,
+    pub memory_bytes: u64,
+    /// The shutdown status, when `state` is [`state::SHUT_DOWN`].
+    pub exit_status: u64,
+    pub name_len: u64,
+    pub name: [u8; 32],
+}
+
+/// The argument of [`Call::PartitionCreate`].
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct CreateRequest {
+    /// New partition's name (unique, `[a-z0-9_-]`, 1..=31 bytes) and its length.
+    pub name: [u8; 32],
+    pub name_len: u64,
+    /// The boot module holding its image (an `elf64` guest).
+    pub image: [u8; 32],
+    pub image_len: u64,
+    pub cmdline: [u8; 128],
+    pub cmdline_len: u64,
+    /// RAM in MiB (even, 2..=1024).
+    pub memory_mib: u64,
+}
+
+/// Names of the exit kinds counted in [`StatsRecord::exits`], by index.
+pub const EXIT_KIND_NAMES: [&str; 18] = [
+    "cpuid",
+    "rdmsr",
+    "wrmsr",
+    "cr-access",
+    "xsetbv",
+    "invd/wbinvd",
+    "hlt",
+    "hypercall",
+    "virt-insn",
+    "io",
+    "npf/ept",
+    "preempt",
+    "host-intr",
+    "intr-window",
+    "triple-fault",
+    "init",
+    "unsupported",
+    "unknown",
+];
+
+/// The result of [`Call::PartitionStats`].
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct StatsRecord {
+    pub exits_total: u64,
+    /// Exit counts by kind, named by [`EXIT_KIND_NAMES`].
+    pub exits: [u64; 18],
+    pub absent_ports: u64,
+    pub absent_mmio: u64,
+    /// Refused MSR accesses, VMX/SVM instructions and the like.
+    pub refused: u64,
+}
+
+impl Call {
+    /// True for calls only the management partition may make.
+    pub const fn privileged(self) -> bool {
+        matches!(
+            self,
+            Self::PartitionList
+                | Self::PartitionCreate
+                | Self::PartitionStart
+                | Self::PartitionPause
+                | Self::PartitionResume
+                | Self::PartitionDestroy
+                | Self::ConsoleRead
+                | Self::PartitionStats
+                | Self::ChannelCreate
+        )
+    }
+
+    /// Decodes a call number; `None` for numbers this hypervisor does not know.
+    pub const fn from_u64(n: u64) -> Option<Self> {
+        Some(match n {
+            0 => Self::Version,
+            1 => Self::ConsoleWrite,
+            2 => Self::Yield,
+            3 => Self::Shutdown,
+            4 => Self::PartitionId,
+            5 => Self::SetTimer,
+            0x10 => Self::PartitionList,
+            0x11 => Self::PartitionCreate,
+            0x12 => Self::PartitionStart,
+            0x13 => Self::PartitionPause,
+            0x14 => Self::PartitionResume,
+            0x15 => Self::PartitionDestroy,
+            0x16 => Self::ConsoleRead,
+            0x17 => Self::PartitionStats,
+            0x18 => Self::ChannelCreate,
+            0x19 => Self::ChannelQuery,
+            0x1a => Self::ChannelBind,
+            0x1b => Self::ChannelNotify,
+            _ => return None,
+        })
+    }
+}
+
+/// Status returned in RAX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Status {
+    Success = 0,
+    /// The call number is not defined.
+    UnknownCall = 1,
+    /// An argument is out of range.
+    InvalidArgument = 2,
+    /// The caller's partition may not make this call.
+    PermissionDenied = 3,
+    /// A buffer is not entirely inside the caller's RAM.
+    BadAddress = 4,
+    /// The named object does not exist.
+    NotFound = 5,
+}
+
+impl Status {
+    /// Decodes a status word; unknown values map to `None`.
+    pub const fn from_u64(n: u64) -> Option<Self> {
+        Some(match n {
+            0 => Self::Success,
+            1 => Self::UnknownCall,
+            2 => Self::InvalidArgument,
+            3 => Self::PermissionDenied,
+            4 => Self::BadAddress,
+            5 => Self::NotFound,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_numbers_round_trip() {
+        for n in 0..64 {
+            if let Some(c) = Call::from_u64(n) {
+                assert_eq!(c as u64, n);
+            }
+        }
+        assert_eq!(Call::from_u64(0xdead), None);
+    }
+
+    #[test]
+    fn status_round_trip() {
+        for n in 0..16 {
+            if let Some(s) = Status::from_u64(n) {
+                assert_eq!(s as u64, n);
+            }
+        }
+        assert_eq!(Status::from_u64(99), None);
+    }
+}
