@@ -1,0 +1,410 @@
+//! An SVM virtual CPU: its VMCB, I/O and MSR permission maps, and the [`Vcpu`] operations.
+//!
+//! Intercepted (only VMRUN's intercept is required, §15.5.1; the rest is the guest contract):
+//! - CPUID, HLT, INVD, WBINVD, XSETBV, RDPMC, RDTSCP, MONITOR, MWAIT: emulated or refused, as
+//!   on VMX (where RDTSCP raises #UD: the core hides it in CPUID);
+//! - every port and every MSR (both permission maps all ones, §15.10.1, §15.11);
+//! - VMRUN, VMMCALL, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA: the guest's EFER.SVME is
+//!   really set (VMRUN demands it), so these would run without an intercept;
+//! - INTR, NMI (host events), INIT and SHUTDOWN (the partition's end).
+//!
+//! Control registers are not intercepted. With nested paging CR0, CR3 and CR4 are the guest's
+//! own (VMRUN loads them), SVM fixes none of their bits (VMX does, hence its CR exits), and the
+//! CPU itself raises #GP for a reserved bit. QEMU TCG (6.x to 9.x) does not: a reserved CR4 bit,
+//! or CR3 above MAXPHYADDR, ends the run with VMEXIT_INVALID instead, reported as a failed
+//! entry. Intercepting CR4 writes would give the core the write to refuse, but without decode
+//! assists the exit does not name the source register. CR8 is V_TPR (V_INTR_MASKING, §15.21.1).
+//! EFER.SVME stays set in the VMCB and is hidden: [`Vcpu::msr`] leaves it out and
+//! [`Vcpu::set_msr`] puts it back.
+
+use super::EFER_SVME;
+use super::entry::svm_run;
+use super::exit::{code_name, decode};
+use super::vmcb::{
+    INTERRUPT_SHADOW, IntCtl, Intercept1 as I1, Intercept2 as I2, NP_ENABLE, Seg, TLB_FLUSH_ALL,
+    TLB_FLUSH_NOTHING, Vmcb, event_inj, reinjected,
+};
+use crate::arch::x86::instr::rdtsc;
+use crate::arch::x86::paging::HostPages;
+use crate::mm::addr::{HostPhys, PAGE_SIZE};
+use crate::vmm::exit::VmExit;
+use crate::vmm::vcpu::{CpuMode, EntryError, Event, Gprs, HwMsr, Vcpu, VcpuConfig, reg};
+use core::fmt;
+
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_VM: u64 = 1 << 17;
+const EFER_LMA: u64 = 1 << 10;
+/// Attribute bits of CS (packed format): L and D/B.
+const ATTRIB_L: u16 = 1 << 9;
+const ATTRIB_DB: u16 = 1 << 10;
+/// Power-on PAT, the guest's under nested paging.
+const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+
+/// The vCPU's block of frames: the VMCB, the 12 KiB I/O permission map and the 8 KiB MSR
+/// permission map (both physically contiguous, 4 KiB aligned: §15.10.1, §15.11).
+const IOPM_PAGE: u64 = 1;
+const MSRPM_PAGE: u64 = 4;
+const PAGES: u64 = 6;
+
+/// An SVM vCPU.
+pub struct SvmVcpu {
+    pages: HostPhys,
+    /// The backend's VMSAVE area holding the host's FS/GS/TR/LDTR and syscall MSRs.
+    host_state: u64,
+    gprs: Gprs,
+    pending: Option<Event>,
+    /// Where the last exiting instruction ends, when the CPU said.
+    next_rip: Option<u64>,
+    nrip_save: bool,
+    /// Flush this vCPU's TLB entries (all ASIDs: TCG has no flush-by-ASID) at the next VMRUN.
+    flush: bool,
+    /// TSC ticks a run may last (0: no limit); see [`Vcpu::set_timeslice`].
+    timeslice: u64,
+}
+
+impl SvmVcpu {
+    pub(super) fn new(
+        config: &VcpuConfig,
+        host_state: u64,
+        nrip_save: bool,
+    ) -> Result<Self, &'static str> {
+        let pages = HostPages::alloc_zeroed(PAGES).ok_or("out of memory for a VMCB")?;
+        // SAFETY: the frames were just allocated for this vCPU; ones in both permission maps
+        // intercept every port and every MSR.
+        unsafe {
+            core::ptr::write_bytes(
+                (pages.0 + IOPM_PAGE * PAGE_SIZE) as *mut u8,
+                0xff,
+                ((PAGES - IOPM_PAGE) * PAGE_SIZE) as usize,
+            )
+        };
+        let mut vcpu = Self {
+            pages,
+            host_state,
+            gprs: config.initial.gprs,
+            pending: None,
+            next_rip: None,
+            nrip_save,
+            // The ASID may have been another vCPU's.
+            flush: true,
+            timeslice: 0,
+        };
+        vcpu.setup(config);
+        Ok(vcpu)
+    }
+
+    /// Writes the controls and the initial guest state (checked by VMRUN, §15.5.1).
+    fn setup(&mut self, config: &VcpuConfig) {
+        let (iopm, msrpm) =
+            (self.pages.0 + IOPM_PAGE * PAGE_SIZE, self.pages.0 + MSRPM_PAGE * PAGE_SIZE);
+        let v = self.vmcb_mut();
+        let c = &mut v.control;
+        c.intercept1 = I1::INTR
+            | I1::NMI
+            | I1::INIT
+            | I1::SHUTDOWN
+            | I1::CPUID
+            | I1::HLT
+            | I1::INVD
+            | I1::RDPMC
+            | I1::INVLPGA
+            | I1::IOIO_PROT
+            | I1::MSR_PROT;
+        c.intercept2 = I2::VMRUN
+            | I2::VMMCALL
+            | I2::VMLOAD
+            | I2::VMSAVE
+            | I2::STGI
+            | I2::CLGI
+            | I2::SKINIT
+            | I2::RDTSCP
+            | I2::WBINVD
+            | I2::MONITOR
+            | I2::MWAIT
+            | I2::MWAIT_CONDITIONAL
+            | I2::XSETBV;
+        c.iopm_base_pa = iopm;
+        c.msrpm_base_pa = msrpm;
+        c.guest_asid = u32::from(config.tag);
+        c.int_ctl = IntCtl::V_INTR_MASKING;
+        c.np_control = NP_ENABLE;
+        c.n_cr3 = config.slat_root;
+
+        let s = &config.initial;
+        let g = &mut v.save;
+        let data = Seg::from_segment(&s.data);
+        g.cs = Seg::from_segment(&s.cs);
+        (g.ds, g.es, g.ss, g.fs, g.gs) = (data, data, data, data, data);
+        g.tr = Seg::from_segment(&s.tr);
+        g.gdtr = Seg { limit: u32::from(s.gdt_limit), base: s.gdt_base, ..Seg::default() };
+        // LDTR and IDTR stay zero: no LDT, IDTR limit 0.
+        g.cpl = ((s.cs.access >> 5) & 3) as u8;
+        g.efer = s.efer | EFER_SVME;
+        g.cr0 = s.cr0;
+        g.cr3 = s.cr3;
+        g.cr4 = s.cr4;
+        g.dr6 = 0xffff_0ff0;
+        g.dr7 = 0x400;
+        g.rflags = s.rflags;
+        g.rip = s.rip;
+        g.rsp = s.gprs.0[reg::RSP];
+        g.rax = s.gprs.0[reg::RAX];
+        g.g_pat = PAT_DEFAULT;
+    }
+
+    fn vmcb(&self) -> &Vmcb {
+        // SAFETY: the first frame of `pages` is this vCPU's VMCB, identity-mapped and owned by
+        // it; the CPU writes it only during `svm_run`, when no reference to it exists.
+        unsafe { &*(self.pages.0 as *const Vmcb) }
+    }
+
+    fn vmcb_mut(&mut self) -> &mut Vmcb {
+        // SAFETY: as `vmcb`; `&mut self` makes this the only reference.
+        unsafe { &mut *(self.pages.0 as *mut Vmcb) }
+    }
+}
+
+impl Vcpu for SvmVcpu {
+    fn run(&mut self) -> Result<VmExit, EntryError> {
+        let (rax, rsp) = (self.gprs.0[reg::RAX], self.gprs.0[reg::RSP]);
+        let event = self.pending.take().map_or(0, event_inj);
+        let flush = core::mem::take(&mut self.flush);
+        let c = &mut self.vmcb_mut().control;
+        c.event_inj = event;
+        c.tlb_control = if flush { TLB_FLUSH_ALL } else { TLB_FLUSH_NOTHING };
+        let g = &mut self.vmcb_mut().save;
+        (g.rax, g.rsp) = (rax, rsp);
+        let start = if self.timeslice != 0 { rdtsc() } else { 0 };
+        let vmcb = self.pages.0 as *mut Vmcb;
+        // SAFETY: the backend set EFER.SVME and VM_HSAVE_PA and filled `host_state` with
+        // VMSAVE; the VMCB is this vCPU's, set up by `setup` with the VMRUN intercept and a
+        // non-zero ASID, and its guest state is what the core validated.
+        unsafe { svm_run(&mut self.gprs, vmcb, self.host_state) };
+
+        let v = self.vmcb();
+        let (code, info1, info2) =
+            (v.control.exit_code, v.control.exit_info1, v.control.exit_info2);
+        let (rax, rsp, nrip) = (v.save.rax, v.save.rsp, v.control.next_rip);
+        // An event whose delivery the exit interrupted is delivered again (§15.7.2).
+        self.pending = reinjected(v.control.exit_int_info);
+        (self.gprs.0[reg::RAX], self.gprs.0[reg::RSP]) = (rax, rsp);
+        let exit = decode(code, info1, info2).inspect_err(|e| {
+            crate::println!("svm: VMRUN failed: {e}: the guest state fails a check of §15.5.1");
+        })?;
+        // IOIO always reports the next RIP in EXITINFO2 (§15.10.2); NRIP save covers the
+        // other instruction intercepts and is 0 elsewhere (§15.7.1).
+        self.next_rip = match exit {
+            VmExit::Io(_) => Some(info2),
+            _ if self.nrip_save && nrip != 0 => Some(nrip),
+            _ => None,
+        };
+        if exit == VmExit::HostInterrupt
+            && self.timeslice != 0
+            && rdtsc().wrapping_sub(start) >= self.timeslice
+        {
+            return Ok(VmExit::Preempted);
+        }
+        Ok(exit)
+    }
+
+    fn gprs(&mut self) -> &mut Gprs {
+        &mut self.gprs
+    }
+    fn rip(&self) -> u64 {
+        self.vmcb().save.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.vmcb_mut().save.rip = rip;
+    }
+    fn rflags(&self) -> u64 {
+        self.vmcb().save.rflags
+    }
+    fn set_rflags(&mut self, v: u64) {
+        self.vmcb_mut().save.rflags = v;
+    }
+    fn next_rip(&self) -> Option<u64> {
+        self.next_rip
+    }
+
+    fn cr(&self, n: u8) -> u64 {
+        let v = self.vmcb();
+        match n {
+            0 => v.save.cr0,
+            2 => v.save.cr2,
+            3 => v.save.cr3,
+            4 => v.save.cr4,
+            8 => u64::from(v.control.int_ctl.bits() & 0xf),
+            _ => 0,
+        }
+    }
+
+    fn set_cr(&mut self, n: u8, val: u64) {
+        let v = self.vmcb_mut();
+        match n {
+            0 => v.save.cr0 = val,
+            3 => v.save.cr3 = val,
+            4 => v.save.cr4 = val,
+            8 => {
+                let tpr = IntCtl::from_bits_retain(val as u32 & 0xf);
+                v.control.int_ctl = (v.control.int_ctl - IntCtl::V_TPR) | tpr;
+                return;
+            }
+            _ => return,
+        }
+        // VMRUN does not flush the guest's TLB when CR0/CR3/CR4 change under it.
+        self.flush = true;
+    }
+
+    fn msr(&self, m: HwMsr) -> u64 {
+        let g = &self.vmcb().save;
+        match m {
+            HwMsr::Efer => g.efer & !EFER_SVME,
+            HwMsr::FsBase => g.fs.base,
+            HwMsr::GsBase => g.gs.base,
+            HwMsr::SysenterCs => g.sysenter_cs,
+            HwMsr::SysenterEsp => g.sysenter_esp,
+            HwMsr::SysenterEip => g.sysenter_eip,
+        }
+    }
+
+    fn set_msr(&mut self, m: HwMsr, val: u64) {
+        let g = &mut self.vmcb_mut().save;
+        match m {
+            HwMsr::Efer => {
+                g.efer = val | EFER_SVME;
+                self.flush = true;
+            }
+            HwMsr::FsBase => g.fs.base = val,
+            HwMsr::GsBase => g.gs.base = val,
+            HwMsr::SysenterCs => g.sysenter_cs = val,
+            HwMsr::SysenterEsp => g.sysenter_esp = val,
+            HwMsr::SysenterEip => g.sysenter_eip = val,
+        }
+    }
+
+    fn mode(&self) -> CpuMode {
+        let g = &self.vmcb().save;
+        CpuMode::from_state(
+            g.cr0 & 1 != 0,
+            g.rflags & RFLAGS_VM != 0,
+            g.efer & EFER_LMA != 0,
+            g.cs.attrib & ATTRIB_L != 0,
+            g.cs.attrib & ATTRIB_DB != 0,
+        )
+    }
+
+    fn inject(&mut self, e: Event) {
+        self.pending = Some(e);
+    }
+    fn event_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn interruptible(&self) -> bool {
+        let v = self.vmcb();
+        v.save.rflags & RFLAGS_IF != 0 && v.control.int_state & INTERRUPT_SHADOW == 0
+    }
+
+    fn clear_interrupt_shadow(&mut self) {
+        self.vmcb_mut().control.int_state &= !INTERRUPT_SHADOW;
+    }
+
+    /// A virtual interrupt that ignores V_TPR and is intercepted (VINTR) as soon as the guest
+    /// could take it (§15.21.4); the intercept comes first, so its vector is never delivered.
+    fn set_interrupt_window_exiting(&mut self, on: bool) {
+        let c = &mut self.vmcb_mut().control;
+        let window = IntCtl::V_IRQ | IntCtl::V_IGN_TPR | IntCtl::V_INTR_PRIO;
+        c.int_ctl.set(window, on);
+        c.intercept1.set(I1::VINTR, on);
+    }
+
+    /// SVM has no VMX-preemption-timer equivalent: a run ends at the next intercepted host
+    /// interrupt (INTR), which this reports as [`VmExit::Preempted`] once the slice is spent.
+    /// Preemption of a guest that never exits therefore comes from a host timer interrupt
+    /// (the LAPIC timer), which the platform does not arm yet.
+    fn set_timeslice(&mut self, ticks: u64) {
+        self.timeslice = ticks;
+    }
+
+    fn pass_through_ports(&mut self, first: u16, count: u16) {
+        let iopm = (self.pages.0 + IOPM_PAGE * PAGE_SIZE) as *mut u8;
+        for port in u32::from(first)..(u32::from(first) + u32::from(count)).min(0x1_0000) {
+            // One bit a port (§15.10.1).
+            // SAFETY: the map's frames belong to this vCPU; the byte offset is below 8 KiB.
+            unsafe { *iopm.add((port / 8) as usize) &= !(1 << (port % 8)) };
+        }
+    }
+
+    fn flush_second_level(&mut self) {
+        self.flush = true;
+    }
+
+    fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        let (c, g) = (&self.vmcb().control, &self.vmcb().save);
+        writeln!(out, "  svm guest state (APM Vol. 2 §15.5.1 lists VMRUN's checks):")?;
+        writeln!(
+            out,
+            "    RIP {:#x} RSP {:#x} RAX {:#x} RFLAGS {:#x} CPL {}",
+            g.rip, g.rsp, g.rax, g.rflags, g.cpl
+        )?;
+        writeln!(
+            out,
+            "    CR0 {:#x} CR2 {:#x} CR3 {:#x} CR4 {:#x} EFER {:#x} DR6 {:#x} DR7 {:#x}",
+            g.cr0, g.cr2, g.cr3, g.cr4, g.efer, g.dr6, g.dr7
+        )?;
+        for (name, s) in [
+            ("CS", &g.cs),
+            ("SS", &g.ss),
+            ("DS", &g.ds),
+            ("ES", &g.es),
+            ("FS", &g.fs),
+            ("GS", &g.gs),
+            ("TR", &g.tr),
+            ("LDTR", &g.ldtr),
+            ("GDTR", &g.gdtr),
+            ("IDTR", &g.idtr),
+        ] {
+            writeln!(
+                out,
+                "    {name:4} sel {:#06x} base {:#x} limit {:#x} attrib {:#05x}",
+                s.selector, s.base, s.limit, s.attrib
+            )?;
+        }
+        writeln!(
+            out,
+            "    intercepts CR {:#x} DR {:#x} exceptions {:#x} vector3 {:#x} vector4 {:#x}",
+            c.intercept_cr,
+            c.intercept_dr,
+            c.intercept_exceptions,
+            c.intercept1.bits(),
+            c.intercept2.bits()
+        )?;
+        writeln!(
+            out,
+            "    ASID {} TLB control {} int_ctl {:#x} int_state {:#x} EVENTINJ {:#x} NP {:#x} nCR3 {:#x}",
+            c.guest_asid,
+            c.tlb_control,
+            c.int_ctl.bits(),
+            c.int_state,
+            c.event_inj,
+            c.np_control,
+            c.n_cr3
+        )?;
+        writeln!(
+            out,
+            "    last exit: code {:#x} ({}) EXITINFO1 {:#x} EXITINFO2 {:#x} EXITINTINFO {:#x} nRIP {:#x}",
+            c.exit_code,
+            code_name(c.exit_code),
+            c.exit_info1,
+            c.exit_info2,
+            c.exit_int_info,
+            c.next_rip
+        )
+    }
+}
+
+impl Drop for SvmVcpu {
+    fn drop(&mut self) {
+        HostPages::free(self.pages, PAGES);
+    }
+}

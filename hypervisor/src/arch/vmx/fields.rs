@@ -1,0 +1,172 @@
+//! VMCS field encodings, grouped as SDM Vol. 3D Appendix B (SDM revision 84) lays them out:
+//! by width (16-bit, 64-bit, 32-bit, natural) and kind (control, read-only data, guest state,
+//! host state). Read-only fields are a separate type with no way to write them.
+
+/// A VMCS field the hypervisor may read and write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+#[allow(non_camel_case_types)]
+pub enum Field {
+    // B.1.1 16-bit control fields
+    Vpid = 0x0000,
+    // B.1.2 16-bit guest-state fields
+    GuestEsSelector = 0x0800,
+    GuestCsSelector = 0x0802,
+    GuestSsSelector = 0x0804,
+    GuestDsSelector = 0x0806,
+    GuestFsSelector = 0x0808,
+    GuestGsSelector = 0x080a,
+    GuestLdtrSelector = 0x080c,
+    GuestTrSelector = 0x080e,
+    // B.1.3 16-bit host-state fields
+    HostEsSelector = 0x0c00,
+    HostCsSelector = 0x0c02,
+    HostSsSelector = 0x0c04,
+    HostDsSelector = 0x0c06,
+    HostFsSelector = 0x0c08,
+    HostGsSelector = 0x0c0a,
+    HostTrSelector = 0x0c0c,
+    // B.2.1 64-bit control fields
+    IoBitmapA = 0x2000,
+    IoBitmapB = 0x2002,
+    MsrBitmap = 0x2004,
+    TscOffset = 0x2010,
+    EptPointer = 0x201a,
+    // B.2.3 64-bit guest-state fields
+    VmcsLinkPointer = 0x2800,
+    GuestDebugCtl = 0x2802,
+    GuestPat = 0x2804,
+    GuestEfer = 0x2806,
+    // B.2.4 64-bit host-state fields
+    HostPat = 0x2c00,
+    HostEfer = 0x2c02,
+    // B.3.1 32-bit control fields
+    PinBasedControls = 0x4000,
+    ProcBasedControls = 0x4002,
+    ExceptionBitmap = 0x4004,
+    PageFaultErrorCodeMask = 0x4006,
+    PageFaultErrorCodeMatch = 0x4008,
+    Cr3TargetCount = 0x400a,
+    ExitControls = 0x400c,
+    ExitMsrStoreCount = 0x400e,
+    ExitMsrLoadCount = 0x4010,
+    EntryControls = 0x4012,
+    EntryMsrLoadCount = 0x4014,
+    EntryInterruptionInfo = 0x4016,
+    EntryExceptionErrorCode = 0x4018,
+    EntryInstructionLength = 0x401a,
+    ProcBasedControls2 = 0x401e,
+    // B.3.3 32-bit guest-state fields
+    GuestEsLimit = 0x4800,
+    GuestCsLimit = 0x4802,
+    GuestSsLimit = 0x4804,
+    GuestDsLimit = 0x4806,
+    GuestFsLimit = 0x4808,
+    GuestGsLimit = 0x480a,
+    GuestLdtrLimit = 0x480c,
+    GuestTrLimit = 0x480e,
+    GuestGdtrLimit = 0x4810,
+    GuestIdtrLimit = 0x4812,
+    GuestEsAccess = 0x4814,
+    GuestCsAccess = 0x4816,
+    GuestSsAccess = 0x4818,
+    GuestDsAccess = 0x481a,
+    GuestFsAccess = 0x481c,
+    GuestGsAccess = 0x481e,
+    GuestLdtrAccess = 0x4820,
+    GuestTrAccess = 0x4822,
+    GuestInterruptibility = 0x4824,
+    GuestActivityState = 0x4826,
+    GuestSysenterCs = 0x482a,
+    PreemptionTimerValue = 0x482e,
+    // B.3.4 32-bit host-state field
+    HostSysenterCs = 0x4c00,
+    // B.4.1 natural-width control fields
+    Cr0GuestHostMask = 0x6000,
+    Cr4GuestHostMask = 0x6002,
+    Cr0ReadShadow = 0x6004,
+    Cr4ReadShadow = 0x6006,
+    // B.4.3 natural-width guest-state fields
+    GuestCr0 = 0x6800,
+    GuestCr3 = 0x6802,
+    GuestCr4 = 0x6804,
+    GuestEsBase = 0x6806,
+    GuestCsBase = 0x6808,
+    GuestSsBase = 0x680a,
+    GuestDsBase = 0x680c,
+    GuestFsBase = 0x680e,
+    GuestGsBase = 0x6810,
+    GuestLdtrBase = 0x6812,
+    GuestTrBase = 0x6814,
+    GuestGdtrBase = 0x6816,
+    GuestIdtrBase = 0x6818,
+    GuestDr7 = 0x681a,
+    GuestRsp = 0x681c,
+    GuestRip = 0x681e,
+    GuestRflags = 0x6820,
+    GuestPendingDebugExceptions = 0x6822,
+    GuestSysenterEsp = 0x6824,
+    GuestSysenterEip = 0x6826,
+    // B.4.4 natural-width host-state fields
+    HostCr0 = 0x6c00,
+    HostCr3 = 0x6c02,
+    HostCr4 = 0x6c04,
+    HostFsBase = 0x6c06,
+    HostGsBase = 0x6c08,
+    HostTrBase = 0x6c0a,
+    HostGdtrBase = 0x6c0c,
+    HostIdtrBase = 0x6c0e,
+    HostSysenterEsp = 0x6c10,
+    HostSysenterEip = 0x6c12,
+    HostRsp = 0x6c14,
+    HostRip = 0x6c16,
+}
+
+/// A read-only VMCS field (exit information, SDM B.2.2, B.3.2, B.4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ReadOnly {
+    GuestPhysicalAddress = 0x2400,
+    InstructionError = 0x4400,
+    ExitReason = 0x4402,
+    ExitInterruptionInfo = 0x4404,
+    ExitInterruptionErrorCode = 0x4406,
+    IdtVectoringInfo = 0x4408,
+    IdtVectoringErrorCode = 0x440a,
+    ExitInstructionLength = 0x440c,
+    ExitInstructionInfo = 0x440e,
+    ExitQualification = 0x6400,
+    GuestLinearAddress = 0x640a,
+}
+
+/// SDM Vol. 3C §31.4, Table 31-1: VM-instruction error numbers in words.
+pub fn instruction_error_name(n: u64) -> &'static str {
+    match n {
+        1 => "VMCALL executed in VMX root operation",
+        2 => "VMCLEAR with invalid physical address",
+        3 => "VMCLEAR with VMXON pointer",
+        4 => "VMLAUNCH with non-clear VMCS",
+        5 => "VMRESUME with non-launched VMCS",
+        6 => "VMRESUME after VMXOFF",
+        7 => "VM entry with invalid control field(s)",
+        8 => "VM entry with invalid host-state field(s)",
+        9 => "VMPTRLD with invalid physical address",
+        10 => "VMPTRLD with VMXON pointer",
+        11 => "VMPTRLD with incorrect VMCS revision identifier",
+        12 => "VMREAD/VMWRITE from/to unsupported VMCS component",
+        13 => "VMWRITE to read-only VMCS component",
+        15 => "VMXON executed in VMX root operation",
+        16 => "VM entry with invalid executive-VMCS pointer",
+        17 => "VM entry with non-launched executive VMCS",
+        18 => "VM entry with executive-VMCS pointer not VMXON pointer",
+        19 => "VMCALL with non-clear VMCS",
+        20 => "VMCALL with invalid VM-exit control fields",
+        22 => "VMCALL with incorrect MSEG revision identifier",
+        23 => "VMXOFF under dual-monitor treatment of SMIs and SMM",
+        24 => "VMCALL with invalid SMM-monitor features",
+        25 => "VM entry with invalid VM-execution control fields in executive VMCS",
+        26 => "VM entry with events blocked by MOV SS",
+        28 => "invalid operand to INVEPT/INVVPID",
+        _ => "unknown VM-instruction error",
+    }
+}

@@ -1,0 +1,563 @@
+//! A VMX virtual CPU: its VMCS, I/O and MSR bitmaps, and the [`Vcpu`] operations.
+
+use super::controls::{Entry, FixedBits, Proc};
+use super::entry::{vmx_enter, vmx_exit};
+use super::exit::{decode, reason, reason_name};
+use super::fields::{Field as F, ReadOnly as R, instruction_error_name};
+use super::vmcs::{Current, Vmcs};
+use super::{Controls, ept};
+use crate::arch::x86::{gdt, paging::HostPages};
+use crate::mm::addr::HostPhys;
+use crate::vmm::exit::VmExit;
+use crate::vmm::vcpu::{CpuMode, EntryError, Event, Gprs, HwMsr, Segment, Vcpu, VcpuConfig, reg};
+use core::fmt;
+
+const RFLAGS_IF: u64 = 1 << 9;
+/// CR0.CD and CR0.NW: VM entry does not load them (SDM §27.3.2.1), so the host keeps them and
+/// the guest sees and changes only its read shadow.
+const CR0_CD_NW: u64 = (1 << 30) | (1 << 29);
+/// Interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1) (SDM Table 25-3).
+const BLOCKING_STI_MOVSS: u64 = 3;
+/// VM-entry interruption information: valid bit and types (SDM Table 25-17).
+const INTR_VALID: u64 = 1 << 31;
+const INTR_TYPE_EXTERNAL: u64 = 0 << 8;
+const INTR_TYPE_HW_EXCEPTION: u64 = 3 << 8;
+const INTR_DELIVER_ERROR_CODE: u64 = 1 << 11;
+
+/// A VMX vCPU.
+pub struct VmxVcpu {
+    vmcs: Vmcs,
+    launched: bool,
+    gprs: Gprs,
+    rip: u64,
+    rflags: u64,
+    /// Length of the instruction that caused the last exit (0 when not reported).
+    exit_insn_len: u64,
+    pending: Option<Event>,
+    proc: u32,
+    bitmaps: HostPhys,
+    cr0_fixed: FixedBits,
+    cr4_fixed: FixedBits,
+    cr8: u64,
+    eptp: u64,
+    vpid: u16,
+    timer_shift: u8,
+    timer_enabled: bool,
+    timeslice: u64,
+    /// A new slice must be loaded into the preemption timer at the next entry (otherwise the
+    /// CPU's saved remainder runs on).
+    timeslice_fresh: bool,
+}
+
+/// Pages of the bitmaps block: I/O bitmap A, I/O bitmap B, MSR bitmap.
+const BITMAP_PAGES: u64 = 3;
+
+fn write_segment(v: &Current, sel: F, base: F, limit: F, access: F, s: &Segment) {
+    v.write(sel, u64::from(s.selector));
+    v.write(base, s.base);
+    v.write(limit, u64::from(s.limit));
+    v.write(access, u64::from(s.access));
+}
+
+impl VmxVcpu {
+    pub(super) fn new(c: &Controls, config: &VcpuConfig) -> Result<Self, &'static str> {
+        let vmcs = Vmcs::new(c.revision)?;
+        let bitmaps =
+            HostPages::alloc_zeroed(BITMAP_PAGES).ok_or("out of memory for VMX bitmaps")?;
+        // SAFETY: the frames were just allocated for this vCPU's bitmaps: intercept every port
+        // and every MSR (SDM §25.6.4, §25.6.9).
+        unsafe {
+            core::ptr::write_bytes(bitmaps.0 as *mut u8, 0xff, (BITMAP_PAGES * 4096) as usize)
+        };
+        let mut vcpu = Self {
+            vmcs,
+            launched: false,
+            gprs: config.initial.gprs,
+            rip: config.initial.rip,
+            rflags: config.initial.rflags,
+            exit_insn_len: 0,
+            pending: None,
+            proc: c.proc,
+            bitmaps,
+            cr0_fixed: c.cr0_fixed,
+            cr4_fixed: c.cr4_fixed,
+            cr8: 0,
+            eptp: ept::eptp(config.slat_root),
+            vpid: config.tag,
+            timer_shift: c.timer_shift,
+            timer_enabled: c.timer_enabled,
+            timeslice: 0,
+            timeslice_fresh: true,
+        };
+        vcpu.setup(c, config).map_err(|_| "VMPTRLD of a new VMCS failed")?;
+        Ok(vcpu)
+    }
+
+    fn setup(&mut self, c: &Controls, config: &VcpuConfig) -> Result<(), super::instr::VmFail> {
+        let v = self.vmcs.load()?;
+        let s = &config.initial;
+        // Controls (SDM §25.6-25.8), computed once by the backend from the capability MSRs.
+        v.write(F::PinBasedControls, u64::from(c.pin));
+        v.write(F::ProcBasedControls, u64::from(self.proc));
+        v.write(F::ProcBasedControls2, u64::from(c.proc2));
+        v.write(F::ExitControls, u64::from(c.exit));
+        let ia32e = if s.efer & (1 << 10) != 0 { Entry::IA32E_MODE_GUEST.bits() } else { 0 };
+        v.write(F::EntryControls, u64::from(c.entry | ia32e));
+        v.write(F::ExceptionBitmap, 0);
+        v.write(F::PageFaultErrorCodeMask, 0);
+        v.write(F::PageFaultErrorCodeMatch, 0);
+        v.write(F::Cr3TargetCount, 0);
+        v.write(F::ExitMsrStoreCount, 0);
+        v.write(F::ExitMsrLoadCount, 0);
+        v.write(F::EntryMsrLoadCount, 0);
+        v.write(F::EntryInterruptionInfo, 0);
+        v.write(F::IoBitmapA, self.bitmaps.0);
+        v.write(F::IoBitmapB, self.bitmaps.0 + 4096);
+        v.write(F::MsrBitmap, self.bitmaps.0 + 2 * 4096);
+        v.write(F::EptPointer, self.eptp);
+        if c.vpid {
+            v.write(F::Vpid, u64::from(self.vpid));
+        }
+        v.write(F::TscOffset, 0);
+        // CR0/CR4: the host owns the bits VMX fixes; the guest sees its own values.
+        v.write(F::Cr0GuestHostMask, self.cr0_mask());
+        v.write(F::Cr4GuestHostMask, self.cr4_fixed.owned_by_host());
+        v.write(F::Cr0ReadShadow, s.cr0);
+        v.write(F::Cr4ReadShadow, s.cr4);
+
+        // Host state (SDM §25.5, checked by §27.2.2-27.2.4).
+        let sel = gdt::selectors();
+        v.write(F::HostCr0, x86_64::registers::control::Cr0::read_raw());
+        v.write(F::HostCr3, x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64());
+        v.write(F::HostCr4, x86_64::registers::control::Cr4::read_raw());
+        v.write(F::HostCsSelector, u64::from(sel.code.0));
+        for f in [
+            F::HostSsSelector,
+            F::HostDsSelector,
+            F::HostEsSelector,
+            F::HostFsSelector,
+            F::HostGsSelector,
+        ] {
+            v.write(f, u64::from(sel.data.0));
+        }
+        v.write(F::HostTrSelector, u64::from(sel.tss.0));
+        v.write(F::HostFsBase, 0);
+        v.write(F::HostGsBase, 0);
+        v.write(F::HostTrBase, gdt::tss_base());
+        v.write(F::HostGdtrBase, gdt::gdt_base());
+        v.write(F::HostIdtrBase, x86_64::instructions::tables::sidt().base.as_u64());
+        v.write(F::HostSysenterCs, 0);
+        v.write(F::HostSysenterEsp, 0);
+        v.write(F::HostSysenterEip, 0);
+        v.write(F::HostEfer, x86_64::registers::model_specific::Efer::read_raw());
+        v.write(F::HostRip, vmx_exit as *const () as u64);
+
+        // Guest state (SDM §25.4, checked by §27.3.1).
+        v.write(F::GuestCr0, self.cr0_fixed.apply(s.cr0) & !CR0_CD_NW);
+        v.write(F::GuestCr3, s.cr3);
+        v.write(F::GuestCr4, self.cr4_fixed.apply(s.cr4));
+        v.write(F::GuestEfer, s.efer);
+        v.write(F::GuestDr7, 0x400);
+        v.write(F::GuestRsp, s.gprs.0[reg::RSP]);
+        v.write(F::GuestRip, s.rip);
+        v.write(F::GuestRflags, s.rflags);
+        write_segment(
+            &v,
+            F::GuestCsSelector,
+            F::GuestCsBase,
+            F::GuestCsLimit,
+            F::GuestCsAccess,
+            &s.cs,
+        );
+        write_segment(
+            &v,
+            F::GuestDsSelector,
+            F::GuestDsBase,
+            F::GuestDsLimit,
+            F::GuestDsAccess,
+            &s.data,
+        );
+        write_segment(
+            &v,
+            F::GuestEsSelector,
+            F::GuestEsBase,
+            F::GuestEsLimit,
+            F::GuestEsAccess,
+            &s.data,
+        );
+        write_segment(
+            &v,
+            F::GuestSsSelector,
+            F::GuestSsBase,
+            F::GuestSsLimit,
+            F::GuestSsAccess,
+            &s.data,
+        );
+        write_segment(
+            &v,
+            F::GuestFsSelector,
+            F::GuestFsBase,
+            F::GuestFsLimit,
+            F::GuestFsAccess,
+            &s.data,
+        );
+        write_segment(
+            &v,
+            F::GuestGsSelector,
+            F::GuestGsBase,
+            F::GuestGsLimit,
+            F::GuestGsAccess,
+            &s.data,
+        );
+        write_segment(
+            &v,
+            F::GuestTrSelector,
+            F::GuestTrBase,
+            F::GuestTrLimit,
+            F::GuestTrAccess,
+            &s.tr,
+        );
+        write_segment(
+            &v,
+            F::GuestLdtrSelector,
+            F::GuestLdtrBase,
+            F::GuestLdtrLimit,
+            F::GuestLdtrAccess,
+            &Segment::default(),
+        );
+        v.write(F::GuestLdtrAccess, 1 << 16); // unusable (SDM Table 25-2, bit 16)
+        v.write(F::GuestGdtrBase, s.gdt_base);
+        v.write(F::GuestGdtrLimit, u64::from(s.gdt_limit));
+        v.write(F::GuestIdtrBase, 0);
+        v.write(F::GuestIdtrLimit, 0);
+        v.write(F::GuestInterruptibility, 0);
+        v.write(F::GuestActivityState, 0);
+        v.write(F::GuestPendingDebugExceptions, 0);
+        v.write(F::VmcsLinkPointer, u64::MAX);
+        v.write(F::GuestDebugCtl, 0);
+        v.write(F::GuestSysenterCs, 0);
+        v.write(F::GuestSysenterEsp, 0);
+        v.write(F::GuestSysenterEip, 0);
+        v.write(F::GuestPat, 0x0007_0406_0007_0406);
+        v.write(F::HostPat, 0x0007_0406_0007_0406);
+        Ok(())
+    }
+
+    fn cr0_mask(&self) -> u64 {
+        self.cr0_fixed.owned_by_host() | CR0_CD_NW
+    }
+
+    fn current(&self) -> Current {
+        self.vmcs.load().expect("VMPTRLD of this vCPU's own VMCS")
+    }
+
+    fn entry_failure(&self, v: &Current, what: &'static str) -> EntryError {
+        let code = v.read_ro(R::InstructionError);
+        crate::println!(
+            "vmx: VM entry failed: {what}: VM-instruction error {code}: {}",
+            instruction_error_name(code)
+        );
+        EntryError { what, code }
+    }
+}
+
+impl Vcpu for VmxVcpu {
+    fn run(&mut self) -> Result<VmExit, EntryError> {
+        let v = self.current();
+        v.write(F::GuestRsp, self.gprs.0[reg::RSP]);
+        v.write(F::GuestRip, self.rip);
+        v.write(F::GuestRflags, self.rflags);
+        if let Some(e) = self.pending {
+            let info = match e {
+                Event::Exception { vector, error_code } => {
+                    if let Some(code) = error_code {
+                        v.write(F::EntryExceptionErrorCode, u64::from(code));
+                    }
+                    INTR_VALID
+                        | INTR_TYPE_HW_EXCEPTION
+                        | u64::from(vector)
+                        | if error_code.is_some() { INTR_DELIVER_ERROR_CODE } else { 0 }
+                }
+                Event::Interrupt { vector } => INTR_VALID | INTR_TYPE_EXTERNAL | u64::from(vector),
+            };
+            v.write(F::EntryInterruptionInfo, info);
+            self.pending = None;
+        }
+        if self.timer_enabled && self.timeslice_fresh {
+            self.timeslice_fresh = false;
+            let ticks = if self.timeslice == 0 {
+                u64::from(u32::MAX)
+            } else {
+                self.timeslice >> self.timer_shift
+            };
+            v.write(F::PreemptionTimerValue, ticks.clamp(1, u64::from(u32::MAX)));
+        }
+        // SAFETY: this vCPU's VMCS is current and was set up by `setup` with HOST_RIP =
+        // vmx_exit; `launched` tracks VMLAUNCH vs VMRESUME for it.
+        let failed = unsafe { vmx_enter(&mut self.gprs, u64::from(self.launched)) };
+        if failed != 0 {
+            return Err(self.entry_failure(
+                &v,
+                if self.launched { "VMRESUME failed" } else { "VMLAUNCH failed" },
+            ));
+        }
+        self.launched = true;
+        let exit_reason = v.read_ro(R::ExitReason);
+        let basic = (exit_reason & 0xffff) as u32;
+        if exit_reason & (1 << 31) != 0 {
+            let q = v.read_ro(R::ExitQualification);
+            crate::println!(
+                "vmx: VM entry failed: exit reason {basic} ({}), qualification {q:#x}",
+                reason_name(basic)
+            );
+            return Err(EntryError { what: reason_name(basic), code: u64::from(basic) });
+        }
+        self.rip = v.read(F::GuestRip);
+        self.rflags = v.read(F::GuestRflags);
+        self.gprs.0[reg::RSP] = v.read(F::GuestRsp);
+        self.exit_insn_len = v.read_ro(R::ExitInstructionLength);
+        // An event whose delivery the exit interrupted is delivered again (SDM §28.2.4).
+        let idt = v.read_ro(R::IdtVectoringInfo);
+        if idt & INTR_VALID != 0 {
+            let vector = (idt & 0xff) as u8;
+            self.pending = Some(match (idt >> 8) & 7 {
+                0 => Event::Interrupt { vector },
+                _ => Event::Exception {
+                    vector,
+                    error_code: (idt & INTR_DELIVER_ERROR_CODE != 0)
+                        .then(|| v.read_ro(R::IdtVectoringErrorCode) as u32),
+                },
+            });
+        }
+        let q = if basic == reason::CPUID { 0 } else { v.read_ro(R::ExitQualification) };
+        let gpa =
+            if basic == reason::EPT_VIOLATION { v.read_ro(R::GuestPhysicalAddress) } else { 0 };
+        Ok(decode(basic, q, gpa))
+    }
+
+    fn take_fast_exits(&mut self) -> u64 {
+        super::fast::HANDLED.swap(0, core::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn gprs(&mut self) -> &mut Gprs {
+        &mut self.gprs
+    }
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.rip = rip;
+    }
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+    fn set_rflags(&mut self, v: u64) {
+        self.rflags = v;
+    }
+    fn next_rip(&self) -> Option<u64> {
+        (self.exit_insn_len != 0).then_some(self.rip + self.exit_insn_len)
+    }
+
+    fn cr(&self, n: u8) -> u64 {
+        let v = self.current();
+        match n {
+            0 => {
+                let mask = self.cr0_mask();
+                (v.read(F::GuestCr0) & !mask) | (v.read(F::Cr0ReadShadow) & mask)
+            }
+            3 => v.read(F::GuestCr3),
+            4 => {
+                let mask = self.cr4_fixed.owned_by_host();
+                (v.read(F::GuestCr4) & !mask) | (v.read(F::Cr4ReadShadow) & mask)
+            }
+            8 => self.cr8,
+            _ => 0,
+        }
+    }
+
+    fn set_cr(&mut self, n: u8, val: u64) {
+        let v = self.current();
+        match n {
+            0 => {
+                v.write(F::Cr0ReadShadow, val);
+                v.write(F::GuestCr0, self.cr0_fixed.apply(val) & !CR0_CD_NW);
+            }
+            3 => v.write(F::GuestCr3, val),
+            4 => {
+                v.write(F::Cr4ReadShadow, val);
+                v.write(F::GuestCr4, self.cr4_fixed.apply(val));
+            }
+            8 => self.cr8 = val & 0xf,
+            _ => {}
+        }
+    }
+
+    fn msr(&self, m: HwMsr) -> u64 {
+        let v = self.current();
+        match m {
+            HwMsr::Efer => v.read(F::GuestEfer),
+            HwMsr::FsBase => v.read(F::GuestFsBase),
+            HwMsr::GsBase => v.read(F::GuestGsBase),
+            HwMsr::SysenterCs => v.read(F::GuestSysenterCs),
+            HwMsr::SysenterEsp => v.read(F::GuestSysenterEsp),
+            HwMsr::SysenterEip => v.read(F::GuestSysenterEip),
+        }
+    }
+
+    fn set_msr(&mut self, m: HwMsr, val: u64) {
+        let v = self.current();
+        match m {
+            HwMsr::Efer => {
+                v.write(F::GuestEfer, val);
+                // Keep "IA-32e mode guest" equal to EFER.LMA (SDM §27.3.1.1).
+                let e = v.read(F::EntryControls) & !u64::from(Entry::IA32E_MODE_GUEST.bits());
+                let lma = if val & (1 << 10) != 0 {
+                    u64::from(Entry::IA32E_MODE_GUEST.bits())
+                } else {
+                    0
+                };
+                v.write(F::EntryControls, e | lma);
+            }
+            HwMsr::FsBase => v.write(F::GuestFsBase, val),
+            HwMsr::GsBase => v.write(F::GuestGsBase, val),
+            HwMsr::SysenterCs => v.write(F::GuestSysenterCs, val),
+            HwMsr::SysenterEsp => v.write(F::GuestSysenterEsp, val),
+            HwMsr::SysenterEip => v.write(F::GuestSysenterEip, val),
+        }
+    }
+
+    fn mode(&self) -> CpuMode {
+        let v = self.current();
+        let cs = v.read(F::GuestCsAccess);
+        CpuMode::from_state(
+            v.read(F::GuestCr0) & 1 != 0,
+            self.rflags & (1 << 17) != 0,
+            v.read(F::GuestEfer) & (1 << 10) != 0,
+            cs & (1 << 13) != 0,
+            cs & (1 << 14) != 0,
+        )
+    }
+
+    fn inject(&mut self, e: Event) {
+        self.pending = Some(e);
+    }
+    fn event_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn interruptible(&self) -> bool {
+        self.rflags & RFLAGS_IF != 0
+            && self.current().read(F::GuestInterruptibility) & BLOCKING_STI_MOVSS == 0
+    }
+
+    fn clear_interrupt_shadow(&mut self) {
+        let v = self.current();
+        let s = v.read(F::GuestInterruptibility);
+        if s & BLOCKING_STI_MOVSS != 0 {
+            v.write(F::GuestInterruptibility, s & !BLOCKING_STI_MOVSS);
+        }
+    }
+
+    fn set_interrupt_window_exiting(&mut self, on: bool) {
+        let bit = Proc::INTERRUPT_WINDOW_EXITING.bits();
+        let new = if on { self.proc | bit } else { self.proc & !bit };
+        if new != self.proc {
+            self.proc = new;
+            self.current().write(F::ProcBasedControls, u64::from(new));
+        }
+    }
+
+    fn set_timeslice(&mut self, ticks: u64) {
+        self.timeslice = ticks;
+        self.timeslice_fresh = true;
+    }
+
+    fn pass_through_ports(&mut self, first: u16, count: u16) {
+        for port in u32::from(first)..(u32::from(first) + u32::from(count)).min(0x1_0000) {
+            // I/O bitmap A covers 0x0000-0x7fff, B 0x8000-0xffff (SDM §25.6.4): one bit a port.
+            // SAFETY: the bitmap frames belong to this vCPU; the byte offset is < 8 KiB.
+            unsafe {
+                let byte = (self.bitmaps.0 as *mut u8).add((port / 8) as usize);
+                *byte &= !(1 << (port % 8));
+            }
+        }
+    }
+
+    fn flush_second_level(&mut self) {
+        // SAFETY: VMX is on (this vCPU exists); INVEPT single-context for our own EPTP.
+        let _ = unsafe { super::instr::invept(self.eptp) };
+    }
+
+    fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        let v = self.current();
+        writeln!(out, "  vmx guest state (SDM Vol. 3C §27.3 checks these):")?;
+        writeln!(
+            out,
+            "    RIP {:#x} RSP {:#x} RFLAGS {:#x}",
+            v.read(F::GuestRip),
+            v.read(F::GuestRsp),
+            v.read(F::GuestRflags)
+        )?;
+        writeln!(
+            out,
+            "    CR0 {:#x} (shadow {:#x}) CR3 {:#x} CR4 {:#x} (shadow {:#x}) EFER {:#x} DR7 {:#x}",
+            v.read(F::GuestCr0),
+            v.read(F::Cr0ReadShadow),
+            v.read(F::GuestCr3),
+            v.read(F::GuestCr4),
+            v.read(F::Cr4ReadShadow),
+            v.read(F::GuestEfer),
+            v.read(F::GuestDr7)
+        )?;
+        for (name, sel, base, limit, ar) in [
+            ("CS", F::GuestCsSelector, F::GuestCsBase, F::GuestCsLimit, F::GuestCsAccess),
+            ("SS", F::GuestSsSelector, F::GuestSsBase, F::GuestSsLimit, F::GuestSsAccess),
+            ("DS", F::GuestDsSelector, F::GuestDsBase, F::GuestDsLimit, F::GuestDsAccess),
+            ("TR", F::GuestTrSelector, F::GuestTrBase, F::GuestTrLimit, F::GuestTrAccess),
+            ("LDTR", F::GuestLdtrSelector, F::GuestLdtrBase, F::GuestLdtrLimit, F::GuestLdtrAccess),
+        ] {
+            writeln!(
+                out,
+                "    {name:4} sel {:#06x} base {:#x} limit {:#x} access {:#x}",
+                v.read(sel),
+                v.read(base),
+                v.read(limit),
+                v.read(ar)
+            )?;
+        }
+        writeln!(
+            out,
+            "    GDTR {:#x}/{:#x} IDTR {:#x}/{:#x} activity {} interruptibility {:#x} link {:#x}",
+            v.read(F::GuestGdtrBase),
+            v.read(F::GuestGdtrLimit),
+            v.read(F::GuestIdtrBase),
+            v.read(F::GuestIdtrLimit),
+            v.read(F::GuestActivityState),
+            v.read(F::GuestInterruptibility),
+            v.read(F::VmcsLinkPointer)
+        )?;
+        writeln!(
+            out,
+            "    controls: pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x} EPTP {:#x}",
+            v.read(F::PinBasedControls),
+            v.read(F::ProcBasedControls),
+            v.read(F::ProcBasedControls2),
+            v.read(F::ExitControls),
+            v.read(F::EntryControls),
+            v.read(F::EptPointer)
+        )?;
+        writeln!(
+            out,
+            "    last exit: reason {:#x} qualification {:#x} instruction length {}",
+            v.read_ro(R::ExitReason),
+            v.read_ro(R::ExitQualification),
+            v.read_ro(R::ExitInstructionLength)
+        )
+    }
+}
+
+impl Drop for VmxVcpu {
+    fn drop(&mut self) {
+        HostPages::free(self.bitmaps, BITMAP_PAGES);
+    }
+}

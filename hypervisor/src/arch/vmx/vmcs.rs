@@ -1,0 +1,76 @@
+//! A VMCS region and the typed access to the current VMCS.
+//!
+//! Only code holding a [`Current`] token (proof that this VMCS was made current by VMPTRLD) can
+//! read or write fields; read-only exit fields have no write.
+
+use super::fields::{Field, ReadOnly};
+use super::instr::{self, VmFail};
+use crate::arch::x86::paging::HostPages;
+use crate::mm::addr::HostPhys;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Physical address of the VMCS that is current on this CPU (0: none).
+static CURRENT: AtomicU64 = AtomicU64::new(0);
+
+/// One VMCS region (SDM Vol. 3C §25.2): a 4 KiB page starting with the revision identifier.
+#[derive(Debug)]
+pub struct Vmcs {
+    pa: HostPhys,
+}
+
+/// Proof that a VMCS is current; field access goes through it.
+#[derive(Debug)]
+pub struct Current(());
+
+impl Vmcs {
+    /// A fresh, clear VMCS.
+    pub fn new(revision: u32) -> Result<Self, &'static str> {
+        let pa = HostPages::alloc_zeroed(1).ok_or("out of memory for a VMCS")?;
+        // SAFETY: the frame was just allocated for this VMCS.
+        unsafe { HostPages::page_mut(pa)[..4].copy_from_slice(&revision.to_le_bytes()) };
+        // SAFETY: the region is ours with the right revision identifier (SDM §25.11.3).
+        unsafe { instr::vmclear(pa.0) }.map_err(|_| "VMCLEAR of a new VMCS failed")?;
+        Ok(Self { pa })
+    }
+
+    /// Makes this VMCS current (VMPTRLD), unless it already is.
+    pub fn load(&self) -> Result<Current, VmFail> {
+        if CURRENT.load(Ordering::Relaxed) != self.pa.0 {
+            // SAFETY: the region is ours, initialised by `new`.
+            unsafe { instr::vmptrld(self.pa.0) }?;
+            CURRENT.store(self.pa.0, Ordering::Relaxed);
+        }
+        Ok(Current(()))
+    }
+}
+
+impl Drop for Vmcs {
+    fn drop(&mut self) {
+        // SAFETY: VMCLEAR flushes the CPU's cached copy before the frame is freed (§25.11.1).
+        let _ = unsafe { instr::vmclear(self.pa.0) };
+        let _ = CURRENT.compare_exchange(self.pa.0, 0, Ordering::Relaxed, Ordering::Relaxed);
+        HostPages::free(self.pa, 1);
+    }
+}
+
+impl Current {
+    /// Reads a field. Failing here means the field does not exist on this CPU: a hypervisor bug.
+    pub fn read(&self, f: Field) -> u64 {
+        // SAFETY: a VMCS is current (this token exists); VMREAD does not change state.
+        unsafe { instr::vmread_raw(f as u32) }.expect("VMREAD of a field the CPU has")
+    }
+
+    /// Reads an exit-information field.
+    pub fn read_ro(&self, f: ReadOnly) -> u64 {
+        // SAFETY: as `read`.
+        unsafe { instr::vmread_raw(f as u32) }.expect("VMREAD of a field the CPU has")
+    }
+
+    /// Writes a field.
+    pub fn write(&self, f: Field, v: u64) {
+        // SAFETY: a VMCS is current; the fields reachable through `Field` hold guest state or
+        // controls whose values the VM-entry checks validate, and host-state fields are only
+        // written by the backend's setup with the host's real values.
+        unsafe { instr::vmwrite_raw(f as u32, v) }.expect("VMWRITE of a writable field the CPU has")
+    }
+}

@@ -1,0 +1,190 @@
+//! Exception entry: one naked stub per vector saves every register and calls [`fatal`], which
+//! prints the exception, error code, RIP, CR2 and all registers, then powers off with a failure
+//! status. The hypervisor never resumes after an exception of its own: such a fault is a broken
+//! invariant of the hypervisor, not of a guest (guest faults arrive as VM exits).
+
+use core::arch::naked_asm;
+use spin::Once;
+use x86_64::VirtAddr;
+use x86_64::structures::idt::InterruptDescriptorTable;
+
+/// Registers as the entry stubs leave them on the stack (lowest address first).
+#[derive(Debug)]
+#[repr(C)]
+pub struct Frame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// Saves the general registers and calls [`fatal`] with a pointer to the [`Frame`].
+#[unsafe(naked)]
+extern "C" fn common_entry() -> ! {
+    naked_asm!(
+        "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+        "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+        "mov rdi, rsp",
+        "and rsp, -16",
+        "call {fatal}",
+        "ud2",
+        fatal = sym fatal,
+    )
+}
+
+macro_rules! stub {
+    ($name:ident, $vector:literal, no_error_code) => {
+        #[unsafe(naked)]
+        extern "C" fn $name() -> ! {
+            naked_asm!("push 0", concat!("push ", $vector), "jmp {c}", c = sym common_entry)
+        }
+    };
+    ($name:ident, $vector:literal, error_code) => {
+        #[unsafe(naked)]
+        extern "C" fn $name() -> ! {
+            naked_asm!(concat!("push ", $vector), "jmp {c}", c = sym common_entry)
+        }
+    };
+}
+
+stub!(de, 0, no_error_code);
+stub!(db, 1, no_error_code);
+stub!(nmi, 2, no_error_code);
+stub!(bp, 3, no_error_code);
+stub!(of, 4, no_error_code);
+stub!(br, 5, no_error_code);
+stub!(ud, 6, no_error_code);
+stub!(nm, 7, no_error_code);
+stub!(df, 8, error_code);
+stub!(ts, 10, error_code);
+stub!(np, 11, error_code);
+stub!(ss, 12, error_code);
+stub!(gp, 13, error_code);
+stub!(pf, 14, error_code);
+stub!(mf, 16, no_error_code);
+stub!(ac, 17, error_code);
+stub!(mc, 18, no_error_code);
+stub!(xm, 19, no_error_code);
+stub!(ve, 20, no_error_code);
+stub!(cp, 21, error_code);
+
+/// SDM Vol. 3A, Table 6-1: exception mnemonics by vector.
+pub fn exception_name(vector: u64) -> &'static str {
+    const NAMES: [&str; 22] = [
+        "#DE divide error",
+        "#DB debug",
+        "NMI",
+        "#BP breakpoint",
+        "#OF overflow",
+        "#BR bound range",
+        "#UD invalid opcode",
+        "#NM device not available",
+        "#DF double fault",
+        "coprocessor segment overrun",
+        "#TS invalid TSS",
+        "#NP segment not present",
+        "#SS stack fault",
+        "#GP general protection",
+        "#PF page fault",
+        "reserved",
+        "#MF x87 FP error",
+        "#AC alignment check",
+        "#MC machine check",
+        "#XM SIMD FP",
+        "#VE virtualization",
+        "#CP control protection",
+    ];
+    NAMES.get(vector as usize).copied().unwrap_or("unknown vector")
+}
+
+static IDT: Once<InterruptDescriptorTable> = Once::new();
+
+/// Builds and loads the IDT.
+pub fn init() {
+    let idt = IDT.call_once(|| {
+        let mut idt = InterruptDescriptorTable::new();
+        let a = |f: extern "C" fn() -> !| VirtAddr::new(f as usize as u64);
+        // SAFETY: each address is a stub above, which expects exactly the frame the CPU pushes
+        // for its vector (with or without an error code, as the stub's kind says).
+        unsafe {
+            idt.divide_error.set_handler_addr(a(de));
+            idt.debug.set_handler_addr(a(db));
+            idt.non_maskable_interrupt.set_handler_addr(a(nmi));
+            idt.breakpoint.set_handler_addr(a(bp));
+            idt.overflow.set_handler_addr(a(of));
+            idt.bound_range_exceeded.set_handler_addr(a(br));
+            idt.invalid_opcode.set_handler_addr(a(ud));
+            idt.device_not_available.set_handler_addr(a(nm));
+            idt.double_fault.set_handler_addr(a(df)).set_stack_index(super::gdt::DOUBLE_FAULT_IST);
+            idt.invalid_tss.set_handler_addr(a(ts));
+            idt.segment_not_present.set_handler_addr(a(np));
+            idt.stack_segment_fault.set_handler_addr(a(ss));
+            idt.general_protection_fault.set_handler_addr(a(gp));
+            idt.page_fault.set_handler_addr(a(pf));
+            idt.x87_floating_point.set_handler_addr(a(mf));
+            idt.alignment_check.set_handler_addr(a(ac));
+            idt.machine_check.set_handler_addr(a(mc));
+            idt.simd_floating_point.set_handler_addr(a(xm));
+            idt.virtualization.set_handler_addr(a(ve));
+            idt.cp_protection_exception.set_handler_addr(a(cp));
+        }
+        idt
+    });
+    idt.load();
+}
+
+/// Reports a hypervisor exception and powers off with a failure status.
+extern "C" fn fatal(f: &Frame) -> ! {
+    // SAFETY: this CPU never returns to the code it interrupted, which may have held the lock.
+    unsafe { crate::console::force_unlock() };
+    let cr2 = super::instr::read_cr2();
+    crate::println!();
+    crate::println!(
+        "hypervisor: FATAL EXCEPTION {} (vector {}) error code {:#x}",
+        exception_name(f.vector),
+        f.vector,
+        f.error_code
+    );
+    crate::println!("  RIP {:#018x}  CS {:#06x}  RFLAGS {:#010x}", f.rip, f.cs, f.rflags);
+    crate::println!("  RSP {:#018x}  SS {:#06x}  CR2 {:#018x}", f.rsp, f.ss, cr2);
+    if f.vector == 14 {
+        crate::println!(
+            "  page fault at address {:#x}: {} {} in {} mode",
+            cr2,
+            if f.error_code & 1 != 0 { "protection violation" } else { "not present" },
+            if f.error_code & 2 != 0 {
+                "write"
+            } else if f.error_code & 16 != 0 {
+                "fetch"
+            } else {
+                "read"
+            },
+            if f.error_code & 4 != 0 { "user" } else { "supervisor" },
+        );
+    }
+    crate::println!("  RAX {:#018x}  RBX {:#018x}  RCX {:#018x}", f.rax, f.rbx, f.rcx);
+    crate::println!("  RDX {:#018x}  RSI {:#018x}  RDI {:#018x}", f.rdx, f.rsi, f.rdi);
+    crate::println!("  RBP {:#018x}  R8  {:#018x}  R9  {:#018x}", f.rbp, f.r8, f.r9);
+    crate::println!("  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}", f.r10, f.r11, f.r12);
+    crate::println!("  R13 {:#018x}  R14 {:#018x}  R15 {:#018x}", f.r13, f.r14, f.r15);
+    crate::println!("{} failed", hvabi::exit::FINAL_LINE_PREFIX);
+    super::power::power_off(false)
+}

@@ -1,0 +1,102 @@
+//! The hypervisor's serial console on COM1, and the `log` facade on top of it.
+//!
+//! Lines are written with interrupts masked while the lock is held, so an exception handler that
+//! logs never deadlocks against the code it interrupted on this CPU. Before the UART is set up
+//! (or if its self-test fails) output is dropped, never a hang.
+
+use core::fmt::{self, Write};
+use spin::Mutex;
+use uart_16550::backend::PioBackend;
+use uart_16550::{Config, Uart16550Tty};
+
+/// COM1's base port: the hypervisor keeps it for itself.
+pub const COM1: u16 = 0x3f8;
+
+static CONSOLE: Mutex<Option<Uart16550Tty<PioBackend>>> = Mutex::new(None);
+
+/// Sets up COM1 (115200 8N1). Returns false when the UART failed its loopback self-test.
+pub fn init() -> bool {
+    // SAFETY: COM1 belongs to the hypervisor for its whole life; nothing else drives it.
+    let uart = unsafe { Uart16550Tty::new_port(COM1, Config::default()) };
+    let ok = uart.is_ok();
+    *CONSOLE.lock() = uart.ok();
+    ok
+}
+
+fn with_console<R>(f: impl FnOnce(&mut Uart16550Tty<PioBackend>) -> R) -> Option<R> {
+    x86_64::instructions::interrupts::without_interrupts(|| CONSOLE.lock().as_mut().map(f))
+}
+
+/// Writes formatted text to COM1.
+pub fn write_fmt(args: fmt::Arguments<'_>) {
+    with_console(|c| {
+        let _ = c.write_fmt(args);
+    });
+}
+
+/// Writes raw text to COM1.
+pub fn write_str(s: &str) {
+    with_console(|c| {
+        let _ = c.write_str(s);
+    });
+}
+
+/// Takes one received byte, if any.
+pub fn read_byte() -> Option<u8> {
+    with_console(|c| c.inner_mut().try_receive_byte().ok()).flatten()
+}
+
+/// Waits until COM1 has sent everything (the UART transmits synchronously, so this only
+/// takes the lock to order it after any writer).
+pub fn flush() {
+    with_console(|_| ());
+}
+
+/// Forces the console lock free, for the exception path when the fault hit while it was held.
+///
+/// # Safety
+/// Only for the fatal-exception path on a single CPU, which never returns to the interrupted
+/// writer.
+pub unsafe fn force_unlock() {
+    // SAFETY: the caller is the fatal path; the interrupted holder never runs again.
+    unsafe { CONSOLE.force_unlock() };
+}
+
+/// `print!` onto the hypervisor console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::console::write_fmt(format_args!($($arg)*)) };
+}
+
+/// `println!` onto the hypervisor console.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::console::write_str("\n") };
+    ($($arg:tt)*) => {{ $crate::console::write_fmt(format_args!($($arg)*)); $crate::console::write_str("\n"); }};
+}
+
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            with_console(|c| {
+                let _ = writeln!(c, "[cpu0 {:5}] {}", record.level(), record.args());
+            });
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: Logger = Logger;
+
+/// Installs the logger at `level`.
+pub fn init_log(level: log::LevelFilter) {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}

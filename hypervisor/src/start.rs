@@ -1,0 +1,373 @@
+//! From the boot path's [`BootInfo`] to running partitions: the hypervisor's `main`.
+
+use crate::arch::vmx::VmxBackend;
+use crate::arch::x86::{cpu, gdt, idt, paging, power};
+use crate::bootinfo::{BootInfo, PhysRange};
+use crate::cmdline::{self, FAULT_ADDRESS, Fault};
+use crate::mm::addr::{PAGE_SIZE, align_up};
+use crate::mm::frames::{FRAMES, FrameAllocator, LOW_MEMORY_END};
+use crate::vmm::partition::PartitionConfig;
+use crate::vmm::vcpu::Backend;
+use crate::{console, println};
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use hvabi::pack::{self, Pack};
+use log::{error, info, warn};
+
+/// The TSC at the hypervisor's first instruction of Rust (boot-to-guest benchmark).
+pub static START_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The end of RAM below 4 GiB (device space starts above it).
+pub static RAM_TOP_BELOW_4G: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The boot module that holds the partition manifest.
+pub const MANIFEST_MODULE: &str = "manifest";
+
+/// Size of the hypervisor's heap.
+pub const HEAP_SIZE: u64 = 16 << 20;
+
+/// How the boot crate sets up its global allocator over `[start, start+len)`.
+pub type HeapInit = unsafe fn(start: *mut u8, len: usize);
+
+/// Finds `len` bytes of usable RAM (page-aligned, above 1 MiB) that overlap nothing reserved.
+fn find_free(info: &BootInfo, len: u64) -> Option<u64> {
+    let reserved = info.reserved.as_slice();
+    info.usable.as_slice().iter().find_map(|r| {
+        let mut start = align_up(r.start.max(LOW_MEMORY_END), PAGE_SIZE);
+        loop {
+            let end = start.checked_add(len)?;
+            if end > r.end {
+                return None;
+            }
+            match reserved.iter().find(|x| x.start < end && x.end > start) {
+                Some(x) => start = align_up(x.end, PAGE_SIZE),
+                None => return Some(start),
+            }
+        }
+    })
+}
+
+/// The hypervisor's entry point after either boot path.
+///
+/// `phys_offset` is where all physical memory is mapped in the boot page tables (0 for an
+/// identity map); `init_heap` sets up the boot crate's global allocator.
+pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
+    START_TSC.store(crate::arch::x86::instr::rdtsc(), core::sync::atomic::Ordering::Relaxed);
+    let uart_ok = console::init();
+    console::init_log(log::LevelFilter::Info);
+    gdt::init();
+    idt::init();
+    platform_quiet();
+
+    println!();
+    println!(
+        "{} {}: a Type-1 microhypervisor for x86_64, booted via {}",
+        crate::NAME,
+        crate::VERSION,
+        info.path
+    );
+    if !uart_ok {
+        warn!("COM1 failed its loopback self-test");
+    }
+    if info.cmdline_truncated {
+        warn!("kernel command line longer than {} bytes: cut", crate::bootinfo::MAX_CMDLINE);
+    }
+    if info.cmdline().is_empty()
+        && let Some(c) = pack_cmdline(info)
+    {
+        info.set_cmdline(c);
+    }
+    info!("command line: `{}`", info.cmdline());
+    let mut problems = 0;
+    let opts = cmdline::parse(info.cmdline(), |p| {
+        problems += 1;
+        warn!("{p}");
+    });
+    log::set_max_level(opts.log_level);
+    if problems > 0 {
+        warn!("{problems} command-line problem(s): see above");
+    }
+
+    let cpu = cpu::detect();
+    println!(
+        "hypervisor: cpu: {} family {:#x} model {:#x} stepping {} \"{}\"",
+        cpu.vendor(),
+        cpu.family,
+        cpu.model,
+        cpu.stepping,
+        cpu.brand()
+    );
+    println!("hypervisor: virtualization: {}", cpu.virt);
+
+    // Memory: heap first (the frame allocator's lists live on it), then frames, then our own
+    // page tables.
+    let Some(heap) = find_free(info, HEAP_SIZE) else {
+        error!("no {} MiB of free RAM for the heap", HEAP_SIZE >> 20);
+        fail();
+    };
+    // SAFETY: `heap` is usable RAM that overlaps no reservation, mapped at `phys_offset + heap`
+    // in the boot tables and in ours (identity for offset 0, the kept high half otherwise); it is
+    // reserved from the frame allocator below, so nothing else ever uses it.
+    unsafe { init_heap((phys_offset + heap) as *mut u8, HEAP_SIZE as usize) };
+    info.reserved.push(PhysRange::new(heap, heap + HEAP_SIZE));
+    let usable: Vec<_> = info.usable.as_slice().iter().map(PhysRange::as_range).collect();
+    let reserved: Vec<_> = info.reserved.as_slice().iter().map(PhysRange::as_range).collect();
+    let mut frames = FrameAllocator::new(&usable, &reserved);
+    if info.usable.dropped > 0 || info.reserved.dropped > 0 {
+        warn!(
+            "memory map too long: {} usable and {} reserved ranges ignored",
+            info.usable.dropped, info.reserved.dropped
+        );
+    }
+    let ram_end = info.usable.as_slice().iter().map(|r| r.end).max().unwrap_or(0);
+    match paging::install(&mut frames, phys_offset, ram_end, cpu.gib_pages, info.keep_high_half) {
+        Ok(tables) => {
+            info!("own page tables live: {tables} table pages, all physical memory identity-mapped")
+        }
+        Err(e) => {
+            error!("building the hypervisor's page tables failed: {e:?}");
+            fail();
+        }
+    }
+    println!(
+        "hypervisor: memory: {} MiB usable in {} ranges, {} MiB free for partitions, heap {} MiB at {:#x}",
+        info.usable_bytes() >> 20,
+        info.usable.as_slice().len(),
+        frames.free_bytes() >> 20,
+        HEAP_SIZE >> 20,
+        heap
+    );
+    *FRAMES.lock() = Some(frames);
+    let top = info.usable.as_slice().iter().map(|r| r.end.min(1 << 32)).max().unwrap_or(0);
+    RAM_TOP_BELOW_4G.store(top, core::sync::atomic::Ordering::Relaxed);
+
+    match opts.fault {
+        Some(Fault::PageFault) => {
+            println!("hypervisor: fault=pf: reading unmapped address {FAULT_ADDRESS:#x}");
+            // SAFETY: deliberately unsound: the read faults, and the exception path reports it
+            // and powers off. It never returns.
+            let v = unsafe { core::ptr::read_volatile(FAULT_ADDRESS as *const u64) };
+            println!("hypervisor: read {v:#x} from an unmapped address?!");
+            fail();
+        }
+        Some(Fault::InvalidOpcode) => {
+            println!("hypervisor: fault=ud: executing ud2");
+            // SAFETY: raises #UD, which the exception path reports; it never returns.
+            unsafe { core::arch::asm!("ud2") };
+            fail();
+        }
+        None => {}
+    }
+
+    if opts.bench {
+        native_bench();
+    }
+    let modules = boot_modules(info);
+    if modules.is_empty() {
+        println!("hypervisor: no partitions to run");
+        finish(true);
+    }
+    let Some(mut backend) = enable_backend(&cpu) else {
+        fail();
+    };
+    let configs = match partition_configs(&modules) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}");
+            println!("hypervisor: refusing to start any partition");
+            fail();
+        }
+    };
+    println!(
+        "hypervisor: starting {} partition(s) on the {} backend",
+        configs.len(),
+        backend.name()
+    );
+    let ok = crate::vmm::run::run_partitions(configs, backend.as_mut(), &modules);
+    drop(backend);
+    finish(ok)
+}
+
+/// The boot modules, with boot packs expanded into their files.
+fn boot_modules(info: &BootInfo) -> Vec<(String, &'static [u8])> {
+    let mut out = Vec::new();
+    for m in info.modules.as_slice() {
+        // SAFETY: the boot paths report only modules that stay mapped and reserved.
+        let bytes = unsafe { m.bytes() };
+        if Pack::is_pack(bytes) {
+            match Pack::parse(bytes) {
+                Ok(p) => {
+                    for (name, data) in p.entries() {
+                        if name != pack::CMDLINE_ENTRY {
+                            info!(
+                                "boot module `{name}`: {} bytes (from pack `{}`)",
+                                data.len(),
+                                m.name()
+                            );
+                            out.push((String::from(name), data));
+                        }
+                    }
+                }
+                Err(e) => error!("boot module `{}`: {e}: ignored", m.name()),
+            }
+        } else {
+            info!("boot module `{}`: {} bytes at {:#x}", m.name(), m.len, m.addr);
+            out.push((String::from(m.name()), bytes));
+        }
+    }
+    out
+}
+
+/// The command line carried in a boot pack, for boot paths without one of their own.
+fn pack_cmdline(info: &BootInfo) -> Option<&'static str> {
+    info.modules.as_slice().iter().find_map(|m| {
+        // SAFETY: as in `boot_modules`.
+        let bytes = unsafe { m.bytes() };
+        let p = Pack::parse(bytes).ok()?;
+        core::str::from_utf8(p.get(pack::CMDLINE_ENTRY)?).ok()
+    })
+}
+
+/// Turns on the backend the CPU offers.
+fn enable_backend(cpu: &cpu::CpuInfo) -> Option<Box<dyn Backend>> {
+    match cpu.virt {
+        cpu::Virt::Vmx(caps) => match VmxBackend::enable(&caps, cpu.gib_pages) {
+            Ok(b) => {
+                let c = b.controls();
+                info!(
+                    "vmx: on; controls pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}",
+                    c.pin, c.proc, c.proc2, c.exit, c.entry
+                );
+                Some(Box::new(b))
+            }
+            Err(e) => {
+                error!("vmx: cannot run partitions: {e}");
+                None
+            }
+        },
+        cpu::Virt::Svm(_caps) => {
+            error!("svm: backend not available yet");
+            None
+        }
+        cpu::Virt::None => {
+            error!("this CPU offers neither VMX nor SVM: cannot run partitions");
+            None
+        }
+    }
+}
+
+/// The partitions to run: from the `manifest` module, or one per image without one.
+fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<PartitionConfig>, String> {
+    use crate::vmm::manifest::{self, Expect, ImageFormat, Role};
+    let find = |name: &str| modules.iter().find(|(n, _)| n == name).map(|(_, d)| *d);
+    let Some(text) = find(MANIFEST_MODULE) else {
+        return Ok(modules
+            .iter()
+            .map(|(name, image)| PartitionConfig {
+                name: name.clone(),
+                image,
+                memory: 16 << 20,
+                cmdline: String::new(),
+                expect_fault: false,
+                on_stop: manifest::OnStop::Destroy,
+                management: false,
+                devices: Vec::new(),
+            })
+            .collect());
+    };
+    let m = manifest::parse_bytes(text).map_err(|e| alloc::format!("{e}"))?;
+    info!(
+        "manifest `{}`: {} partition(s)",
+        m.name.as_deref().unwrap_or("unnamed"),
+        m.partitions.len()
+    );
+    let refuse = |p: &manifest::PartitionSpec, field: &str, why: &str| {
+        alloc::format!("manifest line {}: partition \"{}\": field {field}: {why}", p.line, p.name)
+    };
+    m.partitions
+        .iter()
+        .map(|p| {
+            let image = find(&p.image).ok_or_else(|| {
+                refuse(p, "image", &alloc::format!("no boot module `{}`", p.image))
+            })?;
+            for d in &p.devices {
+                crate::vmm::passthrough::parse(d).map_err(|e| refuse(p, "devices", &e))?;
+            }
+            if p.format != ImageFormat::Elf64 {
+                return Err(refuse(p, "format", "only elf64 images are supported yet"));
+            }
+            Ok(PartitionConfig {
+                name: p.name.clone(),
+                image,
+                memory: p.memory_bytes(),
+                cmdline: p.cmdline.clone(),
+                expect_fault: p.expect == Expect::Fault,
+                on_stop: p.on_stop,
+                management: p.role == Role::Management,
+                devices: p.devices.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Prints the final line and powers off.
+pub fn finish(success: bool) -> ! {
+    println!("{} {}", hvabi::exit::FINAL_LINE_PREFIX, if success { "ok" } else { "failed" });
+    power::power_off(success)
+}
+
+fn fail() -> ! {
+    finish(false)
+}
+
+/// Turns caching on, masks the legacy PICs (the hypervisor takes no device interrupts of its own yet) and turns
+/// on CR4.OSXSAVE where the CPU has XSAVE, so guests may use XSETBV.
+fn platform_quiet() {
+    // SAFETY: clearing CR0.CD/NW turns normal caching on (firmware normally does this; a
+    // CPU's reset value has both set); WBINVD first so no stale line survives (SDM Vol. 3A
+    // §12.5.3).
+    unsafe {
+        core::arch::asm!("wbinvd");
+        x86_64::registers::control::Cr0::update(|c| {
+            c.remove(
+                x86_64::registers::control::Cr0Flags::CACHE_DISABLE
+                    | x86_64::registers::control::Cr0Flags::NOT_WRITE_THROUGH,
+            )
+        });
+    }
+    // SAFETY: ports 0x21/0xa1 are the PIC mask registers; masking every line only stops
+    // interrupts the hypervisor does not use (it runs with IF = 0).
+    unsafe {
+        crate::arch::x86::instr::outb(0x21, 0xff);
+        crate::arch::x86::instr::outb(0xa1, 0xff);
+    }
+    if raw_cpuid::CpuId::new().get_feature_info().is_some_and(|f| f.has_xsave()) {
+        // SAFETY: CPUID says XSAVE exists, so CR4.OSXSAVE may be set (SDM Vol. 3A §2.5).
+        unsafe {
+            x86_64::registers::control::Cr4::update(|c| {
+                c.insert(x86_64::registers::control::Cr4Flags::OSXSAVE);
+            })
+        };
+    }
+}
+
+/// The measurement loops run natively (no guest), printed as `BENCH-NATIVE name ticks`: the
+/// baseline `cargo xtask bench` prints next to the guest's figures.
+fn native_bench() {
+    use hvabi::bench::*;
+    let n = ITERATIONS;
+    let scratch = console::COM1 + 7;
+    println!("BENCH-NATIVE cpuid {}", ticks_per_op(n, cpuid_loop));
+    let out = |n| {
+        // SAFETY: COM1's scratch register holds nothing the console needs.
+        unsafe { out_loop(n, scratch) }
+    };
+    println!("BENCH-NATIVE out {}", ticks_per_op(n, out));
+    let mmio = |n| {
+        // SAFETY: the local APIC version register (0xfee0_0030) is read-only, identity-mapped,
+        // and reading it has no side effects.
+        unsafe { mmio_read_loop(n, 0xfee0_0030) }
+    };
+    println!("BENCH-NATIVE mmio {}", ticks_per_op(n, mmio));
+}

@@ -1,0 +1,327 @@
+//! The management partition's privileged hypercalls and the channel calls: everything that
+//! needs more than the calling partition. The run loop hands these over as [`Flow::Admin`]
+//! (`dispatch`); [`Machine::admin`] carries them out with every argument checked and writes
+//! the status (and result) into the caller's registers.
+
+use super::machine::{Channel, Machine};
+use super::partition::{Partition, PartitionConfig, State};
+use super::vcpu::reg;
+use alloc::format;
+use alloc::string::String;
+use hvabi::hypercall::{Call, CreateRequest, PartitionInfo, StatsRecord, Status, state};
+
+/// A status and an optional result for RDX.
+type Answer = Result<Option<u64>, Status>;
+
+/// Plain-data records copied to and from guest RAM.
+trait Record: Copy {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: implementors are repr(C) plain data with no padding that matters to the
+        // reader; viewing them as bytes is sound.
+        unsafe {
+            core::slice::from_raw_parts(
+                core::ptr::from_ref(self).cast::<u8>(),
+                core::mem::size_of::<Self>(),
+            )
+        }
+    }
+}
+impl Record for PartitionInfo {}
+impl Record for StatsRecord {}
+
+fn read_request(p: &Partition, gpa: u64) -> Result<CreateRequest, Status> {
+    let bytes = p
+        .ram
+        .slice(gpa, core::mem::size_of::<CreateRequest>() as u64)
+        .map_err(|_| Status::BadAddress)?;
+    // SAFETY: CreateRequest is repr(C) made of byte arrays and u64s: every bit pattern is valid,
+    // and read_unaligned copies from the bounds-checked guest bytes.
+    Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<CreateRequest>()) })
+}
+
+fn text(bytes: &[u8], len: u64) -> Result<&str, Status> {
+    let len =
+        usize::try_from(len).ok().filter(|&l| l <= bytes.len()).ok_or(Status::InvalidArgument)?;
+    core::str::from_utf8(&bytes[..len]).map_err(|_| Status::InvalidArgument)
+}
+
+/// A partition name: 1..=31 bytes of `[a-z0-9_-]`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=31).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn state_code(s: &State) -> u32 {
+    match s {
+        State::Created => state::CREATED,
+        State::Runnable => state::RUNNING,
+        State::Paused => state::PAUSED,
+        State::Halted { .. } => state::HALTED,
+        State::Shutdown(_) => state::SHUT_DOWN,
+        State::Killed(_) => state::KILLED,
+    }
+}
+
+impl Machine<'_> {
+    /// Carries out `call` for partition `i` and moves it past its hypercall.
+    pub fn admin(&mut self, i: usize, call: Call) {
+        let g = *self.parts[i].vcpu.gprs();
+        let caller = self.parts[i].id;
+        let (a1, a2, a3) = (g.0[reg::RDI], g.0[reg::RSI], g.0[reg::RDX]);
+        let answer = match call {
+            Call::PartitionList => self.list(i, a1, a2),
+            Call::PartitionCreate => self.create(i, a1),
+            Call::PartitionStart => {
+                self.transition(a1, |s| (*s == State::Created).then_some(State::Runnable))
+            }
+            Call::PartitionPause => self.transition(a1, |s| {
+                matches!(s, State::Runnable | State::Halted { .. }).then_some(State::Paused)
+            }),
+            Call::PartitionResume => {
+                self.transition(a1, |s| (*s == State::Paused).then_some(State::Runnable))
+            }
+            Call::PartitionDestroy if a1 == caller => Err(Status::InvalidArgument),
+            Call::PartitionDestroy => self.destroy(a1, caller),
+            Call::ConsoleRead => self.console_read(i, a1, a2, a3),
+            Call::PartitionStats => self.stats(i, a1, a2),
+            Call::ChannelCreate => self.channel_create(caller, a1),
+            Call::ChannelQuery => self
+                .channels
+                .iter()
+                .find(|c| c.ends.contains(&caller))
+                .map(|c| Some(c.id))
+                .ok_or(Status::NotFound),
+            Call::ChannelBind => self.channel_bind(caller, a1, a2),
+            Call::ChannelNotify => self.channel_notify(caller, a1),
+            _ => Err(Status::UnknownCall),
+        };
+        // The call may have removed partitions: find the caller again.
+        let Some(p) = self.parts.iter_mut().find(|p| p.id == caller) else { return };
+        if let Err(s) = answer {
+            log::info!("partition {}: {call:?} refused: {s:?}", p.name);
+        }
+        let g = p.vcpu.gprs();
+        match answer {
+            Ok(v) => {
+                g.0[reg::RAX] = Status::Success as u64;
+                if let Some(v) = v {
+                    g.0[reg::RDX] = v;
+                }
+            }
+            Err(s) => g.0[reg::RAX] = s as u64,
+        }
+        super::dispatch::skip_public(p);
+    }
+
+    fn index_of(&self, id: u64) -> Result<usize, Status> {
+        self.parts.iter().position(|p| p.id == id).ok_or(Status::NotFound)
+    }
+
+    fn list(&mut self, i: usize, gpa: u64, len: u64) -> Answer {
+        let size = core::mem::size_of::<PartitionInfo>() as u64;
+        let fit = (len / size) as usize;
+        let infos: alloc::vec::Vec<PartitionInfo> = self
+            .parts
+            .iter()
+            .take(fit)
+            .map(|p| {
+                let mut info = PartitionInfo {
+                    id: p.id,
+                    state: state_code(&p.state),
+                    management: u32::from(p.config.management),
+                    memory_bytes: p.ram.size(),
+                    exit_status: if let State::Shutdown(s) = p.state { s } else { 0 },
+                    name_len: p.name.len().min(32) as u64,
+                    name: [0; 32],
+                };
+                info.name[..info.name_len as usize]
+                    .copy_from_slice(&p.name.as_bytes()[..info.name_len as usize]);
+                info
+            })
+            .collect();
+        let caller = &mut self.parts[i];
+        caller.ram.slice(gpa, infos.len() as u64 * size).map_err(|_| Status::BadAddress)?;
+        for (k, info) in infos.iter().enumerate() {
+            caller
+                .ram
+                .write(gpa + k as u64 * size, info.bytes())
+                .map_err(|_| Status::BadAddress)?;
+        }
+        Ok(Some(self.parts.len() as u64))
+    }
+
+    fn create(&mut self, i: usize, gpa: u64) -> Answer {
+        let req = read_request(&self.parts[i], gpa)?;
+        let name = text(&req.name, req.name_len)?;
+        let image_name = text(&req.image, req.image_len)?;
+        let cmdline = text(&req.cmdline, req.cmdline_len)?;
+        if !valid_name(name) || self.parts.iter().any(|p| p.name == name) {
+            return Err(Status::InvalidArgument);
+        }
+        if !(2..=1024).contains(&req.memory_mib) || req.memory_mib % 2 != 0 {
+            return Err(Status::InvalidArgument);
+        }
+        let image = self.module(image_name).ok_or(Status::NotFound)?;
+        let config = PartitionConfig {
+            name: String::from(name),
+            image,
+            memory: req.memory_mib << 20,
+            cmdline: String::from(cmdline),
+            expect_fault: false,
+            on_stop: super::manifest::OnStop::Destroy,
+            management: false,
+            devices: alloc::vec::Vec::new(),
+        };
+        let id = self.next_id;
+        match Partition::build(
+            id,
+            self.free_tag().ok_or(Status::InvalidArgument)?,
+            config,
+            self.backend,
+        ) {
+            Ok(mut p) => {
+                p.state = State::Created;
+                crate::println!(
+                    "hypervisor: partition {name} (id {id}) created by {} from image `{image_name}`, {} MiB",
+                    self.parts[i].name,
+                    req.memory_mib
+                );
+                self.next_id += 1;
+                self.parts.push(p);
+                Ok(Some(id))
+            }
+            Err(e) => {
+                crate::println!("hypervisor: creating partition {name}: {e}");
+                Err(Status::InvalidArgument)
+            }
+        }
+    }
+
+    fn transition(&mut self, id: u64, f: impl FnOnce(&State) -> Option<State>) -> Answer {
+        let j = self.index_of(id)?;
+        let p = &mut self.parts[j];
+        let new = f(&p.state).ok_or(Status::InvalidArgument)?;
+        log::info!("partition {}: {:?} -> {new:?}", p.name, p.state);
+        p.state = new;
+        Ok(None)
+    }
+
+    fn destroy(&mut self, id: u64, by: u64) -> Answer {
+        let j = self.index_of(id)?;
+        let by =
+            self.parts.iter().find(|p| p.id == by).map_or_else(String::new, |p| p.name.clone());
+        let mut p = self.parts.remove(j);
+        p.flush_console();
+        crate::println!(
+            "hypervisor: partition {} (id {id}) destroyed by {by} ({:?})",
+            p.name,
+            p.state
+        );
+        super::run::print_stats(&p);
+        self.channels.retain(|c| !c.ends.contains(&id));
+        Ok(None)
+    }
+
+    fn console_read(&mut self, i: usize, id: u64, gpa: u64, len: u64) -> Answer {
+        let j = self.index_of(id)?;
+        let n = (self.parts[j].history.len() as u64).min(len);
+        self.parts[i].ram.slice(gpa, n).map_err(|_| Status::BadAddress)?;
+        let bytes: alloc::vec::Vec<u8> = self.parts[j].history.drain(..n as usize).collect();
+        self.parts[i].ram.write(gpa, &bytes).map_err(|_| Status::BadAddress)?;
+        Ok(Some(n))
+    }
+
+    fn stats(&mut self, i: usize, id: u64, gpa: u64) -> Answer {
+        let j = self.index_of(id)?;
+        let p = &self.parts[j];
+        let r = StatsRecord {
+            exits_total: p.stats.total(),
+            exits: p.stats.counts,
+            absent_ports: p.io.absent,
+            absent_mmio: p.mmio.absent,
+            refused: p.refused,
+        };
+        self.parts[i].ram.write(gpa, r.bytes()).map_err(|_| Status::BadAddress)?;
+        Ok(None)
+    }
+
+    fn channel_create(&mut self, caller: u64, other: u64) -> Answer {
+        let j = self.index_of(other)?;
+        if other == caller {
+            return Err(Status::InvalidArgument);
+        }
+        let id = (0..hvabi::channel::MAX_CHANNELS)
+            .find(|n| !self.channels.iter().any(|c| c.id == *n))
+            .ok_or(Status::InvalidArgument)?;
+        let page =
+            crate::arch::x86::paging::HostPages::alloc_zeroed(1).ok_or(Status::InvalidArgument)?;
+        let gpa = hvabi::channel::gpa(id);
+        for pid in [caller, other] {
+            let k = self.index_of(pid)?;
+            if self.parts[k].slat.map(gpa, page.0, 4096).is_err() {
+                return Err(Status::InvalidArgument);
+            }
+        }
+        crate::println!(
+            "hypervisor: channel {id} between {} and {} at guest-physical {gpa:#x}",
+            self.parts[self.index_of(caller)?].name,
+            self.parts[j].name
+        );
+        self.channels.push(Channel { id, page, ends: [caller, other], vectors: [0, 0] });
+        Ok(Some(id))
+    }
+
+    fn channel_bind(&mut self, caller: u64, id: u64, vector: u64) -> Answer {
+        if vector != 0 && !(32..=255).contains(&vector) {
+            return Err(Status::InvalidArgument);
+        }
+        let c = self.channels.iter_mut().find(|c| c.id == id).ok_or(Status::NotFound)?;
+        let end = c.ends.iter().position(|&e| e == caller).ok_or(Status::PermissionDenied)?;
+        c.vectors[end] = vector as u8;
+        Ok(None)
+    }
+
+    fn channel_notify(&mut self, caller: u64, id: u64) -> Answer {
+        let c = self.channels.iter().find(|c| c.id == id).ok_or(Status::NotFound)?;
+        let end = c.ends.iter().position(|&e| e == caller).ok_or(Status::PermissionDenied)?;
+        let (other, vector) = (c.ends[1 - end], c.vectors[1 - end]);
+        if let Ok(k) = self.index_of(other) {
+            let p = &mut self.parts[k];
+            if vector != 0 {
+                p.pending_irq = Some(vector);
+            }
+            if let State::Halted { .. } = p.state {
+                p.state = State::Runnable;
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// For messages: a partition's name or `#id`.
+pub fn describe(parts: &[Partition], id: u64) -> String {
+    parts.iter().find(|p| p.id == id).map_or_else(|| format!("#{id}"), |p| p.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_name("g1") && valid_name("probe_2-x"));
+        for bad in ["", "G1", "a b", "x/y", "0123456789012345678901234567890123"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn text_fields_are_checked() {
+        assert_eq!(text(b"abc\0\0", 3), Ok("abc"));
+        assert_eq!(text(b"abc", 4), Err(Status::InvalidArgument));
+        assert_eq!(text(&[0xff, 0xfe], 2), Err(Status::InvalidArgument));
+        assert_eq!(text(b"abc", u64::MAX), Err(Status::InvalidArgument));
+    }
+}

@@ -1,0 +1,773 @@
+//! A small x86 instruction decoder for the exits that need one: the length of the instruction
+//! that exited, where the CPU gives no next RIP (SVM without NRIP save, such as QEMU TCG), and
+//! the meaning of a `mov` that touched emulated MMIO (EPT violations and nested page faults say
+//! where, not what).
+//!
+//! Encoding from the Intel SDM Vol. 2 (rev. 084): 2.1 (legacy prefixes, ModR/M and SIB, tables
+//! 2-1 to 2-3 for 16- and 32-bit addressing), 2.2.1 (REX, RIP-relative addressing), 2.3.11 (the
+//! 15-byte limit), appendix A (opcode maps); the SVM opcodes from the AMD APM Vol. 3, 15.
+//! Only the instructions listed at [`insn_len`] and [`decode_mmio`] are known; anything else is
+//! refused, never guessed.
+
+use core::fmt;
+
+/// The architectural maximum length of one instruction (SDM 2.3.11).
+pub const MAX_INSN_LEN: usize = 15;
+
+/// How the CPU reads instruction bytes: from CS.L and CS.D (SDM 3.4.5, "code segment").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuMode {
+    /// Real or virtual-8086 mode: 16-bit operands and addresses.
+    Real,
+    /// Protected (or compatibility) mode with CS.D = 0.
+    Protected16,
+    /// Protected (or compatibility) mode with CS.D = 1.
+    Protected32,
+    /// 64-bit mode: EFER.LMA and CS.L.
+    Long64,
+}
+
+impl CpuMode {
+    /// The mode a vCPU is in, from CR0.PE, RFLAGS.VM, EFER.LMA and its CS attributes.
+    pub const fn from_state(
+        cr0_pe: bool,
+        rflags_vm: bool,
+        efer_lma: bool,
+        cs_l: bool,
+        cs_d: bool,
+    ) -> Self {
+        if !cr0_pe || rflags_vm {
+            Self::Real
+        } else if efer_lma && cs_l {
+            Self::Long64
+        } else if cs_d {
+            Self::Protected32
+        } else {
+            Self::Protected16
+        }
+    }
+
+    const fn is_16bit(self) -> bool {
+        matches!(self, Self::Real | Self::Protected16)
+    }
+}
+
+/// Why bytes could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The bytes end before the instruction does: fetch more.
+    Truncated,
+    /// The instruction would be longer than [`MAX_INSN_LEN`] (the CPU raises #GP).
+    TooLong,
+    /// Not an instruction this decoder knows. `opcode` holds the opcode bytes after the prefixes,
+    /// most significant first (`0xf4`, `0x0f01`, `0x0f3880`); for group opcodes selected by the
+    /// ModR/M byte (`0f 00`, `0f 01`, `0f c7`, `c6`, `c7`) the ModR/M byte follows (`0x0f01d0`).
+    Unsupported { opcode: u32 },
+    /// [`decode_mmio`]: a known `mov` whose operand is a register, which cannot touch MMIO.
+    RegisterOperand { opcode: u32 },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Truncated => f.write_str("instruction bytes end before the instruction does"),
+            Self::TooLong => write!(f, "instruction longer than {MAX_INSN_LEN} bytes"),
+            Self::Unsupported { opcode } => {
+                write!(f, "unsupported instruction (opcode {opcode:#x})")
+            }
+            Self::RegisterOperand { opcode } => {
+                write!(f, "instruction (opcode {opcode:#x}) has no memory operand")
+            }
+        }
+    }
+}
+
+/// A general-purpose register, numbered as the encoding does: 0 RAX, 1 RCX, 2 RDX, 3 RBX,
+/// 4 RSP, 5 RBP, 6 RSI, 7 RDI, 8..15 R8..R15.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reg {
+    /// The register's low bytes (as many as the access size).
+    Gpr(u8),
+    /// AH, CH, DH or BH (`HighByte(0..=3)`): bits 15:8 of RAX, RCX, RDX or RBX.
+    HighByte(u8),
+}
+
+impl Reg {
+    /// The number of the 64-bit register that holds this one.
+    pub const fn index(self) -> u8 {
+        match self {
+            Self::Gpr(n) | Self::HighByte(n) => n,
+        }
+    }
+}
+
+/// Where a store's data comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioSrc {
+    Reg(Reg),
+    /// An immediate, already sign-extended to the access size.
+    Imm(u64),
+}
+
+/// What a `mov` does with its memory operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioOp {
+    /// Read `size` bytes into `dst`, extended (by zeros, or by sign for `movsx`) to `dst_size`
+    /// bytes; see [`MmioInsn::load_result`].
+    Load { dst: Reg, dst_size: u8, sign_extend: bool },
+    /// Write `size` bytes; see [`MmioInsn::store_value`].
+    Store { src: MmioSrc },
+}
+
+/// A decoded MMIO access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioInsn {
+    /// Instruction length in bytes, prefixes included.
+    pub len: usize,
+    /// Bytes accessed in memory: 1, 2, 4 or 8.
+    pub size: u8,
+    pub op: MmioOp,
+}
+
+/// The low `size` bytes of `v`.
+const fn truncate(v: u64, size: u8) -> u64 {
+    if size >= 8 { v } else { v & ((1 << (size * 8)) - 1) }
+}
+
+/// `v`'s low `size` bytes, sign-extended to 64 bits.
+const fn sign_extend(v: u64, size: u8) -> u64 {
+    let shift = 64 - 8 * size as u32;
+    (((v << shift) as i64) >> shift) as u64
+}
+
+impl MmioInsn {
+    /// For a load: the new value of register `dst.index()`, given its `old` value and the
+    /// `size` bytes read from the device in the low bytes of `data`. Follows the register-write
+    /// rules of 64-bit mode: a 4-byte write clears bits 63:32, 1- and 2-byte writes keep the
+    /// rest. `None` for a store.
+    pub fn load_result(&self, old: u64, data: u64) -> Option<u64> {
+        let MmioOp::Load { dst, dst_size, sign_extend: signed } = self.op else {
+            return None;
+        };
+        let value = truncate(data, self.size);
+        let value = truncate(if signed { sign_extend(value, self.size) } else { value }, dst_size);
+        Some(match (dst, dst_size) {
+            (Reg::HighByte(_), _) => (old & !0xff00) | (value << 8),
+            (Reg::Gpr(_), 4 | 8) => value,
+            (Reg::Gpr(_), size) => (old & !truncate(u64::MAX, size)) | value,
+        })
+    }
+
+    /// For a store: the `size` bytes to write (in the low bytes, the rest zero), reading a
+    /// source register by number through `gpr`. `None` for a load.
+    pub fn store_value(&self, gpr: impl FnOnce(u8) -> u64) -> Option<u64> {
+        let MmioOp::Store { src } = self.op else {
+            return None;
+        };
+        Some(match src {
+            MmioSrc::Imm(v) => truncate(v, self.size),
+            MmioSrc::Reg(Reg::Gpr(n)) => truncate(gpr(n), self.size),
+            MmioSrc::Reg(Reg::HighByte(n)) => (gpr(n) >> 8) & 0xff,
+        })
+    }
+}
+
+/// Legacy and REX prefixes seen before the opcode (SDM 2.1.1, 2.2.1).
+#[derive(Clone, Copy, Default)]
+struct Prefixes {
+    operand_size: bool,
+    address_size: bool,
+    rep: bool,
+    repne: bool,
+    /// The REX byte, if one came right before the opcode.
+    rex: Option<u8>,
+}
+
+/// The fields of a ModR/M byte.
+#[derive(Clone, Copy)]
+struct ModRm {
+    byte: u8,
+    reg: u8,
+}
+
+impl ModRm {
+    const fn is_memory(self) -> bool {
+        self.byte >> 6 != 3
+    }
+}
+
+/// A `mov` recognised by [`Decoder::mov`].
+struct Mov {
+    size: u8,
+    op: MmioOp,
+    memory: bool,
+}
+
+struct Decoder<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    mode: CpuMode,
+    p: Prefixes,
+}
+
+impl<'a> Decoder<'a> {
+    /// Reads the prefixes; returns the decoder and the first opcode byte.
+    fn new(bytes: &'a [u8], mode: CpuMode) -> Result<(Self, u8), DecodeError> {
+        let mut d = Self { bytes, pos: 0, mode, p: Prefixes::default() };
+        loop {
+            let b = d.byte()?;
+            match b {
+                0x66 => d.p.operand_size = true,
+                0x67 => d.p.address_size = true,
+                0xf2 => d.p.repne = true,
+                0xf3 => d.p.rep = true,
+                0xf0 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {}
+                0x40..=0x4f if mode == CpuMode::Long64 => {
+                    d.p.rex = Some(b);
+                    continue;
+                }
+                _ => return Ok((d, b)),
+            }
+            // A REX prefix followed by a legacy prefix is ignored (SDM 2.2.1).
+            d.p.rex = None;
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        if self.pos >= MAX_INSN_LEN {
+            return Err(DecodeError::TooLong);
+        }
+        let b = *self.bytes.get(self.pos).ok_or(DecodeError::Truncated)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    /// Reads an `n`-byte little-endian value.
+    fn le(&mut self, n: u8) -> Result<u64, DecodeError> {
+        let mut v = 0;
+        for i in 0..n {
+            v |= u64::from(self.byte()?) << (8 * i);
+        }
+        Ok(v)
+    }
+
+    fn rex_bit(&self, bit: u8) -> bool {
+        self.p.rex.is_some_and(|r| r & bit != 0)
+    }
+
+    /// Operand size in bytes for instructions whose default is 32 bits.
+    fn operand_size(&self) -> u8 {
+        if self.mode == CpuMode::Long64 && self.rex_bit(8) {
+            8
+        } else if self.mode.is_16bit() != self.p.operand_size {
+            2
+        } else {
+            4
+        }
+    }
+
+    /// Address size in bytes.
+    fn address_size(&self) -> u8 {
+        match (self.mode, self.p.address_size) {
+            (CpuMode::Long64, false) => 8,
+            (CpuMode::Long64, true) => 4,
+            (m, override_) if m.is_16bit() != override_ => 2,
+            _ => 4,
+        }
+    }
+
+    /// Reads a ModR/M byte and the SIB byte and displacement it calls for.
+    fn modrm(&mut self) -> Result<ModRm, DecodeError> {
+        let byte = self.byte()?;
+        let (md, rm) = (byte >> 6, byte & 7);
+        let disp = if md == 3 {
+            0
+        } else if self.address_size() == 2 {
+            // SDM table 2-1: [disp16] replaces [bp] when mod = 00.
+            match (md, rm) {
+                (0, 6) | (2, _) => 2,
+                (1, _) => 1,
+                _ => 0,
+            }
+        } else {
+            // SDM table 2-2: rm = 100 brings a SIB byte; base 101 with mod = 00 means disp32
+            // (RIP-relative when there is no SIB in 64-bit mode). REX.B does not change these.
+            let base = if rm == 4 { self.byte()? & 7 } else { rm };
+            match (md, base) {
+                (0, 5) | (2, _) => 4,
+                (1, _) => 1,
+                _ => 0,
+            }
+        };
+        self.le(disp)?;
+        Ok(ModRm { byte, reg: (byte >> 3) & 7 })
+    }
+
+    /// The register named by ModR/M.reg, with REX.R.
+    fn reg(&self, m: ModRm) -> u8 {
+        m.reg | if self.rex_bit(4) { 8 } else { 0 }
+    }
+
+    /// An 8-bit register by number: without any REX prefix, 4..7 are AH, CH, DH, BH.
+    fn reg8(&self, n: u8) -> Reg {
+        if self.p.rex.is_none() && (4..8).contains(&n) { Reg::HighByte(n - 4) } else { Reg::Gpr(n) }
+    }
+
+    /// The `mov` forms that can access MMIO; `opcode` as in [`DecodeError::Unsupported`].
+    fn mov(&mut self, opcode: u32) -> Result<Mov, DecodeError> {
+        let load =
+            |dst, size, dst_size, sign_extend| (size, MmioOp::Load { dst, dst_size, sign_extend });
+        let store = |src, size| (size, MmioOp::Store { src });
+        let os = self.operand_size();
+        if let 0xa0..=0xa3 = opcode {
+            // moffs: an address-sized absolute offset; the register is always AL/eAX/rAX.
+            self.le(self.address_size())?;
+            let size = if opcode & 1 == 0 { 1 } else { os };
+            let (size, op) = if opcode & 2 == 0 {
+                load(Reg::Gpr(0), size, size, false)
+            } else {
+                store(MmioSrc::Reg(Reg::Gpr(0)), size)
+            };
+            return Ok(Mov { size, op, memory: true });
+        }
+        let movsxd = opcode == 0x63 && self.mode == CpuMode::Long64;
+        if !matches!(opcode, 0x88..=0x8b | 0xc6 | 0xc7 | 0x0fb6 | 0x0fb7 | 0x0fbe | 0x0fbf)
+            && !movsxd
+        {
+            return Err(DecodeError::Unsupported { opcode });
+        }
+        let m = self.modrm()?;
+        let r = self.reg(m);
+        let (size, op) = match opcode {
+            0x88 => store(MmioSrc::Reg(self.reg8(r)), 1),
+            0x89 => store(MmioSrc::Reg(Reg::Gpr(r)), os),
+            0x8a => load(self.reg8(r), 1, 1, false),
+            0x8b => load(Reg::Gpr(r), os, os, false),
+            0x63 => load(Reg::Gpr(r), os.min(4), os, true),
+            0x0fb6 | 0x0fb7 | 0x0fbe | 0x0fbf => {
+                load(Reg::Gpr(r), if opcode & 1 == 0 { 1 } else { 2 }, os, opcode & 8 != 0)
+            }
+            _ if m.reg != 0 => {
+                return Err(DecodeError::Unsupported { opcode: opcode << 8 | u32::from(m.byte) });
+            }
+            0xc6 => store(MmioSrc::Imm(self.le(1)?), 1),
+            _ => {
+                // C7 /0: imm16 or imm32, the latter sign-extended for a 64-bit store.
+                let imm = self.le(os.min(4))?;
+                store(MmioSrc::Imm(if os == 8 { sign_extend(imm, 4) } else { imm }), os)
+            }
+        };
+        Ok(Mov { size, op, memory: m.is_memory() })
+    }
+
+    /// Two- and three-byte opcodes (after 0F) of exiting instructions.
+    fn two_byte(&mut self) -> Result<(), DecodeError> {
+        let op = self.byte()?;
+        let opcode = 0x0f00 | u32::from(op);
+        let group = |m: ModRm| DecodeError::Unsupported { opcode: opcode << 8 | u32::from(m.byte) };
+        match op {
+            // CLTS, INVD, WBINVD, WRMSR, RDTSC, RDMSR, RDPMC, GETSEC, CPUID.
+            0x06 | 0x08 | 0x09 | 0x30..=0x33 | 0x37 | 0xa2 => {}
+            // MOV to/from CR and DR: mod is ignored, the operand is always a register.
+            0x20..=0x23 => {
+                self.byte()?;
+            }
+            // SLDT, STR, LLDT, LTR.
+            0x00 => {
+                let m = self.modrm()?;
+                if m.reg > 3 {
+                    return Err(group(m));
+                }
+            }
+            0x01 => {
+                let m = self.modrm()?;
+                let known = if m.is_memory() {
+                    // SGDT, SIDT, LGDT, LIDT, SMSW, LMSW, INVLPG.
+                    m.reg != 5
+                } else {
+                    // VMCALL..VMXOFF, MONITOR, MWAIT, XSETBV, the SVM group (VMRUN..INVLPGA),
+                    // SMSW r, LMSW r, RDTSCP.
+                    matches!(m.byte, 0xc1..=0xc4 | 0xc8 | 0xc9 | 0xd1 | 0xd8..=0xdf | 0xe0..=0xe7 | 0xf0..=0xf7 | 0xf9)
+                };
+                if !known {
+                    return Err(group(m));
+                }
+            }
+            // VMREAD, VMWRITE (with 66/F2/F3 these are other instructions).
+            0x78 | 0x79 => {
+                if self.p.operand_size || self.p.rep || self.p.repne {
+                    return Err(DecodeError::Unsupported { opcode });
+                }
+                self.modrm()?;
+            }
+            // Group 9: /6 VMPTRLD, VMCLEAR, VMXON (or RDRAND); /7 VMPTRST (or RDSEED, RDPID).
+            0xc7 => {
+                let m = self.modrm()?;
+                if m.reg < 6 {
+                    return Err(group(m));
+                }
+            }
+            // INVEPT, INVVPID, INVPCID.
+            0x38 => {
+                let op3 = self.byte()?;
+                if !(0x80..=0x82).contains(&op3) {
+                    return Err(DecodeError::Unsupported { opcode: opcode << 8 | u32::from(op3) });
+                }
+                self.modrm()?;
+            }
+            _ => {
+                self.mov(opcode)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The length of the instruction at the start of `bytes`, prefixes included.
+///
+/// Knows the instructions that cause VM exits: CPUID, RDMSR, WRMSR, RDTSC, RDTSCP, RDPMC, HLT,
+/// PAUSE, INVD, WBINVD, XSETBV, MONITOR, MWAIT, GETSEC, CLTS, LMSW, SMSW, MOV to/from CR and DR,
+/// SGDT/SIDT/LGDT/LIDT, SLDT/STR/LLDT/LTR, INVLPG, IN/OUT (all forms), INS/OUTS (REP or not),
+/// VMCALL, VMMCALL, the other VMX instructions (VMXON, VMCLEAR, VMPTRLD, VMPTRST, VMREAD,
+/// VMWRITE, VMLAUNCH, VMRESUME, VMXOFF, INVEPT, INVVPID, INVPCID), the SVM ones (VMRUN, VMLOAD,
+/// VMSAVE, STGI, CLGI, SKINIT, INVLPGA), RDRAND/RDSEED, and the `mov` forms of [`decode_mmio`]
+/// (register forms too).
+pub fn insn_len(bytes: &[u8], mode: CpuMode) -> Result<usize, DecodeError> {
+    let (mut d, op) = Decoder::new(bytes, mode)?;
+    match op {
+        // HLT, IN/OUT with DX, INS/OUTS, NOP/PAUSE.
+        0xf4 | 0xec..=0xef | 0x6c..=0x6f | 0x90 => {}
+        // IN/OUT with an imm8 port.
+        0xe4..=0xe7 => {
+            d.byte()?;
+        }
+        0x0f => d.two_byte()?,
+        _ => {
+            d.mov(u32::from(op))?;
+        }
+    }
+    Ok(d.pos)
+}
+
+/// Decodes a `mov` that accessed memory: MOV r/m8,r8 (88), MOV r/m,r (89), MOV r8,r/m8 (8A),
+/// MOV r,r/m (8B), MOV r/m8,imm8 (C6 /0), MOV r/m,imm (C7 /0), MOV with moffs (A0..A3),
+/// MOVZX (0F B6, 0F B7), MOVSX (0F BE, 0F BF) and, in 64-bit mode, MOVSXD (63).
+pub fn decode_mmio(bytes: &[u8], mode: CpuMode) -> Result<MmioInsn, DecodeError> {
+    let (mut d, op) = Decoder::new(bytes, mode)?;
+    let opcode = if op == 0x0f { 0x0f00 | u32::from(d.byte()?) } else { u32::from(op) };
+    let mov = d.mov(opcode)?;
+    if !mov.memory {
+        return Err(DecodeError::RegisterOperand { opcode });
+    }
+    Ok(MmioInsn { len: d.pos, size: mov.size, op: mov.op })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CpuMode::{Long64, Protected16, Protected32, Real};
+    use super::*;
+
+    /// Parses "0f 01 d9" into bytes.
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+    }
+
+    /// (bytes, mode, length) of instructions `insn_len` must know.
+    const LENGTHS: &[(&str, CpuMode, usize)] = &[
+        ("0f a2", Long64, 2),                                   // cpuid
+        ("0f 32", Long64, 2),                                   // rdmsr
+        ("0f 30", Long64, 2),                                   // wrmsr
+        ("0f 31", Long64, 2),                                   // rdtsc
+        ("0f 33", Long64, 2),                                   // rdpmc
+        ("0f 01 f9", Long64, 3),                                // rdtscp
+        ("f4", Long64, 1),                                      // hlt
+        ("f3 90", Long64, 2),                                   // pause
+        ("0f 08", Long64, 2),                                   // invd
+        ("0f 09", Long64, 2),                                   // wbinvd
+        ("0f 06", Long64, 2),                                   // clts
+        ("0f 01 d1", Long64, 3),                                // xsetbv
+        ("0f 01 c8", Long64, 3),                                // monitor
+        ("0f 01 c9", Long64, 3),                                // mwait
+        ("0f 01 c1", Long64, 3),                                // vmcall
+        ("0f 01 d9", Long64, 3),                                // vmmcall
+        ("0f 01 d8", Long64, 3),                                // vmrun
+        ("0f 01 da", Long64, 3),                                // vmload
+        ("0f 01 db", Long64, 3),                                // vmsave
+        ("0f 01 dc", Long64, 3),                                // stgi
+        ("0f 01 dd", Long64, 3),                                // clgi
+        ("0f 01 de", Long64, 3),                                // skinit
+        ("0f 01 df", Long64, 3),                                // invlpga
+        ("0f 01 c2", Long64, 3),                                // vmlaunch
+        ("0f 01 c3", Long64, 3),                                // vmresume
+        ("0f 01 c4", Long64, 3),                                // vmxoff
+        ("f3 0f c7 30", Long64, 4),                             // vmxon [rax]
+        ("66 0f c7 30", Long64, 4),                             // vmclear [rax]
+        ("0f c7 30", Long64, 3),                                // vmptrld [rax]
+        ("0f c7 38", Long64, 3),                                // vmptrst [rax]
+        ("0f c7 74 24 08", Long64, 5),                          // vmptrld [rsp+8]
+        ("0f c7 f0", Long64, 3),                                // rdrand eax
+        ("0f 78 c8", Long64, 3),                                // vmread rax, rcx
+        ("0f 79 04 24", Long64, 4),                             // vmwrite rax, [rsp]
+        ("66 0f 38 80 08", Long64, 5),                          // invept rcx, [rax]
+        ("66 0f 38 81 0d 00 00 00 00", Long64, 9),              // invvpid rcx, [rip]
+        ("66 0f 38 82 08", Long64, 5),                          // invpcid rcx, [rax]
+        ("0f 20 c0", Long64, 3),                                // mov rax, cr0
+        ("0f 22 d8", Long64, 3),                                // mov cr3, rax
+        ("44 0f 20 c0", Long64, 4),                             // mov rax, cr8
+        ("0f 20 40", Long64, 3),                                // mod is ignored
+        ("0f 21 f8", Long64, 3),                                // mov rax, dr7
+        ("0f 23 c0", Long64, 3),                                // mov dr0, rax
+        ("0f 01 f0", Long64, 3),                                // lmsw ax
+        ("0f 01 30", Long64, 3),                                // lmsw [rax]
+        ("0f 01 e0", Long64, 3),                                // smsw eax
+        ("0f 00 d8", Long64, 3),                                // ltr ax
+        ("0f 00 10", Long64, 3),                                // lldt [rax]
+        ("e4 60", Long64, 2),                                   // in al, 0x60
+        ("e5 40", Long64, 2),                                   // in eax, 0x40
+        ("e6 80", Long64, 2),                                   // out 0x80, al
+        ("e7 80", Long64, 2),                                   // out 0x80, eax
+        ("ec", Long64, 1),                                      // in al, dx
+        ("66 ed", Long64, 2),                                   // in ax, dx
+        ("ee", Long64, 1),                                      // out dx, al
+        ("ef", Long64, 1),                                      // out dx, eax
+        ("f3 6c", Long64, 2),                                   // rep insb
+        ("f3 6d", Long64, 2),                                   // rep insd
+        ("f3 66 6f", Long64, 3),                                // rep outsw
+        ("6e", Long64, 1),                                      // outsb
+        ("0f 01 38", Long64, 3),                                // invlpg [rax]
+        ("0f 01 3c 24", Long64, 4),                             // invlpg [rsp]
+        ("0f 01 10", Long64, 3),                                // lgdt [rax]
+        ("0f 01 18", Long64, 3),                                // lidt [rax]
+        ("0f 01 00", Long64, 3),                                // sgdt [rax]
+        ("0f 01 08", Long64, 3),                                // sidt [rax]
+        ("0f 01 15 00 00 00 00", Long64, 7),                    // lgdt [rip]
+        ("0f 01 90 00 10 00 00", Long64, 7),                    // lgdt [rax+0x1000]
+        ("48 8b 04 25 00 10 00 00", Long64, 8),                 // mov rax, [0x1000]
+        ("8b 05 10 00 00 00", Long64, 6),                       // mov eax, [rip+0x10]
+        ("c7 00 78 56 34 12", Long64, 6),                       // mov dword [rax], 0x12345678
+        ("48 c7 40 08 ff ff ff ff", Long64, 8),                 // mov qword [rax+8], -1
+        ("44 8b 4c 24 08", Long64, 5),                          // mov r9d, [rsp+8]
+        ("41 8b 45 00", Long64, 4),                             // mov eax, [r13+0]
+        ("42 8b 04 25 00 00 00 00", Long64, 8),                 // mov eax, [r12*1+0]: SIB, no base
+        ("89 c0", Long64, 2),                                   // mov eax, eax
+        ("a1 00 10 00 00 00 00 00 00", Long64, 9),              // mov eax, [moffs64]
+        ("67 a0 00 10 00 00", Long64, 6),                       // mov al, [moffs32]
+        ("2e 3e 26 64 65 36 f0 66 67 f2 f3 0f a2", Long64, 13), // every legacy prefix
+        ("66 48 0f a2", Long64, 4),                             // REX after a legacy prefix
+        ("0f a2", Protected32, 2),
+        ("ed", Protected32, 1),
+        ("0f 01 c1", Protected32, 3),
+        ("8b 04 24", Protected32, 3),          // mov eax, [esp]
+        ("8b 05 00 10 00 00", Protected32, 6), // mov eax, [0x1000]
+        ("c7 05 00 10 00 00 01 00 00 00", Protected32, 10), // mov dword [0x1000], 1
+        ("66 c7 00 34 12", Protected32, 5),    // mov word [eax], 0x1234
+        ("a1 00 10 00 00", Protected32, 5),    // mov eax, [moffs32]
+        ("66 67 a1 00 10", Protected32, 5),    // mov ax, [moffs16]
+        ("67 8b 07", Protected32, 3),          // mov eax, [bx]
+        ("67 8b 06 34 12", Protected32, 5),    // mov eax, [0x1234]
+        ("67 8b 47 10", Protected32, 4),       // mov eax, [bx+0x10]
+        ("67 8b 87 00 10", Protected32, 5),    // mov eax, [bx+0x1000]
+        ("8b 07", Real, 2),                    // mov ax, [bx]
+        ("66 8b 07", Real, 3),                 // mov eax, [bx]
+        ("67 8b 04 24", Real, 4),              // mov ax, [esp]
+        ("c7 06 00 10 34 12", Real, 6),        // mov word [0x1000], 0x1234
+        ("66 c7 06 00 10 78 56 34 12", Protected16, 9), // mov dword [0x1000], imm32
+        ("e6 80", Real, 2),
+    ];
+
+    #[test]
+    fn lengths() {
+        for &(s, mode, len) in LENGTHS {
+            assert_eq!(insn_len(&hex(s), mode), Ok(len), "{s} in {mode:?}");
+            // Bytes after the instruction are not read.
+            let mut more = hex(s);
+            more.extend_from_slice(&[0x0f; 16]);
+            assert_eq!(insn_len(&more, mode), Ok(len), "{s} + more in {mode:?}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_reported() {
+        for &(s, mode, len) in LENGTHS {
+            let b = hex(s);
+            for cut in 0..len {
+                assert_eq!(insn_len(&b[..cut], mode), Err(DecodeError::Truncated), "{s}[..{cut}]");
+                if decode_mmio(&b, mode).is_ok() {
+                    assert_eq!(decode_mmio(&b[..cut], mode), Err(DecodeError::Truncated));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_15_byte_limit() {
+        assert_eq!(insn_len(&[0x66; 16], Long64), Err(DecodeError::TooLong));
+        assert_eq!(insn_len(&[0x66; 15], Long64), Err(DecodeError::TooLong));
+        assert_eq!(insn_len(&[0x66; 10], Long64), Err(DecodeError::Truncated));
+        let mut b = vec![0x2e; 13];
+        b.extend_from_slice(&[0x0f, 0xa2]);
+        assert_eq!(insn_len(&b, Long64), Ok(15));
+        b.insert(0, 0x3e);
+        assert_eq!(insn_len(&b, Long64), Err(DecodeError::TooLong));
+        // Long through its operands: 10 prefixes, REX, C7, ModR/M, SIB, disp32, imm32.
+        let b = hex("66 67 f0 2e 3e 26 64 65 36 2e 48 c7 84 24 00 00 00 00 ff ff ff ff");
+        assert_eq!(insn_len(&b, Long64), Err(DecodeError::TooLong));
+        assert_eq!(decode_mmio(&b, Long64), Err(DecodeError::TooLong));
+    }
+
+    #[test]
+    fn unknown_instructions() {
+        let unsupported = |s: &str, mode| match insn_len(&hex(s), mode) {
+            Err(DecodeError::Unsupported { opcode }) => opcode,
+            other => panic!("{s}: {other:?}"),
+        };
+        assert_eq!(unsupported("cc", Long64), 0xcc);
+        assert_eq!(unsupported("0f 0b", Long64), 0x0f0b);
+        assert_eq!(unsupported("0f 01 d0", Long64), 0x0f01d0); // xgetbv
+        assert_eq!(unsupported("0f 01 28", Long64), 0x0f0128);
+        assert_eq!(unsupported("0f 00 20", Long64), 0x0f0020); // verr
+        assert_eq!(unsupported("0f c7 08", Long64), 0x0fc708); // cmpxchg8b
+        assert_eq!(unsupported("0f 38 00 c0", Long64), 0x0f3800);
+        assert_eq!(unsupported("66 0f 78 c0 00 00", Long64), 0x0f78); // extrq
+        assert_eq!(unsupported("c6 08 00", Long64), 0xc608);
+        assert_eq!(unsupported("c7 c8 00 00 00 00", Long64), 0xc7c8);
+        assert_eq!(unsupported("48 0f a2", Protected32), 0x48); // dec eax
+        assert_eq!(unsupported("63 00", Protected32), 0x63); // arpl
+        assert_eq!(unsupported("c5 f8 77", Long64), 0xc5); // vex
+    }
+
+    /// (bytes, mode, length, size, op) of `mov`s that reach MMIO.
+    #[rustfmt::skip]
+    const MMIO: &[(&str, CpuMode, usize, u8, MmioOp)] = &[
+        ("89 08", Long64, 2, 4, store(Reg::Gpr(1))),                 // mov [rax], ecx
+        ("48 89 08", Long64, 3, 8, store(Reg::Gpr(1))),              // mov [rax], rcx
+        ("66 89 08", Long64, 3, 2, store(Reg::Gpr(1))),              // mov [rax], cx
+        ("4c 89 40 10", Long64, 4, 8, store(Reg::Gpr(8))),           // mov [rax+16], r8
+        ("48 66 89 08", Long64, 4, 2, store(Reg::Gpr(1))),           // REX then 66: REX ignored
+        ("88 20", Long64, 2, 1, store(Reg::HighByte(0))),            // mov [rax], ah
+        ("40 88 20", Long64, 3, 1, store(Reg::Gpr(4))),              // mov [rax], spl
+        ("44 88 00", Long64, 3, 1, store(Reg::Gpr(8))),              // mov [rax], r8b
+        ("8a 38", Long64, 2, 1, load(Reg::HighByte(3), 1, false)),   // mov bh, [rax]
+        ("40 8a 38", Long64, 3, 1, load(Reg::Gpr(7), 1, false)),     // mov dil, [rax]
+        ("8b 05 10 00 00 00", Long64, 6, 4, load(Reg::Gpr(0), 4, false)),
+        ("44 8b 4c 24 08", Long64, 5, 4, load(Reg::Gpr(9), 4, false)),
+        ("48 8b 04 25 00 10 00 00", Long64, 8, 8, load(Reg::Gpr(0), 8, false)),
+        ("66 8b 00", Long64, 3, 2, load(Reg::Gpr(0), 2, false)),     // mov ax, [rax]
+        ("0f b6 00", Long64, 3, 1, load(Reg::Gpr(0), 4, false)),     // movzx eax, byte [rax]
+        ("48 0f b7 00", Long64, 4, 2, load(Reg::Gpr(0), 8, false)),  // movzx rax, word [rax]
+        ("66 0f b6 00", Long64, 4, 1, load(Reg::Gpr(0), 2, false)),  // movzx ax, byte [rax]
+        ("0f be 08", Long64, 3, 1, load(Reg::Gpr(1), 4, true)),      // movsx ecx, byte [rax]
+        ("4c 0f bf 00", Long64, 4, 2, load(Reg::Gpr(8), 8, true)),   // movsx r8, word [rax]
+        ("48 63 00", Long64, 3, 4, load(Reg::Gpr(0), 8, true)),      // movsxd rax, dword [rax]
+        ("a0 00 10 00 00 00 00 00 00", Long64, 9, 1, load(Reg::Gpr(0), 1, false)),
+        ("48 a3 00 10 00 00 00 00 00 00", Long64, 10, 8, store(Reg::Gpr(0))),
+        ("a2 00 10 00 00", Protected32, 5, 1, store(Reg::Gpr(0))),
+        ("8a 20", Protected32, 2, 1, load(Reg::HighByte(0), 1, false)), // mov ah, [eax]
+        ("8b 07", Real, 2, 2, load(Reg::Gpr(0), 2, false)),
+        ("c7 00 78 56 34 12", Long64, 6, 4, imm(0x1234_5678)),
+        ("48 c7 40 08 ff ff ff ff", Long64, 8, 8, imm(u64::MAX)),
+        ("48 c7 00 00 00 00 80", Long64, 7, 8, imm(0xffff_ffff_8000_0000)),
+        ("66 c7 00 34 12", Long64, 5, 2, imm(0x1234)),
+        ("c6 40 01 ab", Long64, 4, 1, imm(0xab)),
+        ("66 c7 00 34 12", Protected32, 5, 2, imm(0x1234)),
+    ];
+
+    const fn store(r: Reg) -> MmioOp {
+        MmioOp::Store { src: MmioSrc::Reg(r) }
+    }
+    const fn imm(v: u64) -> MmioOp {
+        MmioOp::Store { src: MmioSrc::Imm(v) }
+    }
+    const fn load(dst: Reg, dst_size: u8, sign_extend: bool) -> MmioOp {
+        MmioOp::Load { dst, dst_size, sign_extend }
+    }
+
+    #[test]
+    fn mmio_accesses() {
+        for &(s, mode, len, size, op) in MMIO {
+            assert_eq!(decode_mmio(&hex(s), mode), Ok(MmioInsn { len, size, op }), "{s}");
+            assert_eq!(insn_len(&hex(s), mode), Ok(len), "{s}");
+            for cut in 0..len {
+                assert_eq!(decode_mmio(&hex(s)[..cut], mode), Err(DecodeError::Truncated));
+            }
+        }
+    }
+
+    #[test]
+    fn mmio_needs_a_memory_operand() {
+        assert_eq!(
+            decode_mmio(&hex("89 c0"), Long64),
+            Err(DecodeError::RegisterOperand { opcode: 0x89 })
+        );
+        assert_eq!(
+            decode_mmio(&hex("0f b6 c0"), Long64),
+            Err(DecodeError::RegisterOperand { opcode: 0x0fb6 })
+        );
+        assert_eq!(
+            decode_mmio(&hex("0f a2"), Long64),
+            Err(DecodeError::Unsupported { opcode: 0x0fa2 })
+        );
+        assert_eq!(decode_mmio(&hex("f4"), Long64), Err(DecodeError::Unsupported { opcode: 0xf4 }));
+    }
+
+    fn insn(s: &str) -> MmioInsn {
+        decode_mmio(&hex(s), Long64).unwrap()
+    }
+
+    #[test]
+    fn load_results_follow_register_write_rules() {
+        let old = 0x1111_2222_3333_4444;
+        assert_eq!(
+            insn("48 8b 00").load_result(old, 0xaabb_ccdd_eeff_0011),
+            Some(0xaabb_ccdd_eeff_0011)
+        );
+        assert_eq!(insn("8b 00").load_result(old, 0xaabb_ccdd_eeff_0011), Some(0xeeff_0011));
+        assert_eq!(insn("66 8b 00").load_result(old, 0xffff_abcd), Some(0x1111_2222_3333_abcd));
+        assert_eq!(insn("8a 00").load_result(old, 0x1ab), Some(0x1111_2222_3333_44ab));
+        assert_eq!(insn("8a 20").load_result(old, 0xab), Some(0x1111_2222_3333_ab44));
+        assert_eq!(insn("0f b6 00").load_result(old, 0x80), Some(0x80));
+        assert_eq!(insn("0f be 00").load_result(old, 0x80), Some(0xffff_ff80));
+        assert_eq!(insn("48 0f be 00").load_result(old, 0x80), Some(0xffff_ffff_ffff_ff80));
+        assert_eq!(insn("66 0f be 00").load_result(old, 0x80), Some(0x1111_2222_3333_ff80));
+        assert_eq!(insn("48 63 00").load_result(old, 0x8000_0000), Some(0xffff_ffff_8000_0000));
+        assert_eq!(insn("89 00").load_result(old, 1), None);
+    }
+
+    #[test]
+    fn store_values() {
+        let gpr = |n: u8| 0x1111_2222_3333_4400 | u64::from(n);
+        assert_eq!(insn("89 08").store_value(gpr), Some(0x3333_4401));
+        assert_eq!(insn("48 89 08").store_value(gpr), Some(0x1111_2222_3333_4401));
+        assert_eq!(insn("66 89 08").store_value(gpr), Some(0x4401));
+        assert_eq!(insn("88 08").store_value(gpr), Some(0x01));
+        assert_eq!(insn("88 28").store_value(gpr), Some(0x44)); // ch
+        assert_eq!(insn("c6 00 ab").store_value(gpr), Some(0xab));
+        assert_eq!(insn("48 c7 00 ff ff ff ff").store_value(gpr), Some(u64::MAX));
+        assert_eq!(insn("8b 00").store_value(gpr), None);
+    }
+
+    #[test]
+    fn modes_from_state() {
+        assert_eq!(CpuMode::from_state(false, false, false, false, false), Real);
+        assert_eq!(CpuMode::from_state(true, true, false, false, false), Real);
+        assert_eq!(CpuMode::from_state(true, false, false, false, false), Protected16);
+        assert_eq!(CpuMode::from_state(true, false, false, false, true), Protected32);
+        assert_eq!(CpuMode::from_state(true, false, true, false, true), Protected32);
+        assert_eq!(CpuMode::from_state(true, false, true, true, false), Long64);
+    }
+
+    #[test]
+    fn never_panics_on_any_two_bytes() {
+        for mode in [Real, Protected16, Protected32, Long64] {
+            for a in 0..=255u8 {
+                for b in 0..=255u8 {
+                    let bytes = [a, b, 0x24, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                    if let Ok(len) = insn_len(&bytes, mode) {
+                        assert!(len <= MAX_INSN_LEN);
+                    }
+                    let _ = decode_mmio(&bytes[..3], mode);
+                }
+            }
+        }
+    }
+}

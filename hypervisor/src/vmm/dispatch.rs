@@ -1,0 +1,362 @@
+//! Exit handling, written once for both backends: each [`VmExit`] is emulated, forwarded to a
+//! device, answered with an injected fault, or ends the partition with a report.
+
+use super::cpuid::{Regs, guest_cpuid};
+use super::decode::{self, MAX_INSN_LEN};
+use super::exit::{Access, IoAccess, VmExit};
+use super::hypercall;
+use super::msr::{self, Place};
+use super::partition::{Partition, State};
+use super::vcpu::{Event, reg};
+use alloc::format;
+
+/// What the run loop does after an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Enter the guest again.
+    Continue,
+    /// Let another partition run.
+    Yield,
+    /// The partition stopped (its state says how).
+    Stopped,
+    /// A call the machine carries out (management, channels); RIP not yet advanced.
+    Admin(hvabi::hypercall::Call),
+}
+
+const CR4_VMXE: u64 = 1 << 13;
+const CR4_SMXE: u64 = 1 << 14;
+const CR4_OSXSAVE: u64 = 1 << 18;
+/// CR4 bits a guest may set (SDM Vol. 3A §2.5), VMXE and SMXE excluded: VME PVI TSD DE PSE PAE
+/// MCE PGE PCE OSFXSR OSXMMEXCPT UMIP FSGSBASE PCIDE OSXSAVE SMEP SMAP.
+const CR4_GUEST_BITS: u64 =
+    0x7ff | (1 << 11) | (1 << 16) | (1 << 17) | CR4_OSXSAVE | (1 << 20) | (1 << 21);
+
+/// Handles one exit.
+pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
+    p.stats.record(&exit);
+    p.last_exits.push(p.vcpu.rip(), exit);
+    match exit {
+        VmExit::Cpuid => {
+            let g = p.vcpu.gprs();
+            let (leaf, sub) = (g.0[reg::RAX] as u32, g.0[reg::RCX] as u32);
+            let h = core::arch::x86_64::__cpuid_count(leaf, sub);
+            let osxsave = p.vcpu.cr(4) & CR4_OSXSAVE != 0;
+            let r = guest_cpuid(
+                leaf,
+                sub,
+                Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx },
+                osxsave,
+            );
+            let g = p.vcpu.gprs();
+            g.0[reg::RAX] = u64::from(r.eax);
+            g.0[reg::RBX] = u64::from(r.ebx);
+            g.0[reg::RCX] = u64::from(r.ecx);
+            g.0[reg::RDX] = u64::from(r.edx);
+            skip(p)
+        }
+        VmExit::Rdmsr => rdmsr(p),
+        VmExit::Wrmsr => wrmsr(p),
+        VmExit::CrAccess { cr, write, gpr } => cr_access(p, cr, write, gpr as usize),
+        VmExit::Xsetbv => xsetbv(p),
+        VmExit::CacheFlush => skip(p),
+        VmExit::Hlt => {
+            let flow = skip(p);
+            if flow != Flow::Continue || p.pending_irq.is_some() {
+                return flow;
+            }
+            match p.timer {
+                Some((until, _)) => {
+                    p.state = State::Halted { until };
+                    Flow::Yield
+                }
+                None => {
+                    p.kill(format!(
+                        "HLT with no timer armed and no interrupt source at RIP {:#x}: it would never wake",
+                        p.vcpu.rip()
+                    ));
+                    Flow::Stopped
+                }
+            }
+        }
+        VmExit::Hypercall => hypercall::handle(p),
+        VmExit::VirtInstruction | VmExit::Unsupported => {
+            p.refused += 1;
+            log::info!(
+                "partition {}: {} at RIP {:#x}: #UD injected",
+                p.name,
+                exit.name(),
+                p.vcpu.rip()
+            );
+            p.vcpu.inject(Event::UD);
+            Flow::Continue
+        }
+        VmExit::Io(io) => port_io(p, io),
+        VmExit::Paging { gpa, access } => paging(p, gpa, access),
+        VmExit::Preempted | VmExit::HostInterrupt => Flow::Yield,
+        VmExit::InterruptWindow => {
+            p.vcpu.set_interrupt_window_exiting(false);
+            Flow::Continue
+        }
+        VmExit::TripleFault => {
+            report_last_exits(p);
+            p.kill(format!("triple fault at RIP {:#x}", p.vcpu.rip()));
+            Flow::Stopped
+        }
+        VmExit::Init => {
+            p.kill(format!("INIT signal at RIP {:#x}", p.vcpu.rip()));
+            Flow::Stopped
+        }
+        VmExit::Unknown { code, qualification } => {
+            report_last_exits(p);
+            p.kill(format!(
+                "unhandled exit {code:#x} (qualification {qualification:#x}) at RIP {:#x}",
+                p.vcpu.rip()
+            ));
+            Flow::Stopped
+        }
+    }
+}
+
+/// Prints the partition's last exits (oldest first), repeats folded.
+pub fn report_last_exits(p: &Partition) {
+    crate::println!("partition {}: last exits (oldest first):", p.name);
+    let mut last: Option<(u64, VmExit, u32)> = None;
+    let print = |(rip, e, n): (u64, VmExit, u32)| {
+        if n > 1 {
+            crate::println!("    RIP {rip:#x}: {e} (x{n})");
+        } else {
+            crate::println!("    RIP {rip:#x}: {e}");
+        }
+    };
+    for (rip, e) in p.last_exits.iter() {
+        match &mut last {
+            Some((r, x, n)) if *r == rip && *x == e => *n += 1,
+            _ => {
+                if let Some(l) = last.take() {
+                    print(l);
+                }
+                last = Some((rip, e, 1));
+            }
+        }
+    }
+    if let Some(l) = last {
+        print(l);
+    }
+}
+
+/// Reads up to 15 bytes of the instruction at the guest's RIP.
+fn fetch(p: &Partition, buf: &mut [u8; MAX_INSN_LEN]) -> Option<usize> {
+    let rip = p.vcpu.rip();
+    let paging = p.vcpu.cr(0) & (1 << 31) != 0;
+    let mut n = 0;
+    while n < MAX_INSN_LEN {
+        let la = rip.wrapping_add(n as u64);
+        let gpa = if paging { p.ram.translate_4level(p.vcpu.cr(3), la)? } else { la };
+        let in_page = (4096 - (la & 0xfff)) as usize;
+        let take = in_page.min(MAX_INSN_LEN - n);
+        match p.ram.slice(gpa, take as u64) {
+            Ok(b) => buf[n..n + take].copy_from_slice(b),
+            Err(_) if n > 0 => break,
+            Err(_) => return None,
+        }
+        n += take;
+    }
+    Some(n)
+}
+
+/// Moves RIP past the instruction that exited and ends any interrupt shadow.
+/// [`skip`] for the other handler modules.
+pub fn skip_public(p: &mut Partition) -> Flow {
+    skip(p)
+}
+
+fn skip(p: &mut Partition) -> Flow {
+    let next = match p.vcpu.next_rip() {
+        Some(n) => n,
+        None => {
+            let mut buf = [0; MAX_INSN_LEN];
+            let len =
+                fetch(p, &mut buf).and_then(|n| decode::insn_len(&buf[..n], p.vcpu.mode()).ok());
+            match len {
+                Some(len) => p.vcpu.rip() + len as u64,
+                None => {
+                    p.kill(format!("cannot decode the instruction at RIP {:#x}", p.vcpu.rip()));
+                    return Flow::Stopped;
+                }
+            }
+        }
+    };
+    p.vcpu.set_rip(next);
+    p.vcpu.clear_interrupt_shadow();
+    Flow::Continue
+}
+
+fn refuse_gp(p: &mut Partition, what: core::fmt::Arguments<'_>) -> Flow {
+    p.refused += 1;
+    log::info!("partition {}: {what}: #GP injected", p.name);
+    p.vcpu.inject(Event::GP0);
+    Flow::Continue
+}
+
+fn rdmsr(p: &mut Partition) -> Flow {
+    let m = p.vcpu.gprs().0[reg::RCX] as u32;
+    let v = match msr::place(m) {
+        Some(Place::Hardware(h)) => p.vcpu.msr(h),
+        Some(Place::Software(i)) => p.msrs.get(i),
+        Some(Place::Constant(c)) => c,
+        Some(Place::Tsc) => crate::arch::x86::instr::rdtsc(),
+        None => return refuse_gp(p, format_args!("RDMSR {m:#x} refused")),
+    };
+    let g = p.vcpu.gprs();
+    g.0[reg::RAX] = v & 0xffff_ffff;
+    g.0[reg::RDX] = v >> 32;
+    skip(p)
+}
+
+fn wrmsr(p: &mut Partition) -> Flow {
+    let g = p.vcpu.gprs();
+    let m = g.0[reg::RCX] as u32;
+    let v = (g.0[reg::RDX] << 32) | (g.0[reg::RAX] & 0xffff_ffff);
+    let Some(place) = msr::place(m) else {
+        return refuse_gp(p, format_args!("WRMSR {m:#x} <- {v:#x} refused"));
+    };
+    let old = match place {
+        Place::Hardware(h) => p.vcpu.msr(h),
+        Place::Software(i) => p.msrs.get(i),
+        _ => 0,
+    };
+    if let Err(why) = msr::check_write(m, v, old) {
+        return refuse_gp(p, format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})"));
+    }
+    match place {
+        Place::Hardware(h) => p.vcpu.set_msr(h, v),
+        Place::Software(i) => p.msrs.set(i, v),
+        Place::Constant(_) | Place::Tsc => {}
+    }
+    skip(p)
+}
+
+fn cr_access(p: &mut Partition, cr: u8, write: bool, gpr: usize) -> Flow {
+    if !write {
+        let v = p.vcpu.cr(cr);
+        p.vcpu.gprs().0[gpr] = v;
+        return skip(p);
+    }
+    let v = p.vcpu.gprs().0[gpr];
+    let long_mode = p.vcpu.msr(super::vcpu::HwMsr::Efer) & (1 << 10) != 0;
+    let bad = match cr {
+        0 => {
+            if v >> 32 != 0 {
+                Some("reserved CR0 bits")
+            } else if v & (1 << 31) != 0 && v & 1 == 0 {
+                Some("CR0.PG without CR0.PE")
+            } else if v & (1 << 29) != 0 && v & (1 << 30) == 0 {
+                Some("CR0.NW without CR0.CD")
+            } else if long_mode && v & (1 << 31) == 0 {
+                Some("leaving long mode is not supported")
+            } else {
+                None
+            }
+        }
+        4 => {
+            if v & (CR4_VMXE | CR4_SMXE) != 0 {
+                Some("CR4.VMXE/SMXE: VMX and SMX are not offered")
+            } else if v & !CR4_GUEST_BITS != 0 {
+                Some("reserved CR4 bits")
+            } else if long_mode && v & (1 << 5) == 0 {
+                Some("clearing CR4.PAE in long mode")
+            } else {
+                None
+            }
+        }
+        3 | 8 => None,
+        _ => Some("no such control register"),
+    };
+    if let Some(why) = bad {
+        return refuse_gp(p, format_args!("MOV CR{cr} <- {v:#x} ({why})"));
+    }
+    p.vcpu.set_cr(cr, v);
+    skip(p)
+}
+
+fn xsetbv(p: &mut Partition) -> Flow {
+    if p.vcpu.cr(4) & CR4_OSXSAVE == 0 {
+        p.vcpu.inject(Event::UD);
+        return Flow::Continue;
+    }
+    let g = p.vcpu.gprs();
+    let (index, v) = (g.0[reg::RCX] as u32, (g.0[reg::RDX] << 32) | (g.0[reg::RAX] & 0xffff_ffff));
+    let h = core::arch::x86_64::__cpuid_count(0xd, 0);
+    let supported = (u64::from(h.edx) << 32) | u64::from(h.eax);
+    if index != 0 || v & 1 == 0 || v & !supported != 0 || (v & 4 != 0 && v & 2 == 0) {
+        return refuse_gp(p, format_args!("XSETBV XCR{index} <- {v:#x} invalid"));
+    }
+    p.xcr0 = v;
+    // SAFETY: the value passed the SDM's XSETBV checks against what the CPU supports, the host
+    // runs with CR4.OSXSAVE set whenever a guest can have it (it is a guest CR4 bit on top of
+    // the host's), and the host itself uses no extended state.
+    unsafe {
+        core::arch::asm!("xsetbv", in("ecx") 0, in("eax") v as u32, in("edx") (v >> 32) as u32)
+    };
+    skip(p)
+}
+
+fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
+    if io.string {
+        return refuse_gp(p, format_args!("string I/O on port {:#x} is not emulated", io.port));
+    }
+    let port = u64::from(io.port);
+    if !p.io.claims(port) {
+        log::debug!("partition {}: port {:#x} absent", p.name, io.port);
+    }
+    if io.write {
+        let v = p.vcpu.gprs().0[reg::RAX];
+        p.io.write(port, io.size, v);
+        p.drain_devices();
+    } else {
+        let v = p.io.read(port, io.size);
+        let rax = &mut p.vcpu.gprs().0[reg::RAX];
+        *rax = match io.size {
+            1 => (*rax & !0xff) | v,
+            2 => (*rax & !0xffff) | v,
+            _ => v & 0xffff_ffff,
+        };
+    }
+    skip(p)
+}
+
+fn paging(p: &mut Partition, gpa: u64, access: Access) -> Flow {
+    if access != Access::Fetch && p.mmio.claims(gpa) {
+        let mut buf = [0; MAX_INSN_LEN];
+        let insn =
+            fetch(p, &mut buf).and_then(|n| decode::decode_mmio(&buf[..n], p.vcpu.mode()).ok());
+        let Some(insn) = insn else {
+            p.kill(format!(
+                "MMIO {access} of {gpa:#x} by an instruction it cannot emulate at RIP {:#x}",
+                p.vcpu.rip()
+            ));
+            return Flow::Stopped;
+        };
+        let gprs = *p.vcpu.gprs();
+        if let Some(v) = insn.store_value(|n| gprs.0[n as usize]) {
+            p.mmio.write(gpa, insn.size, v);
+        } else {
+            let data = p.mmio.read(gpa, insn.size);
+            if let super::decode::MmioOp::Load { dst, .. } = insn.op {
+                let r = &mut p.vcpu.gprs().0[dst.index() as usize];
+                *r = insn.load_result(*r, data).unwrap_or(*r);
+            }
+        }
+        let rip = p.vcpu.rip() + insn.len as u64;
+        p.vcpu.set_rip(rip);
+        p.vcpu.clear_interrupt_shadow();
+        return Flow::Continue;
+    }
+    report_last_exits(p);
+    p.kill(format!(
+        "{access} of guest-physical {gpa:#x} outside its RAM (size {:#x}) and devices, at RIP {:#x}",
+        p.ram.size(),
+        p.vcpu.rip()
+    ));
+    Flow::Stopped
+}

@@ -1,0 +1,316 @@
+//! The machine: every partition, the backend, the boot modules and the channels, scheduled
+//! round-robin on this CPU; and the console: which partition typed input goes to (Ctrl-A three
+//! times cycles, as in Xen) and the hypervisor's debug keys.
+
+use super::dispatch::Flow;
+use super::manifest::OnStop;
+use super::partition::{Partition, State};
+use super::run::{print_stats, run_slice};
+use super::vcpu::Backend;
+use crate::arch::x86::instr::rdtsc;
+use crate::mm::addr::HostPhys;
+use crate::{console, println};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// A shared page between two partitions (`hvabi::channel`).
+#[derive(Debug)]
+pub struct Channel {
+    pub id: u64,
+    pub page: HostPhys,
+    /// The two partitions' ids: [creator (management), other].
+    pub ends: [u64; 2],
+    /// Interrupt vector bound by each end (0 = none).
+    pub vectors: [u8; 2],
+}
+
+/// Where typed console input goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    /// The hypervisor's debug keys.
+    Hypervisor,
+    /// Partition with this id.
+    Partition(u64),
+}
+
+/// Ctrl-A: pressed three times in a row, switches the console's focus.
+const CTRL_A: u8 = 0x01;
+/// Most restarts a partition with `on_stop = "restart"` gets before it stays down.
+pub const MAX_RESTARTS: u32 = 3;
+
+/// Every partition and what they share.
+pub struct Machine<'a> {
+    pub parts: Vec<Partition>,
+    pub backend: &'a mut dyn Backend,
+    pub modules: &'a [(String, &'static [u8])],
+    pub channels: Vec<Channel>,
+    pub next_id: u64,
+    restarts: Vec<(u64, u32)>,
+    focus: Focus,
+    ctrl_a: u8,
+}
+
+impl<'a> Machine<'a> {
+    pub fn new(backend: &'a mut dyn Backend, modules: &'a [(String, &'static [u8])]) -> Self {
+        Self {
+            parts: Vec::new(),
+            backend,
+            modules,
+            channels: Vec::new(),
+            next_id: 0,
+            restarts: Vec::new(),
+            focus: Focus::Hypervisor,
+            ctrl_a: 0,
+        }
+    }
+
+    /// The boot module called `name`.
+    pub fn module(&self, name: &str) -> Option<&'static [u8]> {
+        self.modules.iter().find(|(n, _)| n == name).map(|(_, d)| *d)
+    }
+
+    /// The smallest VPID/ASID tag no live partition uses.
+    pub fn free_tag(&self) -> Option<u16> {
+        (1..=u16::MAX).find(|t| !self.parts.iter().any(|p| p.tag == *t))
+    }
+
+    /// Sends console input to the management partition, if there is one.
+    pub fn focus_management(&mut self) {
+        if let Some(p) = self.parts.iter().find(|p| p.config.management) {
+            self.focus = Focus::Partition(p.id);
+            println!("hypervisor: console input goes to {} (Ctrl-A three times to switch)", p.name);
+        }
+    }
+
+    /// Applies the partition's `on_stop` policy; true when the machine must power off now.
+    fn on_stop(&mut self, i: usize) -> bool {
+        let p = &self.parts[i];
+        let id = p.id;
+        match p.config.on_stop {
+            OnStop::Destroy => false,
+            OnStop::PowerOff => {
+                println!("hypervisor: partition {} stopped with on_stop = poweroff", p.name);
+                true
+            }
+            OnStop::Restart => {
+                let count = match self.restarts.iter_mut().find(|(r, _)| *r == id) {
+                    Some((_, n)) => n,
+                    None => {
+                        self.restarts.push((id, 0));
+                        &mut self.restarts.last_mut().expect("just pushed").1
+                    }
+                };
+                if *count >= MAX_RESTARTS {
+                    log::warn!(
+                        "partition {}: restarted {MAX_RESTARTS} times: stays stopped",
+                        p.name
+                    );
+                    return false;
+                }
+                *count += 1;
+                let n = *count;
+                let (config, old_state, tag) = (p.config.clone(), p.state.clone(), p.tag);
+                let stats = p.stats;
+                // Free the old partition's memory first: the new one may need the same place.
+                let mut old = self.parts.remove(i);
+                old.flush_console();
+                drop(old);
+                match Partition::build(id, tag, config, self.backend) {
+                    Ok(mut fresh) => {
+                        println!(
+                            "hypervisor: partition {} restarted ({n} of {MAX_RESTARTS}) after: {old_state:?}",
+                            fresh.name
+                        );
+                        fresh.stats = stats;
+                        self.parts.insert(i, fresh);
+                    }
+                    Err(e) => log::error!("partition #{id}: restart failed: {e}"),
+                }
+                false
+            }
+        }
+    }
+
+    /// Runs until every partition has stopped or one powered the machine off; true when the
+    /// run ended by a power-off request.
+    pub fn run(&mut self) -> bool {
+        let mut next = 0;
+        loop {
+            self.poll_console();
+            let now = rdtsc();
+            for p in self.parts.iter_mut() {
+                if let State::Halted { until } = p.state
+                    && (now >= until || p.pending_irq.is_some())
+                {
+                    p.state = State::Runnable;
+                }
+            }
+            let n = self.parts.len();
+            if let Some(i) =
+                (0..n).map(|k| (next + k) % n).find(|&i| self.parts[i].state == State::Runnable)
+            {
+                let flow = run_slice(&mut self.parts[i]);
+                self.parts[i].drain_devices();
+                if let Flow::Admin(call) = flow {
+                    self.admin(i, call);
+                    continue; // the caller keeps the CPU
+                }
+                next = i + 1;
+                if self.parts[i].stopped() && self.on_stop(i) {
+                    return true;
+                }
+                continue;
+            }
+            // Nothing runnable: sleep until the earliest timer, or stop when all are done (a
+            // created or paused partition waits for the management partition, which is gone).
+            let earliest = self
+                .parts
+                .iter()
+                .filter_map(
+                    |p| if let State::Halted { until } = p.state { Some(until) } else { None },
+                )
+                .min();
+            match earliest {
+                Some(t) => {
+                    while rdtsc() < t {
+                        core::hint::spin_loop();
+                    }
+                }
+                None => return false,
+            }
+        }
+    }
+
+    /// Takes typed bytes from COM1: Ctrl-A ×3 switches focus; other bytes go to the focused
+    /// partition's UART or to the debug keys.
+    fn poll_console(&mut self) {
+        while let Some(b) = console::read_byte() {
+            if b == CTRL_A {
+                self.ctrl_a += 1;
+                if self.ctrl_a == 3 {
+                    self.ctrl_a = 0;
+                    self.switch_focus();
+                }
+                continue;
+            }
+            self.ctrl_a = 0;
+            match self.focus {
+                Focus::Hypervisor => self.debug_key(b),
+                Focus::Partition(id) => {
+                    if let Some(uart) =
+                        self.parts.iter_mut().find(|p| p.id == id).and_then(|p| p.io.uart())
+                    {
+                        if uart.input_room() > 0 {
+                            uart.push_input(b);
+                        }
+                    } else {
+                        self.focus = Focus::Hypervisor;
+                    }
+                }
+            }
+        }
+    }
+
+    fn switch_focus(&mut self) {
+        let ids: Vec<u64> = self.parts.iter().filter(|p| !p.stopped()).map(|p| p.id).collect();
+        self.focus = match self.focus {
+            Focus::Hypervisor => ids.first().map_or(Focus::Hypervisor, |&id| Focus::Partition(id)),
+            Focus::Partition(cur) => match ids.iter().position(|&i| i == cur) {
+                Some(k) if k + 1 < ids.len() => Focus::Partition(ids[k + 1]),
+                _ => Focus::Hypervisor,
+            },
+        };
+        match self.focus {
+            Focus::Hypervisor => println!("hypervisor: console: debug keys (h for help)"),
+            Focus::Partition(id) => println!(
+                "hypervisor: console: input to {}",
+                super::admin::describe(&self.parts, id)
+            ),
+        }
+    }
+
+    /// The hypervisor's debug keys, like Xen's.
+    fn debug_key(&mut self, key: u8) {
+        match key {
+            b'h' | b'?' => println!(
+                "hypervisor keys: l list partitions, s exit statistics, r vCPU registers, m memory, c channels, h help; Ctrl-A x3 switches the console"
+            ),
+            b'l' => {
+                for p in &self.parts {
+                    println!(
+                        "  {:>3} {:<16} {:<10} {:>5} MiB at {:#x} rip {:#x}{}",
+                        p.id,
+                        p.name,
+                        super::run::state_name(&p.state),
+                        p.ram.size() >> 20,
+                        p.ram.base(),
+                        p.vcpu.rip(),
+                        if p.config.management { " [management]" } else { "" }
+                    );
+                }
+            }
+            b's' => self.parts.iter().for_each(|p| {
+                println!("  {}:", p.name);
+                print_stats(p);
+            }),
+            b'r' => {
+                for p in &mut self.parts {
+                    let (rip, rflags) = (p.vcpu.rip(), p.vcpu.rflags());
+                    let g = *p.vcpu.gprs();
+                    println!(
+                        "  {} rip {rip:#x} rflags {rflags:#x} cr0 {:#x} cr3 {:#x} cr4 {:#x}",
+                        p.name,
+                        p.vcpu.cr(0),
+                        p.vcpu.cr(3),
+                        p.vcpu.cr(4)
+                    );
+                    for (k, chunk) in g.0.chunks(4).enumerate() {
+                        let names = &super::vcpu::GPR_NAMES[k * 4..k * 4 + 4];
+                        println!(
+                            "    {} {:#018x} {} {:#018x} {} {:#018x} {} {:#018x}",
+                            names[0],
+                            chunk[0],
+                            names[1],
+                            chunk[1],
+                            names[2],
+                            chunk[2],
+                            names[3],
+                            chunk[3]
+                        );
+                    }
+                }
+            }
+            b'm' => {
+                if let Some(f) = crate::mm::frames::FRAMES.lock().as_ref() {
+                    println!(
+                        "  free host memory: {} MiB in {} ranges",
+                        f.free_bytes() >> 20,
+                        f.ranges().len()
+                    );
+                }
+                for p in &self.parts {
+                    println!(
+                        "  {}: guest-physical [{:#x}, {:#x}) RAM, {} second-level table pages",
+                        p.name,
+                        p.ram.base(),
+                        p.ram.base() + p.ram.size(),
+                        p.slat.tables_used()
+                    );
+                }
+            }
+            b'c' => {
+                for c in &self.channels {
+                    println!(
+                        "  channel {} at {:#x}: {} <-> {}",
+                        c.id,
+                        c.page.0,
+                        super::admin::describe(&self.parts, c.ends[0]),
+                        super::admin::describe(&self.parts, c.ends[1])
+                    );
+                }
+            }
+            b'\r' | b'\n' => {}
+            other => println!("hypervisor: no debug key {:?} (h for help)", other as char),
+        }
+    }
+}

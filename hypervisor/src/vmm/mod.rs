@@ -1,0 +1,19 @@
+//! The vendor-neutral core: vCPUs and their exits, partitions, guest memory, hypercalls and
+//! the device buses. Intel and AMD are reached only through [`vcpu::Vcpu`] and
+//! [`vcpu::Backend`].
+pub mod admin;
+pub mod bus;
+pub mod cpuid;
+pub mod decode;
+pub mod dispatch;
+pub mod exit;
+pub mod hypercall;
+pub mod loader;
+pub mod machine;
+pub mod manifest;
+pub mod memory;
+pub mod msr;
+pub mod partition;
+pub mod passthrough;
+pub mod run;
+pub mod vcpu;

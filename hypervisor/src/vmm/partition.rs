@@ -1,0 +1,340 @@
+//! A partition: its RAM, second-level table, vCPU, device buses, console and statistics, and
+//! how it is built from an image (the guest contract in `docs/guest-contract.md`).
+
+use super::bus::{Bus, Sysinfo};
+use super::exit::{ExitStats, VmExit};
+use super::loader::elf;
+use super::memory::GuestRam;
+use super::msr::SoftMsrs;
+use super::vcpu::{
+    ACCESS_CODE64, ACCESS_DATA, ACCESS_TSS64, Backend, Gprs, InitialState, SecondLevel, Segment,
+    Vcpu, VcpuConfig, reg,
+};
+use crate::arch::x86::paging::HostPages;
+use crate::devices::uart16550::Uart16550;
+use crate::mm::addr::{HostPhys, PAGE_SIZE, PAGE_SIZE_2M};
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use hvabi::start::*;
+
+/// What a partition is made from (the manifest's entry, resolved).
+#[derive(Debug, Clone)]
+pub struct PartitionConfig {
+    pub name: String,
+    pub image: &'static [u8],
+    pub memory: u64,
+    pub cmdline: String,
+    /// True when the partition is expected to be stopped for a violation (test scenarios).
+    pub expect_fault: bool,
+    /// What happens when it stops.
+    pub on_stop: super::manifest::OnStop,
+    /// The management partition: identity-mapped RAM at `MGMT_RAM_BASE`, privileged
+    /// hypercalls, the devices in `devices`.
+    pub management: bool,
+    /// Devices handed to a management partition (manifest syntax, see `vmm::passthrough`).
+    pub devices: Vec<String>,
+}
+
+/// Where a partition is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Built, waiting for the management partition's start call.
+    Created,
+    /// Paused by the management partition.
+    Paused,
+    Runnable,
+    /// In HLT until the TSC reaches the deadline.
+    Halted {
+        until: u64,
+    },
+    /// Stopped with the guest's own shutdown status.
+    Shutdown(u64),
+    /// Stopped by the hypervisor for what the guest did.
+    Killed(String),
+}
+
+/// The last exits, for crash reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ExitRing {
+    entries: [(u64, Option<VmExit>); 16],
+    next: usize,
+}
+
+impl ExitRing {
+    pub fn push(&mut self, rip: u64, e: VmExit) {
+        self.entries[self.next % 16] = (rip, Some(e));
+        self.next += 1;
+    }
+    /// Oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, VmExit)> + '_ {
+        (0..16).filter_map(move |i| {
+            let (rip, e) = self.entries[(self.next + i) % 16];
+            e.map(|e| (rip, e))
+        })
+    }
+}
+
+/// A partition.
+pub struct Partition {
+    pub id: u64,
+    /// The VPID/ASID tag of its vCPU.
+    pub tag: u16,
+    pub name: String,
+    pub config: PartitionConfig,
+    pub ram: GuestRam,
+    ram_hpa: HostPhys,
+    pub slat: Box<dyn SecondLevel>,
+    pub vcpu: Box<dyn Vcpu>,
+    pub state: State,
+    pub stats: ExitStats,
+    pub last_exits: ExitRing,
+    pub io: Bus,
+    pub mmio: Bus,
+    pub msrs: SoftMsrs,
+    pub xcr0: u64,
+    /// One-shot timer: (TSC deadline, vector).
+    pub timer: Option<(u64, u8)>,
+    /// An interrupt waiting for the guest to accept it.
+    pub pending_irq: Option<u8>,
+    /// Refused MSR accesses, VMX/SVM instructions and other violations the guest survived.
+    pub refused: u64,
+    console: Vec<u8>,
+    /// Recent console output, for the management partition's ConsoleRead.
+    pub history: alloc::collections::VecDeque<u8>,
+}
+
+/// Bytes of console output kept per partition for ConsoleRead.
+pub const HISTORY_BYTES: usize = 16 * 1024;
+
+/// Why a partition could not be built.
+pub type BuildError = String;
+
+const GDT: [u64; 3] = [0, 0x0020_9a00_0000_0000, 0x0000_9200_0000_0000];
+
+impl Partition {
+    /// Builds partition `id` from `config`: RAM, second-level table, image, boot structures,
+    /// vCPU, devices. The VPID/ASID tag is `tag` (unique among live partitions).
+    pub fn build(
+        id: u64,
+        tag: u16,
+        config: PartitionConfig,
+        backend: &mut dyn Backend,
+    ) -> Result<Self, BuildError> {
+        let size = config.memory;
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE_2M) || size > (1 << 30) {
+            return Err(format!(
+                "memory {} MiB is not a multiple of 2 MiB up to 1 GiB",
+                size >> 20
+            ));
+        }
+        // Guests see their RAM from guest-physical 0; the management partition sees its RAM
+        // where it lies in host memory (identity), so device DMA needs no IOMMU.
+        let base = if config.management { MGMT_RAM_BASE } else { 0 };
+        let image = elf::parse_at(config.image, base, size).map_err(|e| format!("image: {e}"))?;
+        if let Some(s) = image.segments.iter().find(|s| s.gpa < base + IMAGE_MIN_GPA) {
+            return Err(format!(
+                "image: segment at {:#x} lies in the first MiB of its RAM (reserved for boot structures)",
+                s.gpa
+            ));
+        }
+        let pages = size / PAGE_SIZE;
+        let hpa = crate::mm::frames::FRAMES
+            .lock()
+            .as_mut()
+            .and_then(|f| {
+                if base != 0 {
+                    f.alloc_at(HostPhys(base), pages)
+                } else {
+                    f.alloc(pages, PAGE_SIZE_2M)
+                }
+            })
+            .ok_or_else(|| {
+                format!(
+                    "no {} MiB of free host RAM{}",
+                    size >> 20,
+                    if base != 0 { alloc::format!(" at {base:#x}") } else { String::new() }
+                )
+            })?;
+        // SAFETY: the frames were just allocated for this partition alone and are identity-mapped.
+        let mut ram = unsafe { GuestRam::new_at(hpa.0 as *mut u8, base, size) };
+        let cleanup = |msg: String| {
+            HostPages::free(hpa, pages);
+            msg
+        };
+        ram.zero(base, size).map_err(|e| cleanup(format!("{e}")))?;
+        let mut slat = backend.new_second_level().map_err(|e| cleanup(e.into()))?;
+        slat.map(base, hpa.0, size).map_err(|e| cleanup(format!("second-level map: {e:?}")))?;
+        let ram_cell = core::cell::RefCell::new(&mut ram);
+        image
+            .load_into(
+                |gpa, data| ram_cell.borrow_mut().write(gpa, data),
+                |gpa, len| ram_cell.borrow_mut().zero(gpa, len),
+            )
+            .map_err(|e| cleanup(format!("loading the image: {e}")))?;
+        let initial = Self::boot_structures(&mut ram, id, &config, image.entry)
+            .map_err(|e| cleanup(format!("{e}")))?;
+        let mut vcpu = backend
+            .create_vcpu(&VcpuConfig { initial, slat_root: slat.root(), tag })
+            .map_err(|e| cleanup(e.into()))?;
+        let mut io = Bus::default();
+        io.attach(0x3f8..0x400, Box::new(Uart16550::new()));
+        let mut mmio = Bus::default();
+        mmio.attach(
+            SYSINFO_GPA..SYSINFO_GPA + PAGE_SIZE,
+            Box::new(Sysinfo { id, scratch: 0, reads: 0 }),
+        );
+        if config.management {
+            super::passthrough::hand_over(&config.devices, vcpu.as_mut(), slat.as_mut(), &mut io)
+                .map_err(cleanup)?;
+        }
+        Ok(Self {
+            id,
+            tag,
+            name: config.name.clone(),
+            config,
+            ram,
+            ram_hpa: hpa,
+            slat,
+            vcpu,
+            state: State::Runnable,
+            stats: ExitStats::default(),
+            last_exits: ExitRing::default(),
+            io,
+            mmio,
+            msrs: SoftMsrs::default(),
+            xcr0: 1,
+            timer: None,
+            pending_irq: None,
+            refused: 0,
+            console: Vec::new(),
+            history: alloc::collections::VecDeque::new(),
+        })
+    }
+
+    /// Writes the GDT, identity page tables and start-info page (at the same offsets from the
+    /// start of RAM for every partition, `docs/guest-contract.md`); returns the entry state.
+    fn boot_structures(
+        ram: &mut GuestRam,
+        id: u64,
+        config: &PartitionConfig,
+        entry: u64,
+    ) -> Result<InitialState, super::memory::BadAddress> {
+        let (base, size) = (ram.base(), ram.size());
+        for (i, d) in GDT.iter().enumerate() {
+            ram.write_u64(base + GDT_GPA + 8 * i as u64, *d)?;
+        }
+        // Guests: RAM from 0 in one page directory. Management: the first 4 GiB identity in
+        // four, so it can reach its RAM and the devices it owns (EPT decides what is there).
+        let (pml4, pdpt, pd) =
+            (base + PML4_GPA, base + PML4_GPA + 0x1000, base + PML4_GPA + 0x2000);
+        let (directories, mapped) = if config.management { (4, 4 << 30) } else { (1, size) };
+        ram.write_u64(pml4, pdpt | 3)?;
+        for d in 0..directories {
+            ram.write_u64(pdpt + 8 * d, (pd + 0x1000 * d) | 3)?;
+        }
+        for i in 0..mapped / PAGE_SIZE_2M {
+            ram.write_u64(pd + 8 * i, (i * PAGE_SIZE_2M) | 0x83)?;
+        }
+        let start_info =
+            if config.management { base + MGMT_START_INFO_OFFSET } else { START_INFO_GPA };
+        let mut info = StartInfo {
+            magic: START_MAGIC,
+            partition_id: id,
+            ram_size: size,
+            name_len: 0,
+            name: [0; 32],
+            cmdline_len: 0,
+            cmdline: [0; 256],
+            hv_start_tsc: crate::start::START_TSC.load(core::sync::atomic::Ordering::Relaxed),
+        };
+        let n = config.name.len().min(32);
+        info.name[..n].copy_from_slice(&config.name.as_bytes()[..n]);
+        info.name_len = n as u64;
+        let c = config.cmdline.len().min(256);
+        info.cmdline[..c].copy_from_slice(&config.cmdline.as_bytes()[..c]);
+        info.cmdline_len = c as u64;
+        // SAFETY: StartInfo is repr(C) plain data; viewing it as bytes is sound.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(
+                core::ptr::from_ref(&info).cast::<u8>(),
+                core::mem::size_of::<StartInfo>(),
+            )
+        };
+        ram.write(start_info, bytes)?;
+
+        let mut gprs = Gprs::default();
+        gprs.0[reg::RSP] = base + size - STACK_GAP;
+        gprs.0[reg::RDI] = start_info;
+        let flat = |selector, access| Segment { selector, base: 0, limit: 0xffff_ffff, access };
+        Ok(InitialState {
+            gprs,
+            rip: entry,
+            rflags: 2,
+            cr0: 0x8001_0033, // PG | WP | NE | ET | MP | PE
+            cr3: pml4,
+            cr4: 0x20,   // PAE
+            efer: 0xd00, // NXE | LMA | LME
+            cs: flat(CODE_SELECTOR, ACCESS_CODE64),
+            data: flat(DATA_SELECTOR, ACCESS_DATA),
+            tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
+            gdt_base: base + GDT_GPA,
+            gdt_limit: (GDT.len() * 8 - 1) as u16,
+        })
+    }
+
+    /// Appends console bytes; complete lines go to COM1 prefixed with the partition's name.
+    pub fn console_bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.history.len() >= HISTORY_BYTES {
+                self.history.pop_front();
+            }
+            self.history.push_back(b);
+            if b == b'\n' {
+                self.flush_console();
+            } else if b != b'\r' {
+                self.console.push(b);
+                if self.console.len() >= 200 {
+                    self.flush_console();
+                }
+            }
+        }
+    }
+
+    /// Prints what is buffered of the current console line.
+    pub fn flush_console(&mut self) {
+        if !self.console.is_empty() {
+            let line = String::from_utf8_lossy(&self.console);
+            crate::println!("[{}] {}", self.name, line);
+            self.console.clear();
+        }
+    }
+
+    /// Moves the UART's output to the console.
+    pub fn drain_devices(&mut self) {
+        let mut out = Vec::new();
+        self.io.take_output(&mut out);
+        if !out.is_empty() {
+            self.console_bytes(&out);
+        }
+    }
+
+    /// Stops the partition for something it did.
+    pub fn kill(&mut self, why: String) {
+        self.flush_console();
+        log::warn!("partition {}: stopped: {why}", self.name);
+        self.state = State::Killed(why);
+    }
+
+    /// True once the partition no longer runs.
+    pub fn stopped(&self) -> bool {
+        matches!(self.state, State::Shutdown(_) | State::Killed(_))
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        HostPages::free(self.ram_hpa, self.ram.size() / PAGE_SIZE);
+    }
+}

@@ -1,0 +1,156 @@
+//! Running one partition for a time slice (timers and interrupt delivery before each entry),
+//! building the manifest's partitions, and the final report.
+
+use super::dispatch::{self, Flow};
+use super::machine::Machine;
+use super::partition::{Partition, PartitionConfig, State};
+use super::vcpu::{Backend, Event};
+use crate::arch::x86::instr::rdtsc;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// TSC ticks a partition runs before another gets the CPU.
+pub const TIMESLICE_TICKS: u64 = 2_000_000;
+/// Exits handled in one slice before the scheduler looks at the others.
+const EXITS_PER_SLICE: u32 = 10_000;
+
+/// Delivers due timers and pending interrupts before an entry.
+fn deliver_events(p: &mut Partition) {
+    if let Some((deadline, vector)) = p.timer
+        && rdtsc() >= deadline
+    {
+        p.timer = None;
+        p.pending_irq = Some(vector);
+    }
+    if let Some(vector) = p.pending_irq {
+        if !p.vcpu.event_pending() && p.vcpu.interruptible() {
+            p.vcpu.inject(Event::Interrupt { vector });
+            p.pending_irq = None;
+            p.vcpu.set_interrupt_window_exiting(false);
+        } else {
+            p.vcpu.set_interrupt_window_exiting(true);
+        }
+    }
+}
+
+/// Runs `p` for one time slice. Returns [`Flow::Admin`] when the partition made a call the
+/// machine must carry out (it keeps the CPU afterwards), otherwise how the slice ended.
+pub fn run_slice(p: &mut Partition) -> Flow {
+    p.vcpu.set_timeslice(TIMESLICE_TICKS);
+    for _ in 0..EXITS_PER_SLICE {
+        deliver_events(p);
+        let result = p.vcpu.run();
+        p.stats.counts[super::exit::VmExit::Cpuid.index()] += p.vcpu.take_fast_exits();
+        let exit = match result {
+            Ok(e) => e,
+            Err(e) => {
+                let mut dump = String::new();
+                let _ = p.vcpu.dump(&mut dump);
+                crate::print!("{dump}");
+                dispatch::report_last_exits(p);
+                p.kill(format!("VM entry failed: {e}"));
+                return Flow::Stopped;
+            }
+        };
+        match dispatch::handle(p, exit) {
+            Flow::Continue => {}
+            other => return other,
+        }
+    }
+    Flow::Yield
+}
+
+/// A state's name for lists.
+pub fn state_name(s: &State) -> &'static str {
+    match s {
+        State::Created => "created",
+        State::Paused => "paused",
+        State::Runnable => "running",
+        State::Halted { .. } => "halted",
+        State::Shutdown(_) => "shut down",
+        State::Killed(_) => "killed",
+    }
+}
+
+/// Prints a partition's exit statistics.
+pub fn print_stats(p: &Partition) {
+    let mut line = format!("    exits: {} total", p.stats.total());
+    for (name, count) in p.stats.nonzero() {
+        line.push_str(&format!(", {name} {count}"));
+    }
+    crate::println!("{line}");
+    crate::println!(
+        "    absent ports {} absent MMIO {} refused accesses {} table pages {}",
+        p.io.absent,
+        p.mmio.absent,
+        p.refused,
+        p.slat.tables_used()
+    );
+}
+
+/// Prints each partition's end and statistics; true when every one ended as its manifest
+/// expected.
+pub fn report(parts: &mut [Partition], powered_off: bool) -> bool {
+    let mut all_ok = true;
+    for p in parts.iter_mut() {
+        p.flush_console();
+        let (ended, ok) = match &p.state {
+            State::Shutdown(s) => {
+                (format!("shut down with status {s}"), *s == 0 && !p.config.expect_fault)
+            }
+            State::Killed(why) => {
+                (format!("stopped by the hypervisor: {why}"), p.config.expect_fault)
+            }
+            other if powered_off => (format!("still {} at power-off", state_name(other)), true),
+            other => (format!("still {}", state_name(other)), false),
+        };
+        all_ok &= ok;
+        crate::println!(
+            "hypervisor: partition {} (id {}): {ended} [{}]",
+            p.name,
+            p.id,
+            if ok { "as expected" } else { "UNEXPECTED" }
+        );
+        print_stats(p);
+    }
+    all_ok
+}
+
+/// Builds `configs` (the management partition first: its RAM has a fixed place) and runs
+/// them on `backend`; true when all ended as expected.
+pub fn run_partitions(
+    mut configs: Vec<PartitionConfig>,
+    backend: &mut dyn Backend,
+    modules: &[(String, &'static [u8])],
+) -> bool {
+    configs.sort_by_key(|c| !c.management);
+    let mut m = Machine::new(backend, modules);
+    let mut ok = true;
+    for c in configs {
+        let name = c.name.clone();
+        let id = m.next_id;
+        let tag = m.free_tag().expect("fewer partitions than tags");
+        match Partition::build(id, tag, c, m.backend) {
+            Ok(p) => {
+                log::info!(
+                    "partition {name} (id {id}): {} MiB RAM at guest-physical {:#x}, entry {:#x}, {} {} table pages",
+                    p.ram.size() >> 20,
+                    p.ram.base(),
+                    p.vcpu.rip(),
+                    m.backend.name(),
+                    p.slat.tables_used()
+                );
+                m.parts.push(p);
+                m.next_id += 1;
+            }
+            Err(e) => {
+                crate::println!("hypervisor: partition {name}: refused: {e}");
+                ok = false;
+            }
+        }
+    }
+    m.focus_management();
+    let powered_off = m.run();
+    report(&mut m.parts, powered_off) && ok
+}

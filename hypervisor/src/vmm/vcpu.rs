@@ -1,0 +1,209 @@
+//! The vendor-neutral interface to a virtual CPU and to the backend that makes them.
+//!
+//! A backend (VMX or SVM) implements [`Backend`] once per host and [`Vcpu`] per virtual CPU.
+//! The core drives a vCPU only through these: run it, read and change its registers, inject an
+//! event, choose what causes exits. Nothing above this file knows a VMCS from a VMCB.
+
+use super::exit::VmExit;
+use alloc::boxed::Box;
+use core::fmt;
+
+/// General-purpose registers, indexed by their x86 encoding (0 = RAX, 1 = RCX, 2 = RDX,
+/// 3 = RBX, 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI, 8..15 = R8..R15).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Gprs(pub [u64; 16]);
+
+/// Register numbers, for readability at call sites.
+pub mod reg {
+    pub const RAX: usize = 0;
+    pub const RCX: usize = 1;
+    pub const RDX: usize = 2;
+    pub const RBX: usize = 3;
+    pub const RSP: usize = 4;
+    pub const RBP: usize = 5;
+    pub const RSI: usize = 6;
+    pub const RDI: usize = 7;
+    pub const R8: usize = 8;
+}
+
+/// Register names for dumps.
+pub const GPR_NAMES: [&str; 16] = [
+    "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15",
+];
+
+/// An event to deliver to the guest at the next entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A hardware exception (vector 0-31), with its error code where the vector has one.
+    Exception { vector: u8, error_code: Option<u32> },
+    /// An external interrupt (vector 32-255).
+    Interrupt { vector: u8 },
+}
+
+/// Exception vectors the core injects.
+pub mod vector {
+    pub const UD: u8 = 6;
+    pub const GP: u8 = 13;
+}
+
+impl Event {
+    /// #GP(0).
+    pub const GP0: Self = Self::Exception { vector: vector::GP, error_code: Some(0) };
+    /// #UD.
+    pub const UD: Self = Self::Exception { vector: vector::UD, error_code: None };
+}
+
+pub use super::decode::CpuMode;
+
+/// A segment register's full state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub selector: u16,
+    pub base: u64,
+    pub limit: u32,
+    /// Access rights in the VMX layout (type, S, DPL, P, AVL, L, D/B, G in bits 0-15);
+    /// the SVM backend converts to its packed attribute format.
+    pub access: u16,
+}
+
+/// Code segment access rights: 64-bit, present, DPL 0, execute/read, accessed, 4 KiB granular.
+pub const ACCESS_CODE64: u16 = 0xa09b;
+/// Data segment access rights: present, DPL 0, read/write, accessed, 32-bit, 4 KiB granular.
+pub const ACCESS_DATA: u16 = 0xc093;
+/// A 64-bit busy TSS.
+pub const ACCESS_TSS64: u16 = 0x008b;
+
+/// The state a vCPU starts in (see `docs/guest-contract.md`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InitialState {
+    pub gprs: Gprs,
+    pub rip: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub cs: Segment,
+    /// DS, ES, SS, FS and GS.
+    pub data: Segment,
+    pub tr: Segment,
+    pub gdt_base: u64,
+    pub gdt_limit: u16,
+}
+
+/// MSRs whose guest value lives in the backend's hardware state (VMCS or VMCB) rather than in
+/// the core's software copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HwMsr {
+    Efer,
+    FsBase,
+    GsBase,
+    SysenterCs,
+    SysenterEsp,
+    SysenterEip,
+}
+
+/// Why VM entry failed: the backend's words for it, and the raw code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryError {
+    pub what: &'static str,
+    pub code: u64,
+}
+
+impl fmt::Display for EntryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (code {:#x})", self.what, self.code)
+    }
+}
+
+/// One virtual CPU of one partition.
+pub trait Vcpu {
+    /// Enters the guest and returns at the next exit.
+    fn run(&mut self) -> Result<VmExit, EntryError>;
+    /// CPUID exits the backend's fast path handled during the last run (counted in the
+    /// statistics, not in the last-exits record).
+    fn take_fast_exits(&mut self) -> u64 {
+        0
+    }
+    /// The general registers (RSP included, kept in step with the hardware state).
+    fn gprs(&mut self) -> &mut Gprs;
+    fn rip(&self) -> u64;
+    fn set_rip(&mut self, rip: u64);
+    fn rflags(&self) -> u64;
+    fn set_rflags(&mut self, v: u64);
+    /// Where the instruction that exited ends, when the hardware says (VMX exit instruction
+    /// length, SVM NRIP save). `None`: the core decodes the instruction itself.
+    fn next_rip(&self) -> Option<u64>;
+    /// The guest's view of CR0, CR2, CR3, CR4 or CR8.
+    fn cr(&self, n: u8) -> u64;
+    /// A guest write to CR0, CR3, CR4 or CR8, already validated by the core.
+    fn set_cr(&mut self, n: u8, v: u64);
+    /// The guest's value of a hardware-held MSR.
+    fn msr(&self, m: HwMsr) -> u64;
+    fn set_msr(&mut self, m: HwMsr, v: u64);
+    /// The guest's execution mode.
+    fn mode(&self) -> CpuMode;
+    /// Queues an event for the next entry (one at a time).
+    fn inject(&mut self, e: Event);
+    /// True when an event is queued and not yet delivered.
+    fn event_pending(&self) -> bool;
+    /// True when the guest would accept an external interrupt now (RFLAGS.IF and no
+    /// STI/MOV-SS shadow).
+    fn interruptible(&self) -> bool;
+    /// Ends an STI/MOV-SS interrupt shadow (after the core emulated the next instruction).
+    fn clear_interrupt_shadow(&mut self);
+    /// Exit as soon as the guest can take an interrupt.
+    fn set_interrupt_window_exiting(&mut self, on: bool);
+    /// Ends the next run after about `ticks` TSC ticks of guest time (0 = no limit).
+    fn set_timeslice(&mut self, ticks: u64);
+    /// Lets the guest reach ports `[first, first+count)` directly (management partition).
+    fn pass_through_ports(&mut self, first: u16, count: u16);
+    /// Root of the second-level table changed or shrank: flush its translations.
+    fn flush_second_level(&mut self);
+    /// Prints the vendor's view of the guest state (for failed entries and crash reports).
+    fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result;
+}
+
+/// A second-level address translation (EPT or NPT) for one partition.
+pub trait SecondLevel {
+    /// Maps guest-physical `[gpa, gpa+len)` to host-physical `hpa`, read/write/execute.
+    fn map(&mut self, gpa: u64, hpa: u64, len: u64) -> Result<(), crate::mm::pagetable::MapError>;
+    /// Maps device space `[gpa, gpa+len)` to host-physical `hpa`, read/write, uncacheable
+    /// (management partition pass-through).
+    fn map_mmio(
+        &mut self,
+        gpa: u64,
+        hpa: u64,
+        len: u64,
+    ) -> Result<(), crate::mm::pagetable::MapError>;
+    /// Removes a mapping.
+    fn unmap(&mut self, gpa: u64, len: u64) -> Result<(), crate::mm::pagetable::MapError>;
+    /// Host-physical address for a guest-physical one, if mapped.
+    fn translate(&mut self, gpa: u64) -> Option<u64>;
+    /// The root to put into the EPTP / nCR3.
+    fn root(&self) -> u64;
+    /// Table pages in use.
+    fn tables_used(&self) -> usize;
+}
+
+/// What the backend needs to know to build a vCPU.
+#[derive(Debug)]
+pub struct VcpuConfig {
+    pub initial: InitialState,
+    /// Second-level table root (EPTP / nCR3 value before vendor bits).
+    pub slat_root: u64,
+    /// Tag for TLB entries (VPID / ASID), unique per live vCPU, never 0.
+    pub tag: u16,
+}
+
+/// A hardware virtualization backend, chosen once at boot by CPUID.
+pub trait Backend {
+    /// "vmx" or "svm".
+    fn name(&self) -> &'static str;
+    /// A new, empty second-level table.
+    fn new_second_level(&mut self) -> Result<Box<dyn SecondLevel>, &'static str>;
+    /// A new vCPU in `config`'s initial state.
+    fn create_vcpu(&mut self, config: &VcpuConfig) -> Result<Box<dyn Vcpu>, &'static str>;
+}
