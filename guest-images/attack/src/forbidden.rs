@@ -1,0 +1,197 @@
+//! `msr-ports-vmx`: forbidden MSRs (#GP), ports a partition is not given (all-ones, writes
+//! ignored, even the ones that reset or stop the machine), and VMX/SVM instructions (#UD).
+
+use core::arch::asm;
+
+use guest_rt::exception::{GP, UD, vector_name};
+use guest_rt::hvabi::exit::{BOCHS_SHUTDOWN_PORT, QEMU_EXIT_FAILURE, QEMU_EXIT_PORT};
+use guest_rt::instr::{self, inb, inl, outb, outl};
+use guest_rt::{Checks, Exception, checks::Why, expect_exception};
+
+const IA32_FEATURE_CONTROL: u32 = 0x3a;
+const IA32_BIOS_UPDT_TRIG: u32 = 0x79;
+const EFER: u32 = 0xc000_0080;
+const VM_CR: u32 = 0xc001_0114;
+const VM_HSAVE_PA: u32 = 0xc001_0117;
+const EFER_SVME: u64 = 1 << 12;
+const CR4_VMXE: u64 = 1 << 13;
+
+/// Runs every check; returns the number that failed.
+pub fn run() -> u64 {
+    let mut c = Checks::new();
+    msrs(&mut c);
+    ports(&mut c);
+    instructions(&mut c);
+    c.summary("attack")
+}
+
+fn expect(e: Option<Exception>, vector: u8) -> Result<(), Why> {
+    match e {
+        Some(e) if e.vector == vector => Ok(()),
+        Some(e) => Err(guest_rt::why!("raised {e}, want {}", vector_name(vector))),
+        None => Err(guest_rt::why!("no exception, want {}", vector_name(vector))),
+    }
+}
+
+fn msrs(c: &mut Checks) {
+    let mut name = [0u8; 24];
+    for msr in 0x480u32..=0x491 {
+        // SAFETY: the VMX capability MSRs are forbidden: RDMSR raises #GP and reads nothing.
+        let e = expect_exception(|| unsafe {
+            instr::rdmsr(msr);
+        });
+        c.check(hex_name(&mut name, "rdmsr-", msr), expect(e, GP));
+    }
+    let writes = [
+        (IA32_FEATURE_CONTROL, 0x5, "wrmsr-feature-control"),
+        (IA32_BIOS_UPDT_TRIG, 0x20_0000, "wrmsr-bios-updt-trig"),
+        (VM_CR, 1 << 4, "wrmsr-vm-cr"),
+        (VM_HSAVE_PA, 0x10_0000, "wrmsr-vm-hsave-pa"),
+    ];
+    for (msr, value, name) in writes {
+        // SAFETY: forbidden MSRs: WRMSR raises #GP and changes nothing.
+        let e = expect_exception(|| unsafe { instr::wrmsr(msr, value) });
+        c.check(name, expect(e, GP));
+    }
+    // SAFETY: reading VM_CR is forbidden too: #GP.
+    let e = expect_exception(|| unsafe {
+        instr::rdmsr(VM_CR);
+    });
+    c.check("rdmsr-vm-cr", expect(e, GP));
+    // SAFETY: EFER is readable; setting SVME (hidden by CPUID) must raise #GP and change
+    // nothing. If it does not fault, SVME is cleared again at once.
+    let e = expect_exception(|| unsafe {
+        let efer = instr::rdmsr(EFER);
+        instr::wrmsr(EFER, efer | EFER_SVME);
+        instr::wrmsr(EFER, efer & !EFER_SVME);
+    });
+    c.check("wrmsr-efer-svme", expect(e, GP));
+    let cr4 = instr::read_cr4();
+    // SAFETY: VMX is hidden, so CR4.VMXE is reserved: the write raises #GP and changes nothing.
+    // If it does not fault, the old CR4 is put back at once.
+    let e = expect_exception(|| unsafe {
+        instr::write_cr4(cr4 | CR4_VMXE);
+        instr::write_cr4(cr4);
+    });
+    c.check("cr4-vmxe", expect(e, GP));
+}
+
+/// `prefix` and `n` in hex, in `buf`.
+fn hex_name<'a>(buf: &'a mut [u8; 24], prefix: &'a str, n: u32) -> &'a str {
+    let p = prefix.as_bytes();
+    buf[..p.len()].copy_from_slice(p);
+    let mut len = p.len();
+    buf[len..len + 2].copy_from_slice(b"0x");
+    len += 2;
+    let digits = (32 - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        buf[len] = b"0123456789abcdef"[((n >> (i * 4)) & 0xf) as usize];
+        len += 1;
+    }
+    core::str::from_utf8(&buf[..len]).unwrap_or(prefix)
+}
+
+fn ports(c: &mut Checks) {
+    // Writes first, the dangerous ones included: each would reset or stop the machine if it
+    // reached hardware (keyboard-controller reset, reset control, fast reset, the emulators'
+    // exit ports), or reprogram the PIC, PIT, CMOS or PCI configuration.
+    // SAFETY: none of these ports is given to a partition: writes must be ignored.
+    unsafe {
+        outb(0x20, 0x11);
+        outb(0x21, 0xff);
+        outb(0xa1, 0xff);
+        outb(0x43, 0x34);
+        outb(0x40, 0x00);
+        outb(0x70, 0x8f);
+        outb(0x71, 0x00);
+        outl(0xcf8, 0x8000_0000);
+        outl(0xcfc, 0xffff_ffff);
+        for p in 0x1f0..=0x1f7 {
+            outb(p, 0x00);
+        }
+        outb(0x60, 0xf4);
+        outb(0x64, 0xfe);
+        outb(0xcf9, 0x06);
+        outb(0x92, 0x01);
+        outb(QEMU_EXIT_PORT, QEMU_EXIT_FAILURE as u8);
+        for b in b"Shutdown" {
+            outb(BOCHS_SHUTDOWN_PORT, *b);
+        }
+    }
+    let byte_ports: [u16; 20] = [
+        0x1f0,
+        0x1f1,
+        0x1f2,
+        0x1f3,
+        0x1f4,
+        0x1f5,
+        0x1f6,
+        0x1f7,
+        0x60,
+        0x64,
+        0x20,
+        0x21,
+        0xa1,
+        0x40,
+        0x71,
+        0x92,
+        0xcf9,
+        QEMU_EXIT_PORT,
+        BOCHS_SHUTDOWN_PORT,
+        0x2f8,
+    ];
+    let mut name = [0u8; 24];
+    for port in byte_ports {
+        // SAFETY: an absent port: the read returns all-ones and changes nothing.
+        let v = unsafe { inb(port) };
+        c.check_eq(hex_name(&mut name, "port-", u32::from(port)), v, 0xff);
+    }
+    for port in [0xcf8u16, 0xcfc] {
+        // SAFETY: as above.
+        let v = unsafe { inl(port) };
+        c.check_eq(hex_name(&mut name, "port32-", u32::from(port)), v, 0xffff_ffff);
+    }
+}
+
+/// Runs one instruction (the `asm!` arguments) and checks it raised #UD.
+macro_rules! expect_ud {
+    ($c:expr, $name:literal, $($asm:tt)*) => {{
+        let e = expect_exception(|| {
+            // SAFETY: VMX and SVM are hidden, so the instruction raises #UD in either backend
+            // (a hypervisor that let it through would be the bug under test); its operands
+            // point at the caller's own data.
+            unsafe { asm!($($asm)*) }
+        });
+        $c.check($name, expect(e, UD));
+    }};
+}
+
+fn instructions(c: &mut Checks) {
+    #[repr(C, align(4096))]
+    struct Region([u8; 4096]);
+    let region = Region([0; 4096]);
+    let pa = &raw const region as u64;
+    let mut desc = [0u64; 2];
+    let p = &raw const pa;
+    let d = desc.as_mut_ptr();
+    expect_ud!(c, "vmxon", "vmxon qword ptr [{}]", in(reg) p, options(nostack));
+    expect_ud!(c, "vmxoff", "vmxoff", options(nostack));
+    expect_ud!(c, "vmclear", "vmclear qword ptr [{}]", in(reg) p, options(nostack));
+    expect_ud!(c, "vmptrld", "vmptrld qword ptr [{}]", in(reg) p, options(nostack));
+    expect_ud!(c, "vmptrst", "vmptrst qword ptr [{}]", in(reg) d, options(nostack));
+    expect_ud!(c, "vmlaunch", "vmlaunch", options(nostack));
+    expect_ud!(c, "vmresume", "vmresume", options(nostack));
+    expect_ud!(c, "vmread", "vmread {}, {}", out(reg) _, in(reg) 0x6800u64, options(nostack));
+    expect_ud!(c, "vmwrite", "vmwrite {}, {}", in(reg) 0x6800u64, in(reg) 0u64, options(nostack));
+    expect_ud!(c, "invept", "invept {}, xmmword ptr [{}]", in(reg) 2u64, in(reg) d, options(nostack));
+    expect_ud!(c, "invvpid", "invvpid {}, xmmword ptr [{}]", in(reg) 2u64, in(reg) d, options(nostack));
+    expect_ud!(c, "vmfunc", "vmfunc", in("eax") 0, in("ecx") 0, options(nostack));
+    expect_ud!(c, "vmrun", "vmrun rax", in("rax") pa, options(nostack));
+    expect_ud!(c, "vmload", "vmload rax", in("rax") pa, options(nostack));
+    expect_ud!(c, "vmsave", "vmsave rax", in("rax") pa, options(nostack));
+    expect_ud!(c, "clgi", "clgi", options(nostack));
+    expect_ud!(c, "stgi", "stgi", options(nostack));
+    expect_ud!(c, "invlpga", "invlpga rax, ecx", in("rax") 0u64, in("ecx") 1, options(nostack));
+    // Last: on hardware that ran it, SKINIT would re-initialise the CPU.
+    expect_ud!(c, "skinit", "skinit eax", in("eax") pa as u32, options(nostack));
+}

@@ -1,0 +1,36 @@
+//! The bench guest: measures exit round trips with the loops of `hvabi::bench` (the same
+//! instructions the hypervisor runs natively with `bench=1`) and prints one `BENCH name ticks`
+//! line each, plus the ticks from the hypervisor's first instruction to this guest's `main`.
+//! Under Bochs and QEMU `-icount shift=0` a tick is one retired instruction, so the figures are
+//! exact. `cargo xtask bench` reads them.
+#![no_std]
+#![no_main]
+
+use guest_rt::paging::{self, Caching};
+use guest_rt::{StartInfo, println};
+use hvabi::bench::*;
+use hvabi::start::SYSINFO_GPA;
+
+guest_rt::entry!(main);
+
+fn main(info: &'static StartInfo) -> u64 {
+    let now = guest_rt::instr::rdtsc();
+    println!("BENCH boot-to-guest {}", now.saturating_sub(info.hv_start_tsc));
+    let n = ITERATIONS;
+    println!("BENCH cpuid {}", ticks_per_op(n, cpuid_loop));
+    let intel = guest_rt::hypercall::uses_vmcall();
+    // SAFETY: we run under the hypervisor, which answers the Version hypercall.
+    println!("BENCH hypercall {}", ticks_per_op(n, |n| unsafe { hypercall_loop(n, intel) }));
+    // SAFETY: 0x3ff is the virtual UART's scratch register: writing it changes nothing else.
+    println!("BENCH out {}", ticks_per_op(n, |n| unsafe { out_loop(n, 0x3ff) }));
+    let window = SYSINFO_GPA & !0x1f_ffff;
+    // SAFETY: the 2 MiB window around the sysinfo device lies far above RAM (nothing of ours
+    // lives there); reading its magic register has no side effect but a counter.
+    if let Err(e) = unsafe { paging::map_2m(window, window, Caching::Uncached) } {
+        println!("FAIL bench: cannot map the sysinfo device: {e:?}");
+        return 1;
+    }
+    // SAFETY: mapped just above; the magic register is read-only.
+    println!("BENCH mmio {}", ticks_per_op(n, |n| unsafe { mmio_read_loop(n, SYSINFO_GPA) }));
+    0
+}

@@ -1,0 +1,32 @@
+//! The probe guest: checks the guest contract (`docs/guest-contract.md`) from inside a
+//! partition, one `PASS name` / `FAIL name: why` line per check, then `probe: N checks, M
+//! failed`; the shutdown status is M. The check list is in `docs/guests.md`.
+#![no_std]
+#![no_main]
+
+mod cpu;
+mod devices;
+mod entry;
+mod hypercalls;
+mod memory;
+
+use guest_rt::{Checks, StartInfo, println};
+
+guest_rt::entry!(main);
+
+fn main(info: &'static StartInfo) -> u64 {
+    println!(
+        "probe: partition {} \"{}\", {} MiB RAM, cmdline \"{}\"",
+        info.partition_id,
+        info.name(),
+        info.ram_size >> 20,
+        info.cmdline()
+    );
+    let mut c = Checks::new();
+    entry::run(&mut c, info);
+    cpu::run(&mut c);
+    devices::run(&mut c, info);
+    hypercalls::run(&mut c, info);
+    memory::run(&mut c, info);
+    c.summary("probe")
+}
