@@ -1,0 +1,324 @@
+//! `cargo xtask bench`: exit round trips and boot-to-guest time, instruction-exact.
+//!
+//! Boots the hypervisor with `bench=1` and the `bench` guest as its only boot module (no
+//! manifest: the kernel runs one partition per module) on each backend: VMX under Bochs
+//! (`tigerlake`) and SVM under QEMU TCG with `-icount shift=0`. In both, RDTSC advances once per
+//! retired instruction, so a figure is an instruction count, the same on every run and machine.
+//! The hypervisor prints its native baseline (`BENCH-NATIVE NAME TICKS`: the same loops without
+//! a guest), the guest its figures (`[bench] BENCH NAME TICKS`).
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::build;
+use crate::emulator::watch::{self, Watch};
+use crate::emulator::{BOCHS_DEFAULT_CPU, Choice, Outcome, QEMU_TCG_CPU};
+use crate::image::{Boot, Module};
+use crate::run::{self, Spec};
+use crate::step;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// One JSON object per line on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The guest crate that measures, and the partition name its lines carry.
+const GUEST: &str = "bench";
+/// What the guest measures, in the order it prints them.
+const GUEST_BENCHES: &[&str] = &["boot-to-guest", "cpuid", "hypercall", "out", "mmio"];
+/// What the hypervisor measures natively with `bench=1`.
+const NATIVE_BENCHES: &[&str] = &["cpuid", "out", "mmio"];
+/// Lines of serial log shown for a failed run.
+const TAIL_LINES: usize = 30;
+
+/// One backend's run.
+struct Backend {
+    backend: &'static str,
+    emulator: &'static str,
+    choice: Choice,
+    cpu: &'static str,
+    timeout_s: u64,
+}
+
+const BACKENDS: &[Backend] = &[
+    Backend {
+        backend: "vmx",
+        emulator: "bochs",
+        choice: Choice::Bochs,
+        cpu: BOCHS_DEFAULT_CPU,
+        timeout_s: 180,
+    },
+    Backend {
+        backend: "svm",
+        emulator: "qemu",
+        choice: Choice::Qemu,
+        cpu: QEMU_TCG_CPU,
+        timeout_s: 120,
+    },
+];
+
+/// One figure.
+#[derive(Debug, PartialEq, Eq)]
+struct Row {
+    bench: String,
+    backend: &'static str,
+    emulator: &'static str,
+    ticks_per_op: u64,
+    native_ticks_per_op: Option<u64>,
+}
+
+pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
+    build::kernels()?;
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for b in BACKENDS {
+        match measure(b) {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                step::note(format!("bench {} ({}): FAILED: {e:#}", b.backend, b.emulator));
+                failed.push(b.backend);
+            }
+        }
+    }
+    if args.json {
+        for r in &rows {
+            println!("{}", json(r));
+        }
+    } else if !rows.is_empty() {
+        print!("{}", table(&rows));
+    }
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        step::note(format!("no figures for: {}", failed.join(", ")));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Boots the bench guest on one backend and returns its figures.
+fn measure(b: &Backend) -> Result<Vec<Row>> {
+    let modules = [Module { name: GUEST.into(), path: build::kernel_artifact(GUEST) }];
+    let label = format!("bench-{}", b.backend);
+    let mut p = run::prepare(&Spec {
+        choice: b.choice,
+        boot: Boot::Multiboot,
+        cpu: Some(b.cpu),
+        memory_mib: 256,
+        append: "bench=1",
+        modules: &modules,
+        headless: true,
+        gdb: false,
+        label: &label,
+    })?;
+    p.launch.icount = true;
+    step::note(format!(
+        "bench {}: booting {} with {}{}",
+        b.backend,
+        p.launch.image.describe(),
+        p.emulator.describe(Some(b.cpu)),
+        if b.choice == Choice::Qemu { ", -icount shift=0" } else { "" }
+    ));
+    let watch = Watch { timeout: Some(Duration::from_secs(b.timeout_s)), echo: false };
+    let ran = watch::run(p.emulator.as_ref(), &p.launch, &watch)?;
+    let result = match &ran.outcome {
+        None => Err(anyhow::anyhow!("timed out after {} s", b.timeout_s)),
+        Some(Outcome::Success) => parse(&ran.serial, b),
+        Some(Outcome::Failure) => Err(anyhow::anyhow!("the hypervisor reported failure")),
+        Some(Outcome::NoStatus(why)) => Err(anyhow::anyhow!("no hypervisor status: {why}")),
+    };
+    result.map_err(|e| {
+        let log = p.launch.serial_log();
+        let log = log.strip_prefix(step::root()).unwrap_or(&log).display().to_string();
+        anyhow::anyhow!(
+            "{e:#}\n    last {TAIL_LINES} lines of {log}:\n{}",
+            watch::tail(&ran.serial, TAIL_LINES).trim_end()
+        )
+    })
+}
+
+/// Reads the figures from a serial log; every guest and native figure must be there.
+fn parse(serial: &str, b: &Backend) -> Result<Vec<Row>> {
+    let guest_prefix = format!("[{GUEST}] BENCH ");
+    let mut guest: Vec<(String, u64)> = Vec::new();
+    let mut native: Vec<(String, u64)> = Vec::new();
+    for line in serial.lines().map(|l| l.trim_end_matches('\r').trim()) {
+        let (into, rest) = if let Some(rest) = line.strip_prefix("BENCH-NATIVE ") {
+            (&mut native, rest)
+        } else if let Some(rest) = line.strip_prefix(&guest_prefix) {
+            (&mut guest, rest)
+        } else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let (Some(name), Some(ticks), None) = (words.next(), words.next(), words.next()) else {
+            bail!("malformed bench line {line:?}");
+        };
+        let Ok(ticks) = ticks.parse::<u64>() else {
+            bail!("malformed bench line {line:?}: {ticks:?} is not a number of ticks");
+        };
+        into.push((name.to_string(), ticks));
+    }
+    let find =
+        |list: &[(String, u64)], name: &str| list.iter().find(|(n, _)| n == name).map(|&(_, t)| t);
+    let missing: Vec<String> = GUEST_BENCHES
+        .iter()
+        .filter(|n| find(&guest, n).is_none())
+        .map(|n| format!("{guest_prefix}{n}"))
+        .chain(
+            NATIVE_BENCHES
+                .iter()
+                .filter(|n| find(&native, n).is_none())
+                .map(|n| format!("BENCH-NATIVE {n}")),
+        )
+        .collect();
+    if !missing.is_empty() {
+        bail!("the run printed no line for: {}", missing.join(", "));
+    }
+    // The guest's figures in its order, then any it measures that this list does not know yet.
+    let mut names: Vec<&str> = GUEST_BENCHES.to_vec();
+    names.extend(guest.iter().map(|(n, _)| n.as_str()).filter(|n| !GUEST_BENCHES.contains(n)));
+    Ok(names
+        .into_iter()
+        .map(|name| Row {
+            bench: name.to_string(),
+            backend: b.backend,
+            emulator: b.emulator,
+            ticks_per_op: find(&guest, name).expect("checked above or taken from the list"),
+            native_ticks_per_op: find(&native, name),
+        })
+        .collect())
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json(r: &Row) -> String {
+    let native = r.native_ticks_per_op.map_or("null".to_string(), |n| n.to_string());
+    format!(
+        "{{\"bench\": {}, \"backend\": {}, \"emulator\": {}, \"ticks_per_op\": {}, \"native_ticks_per_op\": {native}}}",
+        json_string(&r.bench),
+        json_string(r.backend),
+        json_string(r.emulator),
+        r.ticks_per_op,
+    )
+}
+
+fn table(rows: &[Row]) -> String {
+    let head = ["bench", "backend", "emulator", "ticks/op", "native ticks/op"];
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.bench.clone(),
+                r.backend.to_string(),
+                r.emulator.to_string(),
+                r.ticks_per_op.to_string(),
+                r.native_ticks_per_op.map_or("-".to_string(), |n| n.to_string()),
+            ]
+        })
+        .collect();
+    let width =
+        |i: usize| cells.iter().map(|c| c[i].len()).chain([head[i].len()]).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..head.len()).map(width).collect();
+    let mut out = String::new();
+    let mut line = |cols: [&str; 5]| {
+        for (i, c) in cols.iter().enumerate() {
+            // Text columns to the left, figures to the right.
+            if i < 3 {
+                let _ = write!(out, "{c:<w$}  ", w = widths[i]);
+            } else {
+                let _ = write!(out, "{c:>w$}  ", w = widths[i]);
+            }
+        }
+        let trimmed = out.trim_end().len();
+        out.truncate(trimmed);
+        out.push('\n');
+    };
+    line(head);
+    for c in &cells {
+        line([&c[0], &c[1], &c[2], &c[3], &c[4]]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "microhv 0.1.0: booted via multiboot\r\nBENCH-NATIVE cpuid 80\nBENCH-NATIVE out 3\n\
+                       BENCH-NATIVE mmio 2\nhypervisor: starting 1 partition(s)\n\
+                       [bench] BENCH boot-to-guest 123456\n[bench] BENCH cpuid 300\n\
+                       [bench] BENCH hypercall 250\n[bench] BENCH out 400\n[bench] BENCH mmio 900\n\
+                       hypervisor: power off: ok\n";
+
+    #[test]
+    fn parses_every_figure() {
+        let rows = parse(LOG, &BACKENDS[0]).unwrap();
+        let got: Vec<(&str, u64, Option<u64>)> = rows
+            .iter()
+            .map(|r| (r.bench.as_str(), r.ticks_per_op, r.native_ticks_per_op))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("boot-to-guest", 123456, None),
+                ("cpuid", 300, Some(80)),
+                ("hypercall", 250, None),
+                ("out", 400, Some(3)),
+                ("mmio", 900, Some(2)),
+            ]
+        );
+        assert_eq!(
+            json(&rows[1]),
+            r#"{"bench": "cpuid", "backend": "vmx", "emulator": "bochs", "ticks_per_op": 300, "native_ticks_per_op": 80}"#
+        );
+        assert!(
+            json(&rows[0]).ends_with(r#""ticks_per_op": 123456, "native_ticks_per_op": null}"#)
+        );
+        let t = table(&rows);
+        assert!(
+            t.starts_with("bench          backend  emulator  ticks/op  native ticks/op\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("\ncpuid          vmx      bochs          300               80\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("\nhypercall      vmx      bochs          250                -\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn missing_or_malformed_figures_are_errors() {
+        let short = LOG.replace("[bench] BENCH hypercall 250\n", "");
+        let e = parse(&short, &BACKENDS[0]).unwrap_err().to_string();
+        assert!(e.contains("[bench] BENCH hypercall"), "{e}");
+        let no_native = LOG.replace("BENCH-NATIVE out 3\n", "");
+        assert!(
+            parse(&no_native, &BACKENDS[0]).unwrap_err().to_string().contains("BENCH-NATIVE out")
+        );
+        let bad = LOG.replace("cpuid 300", "cpuid many");
+        assert!(parse(&bad, &BACKENDS[0]).unwrap_err().to_string().contains("malformed"));
+    }
+}

@@ -1,0 +1,114 @@
+//! Runs an emulator and watches it: follows the serial log (echoing it if asked), notes when the
+//! banner appears, and kills a run that outlives its timeout.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::{Emulator, Launch, Outcome};
+use crate::step;
+
+/// The start of the hypervisor's first line: its appearance is "banner" in the timings.
+pub const BANNER: &str = "microhv ";
+
+/// How a run is watched.
+pub struct Watch {
+    /// Kill the run after this long.
+    pub timeout: Option<Duration>,
+    /// Copy the serial console to stdout as it arrives.
+    pub echo: bool,
+}
+
+/// What a watched run came to.
+#[derive(Debug)]
+pub struct Ran {
+    /// `None` when the run was killed at its timeout.
+    pub outcome: Option<Outcome>,
+    /// The serial console (empty when it went straight to the terminal).
+    pub serial: String,
+    /// From launch to the banner on the serial console.
+    pub banner_after: Option<Duration>,
+    pub elapsed: Duration,
+}
+
+/// Boots `launch` under `emu` and waits for it to end.
+pub fn run(emu: &dyn Emulator, launch: &Launch, watch: &Watch) -> Result<Ran> {
+    let _lock = step::lock(&launch.run_dir)?;
+    // A fresh run folder: nothing from an earlier run (log, lock, disk copy) can mislead this one.
+    let _ = fs::remove_dir_all(&launch.run_dir);
+    fs::create_dir_all(&launch.run_dir)
+        .with_context(|| format!("creating {}", launch.run_dir.display()))?;
+    let serial_path = launch.serial_log();
+    let mut cmd = emu.command(launch)?;
+    if launch.headless {
+        cmd.stdin(Stdio::null());
+    }
+    if !emu.serial_on_terminal(launch) {
+        // The terminal shows the serial console only; the emulator's own chatter goes to a log.
+        let log = File::create(launch.emulator_log())?;
+        cmd.stdout(log.try_clone()?).stderr(log);
+    }
+    step::close_line();
+    let start = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("cannot start `{}`", step::show(&cmd)))?;
+    let mut serial = Vec::new();
+    let mut file = None;
+    let mut banner_after = None;
+    let mut follow = |serial: &mut Vec<u8>, banner_after: &mut Option<Duration>| {
+        if file.is_none() {
+            file = File::open(&serial_path).ok();
+        }
+        let Some(f) = file.as_mut() else { return };
+        let from = serial.len();
+        if f.read_to_end(serial).is_ok() && serial.len() > from {
+            if watch.echo {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&serial[from..]);
+                let _ = out.flush();
+            }
+            if banner_after.is_none() && contains(serial, BANNER.as_bytes()) {
+                *banner_after = Some(start.elapsed());
+            }
+        }
+    };
+    let outcome = loop {
+        follow(&mut serial, &mut banner_after);
+        if let Some(status) = child.try_wait()? {
+            break Some(emu.outcome(status, launch));
+        }
+        if watch.timeout.is_some_and(|t| start.elapsed() > t) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = start.elapsed();
+    follow(&mut serial, &mut banner_after);
+    if watch.echo && serial.last().is_some_and(|&b| b != b'\n') {
+        println!();
+    }
+    Ok(Ran {
+        outcome,
+        serial: String::from_utf8_lossy(&serial).into_owned(),
+        banner_after,
+        elapsed,
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The last `n` lines of a serial log, indented for a report.
+pub fn tail(serial: &str, n: usize) -> String {
+    let lines: Vec<&str> = serial.lines().map(|l| l.trim_end_matches('\r')).collect();
+    if lines.iter().all(|l| l.trim().is_empty()) {
+        return "    (nothing on the serial console)\n".into();
+    }
+    let from = lines.len().saturating_sub(n);
+    lines[from..].iter().map(|l| format!("    | {l}\n")).collect()
+}

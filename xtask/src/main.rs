@@ -1,0 +1,67 @@
+//! `cargo xtask`: builds the hypervisor and its boot images, boots it under QEMU or Bochs, tests it.
+//!
+//! One binary, one module per concern: `build` (cargo builds), `image` (GRUB ISO, UEFI disk),
+//! `emulator` (QEMU and Bochs behind one trait, the watched run), `kvm` (nested KVM detection),
+//! `deps` (installing what is missing), `run`, `test`, `bench`; `step` holds progress output and
+//! the nested cargo command.
+
+mod bench;
+mod build;
+mod deps;
+mod emulator;
+mod image;
+mod kvm;
+mod run;
+mod scenario;
+mod step;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, boot and test the hypervisor"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the kernels, the guest images and the boot images (GRUB ISO, UEFI disk image).
+    Build,
+    /// Build what is stale and boot the hypervisor with its serial console on the terminal.
+    Run(run::RunArgs),
+    /// Host unit tests, clippy and rustfmt, then end-to-end boots under the emulators.
+    Test(test::TestArgs),
+    /// Measure exit round trips and boot-to-guest time on both backends, in retired
+    /// instructions (Bochs for VMX, QEMU -icount for SVM).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = std::env::set_current_dir(step::root()) {
+        eprintln!("[xtask] error: cannot enter {}: {e}", step::root().display());
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Build => build::build_all().map(|_| ExitCode::SUCCESS),
+        Command::Run(args) => run::run(&args),
+        Command::Test(args) => test::test(&args),
+        Command::Bench(args) => bench::bench(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            step::close_line();
+            eprintln!("[xtask] error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

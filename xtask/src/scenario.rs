@@ -1,0 +1,544 @@
+//! Scenarios: which partitions boot. `--scenario NAME` is the partition manifest
+//! `scenarios/NAME.toml` (format: `docs/guests.md`; the kernel's parser in
+//! `hypervisor/src/vmm/manifest.rs` has the final word). The xtask reads it with the `toml`
+//! crate and checks it before anything boots, so that a typo is an error here, naming the file,
+//! line, partition and field, and not a refused partition at the end of a slow boot.
+//!
+//! A scenario's boot modules are `manifest` (the file's bytes) and each distinct image the
+//! partitions name, under that name. An image is a guest crate (`build::GUEST_CRATES`, its
+//! release artifact) or else a file path relative to the repository. A path with folders in it
+//! travels under its file name (multiboot names a module by its string's last path component),
+//! and the manifest that goes along says that name in place of the path.
+//!
+//! `none` is built in: the hypervisor alone, no modules (the boot tests use it).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::build;
+use crate::image::Module;
+use crate::step;
+
+/// The built-in scenario without partitions.
+pub const NONE: &str = "none";
+/// The scenario a run boots when none is named, if its file exists (else [`NONE`]).
+pub const DEFAULT_FILE: &str = "default";
+/// The module name under which the manifest travels (the kernel's `start::MANIFEST_MODULE`).
+pub const MANIFEST_MODULE: &str = "manifest";
+
+/// Mirrors of the kernel's limits (`hypervisor/src/vmm/manifest.rs`), so that a manifest the
+/// kernel would refuse is refused here, before a boot.
+const NAME_MAX: usize = 31;
+const IMAGE_MAX: usize = hvabi::pack::NAME_LEN - 1;
+const CMDLINE_MAX: usize = 255;
+const DEVICE_MAX: usize = 63;
+const MEMORY_MIB: Range<i64> = 2..1025;
+const TIMESLICE_US: Range<i64> = 10..1_000_001;
+const MAX_PARTITIONS: usize = 64;
+
+const ROLES: &[&str] = &["management", "guest"];
+const FORMATS: &[&str] = &["elf64", "multiboot"];
+const ON_STOP: &[&str] = &["destroy", "restart", "poweroff"];
+const EXPECT: &[&str] = &["exit", "fault"];
+const PARTITION_KEYS: &[&str] = &[
+    "name", "role", "image", "format", "memory", "vcpus", "cmdline", "devices", "on_stop", "expect",
+];
+
+/// The folder of the scenario files.
+pub fn dir() -> PathBuf {
+    step::root().join("scenarios")
+}
+
+/// The scenario a run boots when `--scenario` is not given: `default` once
+/// `scenarios/default.toml` exists, else `none`.
+pub fn default_name() -> &'static str {
+    if dir().join(format!("{DEFAULT_FILE}.toml")).is_file() { DEFAULT_FILE } else { NONE }
+}
+
+/// Every scenario name: `none` and the stems of `scenarios/*.toml`, sorted.
+pub fn known() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let stem = path.file_stem()?.to_str()?.to_string();
+            (path.extension()? == "toml" && path.is_file()).then_some(stem)
+        })
+        .filter(|n| n != NONE)
+        .collect();
+    names.push(NONE.to_string());
+    names.sort();
+    names
+}
+
+/// The boot modules (name, file) of scenario `name`, after checking its manifest. Guest images
+/// are named by their build artifact, which need not exist yet (`build::kernels` makes it).
+pub fn modules(name: &str) -> Result<Vec<Module>> {
+    if name == NONE {
+        return Ok(Vec::new());
+    }
+    let file = dir().join(format!("{name}.toml"));
+    if name.contains(['/', '\\']) || name.starts_with('.') || !file.is_file() {
+        bail!("unknown scenario {name:?}; known scenarios: {}", known().join(", "));
+    }
+    let text =
+        fs::read_to_string(&file).with_context(|| format!("reading {}", rel(&file).display()))?;
+    let checked = check(&text, &rel(&file).display().to_string(), &resolve_image)?;
+    let manifest = if checked.rewritten == text {
+        file
+    } else {
+        // Path images travel under their file names: the manifest that goes along says so.
+        let out = step::work_dir().join("scenarios").join(format!("{name}.toml"));
+        fs::create_dir_all(out.parent().expect("a folder"))?;
+        if fs::read_to_string(&out).ok().as_deref() != Some(&checked.rewritten) {
+            fs::write(&out, &checked.rewritten)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        out
+    };
+    let mut modules = vec![Module { name: MANIFEST_MODULE.into(), path: manifest }];
+    modules.extend(checked.images.into_iter().map(|(name, path)| Module { name, path }));
+    Ok(modules)
+}
+
+fn rel(path: &Path) -> &Path {
+    path.strip_prefix(step::root()).unwrap_or(path)
+}
+
+/// Where a partition's image comes from: a guest crate's artifact, or a repository file.
+fn resolve_image(image: &str) -> Result<PathBuf, String> {
+    if build::GUEST_CRATES.contains(&image) {
+        return Ok(build::kernel_artifact(image));
+    }
+    let path = Path::new(image);
+    let inside = path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    let full = step::root().join(path);
+    if inside && full.is_file() {
+        return Ok(full);
+    }
+    Err(format!(
+        "{image:?} is neither a guest crate ({}) nor a file path relative to the repository",
+        build::GUEST_CRATES.join(", ")
+    ))
+}
+
+/// A checked manifest: the text to send (path images renamed) and its images, in order.
+#[derive(Debug)]
+struct Checked {
+    rewritten: String,
+    /// (module name, file), each module once.
+    images: Vec<(String, PathBuf)>,
+}
+
+type Table = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Doc {
+    name: Option<Spanned<toml::Value>>,
+    timeslice_us: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    partition: Vec<Spanned<Table>>,
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    1 + text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count()
+}
+
+/// Validates manifest `text` (from `file`, for messages); `resolve` finds an image's file.
+fn check(
+    text: &str,
+    file: &str,
+    resolve: &dyn Fn(&str) -> Result<PathBuf, String>,
+) -> Result<Checked> {
+    let at = |span: Range<usize>| format!("{file} line {}", line_of(text, span.start));
+    let doc: Doc = toml::from_str(text).map_err(|e| {
+        let place = e.span().map(&at).unwrap_or_else(|| file.to_string());
+        anyhow::anyhow!("{place}: {}", e.message().trim_end())
+    })?;
+
+    if let Some(v) = &doc.name {
+        match v.get_ref() {
+            toml::Value::String(s) if !s.is_empty() && s.len() <= 63 => {}
+            toml::Value::String(s) => {
+                bail!("{}: field name: {s:?} is not 1..=63 characters", at(v.span()))
+            }
+            other => {
+                bail!("{}: field name: expected a string, found {}", at(v.span()), kind(other))
+            }
+        }
+    }
+    if let Some(v) = &doc.timeslice_us {
+        match v.get_ref() {
+            toml::Value::Integer(n) if TIMESLICE_US.contains(n) => {}
+            toml::Value::Integer(n) => bail!(
+                "{}: field timeslice_us: {n} is outside {}..={}",
+                at(v.span()),
+                TIMESLICE_US.start,
+                TIMESLICE_US.end - 1
+            ),
+            other => bail!(
+                "{}: field timeslice_us: expected an integer, found {}",
+                at(v.span()),
+                kind(other)
+            ),
+        }
+    }
+    if doc.partition.is_empty() {
+        bail!("{file}: no partitions (add a [[partition]] table)");
+    }
+    if doc.partition.len() > MAX_PARTITIONS {
+        bail!("{file}: more than {MAX_PARTITIONS} partitions");
+    }
+
+    let mut names: Vec<(String, usize)> = Vec::new();
+    let mut management: Option<String> = None;
+    let mut images: Vec<(String, PathBuf)> = Vec::new();
+    // (byte range of an image string, the module name it becomes)
+    let mut renames: Vec<(Range<usize>, String)> = Vec::new();
+    for (index, table) in doc.partition.iter().enumerate() {
+        let header = line_of(text, table.span().start);
+        let fields = table.get_ref();
+        let get = |key: &str| fields.iter().find(|(k, _)| k.get_ref() == key).map(|(_, v)| v);
+        let label = match get("name").map(|v| v.get_ref()) {
+            Some(toml::Value::String(s)) if valid_name(s) => format!("{s:?}"),
+            _ => format!("#{}", index + 1),
+        };
+        let fail = |span: Range<usize>, field: &str, why: String| {
+            anyhow::anyhow!("{}: partition {label}: field {field}: {why}", at(span))
+        };
+        if let Some((key, _)) =
+            fields.iter().find(|(k, _)| !PARTITION_KEYS.contains(&&**k.get_ref()))
+        {
+            bail!(
+                "{}: partition {label}: unknown field {:?} (fields: {})",
+                at(key.span()),
+                key.get_ref(),
+                PARTITION_KEYS.join(", ")
+            );
+        }
+        let string = |key: &'static str| -> Result<Option<(&str, Range<usize>)>> {
+            match get(key) {
+                None => Ok(None),
+                Some(v) => match v.get_ref() {
+                    toml::Value::String(s) => Ok(Some((s.as_str(), v.span()))),
+                    other => Err(fail(
+                        v.span(),
+                        key,
+                        format!("expected a string, found {}", kind(other)),
+                    )),
+                },
+            }
+        };
+        let integer = |key: &'static str| -> Result<Option<(i64, Range<usize>)>> {
+            match get(key) {
+                None => Ok(None),
+                Some(v) => match v.get_ref() {
+                    toml::Value::Integer(n) => Ok(Some((*n, v.span()))),
+                    other => Err(fail(
+                        v.span(),
+                        key,
+                        format!("expected an integer, found {}", kind(other)),
+                    )),
+                },
+            }
+        };
+        let keyword = |key: &'static str, all: &[&str]| -> Result<Option<String>> {
+            match string(key)? {
+                Some((s, _)) if all.contains(&s) => Ok(Some(s.to_string())),
+                Some((s, span)) => {
+                    Err(fail(span, key, format!("{s:?} is not one of {}", all.join(", "))))
+                }
+                None => Ok(None),
+            }
+        };
+
+        let Some((name, span)) = string("name")? else {
+            bail!(
+                "{file} line {header}: partition {label}: field name: missing: every partition needs a name"
+            );
+        };
+        if !valid_name(name) {
+            return Err(fail(
+                span,
+                "name",
+                format!("{name:?} is not 1..={NAME_MAX} characters of a-z, 0-9, _ and -"),
+            ));
+        }
+        if let Some((_, line)) = names.iter().find(|(n, _)| n == name) {
+            return Err(fail(
+                span,
+                "name",
+                format!("{name:?} is already the name of the partition on line {line}"),
+            ));
+        }
+        names.push((name.to_string(), header));
+
+        let role = keyword("role", ROLES)?;
+        if role.as_deref() == Some("management") {
+            if let Some(first) = &management {
+                let span = get("role").expect("checked").span();
+                return Err(fail(
+                    span,
+                    "role",
+                    format!("a second management partition (the first is {first:?})"),
+                ));
+            }
+            management = Some(name.to_string());
+        }
+        keyword("format", FORMATS)?;
+        keyword("on_stop", ON_STOP)?;
+        keyword("expect", EXPECT)?;
+        if let Some((n, span)) = integer("memory")?
+            && (!MEMORY_MIB.contains(&n) || n % 2 != 0)
+        {
+            return Err(fail(
+                span,
+                "memory",
+                format!(
+                    "{n} MiB: want an even number of MiB in {}..={}",
+                    MEMORY_MIB.start,
+                    MEMORY_MIB.end - 1
+                ),
+            ));
+        }
+        if let Some((n, span)) = integer("vcpus")?
+            && n != 1
+        {
+            return Err(fail(span, "vcpus", format!("{n} vCPUs; a partition has exactly 1")));
+        }
+        if let Some((s, span)) = string("cmdline")? {
+            if s.len() > CMDLINE_MAX {
+                return Err(fail(
+                    span,
+                    "cmdline",
+                    format!("{} bytes long; at most {CMDLINE_MAX}", s.len()),
+                ));
+            }
+            if s.chars().any(char::is_control) {
+                return Err(fail(span, "cmdline", "control characters are not allowed".into()));
+            }
+        }
+        if let Some(v) = get("devices") {
+            let toml::Value::Array(list) = v.get_ref() else {
+                return Err(fail(
+                    v.span(),
+                    "devices",
+                    format!("expected an array of strings, found {}", kind(v.get_ref())),
+                ));
+            };
+            let mut seen = Vec::new();
+            for d in list {
+                let toml::Value::String(d) = d else {
+                    return Err(fail(v.span(), "devices", "arrays may hold only strings".into()));
+                };
+                if d.is_empty() || d.len() > DEVICE_MAX || !d.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(fail(
+                        v.span(),
+                        "devices",
+                        format!(
+                            "{d:?} is not 1..={DEVICE_MAX} printable characters without spaces"
+                        ),
+                    ));
+                }
+                if seen.contains(&d) {
+                    return Err(fail(v.span(), "devices", format!("{d:?} is listed twice")));
+                }
+                seen.push(d);
+            }
+            if !list.is_empty() && role.as_deref() != Some("management") {
+                return Err(fail(
+                    v.span(),
+                    "devices",
+                    "devices are handed only to the management partition (role = \"management\")"
+                        .into(),
+                ));
+            }
+        }
+
+        let Some((image, span)) = string("image")? else {
+            bail!(
+                "{file} line {header}: partition {label}: field image: missing: every partition needs an image"
+            );
+        };
+        let path = resolve(image).map_err(|why| fail(span.clone(), "image", why))?;
+        let module = if image.contains('/') {
+            let file_name = Path::new(image).file_name().and_then(|n| n.to_str()).unwrap_or("");
+            renames.push((span.clone(), file_name.to_string()));
+            file_name.to_string()
+        } else {
+            image.to_string()
+        };
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+        if module.is_empty()
+            || module.len() > IMAGE_MAX
+            || !module.chars().all(ok_char)
+            || module == MANIFEST_MODULE
+            || module == hvabi::pack::CMDLINE_ENTRY
+        {
+            return Err(fail(
+                span,
+                "image",
+                format!(
+                    "module name {module:?}: want 1..={IMAGE_MAX} of A-Z, a-z, 0-9, '.', '_', '-', \
+                     and not {MANIFEST_MODULE:?} or {:?}",
+                    hvabi::pack::CMDLINE_ENTRY
+                ),
+            ));
+        }
+        match images.iter().find(|(m, _)| *m == module) {
+            Some((_, other)) if *other != path => {
+                return Err(fail(
+                    span,
+                    "image",
+                    format!("module name {module:?} is already taken by {}", rel(other).display()),
+                ));
+            }
+            Some(_) => {}
+            None => images.push((module, path)),
+        }
+    }
+
+    let mut rewritten = text.to_string();
+    renames.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));
+    for (span, name) in renames {
+        rewritten.replace_range(span, &format!("\"{name}\""));
+    }
+    Ok(Checked { rewritten, images })
+}
+
+fn valid_name(s: &str) -> bool {
+    (1..=NAME_MAX).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn kind(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a date-time",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(image: &str) -> Result<PathBuf, String> {
+        match image {
+            "probe" | "attack" | "dir/guest.elf" | "other/guest.elf" => {
+                Ok(PathBuf::from("/r").join(image))
+            }
+            _ => Err(format!("{image:?} is neither a guest crate nor a file")),
+        }
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", check(text, "s.toml", &fake).expect_err(text))
+    }
+
+    fn one(body: &str) -> String {
+        err(&format!("[[partition]]\nname = \"p\"\nimage = \"probe\"\n{body}\n"))
+    }
+
+    #[test]
+    fn the_scenario_files_pass() {
+        for name in known().iter().filter(|n| *n != NONE) {
+            let file = dir().join(format!("{name}.toml"));
+            let text = fs::read_to_string(&file).unwrap();
+            let checked = check(&text, name, &resolve_image).unwrap_or_else(|e| panic!("{e:#}"));
+            assert!(!checked.images.is_empty());
+        }
+    }
+
+    #[test]
+    fn modules_are_manifest_and_distinct_images() {
+        let text = "name = \"x\"\ntimeslice_us = 100\n\
+                    [[partition]]\nname = \"a\"\nimage = \"attack\"\n\
+                    [[partition]]\nname = \"b\"\nimage = \"attack\"\nmemory = 4\n\
+                    [[partition]]\nname = \"c\"\nimage = \"probe\"\nexpect = \"fault\"\n";
+        let c = check(text, "s.toml", &fake).unwrap();
+        assert_eq!(c.rewritten, text);
+        let names: Vec<&str> = c.images.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["attack", "probe"]);
+    }
+
+    #[test]
+    fn path_images_travel_under_their_file_names() {
+        let text = "[[partition]]\nname = \"a\"\nimage = \"dir/guest.elf\" # x\n";
+        let c = check(text, "s.toml", &fake).unwrap();
+        assert_eq!(c.rewritten, "[[partition]]\nname = \"a\"\nimage = \"guest.elf\" # x\n");
+        assert_eq!(c.images, [("guest.elf".to_string(), PathBuf::from("/r/dir/guest.elf"))]);
+        let clash = "[[partition]]\nname = \"a\"\nimage = \"dir/guest.elf\"\n\
+                     [[partition]]\nname = \"b\"\nimage = \"other/guest.elf\"\n";
+        assert!(err(clash).contains("s.toml line 6: partition \"b\": field image: module name"));
+    }
+
+    #[test]
+    fn errors_name_file_line_partition_and_field() {
+        assert_eq!(
+            one("memry = 4"),
+            "s.toml line 4: partition \"p\": unknown field \"memry\" (fields: name, role, image, \
+             format, memory, vcpus, cmdline, devices, on_stop, expect)"
+        );
+        assert_eq!(
+            one("memory = \"4\""),
+            "s.toml line 4: partition \"p\": field memory: expected an integer, found a string"
+        );
+        assert!(
+            one("memory = 3").starts_with("s.toml line 4: partition \"p\": field memory: 3 MiB")
+        );
+        assert!(
+            one("expect = \"crash\"").contains("field expect: \"crash\" is not one of exit, fault")
+        );
+        assert!(one("role = \"boss\"").contains("field role:"));
+        assert!(one("format = \"pe\"").contains("field format:"));
+        assert!(one("on_stop = \"x\"").contains("field on_stop:"));
+        assert!(one("vcpus = 2").contains("field vcpus:"));
+        assert!(one("devices = [\"serial0\"]").contains("field devices: devices are handed only"));
+        assert!(one(&format!("cmdline = \"{}\"", "a".repeat(256))).contains("field cmdline:"));
+        assert_eq!(
+            err("[[partition]]\nname = \"p\"\nimage = \"nope\"\n"),
+            "s.toml line 3: partition \"p\": field image: \"nope\" is neither a guest crate nor a file"
+        );
+        assert_eq!(
+            err("[[partition]]\nimage = \"probe\"\n"),
+            "s.toml line 1: partition #1: field name: missing: every partition needs a name"
+        );
+        assert!(err("[[partition]]\nname = \"p\"\n").contains("field image: missing"));
+        assert!(
+            err("[[partition]]\nname = \"Bad\"\nimage = \"probe\"\n").contains("#1: field name")
+        );
+        let twice = "[[partition]]\nname = \"p\"\nimage = \"probe\"\n\
+                     [[partition]]\nname = \"p\"\nimage = \"probe\"\n";
+        assert!(err(twice).contains("line 5: partition \"p\": field name: \"p\" is already"));
+        assert!(err("nam = 1\n[[partition]]\n").starts_with("s.toml line 1: unknown field `nam`"));
+        assert!(err("timeslice_us = 1\n").contains("field timeslice_us: 1 is outside"));
+        assert_eq!(err("name = \"x\"\n"), "s.toml: no partitions (add a [[partition]] table)");
+        assert!(err("[[partition]\n").starts_with("s.toml line 1:"));
+    }
+
+    #[test]
+    fn none_and_unknown_scenarios() {
+        assert!(modules(NONE).unwrap().is_empty());
+        let e = format!("{:#}", modules("no-such-scenario").unwrap_err());
+        assert!(e.contains("unknown scenario \"no-such-scenario\"; known scenarios:"));
+        assert!(e.contains("none"));
+        assert!(modules("../Cargo").is_err());
+        assert!(known().contains(&NONE.to_string()));
+    }
+}

@@ -1,0 +1,498 @@
+//! `cargo xtask test`: host checks (unit tests, clippy, rustfmt), then end-to-end boots from a
+//! table of cases, each read from its serial log and exit status. Ends with `N passed, M failed`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::build::{self, GUEST_CRATES, KERNEL_CRATES};
+use crate::deps::{self, KERNEL_TARGET};
+use crate::emulator::watch::{self, Ran, Watch};
+use crate::emulator::{Choice, Outcome, QEMU_TCG_CPU};
+use crate::image::Boot;
+use crate::run::{self, Spec};
+use crate::scenario;
+use crate::step;
+
+#[derive(Args, Debug)]
+pub struct TestArgs {
+    /// Run only the checks and cases whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Skip the host checks (unit tests, clippy, rustfmt).
+    #[arg(long)]
+    pub no_host: bool,
+    /// List the checks and cases, run nothing.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// How a case must end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Success,
+    Failure,
+}
+
+/// What the serial log of a case must hold.
+#[derive(Clone, Copy, Debug)]
+enum Want {
+    /// Some line contains this.
+    Line(&'static str),
+    /// Some line contains every one of these.
+    LineWith(&'static [&'static str]),
+    /// At least this many lines contain this.
+    AtLeast(usize, &'static str),
+}
+
+use Want::{AtLeast, Line, LineWith};
+
+/// One end-to-end boot.
+struct Case {
+    name: &'static str,
+    emulator: Choice,
+    boot: Boot,
+    /// CPU model; `None` for the emulator's default.
+    cpu: Option<&'static str>,
+    append: &'static str,
+    /// Which partitions boot (`scenario::modules`); `none` for the hypervisor alone.
+    scenario: &'static str,
+    /// Each must hold.
+    expect: &'static [Want],
+    status: Expect,
+    timeout_s: u64,
+}
+
+/// A serial line containing any of these fails the case (a guest's failed check, a kernel
+/// panic, a partition that did not end as its manifest expected).
+const FORBIDDEN: &[&str] = &["FAIL", "PANIC", "[UNEXPECTED]"];
+
+/// What every probe run must print: each check passed (there are 30 or so; fewer than 25 means
+/// checks went missing), the probe's own summary, its clean shutdown.
+const PROBE_PASSES: Want = AtLeast(25, "[probe] PASS ");
+const PROBE_SUMMARY: Want = LineWith(&["[probe] probe: ", " checks, 0 failed"]);
+const PROBE_EXIT: Want =
+    Line("hypervisor: partition probe (id 0): shut down with status 0 [as expected]");
+const POWER_OFF_OK: Want = Line("hypervisor: power off: ok");
+
+/// `scenarios/probe.toml`: one probe that passes every check.
+const PROBE: &[Want] = &[PROBE_PASSES, PROBE_SUMMARY, PROBE_EXIT, POWER_OFF_OK];
+
+/// `scenarios/attack.toml`: the hypervisor refuses each forbidden access (its log lines) and
+/// stops each attack partition (its `stopped:` warning and its final report), while the
+/// neighbouring probe passes every check. RIPs and addresses are left out: they move with the
+/// code.
+const ATTACK: &[Want] = &[
+    Line("partition attack-msr: RDMSR 0x480 refused: #GP injected"),
+    Line("partition attack-msr: WRMSR 0xc0010114 <- 0x10 refused: #GP injected"),
+    LineWith(&["partition attack-msr: virt-insn at RIP ", ": #UD injected"]),
+    Line("partition attack-msr: stopped: triple fault at RIP "),
+    Line("partition attack-triple: stopped: triple fault at RIP "),
+    Line("partition attack-oob-read: stopped: read of guest-physical 0x100000000 outside its RAM"),
+    Line("partition attack-oob-write: stopped: write of guest-physical 0x400000 outside its RAM"),
+    Line("partition attack-hv-memory: stopped: read of guest-physical 0x900000 outside its RAM"),
+    Line("partition attack-mmio-hole: stopped: read of guest-physical 0xfec00000 outside its RAM"),
+    Line("partition attack-cr3: stopped: read of guest-physical 0x100000000 outside its RAM"),
+    LineWith(&[
+        "hypervisor: partition attack-msr (id 0): stopped by the hypervisor: triple fault",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-triple (id 1): stopped by the hypervisor: triple fault",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-oob-read (id 2): stopped by the hypervisor: ",
+        "outside its RAM",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-oob-write (id 3): stopped by the hypervisor: ",
+        "outside its RAM",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-hv-memory (id 4): stopped by the hypervisor: ",
+        "outside its RAM",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-mmio-hole (id 5): stopped by the hypervisor: ",
+        "outside its RAM",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-cr3 (id 6): stopped by the hypervisor: ",
+        "outside its RAM",
+        "[as expected]",
+    ]),
+    AtLeast(25, "[neighbour] PASS "),
+    LineWith(&["[neighbour] probe: ", " checks, 0 failed"]),
+    Line("hypervisor: partition neighbour (id 7): shut down with status 0 [as expected]"),
+    POWER_OFF_OK,
+];
+/// Lines of serial log shown for a failed case.
+const TAIL_LINES: usize = 40;
+
+const CASES: &[Case] = &[
+    Case {
+        name: "qemu-multiboot",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: None,
+        append: "",
+        scenario: scenario::NONE,
+        expect: &[
+            Line("booted via multiboot"),
+            Line("hypervisor: virtualization: SVM"),
+            Line("hypervisor: power off: ok"),
+        ],
+        status: Expect::Success,
+        timeout_s: 60,
+    },
+    Case {
+        name: "qemu-uefi",
+        emulator: Choice::Qemu,
+        boot: Boot::Uefi,
+        cpu: None,
+        append: "",
+        scenario: scenario::NONE,
+        expect: &[
+            Line("booted via uefi"),
+            Line("hypervisor: virtualization: SVM"),
+            Line("hypervisor: power off: ok"),
+        ],
+        status: Expect::Success,
+        timeout_s: 120,
+    },
+    Case {
+        name: "bochs-multiboot",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: None,
+        append: "",
+        scenario: scenario::NONE,
+        expect: &[
+            Line("booted via multiboot"),
+            Line("hypervisor: virtualization: VMX"),
+            Line("hypervisor: power off: ok"),
+        ],
+        status: Expect::Success,
+        timeout_s: 180,
+    },
+    Case {
+        name: "bochs-uefi",
+        emulator: Choice::Bochs,
+        boot: Boot::Uefi,
+        cpu: None,
+        append: "",
+        scenario: scenario::NONE,
+        expect: &[
+            Line("booted via uefi"),
+            Line("hypervisor: virtualization: VMX"),
+            Line("hypervisor: power off: ok"),
+        ],
+        status: Expect::Success,
+        timeout_s: 300,
+    },
+    Case {
+        name: "qemu-multiboot-fault-pf",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: None,
+        append: "fault=pf",
+        scenario: scenario::NONE,
+        expect: &[
+            Line("FATAL EXCEPTION #PF"),
+            Line("CR2 0x00007fffdead0000"),
+            Line("hypervisor: power off: failed"),
+        ],
+        status: Expect::Failure,
+        timeout_s: 60,
+    },
+    Case {
+        name: "vmx-probe-tigerlake",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: Some("tigerlake"),
+        append: "",
+        scenario: "probe",
+        expect: PROBE,
+        status: Expect::Success,
+        timeout_s: 180,
+    },
+    Case {
+        name: "vmx-probe-skylake",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: Some("corei7_skylake_x"),
+        append: "",
+        scenario: "probe",
+        expect: PROBE,
+        status: Expect::Success,
+        timeout_s: 180,
+    },
+    Case {
+        name: "vmx-attack",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: None,
+        append: "",
+        scenario: "attack",
+        expect: ATTACK,
+        status: Expect::Success,
+        timeout_s: 180,
+    },
+    Case {
+        name: "svm-probe-qemu64",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "probe",
+        expect: PROBE,
+        status: Expect::Success,
+        timeout_s: 60,
+    },
+    Case {
+        name: "svm-probe-epyc",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some("EPYC"),
+        append: "",
+        scenario: "probe",
+        expect: PROBE,
+        status: Expect::Success,
+        timeout_s: 60,
+    },
+    Case {
+        name: "svm-attack",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "attack",
+        expect: ATTACK,
+        status: Expect::Success,
+        timeout_s: 60,
+    },
+];
+
+/// A host check: a name and the cargo arguments that run it.
+struct HostCheck {
+    name: &'static str,
+    args: fn() -> Vec<String>,
+    components: &'static [&'static str],
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+const HOST_CHECKS: &[HostCheck] = &[
+    HostCheck { name: "host-unit-tests", args: || strings(&["test", "--quiet"]), components: &[] },
+    HostCheck {
+        name: "host-clippy",
+        args: || strings(&["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"]),
+        components: &["clippy"],
+    },
+    HostCheck {
+        name: "kernel-clippy",
+        args: || {
+            let mut a = strings(&["clippy", "--quiet", "--target", KERNEL_TARGET]);
+            for krate in KERNEL_CRATES.iter().chain(GUEST_CRATES) {
+                a.extend(strings(&["-p", krate]));
+            }
+            a.extend(strings(&["--", "-D", "warnings"]));
+            a
+        },
+        components: &["clippy"],
+    },
+    HostCheck {
+        name: "rustfmt",
+        args: || strings(&["fmt", "--all", "--check"]),
+        components: &["rustfmt"],
+    },
+    HostCheck {
+        name: "rustfmt-uefi-image",
+        args: || strings(&["fmt", "--check", "--manifest-path", "xtask/uefi-image/Cargo.toml"]),
+        components: &["rustfmt"],
+    },
+];
+
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, result: Result<String>) {
+        match result {
+            Ok(detail) => {
+                self.passed += 1;
+                step::note(format!("{name}: ok ({detail})"));
+            }
+            Err(e) => {
+                self.failed.push(name.to_string());
+                step::note(format!("{name}: FAILED: {e:#}"));
+            }
+        }
+    }
+}
+
+pub fn test(args: &TestArgs) -> Result<ExitCode> {
+    let selected = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
+    let host: Vec<&HostCheck> =
+        HOST_CHECKS.iter().filter(|c| !args.no_host && selected(c.name)).collect();
+    let cases: Vec<&Case> = CASES.iter().filter(|c| selected(c.name)).collect();
+    if args.list {
+        for c in &host {
+            println!("{}", c.name);
+        }
+        for c in &cases {
+            println!("{}", c.name);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if host.is_empty() && cases.is_empty() {
+        bail!("no check or case matches {:?}; see `cargo xtask test --list`", args.filter);
+    }
+    let mut tally = Tally::default();
+    for check in host {
+        let start = Instant::now();
+        let result = deps::ensure_rust(check.components, false).and_then(|()| {
+            step::note(format!("{}: cargo {}", check.name, (check.args)().join(" ")));
+            let mut cmd = step::cargo();
+            cmd.args((check.args)());
+            step::run(&mut cmd)
+        });
+        tally.record(check.name, result.map(|()| step::secs(start.elapsed())));
+    }
+    if !cases.is_empty() {
+        // Build once up front: a broken build is one failure, not one per case.
+        match build::kernels() {
+            Ok(()) => {
+                for case in cases {
+                    tally.record(case.name, run_case(case));
+                }
+            }
+            Err(e) => tally.record("build", Err(e)),
+        }
+    }
+    if !tally.failed.is_empty() {
+        step::note(format!("failed: {}", tally.failed.join(", ")));
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed.len());
+    Ok(if tally.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Boots one case and checks it; `Ok` carries its timings.
+fn run_case(case: &Case) -> Result<String> {
+    let modules = scenario::modules(case.scenario)?;
+    let p = run::prepare(&Spec {
+        choice: case.emulator,
+        boot: case.boot,
+        cpu: case.cpu,
+        memory_mib: 256,
+        append: case.append,
+        modules: &modules,
+        headless: true,
+        gdb: false,
+        label: case.name,
+    })?;
+    step::note(format!(
+        "{}: booting {} with {}",
+        case.name,
+        p.launch.image.describe(),
+        p.emulator.describe(case.cpu)
+    ));
+    let watch = Watch { timeout: Some(Duration::from_secs(case.timeout_s)), echo: false };
+    let ran = watch::run(p.emulator.as_ref(), &p.launch, &watch)?;
+    match check(case, &ran) {
+        Ok(()) => {
+            let banner = ran.banner_after.map(step::secs).unwrap_or_else(|| "-".into());
+            Ok(format!("{}, banner after {banner}", step::secs(ran.elapsed)))
+        }
+        Err(e) => {
+            let log = p.launch.serial_log();
+            let log = log.strip_prefix(step::root()).unwrap_or(&log).display().to_string();
+            bail!(
+                "{e:#}\n    last {TAIL_LINES} lines of {log}:\n{}",
+                watch::tail(&ran.serial, TAIL_LINES).trim_end()
+            )
+        }
+    }
+}
+
+/// Checks a finished run against its case: status, forbidden lines, expected lines.
+fn check(case: &Case, ran: &Ran) -> Result<()> {
+    let outcome = match &ran.outcome {
+        None => bail!("timed out after {} s", case.timeout_s),
+        Some(o) => o,
+    };
+    let lines: Vec<&str> = ran.serial.lines().map(|l| l.trim_end_matches('\r')).collect();
+    if let Some(bad) = lines.iter().find(|l| FORBIDDEN.iter().any(|f| l.contains(f))) {
+        bail!("serial line reports a failure: {bad:?}");
+    }
+    match (case.status, outcome) {
+        (Expect::Success, Outcome::Success) | (Expect::Failure, Outcome::Failure) => {}
+        (want, got) => bail!("expected {want:?}, the run ended with {got:?}"),
+    }
+    for want in case.expect {
+        match *want {
+            Line(text) => {
+                if !lines.iter().any(|l| l.contains(text)) {
+                    bail!("missing expected serial line containing {text:?}");
+                }
+            }
+            LineWith(parts) => {
+                if !lines.iter().any(|l| parts.iter().all(|p| l.contains(p))) {
+                    bail!("missing expected serial line containing each of {parts:?}");
+                }
+            }
+            AtLeast(n, text) => {
+                let found = lines.iter().filter(|l| l.contains(text)).count();
+                if found < n {
+                    bail!("{found} serial lines contain {text:?}; expected at least {n}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ran(serial: &str, outcome: Option<Outcome>) -> Ran {
+        Ran { outcome, serial: serial.into(), banner_after: None, elapsed: Duration::ZERO }
+    }
+
+    #[test]
+    fn case_checks() {
+        let case = &CASES[0];
+        let good = "microhv 0.1.0: ..., booted via multiboot\r\nhypervisor: virtualization: SVM x\n\
+                    hypervisor: power off: ok\n";
+        assert!(check(case, &ran(good, Some(Outcome::Success))).is_ok());
+        assert!(check(case, &ran(good, Some(Outcome::Failure))).is_err());
+        assert!(check(case, &ran(good, None)).is_err());
+        let failing = format!("{good}probe: FAIL cpuid\n");
+        assert!(check(case, &ran(&failing, Some(Outcome::Success))).is_err());
+        let short = "microhv 0.1.0: booted via multiboot\n";
+        assert!(check(case, &ran(short, Some(Outcome::Success))).is_err());
+    }
+
+    #[test]
+    fn case_names_are_unique() {
+        let mut names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
+        names.extend(HOST_CHECKS.iter().map(|c| c.name));
+        let count = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), count);
+    }
+}
