@@ -246,10 +246,16 @@ fn enable_backend(cpu: &cpu::CpuInfo) -> Option<Box<dyn Backend>> {
                 None
             }
         },
-        cpu::Virt::Svm(_caps) => {
-            error!("svm: backend not available yet");
-            None
-        }
+        cpu::Virt::Svm(caps) => match crate::arch::svm::SvmBackend::enable(&caps) {
+            Ok(b) => {
+                info!("svm: on; {} ASIDs, nrip-save {}", caps.asids, caps.nrip_save);
+                Some(Box::new(b))
+            }
+            Err(e) => {
+                error!("svm: cannot run partitions: {e}");
+                None
+            }
+        },
         cpu::Virt::None => {
             error!("this CPU offers neither VMX nor SVM: cannot run partitions");
             None

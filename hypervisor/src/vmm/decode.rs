@@ -462,10 +462,66 @@ pub fn decode_mmio(bytes: &[u8], mode: CpuMode) -> Result<MmioInsn, DecodeError>
     Ok(MmioInsn { len: d.pos, size: mov.size, op: mov.op })
 }
 
+/// A decoded `MOV CRn, r` (0F 22) or `MOV r, CRn` (0F 20).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MovCr {
+    /// Instruction length in bytes, prefixes included.
+    pub len: usize,
+    /// The control register: ModR/M.reg with REX.R.
+    pub cr: u8,
+    /// 0F 22 writes the control register; 0F 20 reads it.
+    pub write: bool,
+    /// The general-purpose register: ModR/M.rm with REX.B.
+    pub gpr: u8,
+}
+
+/// Decodes a MOV to or from a control register, for CR exits that do not name the register
+/// (SVM without decode assists, APM Vol. 2 §15.33.1). The ModR/M byte always names a register:
+/// its mod bits are ignored (SDM Vol. 2B, MOV—Move to/from Control Registers).
+pub fn decode_mov_cr(bytes: &[u8], mode: CpuMode) -> Result<MovCr, DecodeError> {
+    let (mut d, op) = Decoder::new(bytes, mode)?;
+    if op != 0x0f {
+        return Err(DecodeError::Unsupported { opcode: u32::from(op) });
+    }
+    let op2 = d.byte()?;
+    if op2 != 0x20 && op2 != 0x22 {
+        return Err(DecodeError::Unsupported { opcode: 0x0f00 | u32::from(op2) });
+    }
+    let m = d.byte()?;
+    let cr = ((m >> 3) & 7) | if d.rex_bit(4) { 8 } else { 0 };
+    let gpr = (m & 7) | if d.rex_bit(1) { 8 } else { 0 };
+    Ok(MovCr { len: d.pos, cr, write: op2 == 0x22, gpr })
+}
+
 #[cfg(test)]
 mod tests {
     use super::CpuMode::{Long64, Protected16, Protected32, Real};
     use super::*;
+
+    #[test]
+    fn mov_cr_names_register_and_direction() {
+        let cases = [
+            ("0f 22 e1", Long64, MovCr { len: 3, cr: 4, write: true, gpr: 1 }),
+            ("0f 20 d8", Long64, MovCr { len: 3, cr: 3, write: false, gpr: 0 }),
+            ("41 0f 22 e1", Long64, MovCr { len: 4, cr: 4, write: true, gpr: 9 }),
+            ("44 0f 22 c0", Long64, MovCr { len: 4, cr: 8, write: true, gpr: 0 }),
+            // mod bits are ignored: still a register operand, no displacement.
+            ("0f 22 21", Protected32, MovCr { len: 3, cr: 4, write: true, gpr: 1 }),
+            // In 32-bit mode 0x41 is INC ECX, not REX: not a MOV CR.
+        ];
+        for (s, mode, want) in cases {
+            assert_eq!(decode_mov_cr(&hex(s), mode), Ok(want), "{s}");
+        }
+        assert_eq!(decode_mov_cr(&hex("0f 22"), Long64), Err(DecodeError::Truncated));
+        assert!(matches!(
+            decode_mov_cr(&hex("0f a2"), Long64),
+            Err(DecodeError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            decode_mov_cr(&hex("41 0f 22 e1"), Protected32),
+            Err(DecodeError::Unsupported { .. })
+        ));
+    }
 
     /// Parses "0f 01 d9" into bytes.
     fn hex(s: &str) -> Vec<u8> {

@@ -26,10 +26,26 @@ pub enum Flow {
 const CR4_VMXE: u64 = 1 << 13;
 const CR4_SMXE: u64 = 1 << 14;
 const CR4_OSXSAVE: u64 = 1 << 18;
+
 /// CR4 bits a guest may set (SDM Vol. 3A §2.5), VMXE and SMXE excluded: VME PVI TSD DE PSE PAE
-/// MCE PGE PCE OSFXSR OSXMMEXCPT UMIP FSGSBASE PCIDE OSXSAVE SMEP SMAP.
-const CR4_GUEST_BITS: u64 =
-    0x7ff | (1 << 11) | (1 << 16) | (1 << 17) | CR4_OSXSAVE | (1 << 20) | (1 << 21);
+/// MCE PGE PCE OSFXSR OSXMMEXCPT always; UMIP FSGSBASE PCIDE OSXSAVE SMEP SMAP where the CPU
+/// has the feature (each is reserved, #GP on setting it, where it does not).
+fn cr4_guest_bits() -> u64 {
+    let l1 = core::arch::x86_64::__cpuid_count(1, 0);
+    let l7 = core::arch::x86_64::__cpuid_count(7, 0);
+    let has = |reg: u32, bit: u32| reg & (1 << bit) != 0;
+    [
+        (has(l7.ecx, 2), 1 << 11),
+        (has(l7.ebx, 0), 1 << 16),
+        (has(l1.ecx, 17), 1 << 17),
+        (has(l1.ecx, 26), CR4_OSXSAVE),
+        (has(l7.ebx, 7), 1 << 20),
+        (has(l7.ebx, 20), 1 << 21),
+    ]
+    .iter()
+    .filter(|(present, _)| *present)
+    .fold(0x7ff, |bits, (_, bit)| bits | bit)
+}
 
 /// Handles one exit.
 pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
@@ -56,7 +72,7 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
         }
         VmExit::Rdmsr => rdmsr(p),
         VmExit::Wrmsr => wrmsr(p),
-        VmExit::CrAccess { cr, write, gpr } => cr_access(p, cr, write, gpr as usize),
+        VmExit::CrAccess { cr, write, gpr } => cr_access(p, cr, write, gpr),
         VmExit::Xsetbv => xsetbv(p),
         VmExit::CacheFlush => skip(p),
         VmExit::Hlt => {
@@ -236,7 +252,26 @@ fn wrmsr(p: &mut Partition) -> Flow {
     skip(p)
 }
 
-fn cr_access(p: &mut Partition, cr: u8, write: bool, gpr: usize) -> Flow {
+fn cr_access(p: &mut Partition, cr: u8, write: bool, gpr: Option<u8>) -> Flow {
+    let gpr = match gpr {
+        Some(g) => usize::from(g),
+        None => {
+            // The exit did not name the register (SVM without decode assists): decode it.
+            let mut buf = [0; MAX_INSN_LEN];
+            let insn = fetch(p, &mut buf)
+                .and_then(|n| decode::decode_mov_cr(&buf[..n], p.vcpu.mode()).ok());
+            match insn {
+                Some(i) if i.cr == cr && i.write == write => usize::from(i.gpr),
+                _ => {
+                    p.kill(format!(
+                        "CR{cr} exit at RIP {:#x}: the instruction is not a MOV CR{cr}",
+                        p.vcpu.rip()
+                    ));
+                    return Flow::Stopped;
+                }
+            }
+        }
+    };
     if !write {
         let v = p.vcpu.cr(cr);
         p.vcpu.gprs().0[gpr] = v;
@@ -261,7 +296,7 @@ fn cr_access(p: &mut Partition, cr: u8, write: bool, gpr: usize) -> Flow {
         4 => {
             if v & (CR4_VMXE | CR4_SMXE) != 0 {
                 Some("CR4.VMXE/SMXE: VMX and SMX are not offered")
-            } else if v & !CR4_GUEST_BITS != 0 {
+            } else if v & !cr4_guest_bits() != 0 {
                 Some("reserved CR4 bits")
             } else if long_mode && v & (1 << 5) == 0 {
                 Some("clearing CR4.PAE in long mode")

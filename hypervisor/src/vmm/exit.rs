@@ -12,8 +12,9 @@ pub enum VmExit {
     /// WRMSR (VMX 32, SVM 0x7C with EXITINFO1 = 1). MSR in ECX, value in EDX:EAX.
     Wrmsr,
     /// MOV to or from a control register (VMX 28; SVM CR read/write intercepts 0x00-0x1F).
-    /// `gpr` is the general register's number (0 = RAX ... 15 = R15).
-    CrAccess { cr: u8, write: bool, gpr: u8 },
+    /// `gpr` is the general register's number (0 = RAX ... 15 = R15), or `None` where the exit
+    /// does not say (SVM without decode assists): the core decodes the instruction.
+    CrAccess { cr: u8, write: bool, gpr: Option<u8> },
     /// XSETBV (VMX 55, SVM 0x8D).
     Xsetbv,
     /// INVD (VMX 13, SVM 0x76) or WBINVD (VMX 54, SVM 0x89).
@@ -131,7 +132,11 @@ impl core::fmt::Display for VmExit {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::CrAccess { cr, write, gpr } => {
-                write!(f, "mov {} cr{cr} (gpr {gpr})", if *write { "to" } else { "from" })
+                write!(f, "mov {} cr{cr}", if *write { "to" } else { "from" })?;
+                match gpr {
+                    Some(g) => write!(f, " (gpr {g})"),
+                    None => f.write_str(" (gpr not decoded)"),
+                }
             }
             Self::Io(io) => write!(
                 f,
@@ -204,7 +209,7 @@ mod tests {
             VmExit::Cpuid,
             VmExit::Rdmsr,
             VmExit::Wrmsr,
-            VmExit::CrAccess { cr: 0, write: true, gpr: 0 },
+            VmExit::CrAccess { cr: 0, write: true, gpr: Some(0) },
             VmExit::Xsetbv,
             VmExit::CacheFlush,
             VmExit::Hlt,

@@ -18,10 +18,7 @@ fn main() -> ExitCode {
     let mut config = BootConfig::default();
     config.frame_buffer_logging = false;
     config.log_level = LevelFilter::Info;
-    match UefiBoot::new(kernel)
-        .set_ramdisk(ramdisk)
-        .set_boot_config(&config)
-        .create_disk_image(out)
+    match UefiBoot::new(kernel).set_ramdisk(ramdisk).set_boot_config(&config).create_disk_image(out)
     {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -78,11 +78,11 @@ pub fn decode(code: u64, info1: u64, info2: u64) -> Result<VmExit, EntryError> {
         MSR if info1 & 1 == 0 => VmExit::Rdmsr,
         MSR => VmExit::Wrmsr,
         // With decode assists EXITINFO1 names the GPR (§15.33.1); without, the exit says
-        // nothing about the operand. This backend intercepts no CR access (see `vcpu`).
-        CR0_READ..=CR15_WRITE if info1 & CR_GPR_VALID != 0 => VmExit::CrAccess {
+        // nothing about the operand and the core decodes the instruction.
+        CR0_READ..=CR15_WRITE => VmExit::CrAccess {
             cr: (code & 0xf) as u8,
             write: code >= CR0_WRITE,
-            gpr: (info1 & 0xf) as u8,
+            gpr: (info1 & CR_GPR_VALID != 0).then_some((info1 & 0xf) as u8),
         },
         XSETBV => VmExit::Xsetbv,
         INVD | WBINVD => VmExit::CacheFlush,
@@ -164,19 +164,19 @@ mod tests {
     }
 
     #[test]
-    fn cr_access_needs_decode_assists() {
+    fn cr_access_gpr_from_decode_assists_only() {
         // MOV CR4, RBX with decode assists; MOV R9, CR0.
         assert_eq!(
             decode(CR0_WRITE + 4, CR_GPR_VALID | 3, 0),
-            Ok(VmExit::CrAccess { cr: 4, write: true, gpr: 3 })
+            Ok(VmExit::CrAccess { cr: 4, write: true, gpr: Some(3) })
         );
         assert_eq!(
             decode(CR0_READ, CR_GPR_VALID | 9, 0),
-            Ok(VmExit::CrAccess { cr: 0, write: false, gpr: 9 })
+            Ok(VmExit::CrAccess { cr: 0, write: false, gpr: Some(9) })
         );
         assert_eq!(
-            decode(CR0_WRITE, 0, 0),
-            Ok(VmExit::Unknown { code: CR0_WRITE, qualification: 0 })
+            decode(CR0_WRITE + 4, 0, 0),
+            Ok(VmExit::CrAccess { cr: 4, write: true, gpr: None })
         );
     }
 

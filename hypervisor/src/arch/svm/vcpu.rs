@@ -6,14 +6,14 @@
 //! - every port and every MSR (both permission maps all ones, §15.10.1, §15.11);
 //! - VMRUN, VMMCALL, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA: the guest's EFER.SVME is
 //!   really set (VMRUN demands it), so these would run without an intercept;
-//! - INTR, NMI (host events), INIT and SHUTDOWN (the partition's end).
+//! - INTR, NMI (host events), INIT and SHUTDOWN (the partition's end);
+//! - writes to CR4 (§15.9): SVM fixes none of CR4's bits, but the core must refuse the ones the
+//!   CPU lacks and VMXE/SMXE, and QEMU TCG (6.x to 9.x) ends the run with VMEXIT_INVALID on a
+//!   reserved CR4 bit instead of raising #GP. Without decode assists the exit does not name the
+//!   source register; the core decodes the MOV.
 //!
-//! Control registers are not intercepted. With nested paging CR0, CR3 and CR4 are the guest's
-//! own (VMRUN loads them), SVM fixes none of their bits (VMX does, hence its CR exits), and the
-//! CPU itself raises #GP for a reserved bit. QEMU TCG (6.x to 9.x) does not: a reserved CR4 bit,
-//! or CR3 above MAXPHYADDR, ends the run with VMEXIT_INVALID instead, reported as a failed
-//! entry. Intercepting CR4 writes would give the core the write to refuse, but without decode
-//! assists the exit does not name the source register. CR8 is V_TPR (V_INTR_MASKING, §15.21.1).
+//! The other control registers are the guest's own under nested paging (VMRUN loads them).
+//! CR8 is V_TPR (V_INTR_MASKING, §15.21.1).
 //! EFER.SVME stays set in the VMCB and is hidden: [`Vcpu::msr`] leaves it out and
 //! [`Vcpu::set_msr`] puts it back.
 
@@ -110,6 +110,8 @@ impl SvmVcpu {
             | I1::INVLPGA
             | I1::IOIO_PROT
             | I1::MSR_PROT;
+        // Bits 31:16 of the CR intercept word are writes to CR0..CR15 (§15.9).
+        c.intercept_cr = 1 << (16 + 4);
         c.intercept2 = I2::VMRUN
             | I2::VMMCALL
             | I2::VMLOAD

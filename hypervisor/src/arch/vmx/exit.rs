@@ -87,7 +87,7 @@ pub fn decode(basic: u32, qualification: u64, gpa: u64) -> VmExit {
             0 | 1 => VmExit::CrAccess {
                 cr: (qualification & 0xf) as u8,
                 write: (qualification >> 4) & 3 == 0,
-                gpr: ((qualification >> 8) & 0xf) as u8,
+                gpr: Some(((qualification >> 8) & 0xf) as u8),
             },
             // CLTS and LMSW only touch bits the guest owns unless masked; treat as unsupported.
             _ => VmExit::Unsupported,
@@ -151,12 +151,12 @@ mod tests {
         // MOV CR4, RBX (write, GPR 3).
         assert_eq!(
             decode(reason::CR_ACCESS, 4 | (3 << 8), 0),
-            VmExit::CrAccess { cr: 4, write: true, gpr: 3 }
+            VmExit::CrAccess { cr: 4, write: true, gpr: Some(3) }
         );
         // MOV R9, CR0 (read, GPR 9).
         assert_eq!(
             decode(reason::CR_ACCESS, (1 << 4) | (9 << 8), 0),
-            VmExit::CrAccess { cr: 0, write: false, gpr: 9 }
+            VmExit::CrAccess { cr: 0, write: false, gpr: Some(9) }
         );
         assert_eq!(decode(reason::CR_ACCESS, 3 << 4, 0), VmExit::Unsupported);
     }
