@@ -273,6 +273,7 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
             .map(|(name, image)| PartitionConfig {
                 name: name.clone(),
                 image,
+                format: ImageFormat::Elf64,
                 memory: 16 << 20,
                 cmdline: String::new(),
                 expect_fault: false,
@@ -300,12 +301,10 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
             for d in &p.devices {
                 crate::vmm::passthrough::parse(d).map_err(|e| refuse(p, "devices", &e))?;
             }
-            if p.format != ImageFormat::Elf64 {
-                return Err(refuse(p, "format", "only elf64 images are supported yet"));
-            }
             Ok(PartitionConfig {
                 name: p.name.clone(),
                 image,
+                format: p.format,
                 memory: p.memory_bytes(),
                 cmdline: p.cmdline.clone(),
                 expect_fault: p.expect == Expect::Fault,

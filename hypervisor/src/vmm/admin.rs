@@ -167,6 +167,12 @@ impl Machine<'_> {
         let config = PartitionConfig {
             name: String::from(name),
             image,
+            // Our guests are ELF64; anything else is tried as a multiboot kernel.
+            format: if image.get(..5) == Some(b"\x7fELF\x02") {
+                super::manifest::ImageFormat::Elf64
+            } else {
+                super::manifest::ImageFormat::Multiboot
+            },
             memory: req.memory_mib << 20,
             cmdline: String::from(cmdline),
             expect_fault: false,

@@ -3,12 +3,13 @@
 
 use super::bus::{Bus, Sysinfo};
 use super::exit::{ExitStats, VmExit};
-use super::loader::elf;
+use super::loader::{elf, multiboot};
+use super::manifest::ImageFormat;
 use super::memory::GuestRam;
 use super::msr::SoftMsrs;
 use super::vcpu::{
-    ACCESS_CODE64, ACCESS_DATA, ACCESS_TSS64, Backend, Gprs, InitialState, SecondLevel, Segment,
-    Vcpu, VcpuConfig, reg,
+    ACCESS_CODE32, ACCESS_CODE64, ACCESS_DATA, ACCESS_TSS64, Backend, Gprs, InitialState,
+    SecondLevel, Segment, Vcpu, VcpuConfig, reg,
 };
 use crate::arch::x86::paging::HostPages;
 use crate::devices::uart16550::Uart16550;
@@ -24,6 +25,8 @@ use hvabi::start::*;
 pub struct PartitionConfig {
     pub name: String,
     pub image: &'static [u8],
+    /// How the image is loaded and entered.
+    pub format: super::manifest::ImageFormat,
     pub memory: u64,
     pub cmdline: String,
     /// True when the partition is expected to be stopped for a violation (test scenarios).
@@ -132,7 +135,21 @@ impl Partition {
         // Guests see their RAM from guest-physical 0; the management partition sees its RAM
         // where it lies in host memory (identity), so device DMA needs no IOMMU.
         let base = if config.management { MGMT_RAM_BASE } else { 0 };
-        let image = elf::parse_at(config.image, base, size).map_err(|e| format!("image: {e}"))?;
+        let image = match config.format {
+            ImageFormat::Elf64 => elf::parse_at(config.image, base, size).map_err(|e| {
+                let hint = if multiboot::has_header(config.image) {
+                    " (it has a multiboot header: format = \"multiboot\")"
+                } else {
+                    ""
+                };
+                format!("image: {e}{hint}")
+            })?,
+            ImageFormat::Multiboot => {
+                multiboot::parse(config.image, base, size)
+                    .map_err(|e| format!("multiboot image: {e}"))?
+                    .image
+            }
+        };
         if let Some(s) = image.segments.iter().find(|s| s.gpa < base + IMAGE_MIN_GPA) {
             return Err(format!(
                 "image: segment at {:#x} lies in the first MiB of its RAM (reserved for boot structures)",
@@ -173,8 +190,11 @@ impl Partition {
                 |gpa, len| ram_cell.borrow_mut().zero(gpa, len),
             )
             .map_err(|e| cleanup(format!("loading the image: {e}")))?;
-        let initial = Self::boot_structures(&mut ram, id, &config, image.entry)
-            .map_err(|e| cleanup(format!("{e}")))?;
+        let initial = match config.format {
+            ImageFormat::Elf64 => Self::boot_structures(&mut ram, id, &config, image.entry),
+            ImageFormat::Multiboot => Self::multiboot_structures(&mut ram, &config, image.entry),
+        }
+        .map_err(|e| cleanup(format!("{e}")))?;
         let mut vcpu = backend
             .create_vcpu(&VcpuConfig { initial, slat_root: slat.root(), tag })
             .map_err(|e| cleanup(e.into()))?;
@@ -281,6 +301,44 @@ impl Partition {
             tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
             gdt_base: base + GDT_GPA,
             gdt_limit: (GDT.len() * 8 - 1) as u16,
+        })
+    }
+
+    /// A multiboot kernel's machine state (Multiboot Specification §3.2): 32-bit protected
+    /// mode with paging off, flat 4 GiB segments from a GDT of our own (the kernel loads its
+    /// own before it reloads a selector), EAX = the boot magic, EBX = the information
+    /// structure, interrupts off.
+    fn multiboot_structures(
+        ram: &mut GuestRam,
+        config: &PartitionConfig,
+        entry: u64,
+    ) -> Result<InitialState, super::memory::BadAddress> {
+        /// Null, 32-bit code (0x08), data (0x10): base 0, limit 4 GiB, granularity 4 KiB.
+        const GDT32: [u64; 3] = [0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+        let (base, size) = (ram.base(), ram.size());
+        for (i, d) in GDT32.iter().enumerate() {
+            ram.write_u64(base + GDT_GPA + 8 * i as u64, *d)?;
+        }
+        let info = multiboot::write_info(|gpa, b| ram.write(gpa, b), base, size, &config.cmdline)?;
+        let mut gprs = Gprs::default();
+        gprs.0[reg::RAX] = u64::from(multiboot::BOOT_MAGIC);
+        gprs.0[reg::RBX] = info;
+        // The specification leaves ESP undefined; give the kernel a usable one anyway.
+        gprs.0[reg::RSP] = base + 0x7_fff0;
+        let flat = |selector, access| Segment { selector, base: 0, limit: 0xffff_ffff, access };
+        Ok(InitialState {
+            gprs,
+            rip: entry,
+            rflags: 2,
+            cr0: 0x11, // ET | PE
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            cs: flat(CODE_SELECTOR, ACCESS_CODE32),
+            data: flat(DATA_SELECTOR, ACCESS_DATA),
+            tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
+            gdt_base: base + GDT_GPA,
+            gdt_limit: (GDT32.len() * 8 - 1) as u16,
         })
     }
 

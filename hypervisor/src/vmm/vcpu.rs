@@ -70,9 +70,12 @@ pub struct Segment {
 
 /// Code segment access rights: 64-bit, present, DPL 0, execute/read, accessed, 4 KiB granular.
 pub const ACCESS_CODE64: u16 = 0xa09b;
+/// Code segment access rights: 32-bit (D/B), present, DPL 0, execute/read, accessed, 4 KiB
+/// granular (multiboot kernels).
+pub const ACCESS_CODE32: u16 = 0xc09b;
 /// Data segment access rights: present, DPL 0, read/write, accessed, 32-bit, 4 KiB granular.
 pub const ACCESS_DATA: u16 = 0xc093;
-/// A 64-bit busy TSS.
+/// A busy TSS: 64-bit in IA-32e mode, 32-bit outside it (the same type, 11).
 pub const ACCESS_TSS64: u16 = 0x008b;
 
 /// The state a vCPU starts in (see `docs/guest-contract.md`).

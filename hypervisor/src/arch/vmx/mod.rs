@@ -25,6 +25,8 @@ use controls::{Entry, Exit, FixedBits, Pin, Proc, Proc2, compute};
 use x86_64::registers::control::{Cr0, Cr4};
 
 const IA32_VMX_CR0_FIXED0: u32 = 0x486;
+/// CR0.PE and CR0.PG.
+const CR0_PE_PG: u64 = 0x8000_0001;
 const IA32_VMX_CR0_FIXED1: u32 = 0x487;
 const IA32_VMX_CR4_FIXED0: u32 = 0x488;
 const IA32_VMX_CR4_FIXED1: u32 = 0x489;
@@ -202,7 +204,7 @@ impl VmxBackend {
             "secondary processor-based",
             proc2_cap,
             Proc2::ENABLE_EPT,
-            Proc2::ENABLE_VPID | Proc2::WBINVD_EXITING,
+            Proc2::ENABLE_VPID | Proc2::WBINVD_EXITING | Proc2::UNRESTRICTED_GUEST,
         )
         .map_err(err)?;
         let exit = compute(
@@ -222,7 +224,16 @@ impl VmxBackend {
             proc2,
             exit,
             entry,
-            cr0_fixed: FixedBits { fixed0: cr[0], fixed1: cr[1] },
+            // With unrestricted guest, CR0.PE and CR0.PG are not checked at entry (SDM
+            // §27.3.1.1): a guest may run with paging off (multiboot kernels, real mode).
+            cr0_fixed: FixedBits {
+                fixed0: if proc2 & Proc2::UNRESTRICTED_GUEST.bits() != 0 {
+                    cr[0] & !CR0_PE_PG
+                } else {
+                    cr[0]
+                },
+                fixed1: cr[1],
+            },
             cr4_fixed: FixedBits { fixed0: cr[2], fixed1: cr[3] },
             vpid: proc2 & Proc2::ENABLE_VPID.bits() != 0,
             timer_enabled: pin & Pin::PREEMPTION_TIMER.bits() != 0,
@@ -256,6 +267,12 @@ impl Backend for VmxBackend {
     }
 
     fn create_vcpu(&mut self, config: &VcpuConfig) -> Result<Box<dyn Vcpu>, &'static str> {
+        if config.initial.cr0 & CR0_PE_PG != CR0_PE_PG
+            && self.controls.proc2 & Proc2::UNRESTRICTED_GUEST.bits() == 0
+        {
+            return Err("this CPU's VMX lacks unrestricted guest: no partition can start with \
+                        paging off (multiboot kernels)");
+        }
         Ok(Box::new(vcpu::VmxVcpu::new(&self.controls, config)?))
     }
 }

@@ -311,7 +311,7 @@ fn file_range(image: &[u8], offset: u64, size: u64) -> Option<&[u8]> {
     image.get(start..end)
 }
 
-fn check_overlap(segments: &[(usize, Segment<'_>)]) -> Result<(), ElfError> {
+pub(super) fn check_overlap(segments: &[(usize, Segment<'_>)]) -> Result<(), ElfError> {
     let mut order: Vec<usize> = (0..segments.len()).collect();
     order.sort_by_key(|&i| segments[i].1.gpa);
     for pair in order.windows(2) {
@@ -326,7 +326,11 @@ fn check_overlap(segments: &[(usize, Segment<'_>)]) -> Result<(), ElfError> {
 
 /// The entry point as a guest-physical address: `e_entry` inside an executable segment's
 /// physical range, or else inside its virtual range (translated to physical).
-fn entry_gpa(entry: u64, segments: &[(usize, Segment<'_>)], virt: &[u64]) -> Result<u64, ElfError> {
+pub(super) fn entry_gpa(
+    entry: u64,
+    segments: &[(usize, Segment<'_>)],
+    virt: &[u64],
+) -> Result<u64, ElfError> {
     let code = || segments.iter().zip(virt).filter(|((_, s), _)| s.flags.contains(SegmentFlags::X));
     if code().any(|((_, s), _)| s.range().contains(&entry)) {
         return Ok(entry);

@@ -1,0 +1,551 @@
+//! Multiboot 1 kernels (Multiboot Specification 0.6.96), loaded as GRUB and QEMU `-kernel` load
+//! them, so that existing small test kernels run as partitions unchanged.
+//!
+//! The header (§3.1) lies 4-byte aligned in the first 8192 bytes: magic 0x1BADB002, flags and a
+//! checksum that makes the three sum to 0. Flag 16 ("a.out kludge", §3.1.3) gives the load
+//! addresses in the header itself and lets any file format load; without it the file must be
+//! an ELF32 executable (§3.1.3: "the boot loader ... uses the ELF header"), whose `PT_LOAD`
+//! segments load at their physical addresses. Flags 0 (page-aligned modules) and 1 (memory
+//! information) are honoured: partitions get no modules, and memory information is always
+//! given. Flag 2 (video mode) is a request a loader may ignore: it is. Any other bit in 15:0
+//! is a requirement this loader does not know, so the kernel is refused (§3.1.2).
+//!
+//! The machine state at entry (§3.2) is set by the partition builder: 32-bit protected mode,
+//! paging off, flat CS/DS/ES/FS/GS/SS, EAX = 0x2BADB002, EBX = the information structure
+//! (§3.3) written by [`write_info`].
+
+use super::elf::{self, ElfError, ElfImage, Segment, SegmentFlags};
+use alloc::vec::Vec;
+use core::fmt;
+
+/// The header's magic (§3.1.1).
+pub const HEADER_MAGIC: u32 = 0x1bad_b002;
+/// EAX at entry (§3.2).
+pub const BOOT_MAGIC: u32 = 0x2bad_b002;
+/// The header lies in the first this many bytes.
+pub const SEARCH_BYTES: usize = 8192;
+
+const FLAG_PAGE_ALIGN: u32 = 1 << 0;
+const FLAG_MEMORY_INFO: u32 = 1 << 1;
+const FLAG_VIDEO_MODE: u32 = 1 << 2;
+const FLAG_ADDRESSES: u32 = 1 << 16;
+/// Requirement bits (15:0) this loader meets or may ignore.
+const KNOWN_REQUIREMENTS: u32 = FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO | FLAG_VIDEO_MODE;
+
+/// Where [`write_info`] puts the information structure, from the start of the partition's
+/// RAM: after the GDT page, below any image (images load at 1 MiB or above).
+pub const INFO_OFFSET: u64 = 0x6000;
+const MMAP_OFFSET: u64 = INFO_OFFSET + 0x100;
+const CMDLINE_OFFSET: u64 = INFO_OFFSET + 0x400;
+const LOADER_NAME_OFFSET: u64 = INFO_OFFSET + 0x600;
+/// The loader's name in the information structure.
+pub const LOADER_NAME: &str = "microhv";
+/// Longest command line passed (the rest of its page holds the loader name).
+pub const CMDLINE_MAX: usize = 0x1ff;
+
+/// A validated multiboot kernel: what to load and where to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MultibootImage<'a> {
+    /// The segments and the 32-bit entry point.
+    pub image: ElfImage<'a>,
+    /// The header's flags.
+    pub flags: u32,
+    /// True when the load addresses came from the header (flag 16), false for ELF32.
+    pub aout_kludge: bool,
+}
+
+/// Why a kernel was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MultibootError {
+    /// No header magic in the first 8192 bytes.
+    NoHeader,
+    /// The magic is there but magic + flags + checksum is not 0.
+    BadChecksum { offset: usize },
+    /// The header ends past the end of the file.
+    TruncatedHeader { offset: usize },
+    /// Bits in 15:0 this loader does not know.
+    UnknownRequirements { bits: u32 },
+    /// Flag 16: the address fields are inconsistent with each other or with the file.
+    BadAddresses { why: &'static str },
+    /// Without flag 16 the file must be an ELF32 x86 executable.
+    NotElf32 { why: &'static str },
+    /// An ELF-level problem (segments, entry point).
+    Elf(ElfError),
+}
+
+impl fmt::Display for MultibootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::NoHeader => write!(
+                f,
+                "no multiboot header (magic {HEADER_MAGIC:#x}) in the first {SEARCH_BYTES} bytes"
+            ),
+            Self::BadChecksum { offset } => {
+                write!(f, "multiboot header at {offset:#x} has a bad checksum")
+            }
+            Self::TruncatedHeader { offset } => {
+                write!(f, "multiboot header at {offset:#x} runs past the end of the file")
+            }
+            Self::UnknownRequirements { bits } => {
+                write!(f, "multiboot header requires features this loader lacks (flags {bits:#x})")
+            }
+            Self::BadAddresses { why } => write!(f, "multiboot address fields: {why}"),
+            Self::NotElf32 { why } => {
+                write!(f, "without multiboot flag 16 the kernel must be ELF32 x86: {why}")
+            }
+            Self::Elf(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<ElfError> for MultibootError {
+    fn from(e: ElfError) -> Self {
+        Self::Elf(e)
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+/// True when `image` carries a multiboot 1 header (for error messages that suggest a format).
+pub fn has_header(image: &[u8]) -> bool {
+    find_header(image).is_ok()
+}
+
+/// The header's offset and flags.
+fn find_header(image: &[u8]) -> Result<(usize, u32), MultibootError> {
+    let end = image.len().min(SEARCH_BYTES);
+    for offset in (0..end.saturating_sub(3)).step_by(4) {
+        if u32_at(image, offset) != Some(HEADER_MAGIC) {
+            continue;
+        }
+        let (Some(flags), Some(sum)) = (u32_at(image, offset + 4), u32_at(image, offset + 8))
+        else {
+            return Err(MultibootError::TruncatedHeader { offset });
+        };
+        if HEADER_MAGIC.wrapping_add(flags).wrapping_add(sum) != 0 {
+            return Err(MultibootError::BadChecksum { offset });
+        }
+        return Ok((offset, flags));
+    }
+    Err(MultibootError::NoHeader)
+}
+
+/// Validates `image` as a multiboot 1 kernel for RAM at `[ram_base, ram_base + ram_size)`.
+pub fn parse(
+    image: &[u8],
+    ram_base: u64,
+    ram_size: u64,
+) -> Result<MultibootImage<'_>, MultibootError> {
+    let (offset, flags) = find_header(image)?;
+    let unknown = flags & 0xffff & !KNOWN_REQUIREMENTS;
+    if unknown != 0 {
+        return Err(MultibootError::UnknownRequirements { bits: unknown });
+    }
+    let aout_kludge = flags & FLAG_ADDRESSES != 0;
+    let parsed = if aout_kludge {
+        addresses(image, offset, ram_base, ram_size)?
+    } else {
+        elf32(image, ram_base, ram_size)?
+    };
+    if parsed.entry > u64::from(u32::MAX) {
+        return Err(MultibootError::BadAddresses { why: "entry point above 4 GiB" });
+    }
+    Ok(MultibootImage { image: parsed, flags, aout_kludge })
+}
+
+/// Flag 16 (§3.1.3): the file from `header_addr - (load_addr - file offset)` is loaded at
+/// `load_addr` up to `load_end_addr` (0: the end of the file), zeroed up to `bss_end_addr`
+/// (0: no bss), entered at `entry_addr`.
+fn addresses(
+    image: &[u8],
+    offset: usize,
+    ram_base: u64,
+    ram_size: u64,
+) -> Result<ElfImage<'_>, MultibootError> {
+    let bad = |why| MultibootError::BadAddresses { why };
+    let field = |i: usize| u32_at(image, offset + 12 + 4 * i).map(u64::from);
+    let (Some(header), Some(load), Some(load_end), Some(bss_end), Some(entry)) =
+        (field(0), field(1), field(2), field(3), field(4))
+    else {
+        return Err(MultibootError::TruncatedHeader { offset });
+    };
+    if load > header {
+        return Err(bad("load_addr is above header_addr"));
+    }
+    // The file offset that loads at load_addr.
+    let start = (offset as u64)
+        .checked_sub(header - load)
+        .ok_or(bad("header_addr - load_addr is larger than the header's offset in the file"))?;
+    let file_end = if load_end == 0 {
+        image.len() as u64
+    } else {
+        if load_end < load {
+            return Err(bad("load_end_addr is below load_addr"));
+        }
+        start + (load_end - load)
+    };
+    let data = usize::try_from(start)
+        .ok()
+        .zip(usize::try_from(file_end).ok())
+        .and_then(|(s, e)| image.get(s..e))
+        .ok_or(bad("load_end_addr lies past the end of the file"))?;
+    let loaded_end = load + data.len() as u64;
+    let mem_end = if bss_end == 0 { loaded_end } else { bss_end };
+    if mem_end < loaded_end {
+        return Err(bad("bss_end_addr is below the end of the loaded data"));
+    }
+    let mem_size = mem_end - load;
+    if mem_size == 0 {
+        return Err(MultibootError::Elf(ElfError::NoLoadableSegment));
+    }
+    if load < ram_base || mem_end - ram_base > ram_size {
+        return Err(MultibootError::Elf(ElfError::SegmentOutsideRam {
+            index: 0,
+            gpa: load,
+            mem_size,
+            ram_size,
+        }));
+    }
+    if !(load..mem_end).contains(&entry) {
+        return Err(MultibootError::Elf(ElfError::EntryNotInCode { entry }));
+    }
+    let flags = SegmentFlags::R | SegmentFlags::W | SegmentFlags::X;
+    Ok(ElfImage { entry, segments: alloc::vec![Segment { gpa: load, data, mem_size, flags }] })
+}
+
+const ELF32_EHDR: usize = 52;
+const ELF32_PHDR: usize = 32;
+const EM_386: u16 = 3;
+
+/// An ELF32 x86 executable (System V ABI, Intel386 supplement): `PT_LOAD` segments at their
+/// physical addresses, the entry point inside one of them.
+fn elf32(image: &[u8], ram_base: u64, ram_size: u64) -> Result<ElfImage<'_>, MultibootError> {
+    let not = |why| MultibootError::NotElf32 { why };
+    if image.len() < ELF32_EHDR || image[..4] != [0x7f, b'E', b'L', b'F'] {
+        return Err(not("no ELF header"));
+    }
+    if image[4] != 1 {
+        return Err(not("not ELFCLASS32 (give a 64-bit kernel the address fields, flag 16)"));
+    }
+    if image[5] != 1 {
+        return Err(not("not little-endian"));
+    }
+    let header = |at| u16_at(image, at).unwrap_or(0);
+    if header(16) != 2 {
+        return Err(not("not an executable (e_type)"));
+    }
+    if header(18) != EM_386 {
+        return Err(not("not an x86 (EM_386) executable"));
+    }
+    let word = |at| u64::from(u32_at(image, at).unwrap_or(0));
+    let (entry, phoff) = (word(24), word(28));
+    if usize::from(header(42)) != ELF32_PHDR {
+        return Err(not("program header entries are not 32 bytes"));
+    }
+    let phnum = usize::from(header(44));
+    let table = usize::try_from(phoff)
+        .ok()
+        .and_then(|o| image.get(o..o.checked_add(phnum * ELF32_PHDR)?))
+        .ok_or(MultibootError::Elf(ElfError::PhTableOutsideFile {
+            offset: phoff,
+            count: phnum as u16,
+            file_len: image.len(),
+        }))?;
+    let mut segments = Vec::new();
+    let mut virt = Vec::new();
+    for (index, ph) in table.chunks_exact(ELF32_PHDR).enumerate() {
+        let f = |at| u64::from(u32_at(ph, at).unwrap_or(0));
+        if f(0) != 1 {
+            continue; // not PT_LOAD
+        }
+        let (offset, vaddr, paddr, file_size, mem_size) = (f(4), f(8), f(12), f(16), f(20));
+        let data = usize::try_from(offset)
+            .ok()
+            .and_then(|o| image.get(o..o.checked_add(usize::try_from(file_size).ok()?)?))
+            .ok_or(ElfError::SegmentOutsideFile {
+                index,
+                offset,
+                size: file_size,
+                file_len: image.len(),
+            })?;
+        if file_size > mem_size {
+            return Err(ElfError::FileLargerThanMemory { index, file_size, mem_size }.into());
+        }
+        if mem_size == 0 {
+            continue;
+        }
+        if paddr < ram_base || paddr + mem_size - ram_base > ram_size {
+            return Err(
+                ElfError::SegmentOutsideRam { index, gpa: paddr, mem_size, ram_size }.into()
+            );
+        }
+        let flags = SegmentFlags::from_bits_truncate(f(24) as u32);
+        segments.push((index, Segment { gpa: paddr, data, mem_size, flags }));
+        virt.push(vaddr);
+    }
+    if segments.is_empty() {
+        return Err(ElfError::NoLoadableSegment.into());
+    }
+    elf::check_overlap(&segments)?;
+    let entry = elf::entry_gpa(entry, &segments, &virt)?;
+    Ok(ElfImage { entry, segments: segments.into_iter().map(|(_, s)| s).collect() })
+}
+
+/// Writes the multiboot information structure (§3.3) for a partition with RAM at
+/// `[base, base + size)`: flags 0 (mem_lower/mem_upper), 2 (cmdline), 3 (no modules), 6 (the
+/// memory map, §3.3 "mmap_*") and 9 (the loader's name). Returns the structure's address,
+/// for EBX. Low memory is given as 639 KiB, the rest from 1 MiB as one available range; the
+/// holes between are reserved, as on a PC.
+pub fn write_info<E>(
+    mut write: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    base: u64,
+    size: u64,
+    cmdline: &str,
+) -> Result<u64, E> {
+    const MEM: u32 = 1 << 0;
+    const CMDLINE: u32 = 1 << 2;
+    const MODS: u32 = 1 << 3;
+    const MMAP: u32 = 1 << 6;
+    const LOADER_NAME: u32 = 1 << 9;
+    const LOW_KIB: u64 = 639;
+    let upper_kib = size.saturating_sub(1 << 20) >> 10;
+    // (base_addr, length, type): 1 available, 2 reserved.
+    let ranges: [(u64, u64, u32); 4] = [
+        (base, LOW_KIB << 10, 1),
+        (base + (LOW_KIB << 10), 0xa0000 - (LOW_KIB << 10), 2),
+        (base + 0xf0000, 0x10000, 2),
+        (base + 0x10_0000, size.saturating_sub(0x10_0000), 1),
+    ];
+    let mut mmap = Vec::with_capacity(ranges.len() * 24);
+    for (addr, len, kind) in ranges {
+        // Each entry: size (of the rest: 20), base_addr, length, type (§3.3).
+        mmap.extend_from_slice(&20u32.to_le_bytes());
+        mmap.extend_from_slice(&addr.to_le_bytes());
+        mmap.extend_from_slice(&len.to_le_bytes());
+        mmap.extend_from_slice(&kind.to_le_bytes());
+    }
+    let cmd = &cmdline.as_bytes()[..cmdline.len().min(CMDLINE_MAX)];
+    let mut cmd_z = Vec::with_capacity(cmd.len() + 1);
+    cmd_z.extend_from_slice(cmd);
+    cmd_z.push(0);
+    let mut name_z = Vec::from(self::LOADER_NAME.as_bytes());
+    name_z.push(0);
+    // The fixed part: 23 u32 fields up to and including boot_loader_name (offset 64).
+    let mut info = [0u32; 23];
+    info[0] = MEM | CMDLINE | MODS | MMAP | LOADER_NAME;
+    info[1] = LOW_KIB as u32;
+    info[2] = upper_kib.min(u64::from(u32::MAX)) as u32;
+    info[4] = (base + CMDLINE_OFFSET) as u32;
+    info[5] = 0; // mods_count
+    info[6] = (base + INFO_OFFSET + 0x80) as u32; // mods_addr: an empty list
+    info[11] = mmap.len() as u32; // mmap_length
+    info[12] = (base + MMAP_OFFSET) as u32; // mmap_addr
+    info[16] = (base + LOADER_NAME_OFFSET) as u32;
+    let mut bytes = Vec::with_capacity(info.len() * 4);
+    for w in info {
+        bytes.extend_from_slice(&w.to_le_bytes());
+    }
+    write(base + INFO_OFFSET, &bytes)?;
+    write(base + MMAP_OFFSET, &mmap)?;
+    write(base + CMDLINE_OFFSET, &cmd_z)?;
+    write(base + LOADER_NAME_OFFSET, &name_z)?;
+    Ok(base + INFO_OFFSET)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::collections::BTreeMap;
+    use alloc::vec;
+
+    /// A flag-16 kernel: header at file offset 0x40, loaded at 1 MiB.
+    fn aout(flags: u32, load_end: u32, bss_end: u32, entry: u32) -> Vec<u8> {
+        let mut f = vec![0x90u8; 0x200];
+        let h = 0x40;
+        let words = [
+            HEADER_MAGIC,
+            flags,
+            0u32.wrapping_sub(HEADER_MAGIC.wrapping_add(flags)),
+            0x10_0040, // header_addr
+            0x10_0000, // load_addr
+            load_end,
+            bss_end,
+            entry,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            f[h + 4 * i..h + 4 * i + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn aout_kludge_loads_at_the_header_addresses() {
+        let f = aout(0x10003, 0x10_0100, 0x10_2000, 0x10_0080);
+        let m = parse(&f, 0, 16 << 20).expect("valid");
+        assert!(m.aout_kludge);
+        assert_eq!(m.image.entry, 0x10_0080);
+        let s = &m.image.segments[0];
+        assert_eq!((s.gpa, s.data.len(), s.mem_size), (0x10_0000, 0x100, 0x2000));
+        // load_end_addr 0: the whole file; bss_end_addr 0: no bss.
+        let f = aout(0x10000, 0, 0, 0x10_0080);
+        let m = parse(&f, 0, 16 << 20).expect("valid");
+        assert_eq!(m.image.segments[0].mem_size, 0x200);
+    }
+
+    #[test]
+    fn malformed_headers_are_refused() {
+        assert_eq!(parse(&[0u8; 64], 0, 16 << 20), Err(MultibootError::NoHeader));
+        assert_eq!(parse(&[], 0, 16 << 20), Err(MultibootError::NoHeader));
+        let mut f = aout(0x10000, 0, 0, 0x10_0080);
+        f[0x48] ^= 1; // checksum
+        assert_eq!(parse(&f, 0, 16 << 20), Err(MultibootError::BadChecksum { offset: 0x40 }));
+        // Truncated inside the address fields.
+        let f = aout(0x10000, 0, 0, 0x10_0080);
+        assert_eq!(
+            parse(&f[..0x50], 0, 16 << 20),
+            Err(MultibootError::TruncatedHeader { offset: 0x40 })
+        );
+        // Truncated right after the magic.
+        assert_eq!(
+            parse(&f[..0x44], 0, 16 << 20),
+            Err(MultibootError::TruncatedHeader { offset: 0x40 })
+        );
+        // An unknown requirement bit (3).
+        let f = aout(0x10008, 0, 0, 0x10_0080);
+        assert_eq!(parse(&f, 0, 16 << 20), Err(MultibootError::UnknownRequirements { bits: 8 }));
+        // A header past the first 8 KiB is not looked for.
+        let mut far = vec![0u8; SEARCH_BYTES];
+        far.extend_from_slice(&aout(0x10000, 0, 0, 0x10_0080));
+        assert_eq!(parse(&far, 0, 16 << 20), Err(MultibootError::NoHeader));
+    }
+
+    #[test]
+    fn bad_addresses_are_refused() {
+        let cases = [
+            aout(0x10000, 0x10_0000 - 1, 0, 0x10_0080), // load_end below load
+            aout(0x10000, 0x10_1000, 0, 0x10_0080),     // past the file
+            aout(0x10000, 0, 0x10_0100, 0x10_0080),     // bss_end inside the data
+        ];
+        for f in cases {
+            assert!(matches!(parse(&f, 0, 16 << 20), Err(MultibootError::BadAddresses { .. })));
+        }
+        // Entry outside the image; image outside 1 MiB of RAM.
+        let f = aout(0x10000, 0, 0, 0x20_0000);
+        assert!(matches!(
+            parse(&f, 0, 16 << 20),
+            Err(MultibootError::Elf(ElfError::EntryNotInCode { .. }))
+        ));
+        let f = aout(0x10000, 0, 0, 0x10_0080);
+        assert!(matches!(
+            parse(&f, 0, 1 << 20),
+            Err(MultibootError::Elf(ElfError::SegmentOutsideRam { .. }))
+        ));
+    }
+
+    /// An ELF32 kernel with one PT_LOAD at 1 MiB and a flag-0 multiboot header in it.
+    fn elf32_kernel() -> Vec<u8> {
+        let mut f = vec![0u8; 0x1000];
+        f[..4].copy_from_slice(&[0x7f, b'E', b'L', b'F']);
+        (f[4], f[5], f[6]) = (1, 1, 1);
+        f[16..18].copy_from_slice(&2u16.to_le_bytes());
+        f[18..20].copy_from_slice(&EM_386.to_le_bytes());
+        f[24..28].copy_from_slice(&0x10_0010u32.to_le_bytes()); // e_entry
+        f[28..32].copy_from_slice(&52u32.to_le_bytes()); // e_phoff
+        f[42..44].copy_from_slice(&32u16.to_le_bytes());
+        f[44..46].copy_from_slice(&1u16.to_le_bytes());
+        let ph = [1u32, 0x100, 0x10_0000, 0x10_0000, 0x200, 0x800, 5];
+        for (i, w) in ph.iter().enumerate() {
+            f[52 + 4 * i..56 + 4 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        let h = 0x100;
+        for (i, w) in [HEADER_MAGIC, 3, 0u32.wrapping_sub(HEADER_MAGIC + 3)].iter().enumerate() {
+            f[h + 4 * i..h + 4 * i + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn elf32_kernels_load_their_segments() {
+        let f = elf32_kernel();
+        let m = parse(&f, 0, 16 << 20).expect("valid");
+        assert!(!m.aout_kludge);
+        assert_eq!(m.image.entry, 0x10_0010);
+        let s = &m.image.segments[0];
+        assert_eq!((s.gpa, s.data.len(), s.mem_size), (0x10_0000, 0x200, 0x800));
+    }
+
+    #[test]
+    fn malformed_elf32_kernels_are_refused() {
+        let mut f = elf32_kernel();
+        f[4] = 2; // ELFCLASS64 without flag 16
+        assert!(matches!(parse(&f, 0, 16 << 20), Err(MultibootError::NotElf32 { .. })));
+        let mut f = elf32_kernel();
+        f[18] = 62; // x86_64
+        assert!(matches!(parse(&f, 0, 16 << 20), Err(MultibootError::NotElf32 { .. })));
+        let mut f = elf32_kernel();
+        f[52 + 16..52 + 20].copy_from_slice(&0x1000u32.to_le_bytes()); // filesz past the file
+        assert!(matches!(
+            parse(&f, 0, 16 << 20),
+            Err(MultibootError::Elf(ElfError::SegmentOutsideFile { .. }))
+        ));
+        let mut f = elf32_kernel();
+        f[28..32].copy_from_slice(&0xff00u32.to_le_bytes()); // phoff past the file
+        assert!(matches!(
+            parse(&f, 0, 16 << 20),
+            Err(MultibootError::Elf(ElfError::PhTableOutsideFile { .. }))
+        ));
+        let mut f = elf32_kernel();
+        f[24..28].copy_from_slice(&0x20_0000u32.to_le_bytes()); // entry outside
+        assert!(matches!(
+            parse(&f, 0, 16 << 20),
+            Err(MultibootError::Elf(ElfError::EntryNotInCode { .. }))
+        ));
+        // Every truncation of a valid kernel is refused or parsed, never a panic.
+        let f = elf32_kernel();
+        for cut in 0..f.len() {
+            let _ = parse(&f[..cut], 0, 16 << 20);
+        }
+    }
+
+    #[test]
+    fn info_structure_follows_the_spec() {
+        let mut mem = BTreeMap::new();
+        let info = write_info(
+            |gpa, bytes: &[u8]| {
+                for (i, b) in bytes.iter().enumerate() {
+                    mem.insert(gpa + i as u64, *b);
+                }
+                Ok::<(), ()>(())
+            },
+            0,
+            32 << 20,
+            "console=ttyS0",
+        )
+        .expect("writes succeed");
+        let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
+        let u64_at = |a: u64| u64::from(u32_at(a)) | (u64::from(u32_at(a + 4)) << 32);
+        assert_eq!(info, INFO_OFFSET);
+        let flags = u32_at(info);
+        assert_eq!(flags, 1 | 4 | 8 | 64 | 512);
+        assert_eq!(u32_at(info + 4), 639);
+        assert_eq!(u32_at(info + 8), 31 * 1024);
+        let cmdline = u64::from(u32_at(info + 16));
+        let text: Vec<u8> = (0..13).map(|i| mem[&(cmdline + i)]).collect();
+        assert_eq!(&text, b"console=ttyS0");
+        assert_eq!(mem[&(cmdline + 13)], 0);
+        let (len, addr) = (u32_at(info + 44), u64::from(u32_at(info + 48)));
+        assert_eq!(len, 4 * 24);
+        let last = addr + 3 * 24;
+        assert_eq!(u32_at(last), 20);
+        assert_eq!(
+            (u64_at(last + 4), u64_at(last + 12), u32_at(last + 20)),
+            (1 << 20, 31 << 20, 1)
+        );
+    }
+}
