@@ -115,6 +115,8 @@ fn measure(b: &Backend) -> Result<Vec<Row>> {
         headless: true,
         gdb: false,
         label: &label,
+        input: Vec::new(),
+        test_disk: false,
     })?;
     p.launch.icount = true;
     step::note(format!(

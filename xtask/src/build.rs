@@ -13,8 +13,39 @@ use crate::scenario;
 use crate::step;
 
 /// The crates of the bare-metal guest images (under `guest-images/`), built with the kernels.
-/// A scenario's `image = "NAME"` names one of these (or a file in the repository).
-pub const GUEST_CRATES: &[&str] = &["probe", "attack", "bench"];
+/// A scenario's `image = "NAME"` names one of these (or a file in the repository). Only those
+/// present in the checkout are built ([`guest_crates`]).
+pub const GUEST_CRATES: &[&str] = &["probe", "attack", "bench", "mgmt", "chan"];
+
+/// The guest crates of [`GUEST_CRATES`] this checkout has: `guest-images/NAME/Cargo.toml`
+/// exists and the workspace lists `guest-images/NAME` among its members.
+pub fn guest_crates() -> Vec<&'static str> {
+    let root = step::root();
+    let members = std::fs::read_to_string(root.join("Cargo.toml"))
+        .ok()
+        .and_then(|t| workspace_members(&t))
+        .unwrap_or_default();
+    GUEST_CRATES
+        .iter()
+        .copied()
+        .filter(|c| {
+            let dir = format!("guest-images/{c}");
+            root.join(&dir).join("Cargo.toml").is_file() && members.contains(&dir)
+        })
+        .collect()
+}
+
+/// `workspace.members` of a workspace manifest.
+fn workspace_members(manifest: &str) -> Option<Vec<String>> {
+    let doc: toml::Table = toml::from_str(manifest).ok()?;
+    let members = doc.get("workspace")?.get("members")?.as_array()?;
+    Some(
+        members
+            .iter()
+            .filter_map(|m| m.as_str().map(|s| s.trim_end_matches('/').to_string()))
+            .collect(),
+    )
+}
 
 /// The bare-metal crates besides the guests: clippy checks them for the kernel target.
 pub const KERNEL_CRATES: &[&str] = &["boot", "hypervisor", "hvabi"];
@@ -41,15 +72,16 @@ pub fn kernels() -> Result<()> {
         return Ok(());
     }
     deps::ensure_rust(&[], true)?;
-    let what = if GUEST_CRATES.is_empty() {
+    let guests = guest_crates();
+    let what = if guests.is_empty() {
         "building kernels".to_string()
     } else {
-        format!("building kernels and guests ({})", GUEST_CRATES.join(", "))
+        format!("building kernels and guests ({})", guests.join(", "))
     };
     step::step(&what, || {
         let mut cmd = step::cargo();
         cmd.args(["build", "--quiet", "--release", "--target", KERNEL_TARGET, "-p", "boot"]);
-        for krate in GUEST_CRATES {
+        for krate in &guests {
             cmd.args(["-p", krate]);
         }
         step::run(&mut cmd)
@@ -105,4 +137,18 @@ pub fn build_all() -> Result<()> {
         step::note(format!("{}: {}", kind.label(), made.describe()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_read_from_the_workspace_manifest() {
+        let m = "[workspace]\nresolver = \"2\"\nmembers = [\"xtask\", \"guest-images/mgmt/\"]\n";
+        assert_eq!(workspace_members(m).unwrap(), ["xtask", "guest-images/mgmt"]);
+        assert_eq!(workspace_members("[package]\nname = \"x\"\n"), None);
+        let here = guest_crates();
+        assert!(here.contains(&"probe") && here.contains(&"attack"), "{here:?}");
+    }
 }

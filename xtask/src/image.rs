@@ -56,6 +56,34 @@ impl Kind {
     }
 }
 
+/// The test disk: 1 MiB, raw. Sector 0 starts with [`TEST_DISK_MAGIC`] and ends with the
+/// boot signature 0x55 0xAA (bytes 510-511); every other sector `N` starts with
+/// `MICROHV SECTOR N` (decimal), the rest zeros. Attached as the primary ATA master where a
+/// case or run asks for it; the management partition reads sector 0.
+pub const TEST_DISK_BYTES: u64 = 1 << 20;
+pub const TEST_DISK_MAGIC: &[u8] = b"MICROHV TEST DISK";
+
+/// The test disk's bytes (see [`TEST_DISK_BYTES`]).
+pub fn test_disk() -> Vec<u8> {
+    let mut disk = vec![0u8; TEST_DISK_BYTES as usize];
+    for (n, sector) in disk.chunks_mut(512).enumerate() {
+        if n == 0 {
+            sector[..TEST_DISK_MAGIC.len()].copy_from_slice(TEST_DISK_MAGIC);
+            sector[510] = 0x55;
+            sector[511] = 0xaa;
+        } else {
+            let label = format!("MICROHV SECTOR {n}");
+            sector[..label.len()].copy_from_slice(label.as_bytes());
+        }
+    }
+    disk
+}
+
+/// Writes a fresh test disk to `path` (each run gets its own: the guest may write it).
+pub fn write_test_disk(path: &Path) -> Result<()> {
+    fs::write(path, test_disk()).with_context(|| format!("writing {}", path.display()))
+}
+
 /// A boot module: a file that reaches the hypervisor under `name`.
 #[derive(Clone, Debug)]
 pub struct Module {
@@ -287,6 +315,18 @@ fn write_pack(path: &Path, cmdline: &str, modules: &[Module]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_disk_layout() {
+        let d = test_disk();
+        assert_eq!(d.len(), 1 << 20);
+        assert!(d.starts_with(b"MICROHV TEST DISK"));
+        assert_eq!(d[17..510], [0u8; 493]);
+        assert_eq!(u16::from_le_bytes([d[510], d[511]]), 0xaa55);
+        assert!(d[512..].starts_with(b"MICROHV SECTOR 1\0"));
+        assert!(d[2047 * 512..].starts_with(b"MICROHV SECTOR 2047\0"));
+        assert_eq!(d[2047 * 512 + 19..], [0u8; 512 - 19]);
+    }
 
     #[test]
     fn grub_cfg_quotes_only_what_needs_it() {

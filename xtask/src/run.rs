@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::build;
 use crate::deps;
+use crate::emulator::input::Step;
 use crate::emulator::watch::{self, Ran, Watch};
 use crate::emulator::{self, Choice, Emulator, Launch, Outcome};
 use crate::image::{self, Boot, Module};
@@ -52,6 +53,16 @@ pub struct RunArgs {
     /// Default: `default` where `scenarios/default.toml` exists, else `none`.
     #[arg(long)]
     pub scenario: Option<String>,
+    /// Type on COM1: `WAIT=>SEND`, e.g. 'mgmt> =>list\r': once the console shows WAIT (after
+    /// the previous step's match; `*` matches within a line, `&&` joins patterns that must all
+    /// appear), send SEND (escapes \r \n \t \\ \xNN). Repeat for more steps. The console
+    /// then goes to the serial log (echoed here), not the terminal.
+    #[arg(long = "input", value_name = "WAIT=>SEND", allow_hyphen_values = true)]
+    pub input: Vec<String>,
+    /// Attach the test disk (1 MiB, `MICROHV TEST DISK` in sector 0) as the primary ATA
+    /// master. Default: on for a scenario with a management partition.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub test_disk: Option<bool>,
 }
 
 /// One boot, ready to go: the emulator and what it boots.
@@ -73,6 +84,10 @@ pub struct Spec<'a> {
     pub gdb: bool,
     /// Names the run folder `target/xtask/run/<label>`.
     pub label: &'a str,
+    /// What to type on COM1 (`emulator::input`).
+    pub input: Vec<Step>,
+    /// Attach the test disk as the primary ATA master.
+    pub test_disk: bool,
 }
 
 /// Installs what the emulator needs, builds kernels and guests, and makes the boot image.
@@ -90,6 +105,8 @@ pub fn prepare(spec: &Spec) -> Result<Prepared> {
         gdb: spec.gdb,
         icount: false,
         run_dir,
+        input: spec.input.clone(),
+        test_disk: spec.test_disk,
     };
     Ok(Prepared { emulator, launch })
 }
@@ -102,8 +119,18 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         bail!("--gdb waits for a debugger: drop --headless");
     }
     let label = format!("{:?}-{:?}", args.emulator, args.boot).to_lowercase();
-    let modules =
-        scenario::modules(args.scenario.as_deref().unwrap_or_else(|| scenario::default_name()))?;
+    let name = args.scenario.as_deref().unwrap_or_else(|| scenario::default_name());
+    let modules = scenario::modules(name)?;
+    let input = args.input.iter().map(|a| Step::parse(a)).collect::<Result<Vec<_>>>()?;
+    let bochs_uefi = args.emulator == Choice::Bochs && args.boot == Boot::Uefi;
+    let test_disk = match args.test_disk {
+        Some(true) if bochs_uefi => {
+            bail!("under Bochs the UEFI boot disk takes the test disk's place (ata0-master)")
+        }
+        Some(on) => on,
+        // Under Bochs UEFI the boot disk is the primary master: no test disk.
+        None => !bochs_uefi && scenario::has_management(name)?,
+    };
     let p = prepare(&Spec {
         choice: args.emulator,
         boot: args.boot,
@@ -114,6 +141,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         headless: args.headless,
         gdb: args.gdb,
         label: &label,
+        input,
+        test_disk,
     })?;
     let what = p.emulator.describe(args.cpu.as_deref());
     if args.gdb {
@@ -133,6 +162,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let watch =
         Watch { timeout: args.headless.then(|| Duration::from_secs(args.timeout)), echo: true };
     let ran = watch::run(p.emulator.as_ref(), &p.launch, &watch)?;
+    if let Some(left) = &ran.input_left {
+        step::note(left);
+    }
     Ok(report(&ran, args.timeout))
 }
 

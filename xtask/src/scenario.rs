@@ -85,13 +85,7 @@ pub fn modules(name: &str) -> Result<Vec<Module>> {
     if name == NONE {
         return Ok(Vec::new());
     }
-    let file = dir().join(format!("{name}.toml"));
-    if name.contains(['/', '\\']) || name.starts_with('.') || !file.is_file() {
-        bail!("unknown scenario {name:?}; known scenarios: {}", known().join(", "));
-    }
-    let text =
-        fs::read_to_string(&file).with_context(|| format!("reading {}", rel(&file).display()))?;
-    let checked = check(&text, &rel(&file).display().to_string(), &resolve_image)?;
+    let (file, text, checked) = load(name)?;
     let manifest = if checked.rewritten == text {
         file
     } else {
@@ -109,6 +103,26 @@ pub fn modules(name: &str) -> Result<Vec<Module>> {
     Ok(modules)
 }
 
+/// True when scenario `name` has a management partition (`none` has not).
+pub fn has_management(name: &str) -> Result<bool> {
+    if name == NONE {
+        return Ok(false);
+    }
+    Ok(load(name)?.2.management)
+}
+
+/// Reads and checks `scenarios/NAME.toml`: its path, text and what the check found.
+fn load(name: &str) -> Result<(PathBuf, String, Checked)> {
+    let file = dir().join(format!("{name}.toml"));
+    if name.contains(['/', '\\']) || name.starts_with('.') || !file.is_file() {
+        bail!("unknown scenario {name:?}; known scenarios: {}", known().join(", "));
+    }
+    let text =
+        fs::read_to_string(&file).with_context(|| format!("reading {}", rel(&file).display()))?;
+    let checked = check(&text, &rel(&file).display().to_string(), &resolve_image)?;
+    Ok((file, text, checked))
+}
+
 fn rel(path: &Path) -> &Path {
     path.strip_prefix(step::root()).unwrap_or(path)
 }
@@ -116,6 +130,12 @@ fn rel(path: &Path) -> &Path {
 /// Where a partition's image comes from: a guest crate's artifact, or a repository file.
 fn resolve_image(image: &str) -> Result<PathBuf, String> {
     if build::GUEST_CRATES.contains(&image) {
+        if !build::guest_crates().contains(&image) {
+            return Err(format!(
+                "guest crate {image:?} is not in this checkout yet \
+                 (no guest-images/{image}/Cargo.toml, or not a workspace member)"
+            ));
+        }
         return Ok(build::kernel_artifact(image));
     }
     let path = Path::new(image);
@@ -136,6 +156,8 @@ struct Checked {
     rewritten: String,
     /// (module name, file), each module once.
     images: Vec<(String, PathBuf)>,
+    /// A partition has `role = "management"`.
+    management: bool,
 }
 
 type Table = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
@@ -145,6 +167,9 @@ type Table = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 struct Doc {
     name: Option<Spanned<toml::Value>>,
     timeslice_us: Option<Spanned<toml::Value>>,
+    /// The xtask's own key: more boot modules than the partitions name (images the management
+    /// partition creates partitions from). Taken out of the manifest the kernel gets.
+    images: Option<Spanned<toml::Value>>,
     #[serde(default)]
     partition: Vec<Spanned<Table>>,
 }
@@ -372,29 +397,9 @@ fn check(
             );
         };
         let path = resolve(image).map_err(|why| fail(span.clone(), "image", why))?;
-        let module = if image.contains('/') {
-            let file_name = Path::new(image).file_name().and_then(|n| n.to_str()).unwrap_or("");
-            renames.push((span.clone(), file_name.to_string()));
-            file_name.to_string()
-        } else {
-            image.to_string()
-        };
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
-        if module.is_empty()
-            || module.len() > IMAGE_MAX
-            || !module.chars().all(ok_char)
-            || module == MANIFEST_MODULE
-            || module == hvabi::pack::CMDLINE_ENTRY
-        {
-            return Err(fail(
-                span,
-                "image",
-                format!(
-                    "module name {module:?}: want 1..={IMAGE_MAX} of A-Z, a-z, 0-9, '.', '_', '-', \
-                     and not {MANIFEST_MODULE:?} or {:?}",
-                    hvabi::pack::CMDLINE_ENTRY
-                ),
-            ));
+        let module = module_name(image).map_err(|why| fail(span.clone(), "image", why))?;
+        if module != image {
+            renames.push((span.clone(), module.clone()));
         }
         match images.iter().find(|(m, _)| *m == module) {
             Some((_, other)) if *other != path => {
@@ -409,12 +414,72 @@ fn check(
         }
     }
 
-    let mut rewritten = text.to_string();
-    renames.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));
-    for (span, name) in renames {
-        rewritten.replace_range(span, &format!("\"{name}\""));
+    // (byte range, replacement) of the text the kernel gets: renamed images, the `images` key.
+    let mut edits: Vec<(Range<usize>, String)> =
+        renames.into_iter().map(|(span, name)| (span, format!("\"{name}\""))).collect();
+    if let Some(v) = &doc.images {
+        let toml::Value::Array(list) = v.get_ref() else {
+            bail!(
+                "{}: field images: expected an array of strings, found {}",
+                at(v.span()),
+                kind(v.get_ref())
+            );
+        };
+        for item in list {
+            let toml::Value::String(image) = item else {
+                bail!("{}: field images: arrays may hold only strings", at(v.span()));
+            };
+            let path = resolve(image)
+                .map_err(|why| anyhow::anyhow!("{}: field images: {why}", at(v.span())))?;
+            let module = module_name(image)
+                .map_err(|why| anyhow::anyhow!("{}: field images: {why}", at(v.span())))?;
+            match images.iter().find(|(m, _)| *m == module) {
+                Some((_, other)) if *other != path => bail!(
+                    "{}: field images: module name {module:?} is already taken by {}",
+                    at(v.span()),
+                    rel(other).display()
+                ),
+                Some(_) => {}
+                None => images.push((module, path)),
+            }
+        }
+        // The kernel's parser knows no `images`: the key's lines become a comment and blank
+        // lines, so that the kernel's line numbers still match the file's.
+        let start = text[..v.span().start].rfind('\n').map_or(0, |i| i + 1);
+        let end = text[v.span().end..].find('\n').map_or(text.len(), |i| i + v.span().end);
+        let newlines = text[start..end].matches('\n').count();
+        edits.push((start..end, format!("# images: packed by the xtask{}", "\n".repeat(newlines))));
     }
-    Ok(Checked { rewritten, images })
+    let mut rewritten = text.to_string();
+    edits.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));
+    for (span, with) in edits {
+        rewritten.replace_range(span, &with);
+    }
+    Ok(Checked { rewritten, images, management: management.is_some() })
+}
+
+/// The boot module an image travels as: its file name (multiboot names a module by its
+/// string's last path component), checked against the kernel's rules.
+fn module_name(image: &str) -> Result<String, String> {
+    let module = if image.contains('/') {
+        Path::new(image).file_name().and_then(|n| n.to_str()).unwrap_or("").to_string()
+    } else {
+        image.to_string()
+    };
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    if module.is_empty()
+        || module.len() > IMAGE_MAX
+        || !module.chars().all(ok_char)
+        || module == MANIFEST_MODULE
+        || module == hvabi::pack::CMDLINE_ENTRY
+    {
+        return Err(format!(
+            "module name {module:?}: want 1..={IMAGE_MAX} of A-Z, a-z, 0-9, '.', '_', '-', \
+             and not {MANIFEST_MODULE:?} or {:?}",
+            hvabi::pack::CMDLINE_ENTRY
+        ));
+    }
+    Ok(module)
 }
 
 fn valid_name(s: &str) -> bool {
@@ -460,7 +525,15 @@ mod tests {
         for name in known().iter().filter(|n| *n != NONE) {
             let file = dir().join(format!("{name}.toml"));
             let text = fs::read_to_string(&file).unwrap();
-            let checked = check(&text, name, &resolve_image).unwrap_or_else(|e| panic!("{e:#}"));
+            // Every guest crate counts, also one not in this checkout yet.
+            let resolve = |image: &str| {
+                if build::GUEST_CRATES.contains(&image) {
+                    Ok(build::kernel_artifact(image))
+                } else {
+                    resolve_image(image)
+                }
+            };
+            let checked = check(&text, name, &resolve).unwrap_or_else(|e| panic!("{e:#}"));
             assert!(!checked.images.is_empty());
         }
     }

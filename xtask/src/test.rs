@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::build::{self, GUEST_CRATES, KERNEL_CRATES};
+use crate::build::{self, KERNEL_CRATES};
 use crate::deps::{self, KERNEL_TARGET};
+use crate::emulator::input::Step;
 use crate::emulator::watch::{self, Ran, Watch};
 use crate::emulator::{Choice, Outcome, QEMU_TCG_CPU};
 use crate::image::Boot;
@@ -63,6 +64,11 @@ struct Case {
     expect: &'static [Want],
     status: Expect,
     timeout_s: u64,
+    /// What to type on COM1 (`emulator::input`): (patterns that must all have appeared since the
+    /// previous step's match, `*` matching within a line; what to send then).
+    input: &'static [(&'static [&'static str], &'static str)],
+    /// Attach the test disk (`image::test_disk`) as the primary ATA master.
+    test_disk: bool,
 }
 
 /// A serial line containing any of these fails the case (a guest's failed check, a kernel
@@ -137,6 +143,42 @@ const ATTACK: &[Want] = &[
     Line("hypervisor: partition neighbour (id 7): shut down with status 0 [as expected]"),
     POWER_OFF_OK,
 ];
+/// The management shell session of the mgmt cases (`scenarios/mgmt.toml`): list, create two
+/// probe partitions and start them, destroy one, open a channel to `chan` and wait for the echo
+/// test and the surviving probe, then list, show statistics and shut down (the management
+/// partition's `on_stop = "poweroff"` ends the run).
+const MGMT_INPUT: &[(&[&str], &str)] = &[
+    (&["mgmt> "], "list\r"),
+    (&["mgmt> "], "create g1 probe\r"),
+    (&["mgmt> "], "create g2 probe\r"),
+    (&["mgmt> "], "start g1\r"),
+    (&["mgmt> "], "start g2\r"),
+    (&["mgmt> "], "destroy g1\r"),
+    (&["mgmt> "], "chan chan\r"),
+    (&["[g2] probe: * checks, 0 failed", "PASS chan-echo", "mgmt> "], "list\r"),
+    (&["mgmt> "], "stats g2\r"),
+    (&["mgmt> "], "shutdown\r"),
+];
+
+/// What the mgmt session must print: the passed-through disk and PCI function, each command's
+/// answer, the hypervisor's own report of the destruction, the echo over the channel, the
+/// surviving probe's checks (among them that a guest's privileged call is refused and the ATA
+/// ports it was not given read as absent), and a clean power-off.
+const MGMT: &[Want] = &[
+    Line("mgmt: disk: sector 0 starts \"MICROHV TEST DISK\", signature 0xaa55"),
+    LineWith(&["mgmt: pci: ", " functions"]),
+    Line("created g1 (id "),
+    Line("created g2 (id "),
+    Line("destroyed g1"),
+    Line("channel "),
+    Line("PASS chan-echo"),
+    LineWith(&["[g2] probe: ", " checks, 0 failed"]),
+    Line("[g2] PASS hc-partition-list-denied"),
+    Line("[g2] PASS ata-ports-absent"),
+    LineWith(&["hypervisor: partition g1 (id ", ") destroyed by mgmt"]),
+    POWER_OFF_OK,
+];
+
 /// Lines of serial log shown for a failed case.
 const TAIL_LINES: usize = 40;
 
@@ -155,6 +197,8 @@ const CASES: &[Case] = &[
         ],
         status: Expect::Success,
         timeout_s: 60,
+        input: &[],
+        test_disk: false,
     },
     Case {
         name: "qemu-uefi",
@@ -170,6 +214,8 @@ const CASES: &[Case] = &[
         ],
         status: Expect::Success,
         timeout_s: 120,
+        input: &[],
+        test_disk: false,
     },
     Case {
         name: "bochs-multiboot",
@@ -185,6 +231,8 @@ const CASES: &[Case] = &[
         ],
         status: Expect::Success,
         timeout_s: 180,
+        input: &[],
+        test_disk: false,
     },
     Case {
         name: "bochs-uefi",
@@ -200,6 +248,8 @@ const CASES: &[Case] = &[
         ],
         status: Expect::Success,
         timeout_s: 300,
+        input: &[],
+        test_disk: false,
     },
     Case {
         name: "qemu-multiboot-fault-pf",
@@ -215,6 +265,8 @@ const CASES: &[Case] = &[
         ],
         status: Expect::Failure,
         timeout_s: 60,
+        input: &[],
+        test_disk: false,
     },
     Case {
         name: "vmx-probe-tigerlake",
@@ -226,6 +278,8 @@ const CASES: &[Case] = &[
         expect: PROBE,
         status: Expect::Success,
         timeout_s: 180,
+        input: &[],
+        test_disk: false,
     },
     Case {
         name: "vmx-probe-skylake",
@@ -237,6 +291,8 @@ const CASES: &[Case] = &[
         expect: PROBE,
         status: Expect::Success,
         timeout_s: 180,
+        input: &[],
+        test_disk: false,
     },
     Case {
         name: "vmx-attack",
@@ -248,6 +304,8 @@ const CASES: &[Case] = &[
         expect: ATTACK,
         status: Expect::Success,
         timeout_s: 180,
+        input: &[],
+        test_disk: false,
     },
     Case {
         name: "svm-probe-qemu64",
@@ -259,6 +317,8 @@ const CASES: &[Case] = &[
         expect: PROBE,
         status: Expect::Success,
         timeout_s: 60,
+        input: &[],
+        test_disk: false,
     },
     Case {
         name: "svm-probe-epyc",
@@ -270,6 +330,8 @@ const CASES: &[Case] = &[
         expect: PROBE,
         status: Expect::Success,
         timeout_s: 60,
+        input: &[],
+        test_disk: false,
     },
     Case {
         name: "svm-attack",
@@ -281,6 +343,34 @@ const CASES: &[Case] = &[
         expect: ATTACK,
         status: Expect::Success,
         timeout_s: 60,
+        input: &[],
+        test_disk: false,
+    },
+    Case {
+        name: "vmx-mgmt",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: None,
+        append: "",
+        scenario: "mgmt",
+        expect: MGMT,
+        status: Expect::Success,
+        timeout_s: 600,
+        input: MGMT_INPUT,
+        test_disk: true,
+    },
+    Case {
+        name: "svm-mgmt",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "mgmt",
+        expect: MGMT,
+        status: Expect::Success,
+        timeout_s: 180,
+        input: MGMT_INPUT,
+        test_disk: true,
     },
 ];
 
@@ -306,7 +396,7 @@ const HOST_CHECKS: &[HostCheck] = &[
         name: "kernel-clippy",
         args: || {
             let mut a = strings(&["clippy", "--quiet", "--target", KERNEL_TARGET]);
-            for krate in KERNEL_CRATES.iter().chain(GUEST_CRATES) {
+            for krate in KERNEL_CRATES.iter().chain(&build::guest_crates()) {
                 a.extend(strings(&["-p", krate]));
             }
             a.extend(strings(&["--", "-D", "warnings"]));
@@ -406,6 +496,8 @@ fn run_case(case: &Case) -> Result<String> {
         headless: true,
         gdb: false,
         label: case.name,
+        input: case.input.iter().map(|(wait, send)| Step::new(wait, send)).collect(),
+        test_disk: case.test_disk,
     })?;
     step::note(format!(
         "{}: booting {} with {}",
@@ -433,8 +525,10 @@ fn run_case(case: &Case) -> Result<String> {
 
 /// Checks a finished run against its case: status, forbidden lines, expected lines.
 fn check(case: &Case, ran: &Ran) -> Result<()> {
+    // Where a script stalled says most about a failed interactive case.
+    let stalled = ran.input_left.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
     let outcome = match &ran.outcome {
-        None => bail!("timed out after {} s", case.timeout_s),
+        None => bail!("timed out after {} s{stalled}", case.timeout_s),
         Some(o) => o,
     };
     let lines: Vec<&str> = ran.serial.lines().map(|l| l.trim_end_matches('\r')).collect();
@@ -443,7 +537,7 @@ fn check(case: &Case, ran: &Ran) -> Result<()> {
     }
     match (case.status, outcome) {
         (Expect::Success, Outcome::Success) | (Expect::Failure, Outcome::Failure) => {}
-        (want, got) => bail!("expected {want:?}, the run ended with {got:?}"),
+        (want, got) => bail!("expected {want:?}, the run ended with {got:?}{stalled}"),
     }
     for want in case.expect {
         match *want {
@@ -473,7 +567,13 @@ mod tests {
     use super::*;
 
     fn ran(serial: &str, outcome: Option<Outcome>) -> Ran {
-        Ran { outcome, serial: serial.into(), banner_after: None, elapsed: Duration::ZERO }
+        Ran {
+            outcome,
+            serial: serial.into(),
+            banner_after: None,
+            elapsed: Duration::ZERO,
+            input_left: None,
+        }
     }
 
     #[test]

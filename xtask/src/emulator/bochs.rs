@@ -6,6 +6,10 @@
 //! and `-rc` feeds the debugger `c` and `quit`. The hypervisor ends a run with the magic
 //! breakpoint (`xchg bx, bx`: the debugger stops, `quit` exits 0) or by writing `Shutdown` to
 //! port 0x8900 (with `panic: action=fatal`, exit 1).
+//!
+//! COM1 connects to the xtask as a TCP client (`mode=socket-client`, see `com1`). The GRUB ISO
+//! sits on the secondary ATA channel (`ata1-master`, the BIOS boots it as a CD-ROM), so that the
+//! primary master is free for the test disk.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -14,9 +18,10 @@ use std::process::{Command, ExitStatus};
 
 use anyhow::{Context, Result};
 
+use super::com1::{self, Endpoint};
 use super::{Emulator, Launch, Outcome};
 use crate::deps::{self, Need};
-use crate::image::{Boot, Image, Kind};
+use crate::image::{self, Boot, Image, Kind};
 
 /// CPU model when `--cpu` names none: VMX with EPT, VPID, unrestricted guest.
 pub const DEFAULT_CPU: &str = "tigerlake";
@@ -25,6 +30,10 @@ pub const DEFAULT_CPU: &str = "tigerlake";
 const HEADS: u64 = 16;
 const SECTORS_PER_TRACK: u64 = 63;
 const CYLINDER_BYTES: u64 = HEADS * SECTORS_PER_TRACK * 512;
+/// The test disk's geometry: Bochs wants cylinders x heads x sectors x 512 to be the size of a
+/// flat image exactly, and 1 MiB is not a whole number of 63-sector tracks.
+const TEST_DISK_HEADS: u64 = 16;
+const TEST_DISK_SPT: u64 = 32;
 
 pub struct Bochs;
 
@@ -53,10 +62,15 @@ impl Emulator for Bochs {
         false
     }
 
-    fn command(&self, launch: &Launch) -> Result<Command> {
+    fn com1_kind(&self) -> com1::Kind {
+        com1::Kind::Tcp
+    }
+
+    fn command(&self, launch: &Launch, com1: Option<&Endpoint>) -> Result<Command> {
         let dir = &launch.run_dir;
         let rc = dir.join("bochsrc");
-        fs::write(&rc, bochsrc(launch)?).with_context(|| format!("writing {}", rc.display()))?;
+        fs::write(&rc, bochsrc(launch, com1)?)
+            .with_context(|| format!("writing {}", rc.display()))?;
         let cmds = dir.join("debugger.rc");
         fs::write(&cmds, "c\nquit\n")?;
         let mut cmd = Command::new(deps::path(deps::BOCHS[0]));
@@ -80,7 +94,7 @@ impl Emulator for Bochs {
     }
 }
 
-fn bochsrc(launch: &Launch) -> Result<String> {
+fn bochsrc(launch: &Launch, com1: Option<&Endpoint>) -> Result<String> {
     let dir = &launch.run_dir;
     let cpu = launch.cpu.as_deref().unwrap_or(DEFAULT_CPU);
     let mem = launch.memory_mib;
@@ -93,12 +107,34 @@ fn bochsrc(launch: &Launch) -> Result<String> {
     rc.push_str("magic_break: enabled=1\nport_e9_hack: enabled=1\n");
     rc.push_str("panic: action=fatal\nerror: action=report\n");
     let _ = writeln!(rc, "log: {}", dir.join("bochs.log").display());
-    let _ = writeln!(rc, "com1: enabled=1, mode=file, dev={}", launch.serial_log().display());
+    match com1 {
+        Some(Endpoint::Tcp(port)) => {
+            let _ = writeln!(rc, "com1: enabled=1, mode=socket-client, dev=127.0.0.1:{port}");
+        }
+        other => anyhow::bail!("Bochs' COM1 connects to a TCP port, not {other:?}"),
+    }
+    if launch.test_disk {
+        let bytes = image::TEST_DISK_BYTES;
+        let cylinders = bytes / (TEST_DISK_HEADS * TEST_DISK_SPT * 512);
+        anyhow::ensure!(
+            cylinders * TEST_DISK_HEADS * TEST_DISK_SPT * 512 == bytes,
+            "the test disk is not a whole number of cylinders"
+        );
+        if matches!(launch.image, Image::Disk { .. }) {
+            anyhow::bail!("Bochs: the test disk and the UEFI boot disk both want ata0-master");
+        }
+        let _ = writeln!(
+            rc,
+            "ata0-master: type=disk, mode=flat, path={}, cylinders={cylinders}, heads={TEST_DISK_HEADS}, spt={TEST_DISK_SPT}",
+            launch.test_disk_path().display()
+        );
+    }
     match &launch.image {
         Image::Iso { path } => {
             let _ = writeln!(rc, "romimage: file={}", deps::path(deps::BOCHS_BIOS));
+            rc.push_str("ata1: enabled=1, ioaddr1=0x170, ioaddr2=0x370, irq=15\n");
             let _ =
-                writeln!(rc, "ata0-master: type=cdrom, path={}, status=inserted", path.display());
+                writeln!(rc, "ata1-master: type=cdrom, path={}, status=inserted", path.display());
             rc.push_str("boot: cdrom\n");
         }
         Image::Disk { path } => {

@@ -2,6 +2,8 @@
 //! status into an [`Outcome`]. [`watch`] runs one, with the serial log, a timeout and timings.
 
 mod bochs;
+pub mod com1;
+pub mod input;
 mod qemu;
 pub mod watch;
 
@@ -48,6 +50,11 @@ pub struct Launch {
     pub icount: bool,
     /// Scratch folder of this run: serial log, emulator config and log, writable image copies.
     pub run_dir: PathBuf,
+    /// What to type on COM1, and when (`input`); empty for none.
+    pub input: Vec<input::Step>,
+    /// Attach the test disk (`image::write_test_disk`, made in the run folder) as the primary
+    /// ATA master.
+    pub test_disk: bool,
 }
 
 impl Launch {
@@ -59,6 +66,11 @@ impl Launch {
     /// Where the emulator's own output goes in headless runs.
     pub fn emulator_log(&self) -> PathBuf {
         self.run_dir.join("emulator.log")
+    }
+
+    /// The test disk of this run (when [`Launch::test_disk`]).
+    pub fn test_disk_path(&self) -> PathBuf {
+        self.run_dir.join("test-disk.img")
     }
 }
 
@@ -81,8 +93,11 @@ pub trait Emulator {
     fn image_kind(&self, boot: Boot) -> Kind;
     /// True when the serial console goes straight to the terminal (not to [`Launch::serial_log`]).
     fn serial_on_terminal(&self, launch: &Launch) -> bool;
+    /// The socket this emulator's COM1 connects to when it is not on the terminal.
+    fn com1_kind(&self) -> com1::Kind;
     /// Prepares the run folder (configs, image copies) and returns the command that boots.
-    fn command(&self, launch: &Launch) -> Result<Command>;
+    /// `com1` is where COM1 connects (`None`: the terminal).
+    fn command(&self, launch: &Launch, com1: Option<&com1::Endpoint>) -> Result<Command>;
     /// What the exit status means; may read the emulator's log in the run folder.
     fn outcome(&self, status: ExitStatus, launch: &Launch) -> Outcome;
 }

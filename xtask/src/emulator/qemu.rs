@@ -11,6 +11,7 @@ use std::process::{Command, ExitStatus};
 use anyhow::{Context, Result, bail};
 use hvabi::exit::{QEMU_EXIT_PORT, QEMU_STATUS_FAILURE, QEMU_STATUS_SUCCESS};
 
+use super::com1::{self, Endpoint};
 use super::{Emulator, Launch, Outcome};
 use crate::deps::{self, Need};
 use crate::image::{Boot, Image, Kind};
@@ -49,10 +50,15 @@ impl Emulator for Qemu {
     }
 
     fn serial_on_terminal(&self, launch: &Launch) -> bool {
-        !launch.headless
+        // An input script needs COM1 on a socket; the log is echoed to the terminal instead.
+        !launch.headless && launch.input.is_empty()
     }
 
-    fn command(&self, launch: &Launch) -> Result<Command> {
+    fn com1_kind(&self) -> com1::Kind {
+        com1::Kind::Unix
+    }
+
+    fn command(&self, launch: &Launch, com1: Option<&Endpoint>) -> Result<Command> {
         let mut cmd = Command::new(deps::path(deps::QEMU));
         cmd.args(["-m", &launch.memory_mib.to_string()])
             .args(["-cpu", self.cpu(launch.cpu.as_deref())])
@@ -64,12 +70,29 @@ impl Emulator for Qemu {
         } else if launch.icount {
             cmd.args(["-icount", "shift=0"]);
         }
-        if self.serial_on_terminal(launch) {
+        match com1 {
             // Ctrl-A X quits, Ctrl-A C switches to the QEMU monitor.
-            cmd.args(["-serial", "mon:stdio"]);
-        } else {
-            cmd.arg("-serial").arg(format!("file:{}", launch.serial_log().display()));
-            cmd.args(["-monitor", "none"]);
+            None => {
+                cmd.args(["-serial", "mon:stdio"]);
+            }
+            Some(Endpoint::Unix(path)) => {
+                let path = path.display().to_string();
+                if path.contains(',') {
+                    bail!("QEMU cannot take a socket path with a comma: {path}");
+                }
+                // A client: the xtask listens before QEMU starts.
+                cmd.arg("-chardev").arg(format!("socket,id=com1,path={path}"));
+                cmd.args(["-serial", "chardev:com1", "-monitor", "none"]);
+            }
+            Some(other) => bail!("QEMU's COM1 goes to a Unix socket, not {other:?}"),
+        }
+        if launch.test_disk {
+            // The primary master: where the management partition looks for a disk. A multiboot
+            // `-kernel` boot reads no disk; a UEFI disk image moves to the primary slave.
+            cmd.arg("-drive").arg(format!(
+                "file={},format=raw,if=ide,index=0",
+                comma_free(&launch.test_disk_path())?
+            ));
         }
         if launch.gdb {
             cmd.args(["-s", "-S"]);
@@ -100,7 +123,11 @@ impl Emulator for Qemu {
                     .arg("-drive")
                     .arg(format!("if=pflash,format=raw,file={}", vars.display()))
                     .arg("-drive")
-                    .arg(format!("format=raw,snapshot=on,file={}", path.display()));
+                    .arg(format!(
+                        "format=raw,snapshot=on,file={}{}",
+                        path.display(),
+                        if launch.test_disk { ",if=ide,index=1" } else { "" }
+                    ));
             }
             Image::Iso { path } => {
                 cmd.arg("-cdrom").arg(path).args(["-boot", "d"]);
@@ -125,4 +152,13 @@ impl Emulator for Qemu {
             )),
         }
     }
+}
+
+/// A path for a `-drive` option, where a comma would end the file name.
+fn comma_free(path: &std::path::Path) -> Result<String> {
+    let s = path.display().to_string();
+    if s.contains(',') {
+        bail!("QEMU -drive cannot take a path with a comma: {s}");
+    }
+    Ok(s)
 }

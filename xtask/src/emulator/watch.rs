@@ -1,5 +1,7 @@
-//! Runs an emulator and watches it: follows the serial log (echoing it if asked), notes when the
-//! banner appears, and kills a run that outlives its timeout.
+//! Runs an emulator and watches it: follows the serial log (echoing it if asked), plays the
+//! launch's input script against it, notes when the banner appears, and kills a run that
+//! outlives its timeout. Unless the console is the terminal (interactive QEMU), COM1 is a socket
+//! (`com1`) whose output a thread writes to the serial log.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -8,11 +10,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::com1::{Connection, Listener};
+use super::input::Script;
 use super::{Emulator, Launch, Outcome};
+use crate::image;
 use crate::step;
 
 /// The start of the hypervisor's first line: its appearance is "banner" in the timings.
 pub const BANNER: &str = "microhv ";
+/// How long an emulator may take to connect its COM1 socket (both do it as they start).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a run is watched.
 pub struct Watch {
@@ -32,6 +39,8 @@ pub struct Ran {
     /// From launch to the banner on the serial console.
     pub banner_after: Option<Duration>,
     pub elapsed: Duration,
+    /// The input step still waiting when the run ended (`None`: the script ran to its end).
+    pub input_left: Option<String>,
 }
 
 /// Boots `launch` under `emu` and waits for it to end.
@@ -42,7 +51,15 @@ pub fn run(emu: &dyn Emulator, launch: &Launch, watch: &Watch) -> Result<Ran> {
     fs::create_dir_all(&launch.run_dir)
         .with_context(|| format!("creating {}", launch.run_dir.display()))?;
     let serial_path = launch.serial_log();
-    let mut cmd = emu.command(launch)?;
+    if launch.test_disk {
+        image::write_test_disk(&launch.test_disk_path())?;
+    }
+    let listener = if emu.serial_on_terminal(launch) {
+        None
+    } else {
+        Some(Listener::bind(emu.com1_kind(), &launch.run_dir)?)
+    };
+    let mut cmd = emu.command(launch, listener.as_ref().map(Listener::endpoint))?;
     if launch.headless {
         cmd.stdin(Stdio::null());
     }
@@ -51,9 +68,33 @@ pub fn run(emu: &dyn Emulator, launch: &Launch, watch: &Watch) -> Result<Ran> {
         let log = File::create(launch.emulator_log())?;
         cmd.stdout(log.try_clone()?).stderr(log);
     }
+    // Created before the emulator starts, so that `tail -f` finds it at once.
+    let log = match &listener {
+        Some(_) => Some(
+            File::create(&serial_path)
+                .with_context(|| format!("creating {}", serial_path.display()))?,
+        ),
+        None => None,
+    };
     step::close_line();
     let start = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("cannot start `{}`", step::show(&cmd)))?;
+    let connection = match (&listener, log) {
+        (Some(l), Some(log)) => {
+            let within = watch.timeout.unwrap_or(CONNECT_TIMEOUT).min(CONNECT_TIMEOUT);
+            match l.accept(&mut child, within) {
+                Ok(Some(stream)) => Some(Connection::start(stream, log)?),
+                Ok(None) => None,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    let mut script = Script::new(launch.input.clone());
     let mut serial = Vec::new();
     let mut file = None;
     let mut banner_after = None;
@@ -76,6 +117,12 @@ pub fn run(emu: &dyn Emulator, launch: &Launch, watch: &Watch) -> Result<Ran> {
     };
     let outcome = loop {
         follow(&mut serial, &mut banner_after);
+        if let Some(c) = &connection {
+            let typed = script.poll(&serial);
+            if !typed.is_empty() {
+                c.send(typed);
+            }
+        }
         if let Some(status) = child.try_wait()? {
             break Some(emu.outcome(status, launch));
         }
@@ -87,6 +134,10 @@ pub fn run(emu: &dyn Emulator, launch: &Launch, watch: &Watch) -> Result<Ran> {
         std::thread::sleep(Duration::from_millis(20));
     };
     let elapsed = start.elapsed();
+    if let Some(c) = connection {
+        c.finish();
+    }
+    drop(listener);
     follow(&mut serial, &mut banner_after);
     if watch.echo && serial.last().is_some_and(|&b| b != b'\n') {
         println!();
@@ -96,6 +147,7 @@ pub fn run(emu: &dyn Emulator, launch: &Launch, watch: &Watch) -> Result<Ran> {
         serial: String::from_utf8_lossy(&serial).into_owned(),
         banner_after,
         elapsed,
+        input_left: script.waiting(),
     })
 }
 
