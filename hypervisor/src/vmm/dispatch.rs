@@ -6,8 +6,8 @@ use super::decode::{self, MAX_INSN_LEN};
 use super::exit::{Access, IoAccess, VmExit};
 use super::hypercall;
 use super::msr::{self, Place};
-use super::partition::{Partition, State};
-use super::vcpu::{Event, reg};
+use super::partition::{InsnCache, Partition, State};
+use super::vcpu::{CpuidSite, Event, reg};
 use alloc::format;
 
 /// What the run loop does after an exit.
@@ -68,7 +68,19 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
             g.0[reg::RBX] = u64::from(r.ebx);
             g.0[reg::RCX] = u64::from(r.ecx);
             g.0[reg::RDX] = u64::from(r.edx);
-            skip(p)
+            let decoded = p.vcpu.next_rip().is_none();
+            let flow = skip(p);
+            if decoded && let Some(c) = p.insn_cache {
+                let host = p.ram.host_addr(c.gpa, u64::from(c.len));
+                p.vcpu.set_cpuid_site(host.map(|host| CpuidSite {
+                    rip: c.rip,
+                    cr3: c.cr3,
+                    host,
+                    len: c.len,
+                    bytes: c.bytes,
+                }));
+            }
+            flow
         }
         VmExit::Rdmsr => rdmsr(p),
         VmExit::Wrmsr => wrmsr(p),
@@ -180,6 +192,33 @@ fn fetch(p: &Partition, buf: &mut [u8; MAX_INSN_LEN]) -> Option<usize> {
     Some(n)
 }
 
+/// The length of the instruction at RIP, decoded from guest memory (no next RIP from the
+/// CPU): from [`InsnCache`] when the same bytes sit at the same place as last time.
+fn decoded_len(p: &mut Partition) -> Option<usize> {
+    let (rip, cr3) = (p.vcpu.rip(), p.vcpu.cr(3));
+    if let Some(c) = p.insn_cache
+        && c.rip == rip
+        && c.cr3 == cr3
+        && p.ram.slice(c.gpa, u64::from(c.len)).is_ok_and(|b| b == &c.bytes[..usize::from(c.len)])
+    {
+        return Some(usize::from(c.len));
+    }
+    let mut buf = [0; MAX_INSN_LEN];
+    let n = fetch(p, &mut buf)?;
+    let len = decode::insn_len(&buf[..n], p.vcpu.mode()).ok()?;
+    let paging = p.vcpu.cr(0) & (1 << 31) != 0;
+    let gpa = if paging { p.ram.translate_4level(cr3, rip) } else { Some(rip) };
+    // Only an instruction inside one page has all its bytes at `gpa`.
+    p.insn_cache = gpa.filter(|_| (rip & 0xfff) as usize + len <= 4096).map(|gpa| InsnCache {
+        rip,
+        cr3,
+        gpa,
+        len: len as u8,
+        bytes: buf[..MAX_INSN_LEN].try_into().unwrap_or([0; MAX_INSN_LEN]),
+    });
+    Some(len)
+}
+
 /// Moves RIP past the instruction that exited and ends any interrupt shadow.
 /// [`skip`] for the other handler modules.
 pub fn skip_public(p: &mut Partition) -> Flow {
@@ -189,18 +228,13 @@ pub fn skip_public(p: &mut Partition) -> Flow {
 fn skip(p: &mut Partition) -> Flow {
     let next = match p.vcpu.next_rip() {
         Some(n) => n,
-        None => {
-            let mut buf = [0; MAX_INSN_LEN];
-            let len =
-                fetch(p, &mut buf).and_then(|n| decode::insn_len(&buf[..n], p.vcpu.mode()).ok());
-            match len {
-                Some(len) => p.vcpu.rip() + len as u64,
-                None => {
-                    p.kill(format!("cannot decode the instruction at RIP {:#x}", p.vcpu.rip()));
-                    return Flow::Stopped;
-                }
+        None => match decoded_len(p) {
+            Some(len) => p.vcpu.rip() + len as u64,
+            None => {
+                p.kill(format!("cannot decode the instruction at RIP {:#x}", p.vcpu.rip()));
+                return Flow::Stopped;
             }
-        }
+        },
     };
     p.vcpu.set_rip(next);
     p.vcpu.clear_interrupt_shadow();

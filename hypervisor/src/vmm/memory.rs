@@ -56,6 +56,11 @@ impl GuestRam {
         self.base
     }
 
+    /// The host address of guest-physical `[gpa, gpa + len)`, when all of it is RAM.
+    pub fn host_addr(&self, gpa: u64, len: u64) -> Option<u64> {
+        self.slice(gpa, len).ok().map(|s| s.as_ptr() as u64)
+    }
+
     fn check(&self, gpa: u64, len: u64) -> Result<usize, BadAddress> {
         let off = gpa.checked_sub(self.base).ok_or(BadAddress { gpa, len })?;
         match off.checked_add(len) {

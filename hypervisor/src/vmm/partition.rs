@@ -104,8 +104,24 @@ pub struct Partition {
     /// Refused MSR accesses, VMX/SVM instructions and other violations the guest survived.
     pub refused: u64,
     console: Vec<u8>,
+    /// The last instruction whose length the core decoded (CPUs without a next RIP).
+    pub insn_cache: Option<InsnCache>,
     /// Recent console output, for the management partition's ConsoleRead.
     pub history: alloc::collections::VecDeque<u8>,
+}
+
+/// The length of the instruction last decoded at `rip` under `cr3`, with its bytes: a later
+/// exit at the same place whose bytes (at the same guest-physical address) are unchanged has
+/// the same length, without a page walk or a decode. A guest that remaps the page holding
+/// `rip` without changing CR3 is caught by the byte comparison unless the new page holds the
+/// very same bytes there, in which case the length is the same too.
+#[derive(Clone, Copy, Debug)]
+pub struct InsnCache {
+    pub rip: u64,
+    pub cr3: u64,
+    pub gpa: u64,
+    pub len: u8,
+    pub bytes: [u8; 15],
 }
 
 /// Bytes of console output kept per partition for ConsoleRead.
@@ -229,6 +245,7 @@ impl Partition {
             pending_irq: None,
             refused: 0,
             console: Vec::new(),
+            insn_cache: None,
             history: alloc::collections::VecDeque::new(),
         })
     }

@@ -130,6 +130,9 @@ pub trait Vcpu {
     fn take_fast_exits(&mut self) -> u64 {
         0
     }
+    /// Where the last CPUID the core emulated lies, when the CPU gives no next RIP: the backend
+    /// may then handle later CPUID exits there on its fast path (SVM without NRIP save).
+    fn set_cpuid_site(&mut self, _site: Option<CpuidSite>) {}
     /// The general registers (RSP included, kept in step with the hardware state).
     fn gprs(&mut self) -> &mut Gprs;
     fn rip(&self) -> u64;
@@ -189,6 +192,19 @@ pub trait SecondLevel {
     fn root(&self) -> u64;
     /// Table pages in use.
     fn tables_used(&self) -> usize;
+}
+
+/// A CPUID instruction's place and bytes, as the core decoded them (see
+/// [`Vcpu::set_cpuid_site`]). A later CPUID exit at `rip` under `cr3` whose bytes at host
+/// address `host` still equal `bytes[..len]` is the same instruction.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuidSite {
+    pub rip: u64,
+    pub cr3: u64,
+    /// Host (identity-mapped) address of the instruction's bytes in the partition's RAM.
+    pub host: u64,
+    pub len: u8,
+    pub bytes: [u8; 15],
 }
 
 /// What the backend needs to know to build a vCPU.

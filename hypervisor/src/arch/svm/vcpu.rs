@@ -27,11 +27,13 @@ use super::vmcb::{
 use crate::arch::x86::instr::rdtsc;
 use crate::arch::x86::paging::HostPages;
 use crate::mm::addr::{HostPhys, PAGE_SIZE};
+use crate::vmm::cpuid::{Regs, guest_cpuid};
 use crate::vmm::exit::VmExit;
-use crate::vmm::vcpu::{CpuMode, EntryError, Event, Gprs, HwMsr, Vcpu, VcpuConfig, reg};
+use crate::vmm::vcpu::{CpuMode, CpuidSite, EntryError, Event, Gprs, HwMsr, Vcpu, VcpuConfig, reg};
 use core::fmt;
 
 const RFLAGS_IF: u64 = 1 << 9;
+const CR4_OSXSAVE: u64 = 1 << 18;
 const RFLAGS_VM: u64 = 1 << 17;
 const EFER_LMA: u64 = 1 << 10;
 /// Attribute bits of CS (packed format): L and D/B.
@@ -60,6 +62,10 @@ pub struct SvmVcpu {
     flush: bool,
     /// TSC ticks a run may last (0: no limit); see [`Vcpu::set_timeslice`].
     timeslice: u64,
+    /// Where the core last decoded a CPUID (no NRIP save): the fast path's length source.
+    cpuid_site: Option<CpuidSite>,
+    /// CPUID exits the fast path handled since the core last asked.
+    fast_exits: u64,
 }
 
 impl SvmVcpu {
@@ -84,6 +90,8 @@ impl SvmVcpu {
             gprs: config.initial.gprs,
             pending: None,
             next_rip: None,
+            cpuid_site: None,
+            fast_exits: 0,
             nrip_save,
             // The ASID may have been another vCPU's.
             flush: true,
@@ -154,20 +162,8 @@ impl SvmVcpu {
         g.g_pat = PAT_DEFAULT;
     }
 
-    fn vmcb(&self) -> &Vmcb {
-        // SAFETY: the first frame of `pages` is this vCPU's VMCB, identity-mapped and owned by
-        // it; the CPU writes it only during `svm_run`, when no reference to it exists.
-        unsafe { &*(self.pages.0 as *const Vmcb) }
-    }
-
-    fn vmcb_mut(&mut self) -> &mut Vmcb {
-        // SAFETY: as `vmcb`; `&mut self` makes this the only reference.
-        unsafe { &mut *(self.pages.0 as *mut Vmcb) }
-    }
-}
-
-impl Vcpu for SvmVcpu {
-    fn run(&mut self) -> Result<VmExit, EntryError> {
+    /// One VMRUN to the next #VMEXIT (the body of [`Vcpu::run`]); `start` is when the run began.
+    fn run_once(&mut self, start: u64) -> Result<VmExit, EntryError> {
         let (rax, rsp) = (self.gprs.0[reg::RAX], self.gprs.0[reg::RSP]);
         let event = self.pending.take().map_or(0, event_inj);
         let flush = core::mem::take(&mut self.flush);
@@ -176,7 +172,6 @@ impl Vcpu for SvmVcpu {
         c.tlb_control = if flush { TLB_FLUSH_ALL } else { TLB_FLUSH_NOTHING };
         let g = &mut self.vmcb_mut().save;
         (g.rax, g.rsp) = (rax, rsp);
-        let start = if self.timeslice != 0 { rdtsc() } else { 0 };
         let vmcb = self.pages.0 as *mut Vmcb;
         // SAFETY: the backend set EFER.SVME and VM_HSAVE_PA and filled `host_state` with
         // VMSAVE; the VMCB is this vCPU's, set up by `setup` with the VMRUN intercept and a
@@ -209,9 +204,92 @@ impl Vcpu for SvmVcpu {
         Ok(exit)
     }
 
+    /// The CPUID fast path: a CPUID exit with nothing pending is answered here and the guest
+    /// resumes without the run loop, as on VMX (`vmx::fast`). The instruction's length comes
+    /// from NRIP save, or from the site the core last decoded when the same bytes sit at the
+    /// same place; anything else, or the end of the time slice, goes the normal way. True when
+    /// handled.
+    fn fast_cpuid(&mut self, start: u64) -> bool {
+        if self.pending.is_some()
+            || (self.timeslice != 0 && rdtsc().wrapping_sub(start) >= self.timeslice)
+        {
+            return false;
+        }
+        let v = self.vmcb();
+        if v.control.int_state & INTERRUPT_SHADOW != 0 {
+            return false;
+        }
+        let rip = v.save.rip;
+        let next = match self.next_rip {
+            Some(n) => n,
+            None => match self.cpuid_site {
+                Some(s) if s.rip == rip && s.cr3 == v.save.cr3 => {
+                    let len = usize::from(s.len);
+                    // SAFETY: `host` is where the partition's RAM holds the instruction, as
+                    // the core found it; the RAM lives as long as the partition and so as this
+                    // vCPU, and the guest cannot change it meanwhile (it is not running).
+                    let now = unsafe { core::slice::from_raw_parts(s.host as *const u8, len) };
+                    if now != &s.bytes[..len] {
+                        return false;
+                    }
+                    rip + len as u64
+                }
+                _ => return false,
+            },
+        };
+        let (leaf, sub) = (self.gprs.0[reg::RAX] as u32, self.gprs.0[reg::RCX] as u32);
+        let osxsave = leaf == 1 && v.save.cr4 & CR4_OSXSAVE != 0;
+        let h = core::arch::x86_64::__cpuid_count(leaf, sub);
+        let r = guest_cpuid(
+            leaf,
+            sub,
+            Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx },
+            osxsave,
+        );
+        self.gprs.0[reg::RAX] = u64::from(r.eax);
+        self.gprs.0[reg::RBX] = u64::from(r.ebx);
+        self.gprs.0[reg::RCX] = u64::from(r.ecx);
+        self.gprs.0[reg::RDX] = u64::from(r.edx);
+        self.vmcb_mut().save.rip = next;
+        self.fast_exits += 1;
+        true
+    }
+
+    fn vmcb(&self) -> &Vmcb {
+        // SAFETY: the first frame of `pages` is this vCPU's VMCB, identity-mapped and owned by
+        // it; the CPU writes it only during `svm_run`, when no reference to it exists.
+        unsafe { &*(self.pages.0 as *const Vmcb) }
+    }
+
+    fn vmcb_mut(&mut self) -> &mut Vmcb {
+        // SAFETY: as `vmcb`; `&mut self` makes this the only reference.
+        unsafe { &mut *(self.pages.0 as *mut Vmcb) }
+    }
+}
+
+impl Vcpu for SvmVcpu {
+    fn run(&mut self) -> Result<VmExit, EntryError> {
+        let start = if self.timeslice != 0 { rdtsc() } else { 0 };
+        loop {
+            let exit = self.run_once(start)?;
+            if exit != VmExit::Cpuid || !self.fast_cpuid(start) {
+                return Ok(exit);
+            }
+        }
+    }
+
+    fn take_fast_exits(&mut self) -> u64 {
+        core::mem::take(&mut self.fast_exits)
+    }
+
+    fn set_cpuid_site(&mut self, site: Option<CpuidSite>) {
+        self.cpuid_site = site;
+    }
+
     fn gprs(&mut self) -> &mut Gprs {
         &mut self.gprs
     }
+
     fn rip(&self) -> u64 {
         self.vmcb().save.rip
     }
