@@ -18,19 +18,31 @@
 //! run (INTR intercept, §15.21.1), as VMX's external-interrupt exiting does; the caller's IF
 //! is restored before STGI, so a pending interrupt is taken only when the caller allows it.
 
+use super::fast::FastCtx;
 use super::vmcb::Vmcb;
 use crate::vmm::vcpu::Gprs;
 use core::arch::{asm, naked_asm};
 
-/// Runs the guest of `vmcb` until the next #VMEXIT, with its general registers from `gprs`
-/// (RAX and RSP come from the VMCB), and stores them back. The exit is described in the VMCB.
+/// Runs the guest of `vmcb` until the next #VMEXIT the fast path does not handle, with its
+/// general registers from `gprs` (RAX and RSP come from the VMCB), and stores them back. The
+/// exit is described in the VMCB.
+///
+/// After each #VMEXIT the stub saves the guest's VMLOAD state, loads the host's, stores the
+/// guest's registers and offers the exit to [`super::fast::svm_fast_exit`]; when that handled
+/// it, the stub loads the guest's registers and VMLOAD state again and re-enters at once.
 ///
 /// # Safety
 /// EFER.SVME is set and VM_HSAVE_PA names a page of the hypervisor's; `vmcb` is a set-up
 /// VMCB owned by the caller (identity-mapped: its address is also its physical address);
-/// `host_state` is the physical address of a page that [`vmsave`] filled on this CPU.
+/// `host_state` is the physical address of a page that [`vmsave`] filled on this CPU; `fast`
+/// describes this VMCB's vCPU.
 #[unsafe(naked)]
-pub unsafe extern "C" fn svm_run(gprs: *mut Gprs, vmcb: *mut Vmcb, host_state: u64) {
+pub unsafe extern "C" fn svm_run(
+    gprs: *mut Gprs,
+    vmcb: *mut Vmcb,
+    host_state: u64,
+    fast: *mut FastCtx,
+) {
     naked_asm!(
         "push rbx",
         "push rbp",
@@ -39,11 +51,16 @@ pub unsafe extern "C" fn svm_run(gprs: *mut Gprs, vmcb: *mut Vmcb, host_state: u
         "push r14",
         "push r15",
         "pushfq",
+        // [rsp]: padding (16-byte alignment for the call below), +8 fast, +16 host_state,
+        // +24 gprs.
         "push rdi",
         "push rdx",
+        "push rcx",
+        "sub rsp, 8",
         "mov rax, rsi",
         "clgi",
         "sti",
+        "2:",
         "mov rcx, [rdi + 0x08]",
         "mov rdx, [rdi + 0x10]",
         "mov rbx, [rdi + 0x18]",
@@ -63,7 +80,7 @@ pub unsafe extern "C" fn svm_run(gprs: *mut Gprs, vmcb: *mut Vmcb, host_state: u
         // #VMEXIT: RAX, RSP, RFLAGS (IF set, GIF clear) are the host's again.
         "vmsave rax",
         "push rdi",
-        "mov rdi, [rsp + 16]",
+        "mov rdi, [rsp + 32]",
         "mov [rdi + 0x08], rcx",
         "mov [rdi + 0x10], rdx",
         "mov [rdi + 0x18], rbx",
@@ -78,9 +95,18 @@ pub unsafe extern "C" fn svm_run(gprs: *mut Gprs, vmcb: *mut Vmcb, host_state: u
         "mov [rdi + 0x70], r14",
         "mov [rdi + 0x78], r15",
         "pop qword ptr [rdi + 0x38]",
-        "pop rax",
+        "mov rbx, rax",
+        "mov rax, [rsp + 16]",
         "vmload rax",
-        "add rsp, 8",
+        // The fast path, with the host's state loaded: svm_fast_exit(gprs, fast).
+        "mov rsi, [rsp + 8]",
+        "call {fast}",
+        "mov rcx, rax",
+        "mov rax, rbx",
+        "mov rdi, [rsp + 24]",
+        "test rcx, rcx",
+        "jnz 2b",
+        "add rsp, 32",
         "popfq",
         "stgi",
         "pop r15",
@@ -90,6 +116,7 @@ pub unsafe extern "C" fn svm_run(gprs: *mut Gprs, vmcb: *mut Vmcb, host_state: u
         "pop rbp",
         "pop rbx",
         "ret",
+        fast = sym super::fast::svm_fast_exit,
     )
 }
 

@@ -9,6 +9,7 @@
 
 pub mod entry;
 pub mod exit;
+pub mod fast;
 pub mod npt;
 pub mod vcpu;
 pub mod vmcb;

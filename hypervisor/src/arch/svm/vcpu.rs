@@ -20,6 +20,7 @@
 use super::EFER_SVME;
 use super::entry::svm_run;
 use super::exit::{code_name, decode};
+use super::fast::FastCtx;
 use super::vmcb::{
     INTERRUPT_SHADOW, IntCtl, Intercept1 as I1, Intercept2 as I2, NP_ENABLE, Seg, TLB_FLUSH_ALL,
     TLB_FLUSH_NOTHING, Vmcb, event_inj, reinjected,
@@ -27,13 +28,11 @@ use super::vmcb::{
 use crate::arch::x86::instr::rdtsc;
 use crate::arch::x86::paging::HostPages;
 use crate::mm::addr::{HostPhys, PAGE_SIZE};
-use crate::vmm::cpuid::{Regs, guest_cpuid};
 use crate::vmm::exit::VmExit;
 use crate::vmm::vcpu::{CpuMode, CpuidSite, EntryError, Event, Gprs, HwMsr, Vcpu, VcpuConfig, reg};
 use core::fmt;
 
 const RFLAGS_IF: u64 = 1 << 9;
-const CR4_OSXSAVE: u64 = 1 << 18;
 const RFLAGS_VM: u64 = 1 << 17;
 const EFER_LMA: u64 = 1 << 10;
 /// Attribute bits of CS (packed format): L and D/B.
@@ -176,7 +175,16 @@ impl SvmVcpu {
         // SAFETY: the backend set EFER.SVME and VM_HSAVE_PA and filled `host_state` with
         // VMSAVE; the VMCB is this vCPU's, set up by `setup` with the VMRUN intercept and a
         // non-zero ASID, and its guest state is what the core validated.
-        unsafe { svm_run(&mut self.gprs, vmcb, self.host_state) };
+        let mut fast = FastCtx {
+            vmcb,
+            nrip_save: self.nrip_save,
+            site: self.cpuid_site,
+            start,
+            timeslice: self.timeslice,
+            handled: 0,
+        };
+        unsafe { svm_run(&mut self.gprs, vmcb, self.host_state, &mut fast) };
+        self.fast_exits += fast.handled;
 
         let v = self.vmcb();
         let (code, info1, info2) =
@@ -204,57 +212,6 @@ impl SvmVcpu {
         Ok(exit)
     }
 
-    /// The CPUID fast path: a CPUID exit with nothing pending is answered here and the guest
-    /// resumes without the run loop, as on VMX (`vmx::fast`). The instruction's length comes
-    /// from NRIP save, or from the site the core last decoded when the same bytes sit at the
-    /// same place; anything else, or the end of the time slice, goes the normal way. True when
-    /// handled.
-    fn fast_cpuid(&mut self, start: u64) -> bool {
-        if self.pending.is_some()
-            || (self.timeslice != 0 && rdtsc().wrapping_sub(start) >= self.timeslice)
-        {
-            return false;
-        }
-        let v = self.vmcb();
-        if v.control.int_state & INTERRUPT_SHADOW != 0 {
-            return false;
-        }
-        let rip = v.save.rip;
-        let next = match self.next_rip {
-            Some(n) => n,
-            None => match self.cpuid_site {
-                Some(s) if s.rip == rip && s.cr3 == v.save.cr3 => {
-                    let len = usize::from(s.len);
-                    // SAFETY: `host` is where the partition's RAM holds the instruction, as
-                    // the core found it; the RAM lives as long as the partition and so as this
-                    // vCPU, and the guest cannot change it meanwhile (it is not running).
-                    let now = unsafe { core::slice::from_raw_parts(s.host as *const u8, len) };
-                    if now != &s.bytes[..len] {
-                        return false;
-                    }
-                    rip + len as u64
-                }
-                _ => return false,
-            },
-        };
-        let (leaf, sub) = (self.gprs.0[reg::RAX] as u32, self.gprs.0[reg::RCX] as u32);
-        let osxsave = leaf == 1 && v.save.cr4 & CR4_OSXSAVE != 0;
-        let h = core::arch::x86_64::__cpuid_count(leaf, sub);
-        let r = guest_cpuid(
-            leaf,
-            sub,
-            Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx },
-            osxsave,
-        );
-        self.gprs.0[reg::RAX] = u64::from(r.eax);
-        self.gprs.0[reg::RBX] = u64::from(r.ebx);
-        self.gprs.0[reg::RCX] = u64::from(r.ecx);
-        self.gprs.0[reg::RDX] = u64::from(r.edx);
-        self.vmcb_mut().save.rip = next;
-        self.fast_exits += 1;
-        true
-    }
-
     fn vmcb(&self) -> &Vmcb {
         // SAFETY: the first frame of `pages` is this vCPU's VMCB, identity-mapped and owned by
         // it; the CPU writes it only during `svm_run`, when no reference to it exists.
@@ -270,12 +227,7 @@ impl SvmVcpu {
 impl Vcpu for SvmVcpu {
     fn run(&mut self) -> Result<VmExit, EntryError> {
         let start = if self.timeslice != 0 { rdtsc() } else { 0 };
-        loop {
-            let exit = self.run_once(start)?;
-            if exit != VmExit::Cpuid || !self.fast_cpuid(start) {
-                return Ok(exit);
-            }
-        }
+        self.run_once(start)
     }
 
     fn take_fast_exits(&mut self) -> u64 {

@@ -1,0 +1,84 @@
+//! The exit fast path, as on VMX (`arch/vmx/fast.rs`): a CPUID exit with nothing pending is
+//! answered inside the world-switch stub ([`super::entry::svm_run`]) and the guest resumes at
+//! once, without returning to the run loop. The answer is the core's own [`guest_cpuid`].
+//!
+//! The instruction's length comes from NRIP save (APM Vol. 2 §15.7.1) where the CPU has it.
+//! Without it (QEMU TCG) it comes from the site the core last decoded
+//! ([`crate::vmm::vcpu::CpuidSite`]): the same RIP under the same CR3 with the same bytes at
+//! the same place in the partition's RAM is the same instruction. Anything else (an interrupt
+//! shadow, an event being delivered again, the end of the time slice) goes the normal way.
+
+use super::vmcb::{INTERRUPT_SHADOW, TLB_FLUSH_NOTHING, Vmcb};
+use crate::arch::x86::instr::rdtsc;
+use crate::vmm::cpuid::{Regs, guest_cpuid};
+use crate::vmm::vcpu::{CpuidSite, Gprs, reg};
+
+/// SVM exit code of CPUID (APM Vol. 2 Appendix C).
+const EXIT_CPUID: u64 = 0x72;
+/// EXITINTINFO.V: an event was being delivered when the exit happened (§15.7.2).
+const EXITINTINFO_VALID: u64 = 1 << 31;
+const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// What the stub's fast path needs of the vCPU, for one [`super::entry::svm_run`].
+#[derive(Debug)]
+#[repr(C)]
+pub struct FastCtx {
+    pub vmcb: *mut Vmcb,
+    pub nrip_save: bool,
+    pub site: Option<CpuidSite>,
+    /// TSC at the start of the run and the time slice (0: none).
+    pub start: u64,
+    pub timeslice: u64,
+    /// Exits handled here during the run.
+    pub handled: u64,
+}
+
+/// Called by the stub after each #VMEXIT, with the host's state loaded again and the guest's
+/// general registers in `g` (RAX and RSP are in the VMCB). 1 when the exit was handled and the
+/// guest may resume.
+pub extern "C" fn svm_fast_exit(g: &mut Gprs, ctx: &mut FastCtx) -> u64 {
+    // SAFETY: `vmcb` is the running vCPU's VMCB (identity-mapped, owned by it); the CPU does
+    // not touch it between #VMEXIT and the next VMRUN, and no other reference is live while
+    // the stub runs.
+    let v = unsafe { &mut *ctx.vmcb };
+    let c = &v.control;
+    if c.exit_code != EXIT_CPUID
+        || c.exit_int_info & EXITINTINFO_VALID != 0
+        || c.int_state & INTERRUPT_SHADOW != 0
+        || (ctx.timeslice != 0 && rdtsc().wrapping_sub(ctx.start) >= ctx.timeslice)
+    {
+        return 0;
+    }
+    let rip = v.save.rip;
+    let next = if ctx.nrip_save && c.next_rip != 0 {
+        c.next_rip
+    } else {
+        match &ctx.site {
+            Some(s) if s.rip == rip && s.cr3 == v.save.cr3 => {
+                let len = usize::from(s.len);
+                // SAFETY: `host` is where the partition's RAM holds the instruction, as the
+                // core found it; that RAM outlives the vCPU, and the guest is not running.
+                let now = unsafe { core::slice::from_raw_parts(s.host as *const u8, len) };
+                // Byte by byte: short, and no call to memcmp on this path.
+                if !now.iter().zip(&s.bytes[..len]).all(|(a, b)| a == b) {
+                    return 0;
+                }
+                rip + len as u64
+            }
+            _ => return 0,
+        }
+    };
+    let (leaf, sub) = (v.save.rax as u32, g.0[reg::RCX] as u32);
+    let osxsave = leaf == 1 && v.save.cr4 & CR4_OSXSAVE != 0;
+    let h = core::arch::x86_64::__cpuid_count(leaf, sub);
+    let r =
+        guest_cpuid(leaf, sub, Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx }, osxsave);
+    v.save.rax = u64::from(r.eax);
+    g.0[reg::RBX] = u64::from(r.ebx);
+    g.0[reg::RCX] = u64::from(r.ecx);
+    g.0[reg::RDX] = u64::from(r.edx);
+    v.save.rip = next;
+    v.control.tlb_control = TLB_FLUSH_NOTHING;
+    ctx.handled += 1;
+    1
+}
