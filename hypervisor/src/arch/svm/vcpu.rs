@@ -172,9 +172,6 @@ impl SvmVcpu {
         let g = &mut self.vmcb_mut().save;
         (g.rax, g.rsp) = (rax, rsp);
         let vmcb = self.pages.0 as *mut Vmcb;
-        // SAFETY: the backend set EFER.SVME and VM_HSAVE_PA and filled `host_state` with
-        // VMSAVE; the VMCB is this vCPU's, set up by `setup` with the VMRUN intercept and a
-        // non-zero ASID, and its guest state is what the core validated.
         let mut fast = FastCtx {
             vmcb,
             nrip_save: self.nrip_save,
@@ -183,6 +180,10 @@ impl SvmVcpu {
             timeslice: self.timeslice,
             handled: 0,
         };
+        // SAFETY: the backend set EFER.SVME and VM_HSAVE_PA and filled `host_state` with
+        // VMSAVE; the VMCB is this vCPU's, set up by `setup` with the VMRUN intercept and a
+        // non-zero ASID, and its guest state is what the core validated; `fast` describes
+        // this vCPU and its VMCB.
         unsafe { svm_run(&mut self.gprs, vmcb, self.host_state, &mut fast) };
         self.fast_exits += fast.handled;
 
