@@ -133,7 +133,7 @@ impl Channels {
         }
     }
 
-    /// The channels served, oldest first.
+    /// The channels served, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = &Served> {
         self.slots.iter().flatten()
     }
