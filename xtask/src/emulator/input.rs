@@ -7,7 +7,9 @@
 //!
 //! A pattern is literal text in which `*` matches any run of characters within one line (`\*`
 //! is a literal star): `[g2] probe: * checks, 0 failed` matches the probe's summary line of
-//! partition g2 whatever its count. On the command line (`cargo xtask run --input`) a step is
+//! partition g2 whatever its count. A leading `^` searches the whole output so far instead of
+//! only what came after the previous step's match (for a line that may come before the previous
+//! step's, such as another partition's; `\^` is a literal caret at the start). On the command line (`cargo xtask run --input`) a step is
 //! `WAIT=>SEND`; WAIT may hold several patterns joined by `&&` (all must appear, in any order);
 //! both sides take the escapes `\r \n \t \\ \xNN` (and WAIT `\*`, `\&`).
 
@@ -64,6 +66,8 @@ impl Step {
 pub struct Pattern {
     /// As written, for messages.
     text: String,
+    /// Searched in the whole output, not only after the previous step's match (leading `^`).
+    anywhere: bool,
     /// The literal pieces between the wildcards.
     parts: Vec<Vec<u8>>,
 }
@@ -73,7 +77,8 @@ impl Pattern {
     /// [`unescape`].
     pub fn parse(text: &str) -> Result<Self> {
         let mut parts = vec![Vec::new()];
-        let mut chars = text.chars().peekable();
+        let anywhere = text.starts_with('^');
+        let mut chars = text.strip_prefix('^').unwrap_or(text).chars().peekable();
         while let Some(c) = chars.next() {
             match c {
                 '*' => parts.push(Vec::new()),
@@ -87,7 +92,7 @@ impl Pattern {
                 }
             }
         }
-        Ok(Pattern { text: text.to_string(), parts })
+        Ok(Pattern { text: text.to_string(), anywhere, parts })
     }
 
     /// The end (exclusive byte offset) of the first match in `hay`, if any.
@@ -154,7 +159,7 @@ fn escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<u8> {
         Some('t') => b'\t',
         Some('0') => 0,
         Some('e') => 0x1b,
-        Some(c @ ('\\' | '*' | '&' | '=' | '>')) => c as u8,
+        Some(c @ ('\\' | '*' | '&' | '=' | '>' | '^')) => c as u8,
         Some('x') => {
             let hex: String = chars.by_ref().take(2).collect();
             match u8::from_str_radix(&hex, 16) {
@@ -162,7 +167,9 @@ fn escape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<u8> {
                 _ => bail!("bad escape \\x{hex}: want two hex digits"),
             }
         }
-        Some(c) => bail!("unknown escape \\{c} (known: \\r \\n \\t \\0 \\e \\\\ \\* \\& \\xNN)"),
+        Some(c) => {
+            bail!("unknown escape \\{c} (known: \\r \\n \\t \\0 \\e \\\\ \\* \\& \\^ \\xNN)")
+        }
         None => bail!("a backslash at the end"),
     })
 }
@@ -201,10 +208,20 @@ impl Script {
     pub fn poll(&mut self, serial: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         while let Some(step) = self.steps.get(self.next) {
-            let hay = &serial[self.cursor.min(serial.len())..];
-            let ends: Option<Vec<usize>> = step.wait.iter().map(|p| p.find(hay)).collect();
+            let from = self.cursor.min(serial.len());
+            let ends: Option<Vec<usize>> = step
+                .wait
+                .iter()
+                .map(|p| {
+                    if p.anywhere {
+                        p.find(serial)
+                    } else {
+                        p.find(&serial[from..]).map(|e| e + from)
+                    }
+                })
+                .collect();
             let Some(ends) = ends else { break };
-            self.cursor += ends.into_iter().max().unwrap_or(0);
+            self.cursor = ends.into_iter().fold(from, usize::max);
             out.extend_from_slice(&step.send);
             self.next += 1;
         }
@@ -286,6 +303,17 @@ mod tests {
         log.extend_from_slice(b"[g2] probe: 66 checks, 0 failed\n");
         assert_eq!(s.poll(&log), b"stats g2\r");
         assert_eq!(s.waiting(), None);
+        // `^` looks before the previous match too; the cursor never moves back.
+        let mut s = Script::new(vec![
+            Step::new(&["b"], "1"),
+            Step::new(&["^a", "c"], "2"),
+            Step::new(&["^a"], "3"),
+            Step::new(&["a"], "4"),
+        ]);
+        assert_eq!(s.poll(b"a b c"), b"123");
+        assert_eq!(s.poll(b"a b c a"), b"4");
+        assert_eq!(Pattern::parse("\\^a").unwrap().find(b"^a"), Some(2));
+        assert_eq!(Step::parse("\\^x=>y").unwrap().wait[0].anywhere, false);
         // Steps whose waits are all there already go out together, in order.
         let mut s = Script::new(vec![Step::new(&["a"], "1"), Step::new(&["a"], "2")]);
         assert_eq!(s.poll(b"a a"), b"12");
