@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(s.poll(b"a b c"), b"123");
         assert_eq!(s.poll(b"a b c a"), b"4");
         assert_eq!(Pattern::parse("\\^a").unwrap().find(b"^a"), Some(2));
-        assert_eq!(Step::parse("\\^x=>y").unwrap().wait[0].anywhere, false);
+        assert!(!Step::parse("\\^x=>y").unwrap().wait[0].anywhere);
         // Steps whose waits are all there already go out together, in order.
         let mut s = Script::new(vec![Step::new(&["a"], "1"), Step::new(&["a"], "2")]);
         assert_eq!(s.poll(b"a a"), b"12");
