@@ -5,6 +5,7 @@
 //! (or if its self-test fails) output is dropped, never a hang.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 use uart_16550::backend::PioBackend;
 use uart_16550::{Config, Uart16550Tty};
@@ -27,9 +28,21 @@ fn with_console<R>(f: impl FnOnce(&mut Uart16550Tty<PioBackend>) -> R) -> Option
     x86_64::instructions::interrupts::without_interrupts(|| CONSOLE.lock().as_mut().map(f))
 }
 
+/// Which partition's console line is open on COM1 (its id + 1; 0 = none): a partition's
+/// partial line (a prompt, an echoed key) is shown at once, and more of the same line follows
+/// it without a new prefix. Any other output ends the open line first.
+static OPEN_LINE: AtomicU64 = AtomicU64::new(0);
+
+fn close_open_line(c: &mut Uart16550Tty<PioBackend>) {
+    if OPEN_LINE.swap(0, Ordering::Relaxed) != 0 {
+        let _ = c.write_str("\n");
+    }
+}
+
 /// Writes formatted text to COM1.
 pub fn write_fmt(args: fmt::Arguments<'_>) {
     with_console(|c| {
+        close_open_line(c);
         let _ = c.write_fmt(args);
     });
 }
@@ -37,7 +50,26 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
 /// Writes raw text to COM1.
 pub fn write_str(s: &str) {
     with_console(|c| {
+        close_open_line(c);
         let _ = c.write_str(s);
+    });
+}
+
+/// Writes part of partition `owner`'s console line: after `prefix` unless that partition's
+/// line is the one open; `end` ends the line.
+pub fn write_partition_line(owner: u64, prefix: &str, text: &str, end: bool) {
+    with_console(|c| {
+        if OPEN_LINE.load(Ordering::Relaxed) != owner + 1 {
+            close_open_line(c);
+            let _ = c.write_str(prefix);
+        }
+        let _ = c.write_str(text);
+        if end {
+            let _ = c.write_str("\n");
+            OPEN_LINE.store(0, Ordering::Relaxed);
+        } else {
+            OPEN_LINE.store(owner + 1, Ordering::Relaxed);
+        }
     });
 }
 
@@ -85,6 +117,7 @@ impl log::Log for Logger {
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
             with_console(|c| {
+                close_open_line(c);
                 let _ = writeln!(c, "[cpu0 {:5}] {}", record.level(), record.args());
             });
         }

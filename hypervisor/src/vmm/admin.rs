@@ -99,8 +99,13 @@ impl Machine<'_> {
         };
         // The call may have removed partitions: find the caller again.
         let Some(p) = self.parts.iter_mut().find(|p| p.id == caller) else { return };
-        if let Err(s) = answer {
-            log::info!("partition {}: {call:?} refused: {s:?}", p.name);
+        match answer {
+            // The normal answer while a guest waits for its channel.
+            Err(Status::NotFound) if call == Call::ChannelQuery => {
+                log::debug!("partition {}: {call:?}: no channel yet", p.name)
+            }
+            Err(s) => log::info!("partition {}: {call:?} refused: {s:?}", p.name),
+            Ok(_) => {}
         }
         let g = p.vcpu.gprs();
         match answer {
@@ -226,7 +231,15 @@ impl Machine<'_> {
             p.state
         );
         super::run::print_stats(&p);
-        self.channels.retain(|c| !c.ends.contains(&id));
+        drop(p);
+        // Its channels go too: unmapped from the surviving end, their pages freed.
+        let (gone, kept): (alloc::vec::Vec<Channel>, _) =
+            core::mem::take(&mut self.channels).into_iter().partition(|c| c.ends.contains(&id));
+        self.channels = kept;
+        for c in gone {
+            self.unmap_channel(&c, c.ends.iter().copied().filter(|&e| e != id));
+            crate::arch::x86::paging::HostPages::free(c.page, 1);
+        }
         Ok(None)
     }
 
@@ -264,9 +277,13 @@ impl Machine<'_> {
         let page =
             crate::arch::x86::paging::HostPages::alloc_zeroed(1).ok_or(Status::InvalidArgument)?;
         let gpa = hvabi::channel::gpa(id);
-        for pid in [caller, other] {
+        let channel = Channel { id, page, ends: [caller, other], vectors: [0, 0] };
+        for (n, pid) in [caller, other].into_iter().enumerate() {
             let k = self.index_of(pid)?;
             if self.parts[k].slat.map(gpa, page.0, 4096).is_err() {
+                // Undo the mapping already made, and give the page back.
+                self.unmap_channel(&channel, [caller, other].into_iter().take(n));
+                crate::arch::x86::paging::HostPages::free(page, 1);
                 return Err(Status::InvalidArgument);
             }
         }
@@ -275,8 +292,22 @@ impl Machine<'_> {
             self.parts[self.index_of(caller)?].name,
             self.parts[j].name
         );
-        self.channels.push(Channel { id, page, ends: [caller, other], vectors: [0, 0] });
+        self.channels.push(channel);
         Ok(Some(id))
+    }
+
+    /// Removes channel `c`'s page from the second-level tables of `ends`.
+    fn unmap_channel(&mut self, c: &Channel, ends: impl Iterator<Item = u64>) {
+        let gpa = hvabi::channel::gpa(c.id);
+        for e in ends {
+            if let Ok(k) = self.index_of(e) {
+                let p = &mut self.parts[k];
+                if p.slat.unmap(gpa, 4096).is_err() {
+                    log::warn!("partition {}: channel {} page was not mapped", p.name, c.id);
+                }
+                p.vcpu.flush_second_level();
+            }
+        }
     }
 
     fn channel_bind(&mut self, caller: u64, id: u64, vector: u64) -> Answer {

@@ -151,6 +151,8 @@ impl<'a> Machine<'a> {
             {
                 let flow = run_slice(&mut self.parts[i]);
                 self.parts[i].drain_devices();
+                // A prompt or an echoed key shows at once, not when its line ends.
+                self.parts[i].show_partial_line();
                 if let Flow::Admin(call) = flow {
                     self.admin(i, call);
                     continue; // the caller keeps the CPU
@@ -184,7 +186,10 @@ impl<'a> Machine<'a> {
     /// Takes typed bytes from COM1: Ctrl-A ×3 switches focus; other bytes go to the focused
     /// partition's UART or to the debug keys.
     fn poll_console(&mut self) {
-        while let Some(b) = console::read_byte() {
+        // Bytes stay in COM1 (and the emulator or terminal behind it holds the rest) while the
+        // focused partition's UART has no room: typed input is never dropped.
+        while self.input_room() {
+            let Some(b) = console::read_byte() else { break };
             if b == CTRL_A {
                 self.ctrl_a += 1;
                 if self.ctrl_a == 3 {
@@ -208,6 +213,19 @@ impl<'a> Machine<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// True when the focus can take a byte now.
+    fn input_room(&mut self) -> bool {
+        match self.focus {
+            Focus::Hypervisor => true,
+            Focus::Partition(id) => self
+                .parts
+                .iter_mut()
+                .find(|p| p.id == id)
+                .and_then(|p| p.io.uart())
+                .is_none_or(|u| u.input_room() > 0),
         }
     }
 

@@ -359,7 +359,8 @@ impl Partition {
         })
     }
 
-    /// Appends console bytes; complete lines go to COM1 prefixed with the partition's name.
+    /// Appends console bytes; complete lines go to COM1 prefixed with the partition's name
+    /// (a partial line waits for [`Partition::show_partial_line`]).
     pub fn console_bytes(&mut self, bytes: &[u8]) {
         for &b in bytes {
             if self.history.len() >= HISTORY_BYTES {
@@ -367,7 +368,7 @@ impl Partition {
             }
             self.history.push_back(b);
             if b == b'\n' {
-                self.flush_console();
+                self.emit_console(true);
             } else if b != b'\r' {
                 self.console.push(b);
                 if self.console.len() >= 200 {
@@ -377,12 +378,24 @@ impl Partition {
         }
     }
 
-    /// Prints what is buffered of the current console line.
+    /// Shows what is buffered of the current line without ending it (a prompt, an echoed
+    /// key); the rest of the line follows it on COM1.
+    pub fn show_partial_line(&mut self) {
+        if !self.console.is_empty() {
+            self.emit_console(false);
+        }
+    }
+
+    fn emit_console(&mut self, end: bool) {
+        let text = String::from_utf8_lossy(&self.console);
+        crate::console::write_partition_line(self.id, &format!("[{}] ", self.name), &text, end);
+        self.console.clear();
+    }
+
+    /// Prints what is buffered of the current console line and ends it.
     pub fn flush_console(&mut self) {
         if !self.console.is_empty() {
-            let line = String::from_utf8_lossy(&self.console);
-            crate::println!("[{}] {}", self.name, line);
-            self.console.clear();
+            self.emit_console(true);
         }
     }
 
