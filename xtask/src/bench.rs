@@ -56,7 +56,7 @@ const BACKENDS: &[Backend] = &[
     },
     Backend {
         backend: "svm",
-        emulator: "qemu",
+        emulator: "qemu-icount",
         choice: Choice::Qemu,
         cpu: QEMU_TCG_CPU,
         timeout_s: 120,
