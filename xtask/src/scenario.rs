@@ -27,8 +27,11 @@ use crate::step;
 
 /// The built-in scenario without partitions.
 pub const NONE: &str = "none";
-/// The scenario a run boots when none is named, if its file exists (else [`NONE`]).
+/// The scenario a run boots when none is named, if its file exists.
 pub const DEFAULT_FILE: &str = "default";
+/// Else this one, where the checkout has every image it names: the management partition, its
+/// shell on the console, and guests.
+pub const MGMT: &str = "mgmt";
 /// The module name under which the manifest travels (the kernel's `start::MANIFEST_MODULE`).
 pub const MANIFEST_MODULE: &str = "manifest";
 
@@ -56,9 +59,16 @@ pub fn dir() -> PathBuf {
 }
 
 /// The scenario a run boots when `--scenario` is not given: `default` once
-/// `scenarios/default.toml` exists, else `none`.
+/// `scenarios/default.toml` exists; else `mgmt` where its images are all in this checkout
+/// (`guest-images/mgmt` and `chan`); else `none`.
 pub fn default_name() -> &'static str {
-    if dir().join(format!("{DEFAULT_FILE}.toml")).is_file() { DEFAULT_FILE } else { NONE }
+    if dir().join(format!("{DEFAULT_FILE}.toml")).is_file() {
+        DEFAULT_FILE
+    } else if load(MGMT).is_ok() {
+        MGMT
+    } else {
+        NONE
+    }
 }
 
 /// Every scenario name: `none` and the stems of `scenarios/*.toml`, sorted.
