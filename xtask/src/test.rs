@@ -181,7 +181,7 @@ const MGMT: &[Want] = &[
     Line("PASS chan-echo"),
     LineWith(&["[g2] probe: ", " checks, 0 failed"]),
     Line("[g2] PASS hc-partition-list-denied"),
-    Line("[g2] PASS ata-ports-absent"),
+    Line("[g2] PASS port-absent-inb"),
     LineWith(&["hypervisor: partition g1 (id ", ") destroyed by mgmt"]),
     POWER_OFF_OK,
 ];
