@@ -90,6 +90,14 @@ const PROBE: &[Want] = &[PROBE_PASSES, PROBE_SUMMARY, PROBE_EXIT, POWER_OFF_OK];
 /// stops each attack partition (its `stopped:` warning and its final report), while the
 /// neighbouring probe passes every check. RIPs and addresses are left out: they move with the
 /// code.
+/// `scenarios/multiboot.toml`: a 32-bit multiboot 1 kernel, unchanged, passes its entry checks.
+const MULTIBOOT: &[Want] = &[
+    AtLeast(5, "[mb32] PASS "),
+    Line("[mb32] mb32: cmdline \"console=ttyS0 quiet\", loader \"microhv\""),
+    Line("hypervisor: partition mb32 (id 0): shut down with status 0 [as expected]"),
+    POWER_OFF_OK,
+];
+
 const ATTACK: &[Want] = &[
     Line("partition attack-msr: RDMSR 0x480 refused: #GP injected"),
     Line("partition attack-msr: WRMSR 0xc0010114 <- 0x10 refused: #GP injected"),
@@ -335,6 +343,32 @@ const CASES: &[Case] = &[
         append: "",
         scenario: "probe",
         expect: PROBE,
+        status: Expect::Success,
+        timeout_s: 60,
+        input: &[],
+        test_disk: false,
+    },
+    Case {
+        name: "vmx-multiboot",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: None,
+        append: "",
+        scenario: "multiboot",
+        expect: MULTIBOOT,
+        status: Expect::Success,
+        timeout_s: 120,
+        input: &[],
+        test_disk: false,
+    },
+    Case {
+        name: "svm-multiboot",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "multiboot",
+        expect: MULTIBOOT,
         status: Expect::Success,
         timeout_s: 60,
         input: &[],
