@@ -6,6 +6,13 @@
 //! retired instruction, so a figure is an instruction count, the same on every run and machine.
 //! The hypervisor prints its native baseline (`BENCH-NATIVE NAME TICKS`: the same loops without
 //! a guest), the guest its figures (`[bench] BENCH NAME TICKS`).
+//!
+//! A second boot per backend measures the shared-memory channel: `scenarios/mgmt-bench.toml`
+//! (the management partition and `chan` with `bench=1`); the xtask types `chan chan` at the
+//! shell, `chan` echoes messages of 64 and 1024 bytes back and forth and prints
+//! `[chan] BENCH chan-64 TICKS` and `[chan] BENCH chan-1024 TICKS`, ticks per round trip. The
+//! report adds messages and payload bytes per 10^9 ticks: per second at a nominal 1 GHz, where a
+//! tick is one instruction.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -15,10 +22,12 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::build;
-use crate::emulator::watch::{self, Watch};
+use crate::emulator::input::Step;
+use crate::emulator::watch::{self, Ran, Watch};
 use crate::emulator::{BOCHS_DEFAULT_CPU, Choice, Outcome, QEMU_TCG_CPU};
 use crate::image::{Boot, Module};
 use crate::run::{self, Spec};
+use crate::scenario;
 use crate::step;
 
 #[derive(Args, Debug)]
@@ -36,6 +45,20 @@ const GUEST_BENCHES: &[&str] = &["boot-to-guest", "cpuid", "hypercall", "out", "
 const NATIVE_BENCHES: &[&str] = &["cpuid", "out", "mmio"];
 /// Lines of serial log shown for a failed run.
 const TAIL_LINES: usize = 30;
+/// The channel benchmark's scenario, the partition that measures and its message sizes.
+const CHANNEL_SCENARIO: &str = "mgmt-bench";
+const CHANNEL_GUEST: &str = "chan";
+const CHANNEL_SIZES: &[u64] = &[64, 1024];
+/// The session: open the channel once the shell is up (Ctrl-C first drops a stray byte), shut
+/// down after the last figure (`chan` then waits on its channel; the run stalls and times out,
+/// naming this step, if the figure never comes).
+const CHANNEL_INPUT: &[(&[&str], &str)] = &[
+    (&["[mgmt] mgmt: pci: * functions"], "\x03chan chan\r"),
+    (&["[chan] BENCH chan-1024 *\n"], "shutdown\r"),
+];
+/// The nominal rate for the derived figures: 10^9 ticks (one second at 1 GHz, a tick being one
+/// instruction).
+const NOMINAL_TICKS: u64 = 1_000_000_000;
 
 /// One backend's run.
 struct Backend {
@@ -71,6 +94,17 @@ struct Row {
     emulator: &'static str,
     ticks_per_op: u64,
     native_ticks_per_op: Option<u64>,
+    /// Payload bytes per message (channel rows only).
+    message_bytes: Option<u64>,
+}
+
+impl Row {
+    /// Channel rows: messages and payload bytes per [`NOMINAL_TICKS`].
+    fn rates(&self) -> Option<(u64, u64)> {
+        let bytes = self.message_bytes?;
+        let messages = NOMINAL_TICKS.checked_div(self.ticks_per_op)?;
+        Some((messages, messages * bytes))
+    }
 }
 
 pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
@@ -82,16 +116,33 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
             Ok(r) => rows.extend(r),
             Err(e) => {
                 step::note(format!("bench {} ({}): FAILED: {e:#}", b.backend, b.emulator));
-                failed.push(b.backend);
+                failed.push(format!("{} exits", b.backend));
+            }
+        }
+        match measure_channel(b) {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                step::note(format!("bench {} channel ({}): FAILED: {e:#}", b.backend, b.emulator));
+                failed.push(format!("{} channel", b.backend));
             }
         }
     }
+    let (channel, exits): (Vec<Row>, Vec<Row>) =
+        rows.into_iter().partition(|r| r.message_bytes.is_some());
     if args.json {
-        for r in &rows {
+        for r in exits.iter().chain(&channel) {
             println!("{}", json(r));
         }
-    } else if !rows.is_empty() {
-        print!("{}", table(&rows));
+    } else {
+        if !exits.is_empty() {
+            print!("{}", table(&exits));
+        }
+        if !channel.is_empty() {
+            if !exits.is_empty() {
+                println!();
+            }
+            print!("{}", channel_table(&channel));
+        }
     }
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -105,7 +156,7 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
 fn measure(b: &Backend) -> Result<Vec<Row>> {
     let modules = [Module { name: GUEST.into(), path: build::kernel_artifact(GUEST) }];
     let label = format!("bench-{}", b.backend);
-    let mut p = run::prepare(&Spec {
+    let p = run::prepare(&Spec {
         choice: b.choice,
         boot: Boot::Multiboot,
         cpu: Some(b.cpu),
@@ -118,6 +169,36 @@ fn measure(b: &Backend) -> Result<Vec<Row>> {
         input: Vec::new(),
         test_disk: false,
     })?;
+    boot(b, p, |ran| parse(&ran.serial, b))
+}
+
+/// Boots the channel scenario on one backend, opens the channel and returns its figures.
+fn measure_channel(b: &Backend) -> Result<Vec<Row>> {
+    let modules = scenario::modules(CHANNEL_SCENARIO)?;
+    let label = format!("bench-{}-channel", b.backend);
+    let p = run::prepare(&Spec {
+        choice: b.choice,
+        boot: Boot::Multiboot,
+        cpu: Some(b.cpu),
+        memory_mib: 256,
+        append: "",
+        modules: &modules,
+        headless: true,
+        gdb: false,
+        label: &label,
+        input: CHANNEL_INPUT.iter().map(|(wait, send)| Step::new(wait, send)).collect(),
+        test_disk: true,
+    })?;
+    boot(b, p, |ran| parse_channel(&ran.serial, b))
+}
+
+/// Runs a prepared bench boot (with `-icount shift=0` under QEMU) and reads its figures with
+/// `parse` once the hypervisor reported success; errors carry the serial log's tail.
+fn boot(
+    b: &Backend,
+    mut p: run::Prepared,
+    parse: impl Fn(&Ran) -> Result<Vec<Row>>,
+) -> Result<Vec<Row>> {
     p.launch.icount = true;
     step::note(format!(
         "bench {}: booting {} with {}{}",
@@ -128,11 +209,14 @@ fn measure(b: &Backend) -> Result<Vec<Row>> {
     ));
     let watch = Watch { timeout: Some(Duration::from_secs(b.timeout_s)), echo: false };
     let ran = watch::run(p.emulator.as_ref(), &p.launch, &watch)?;
+    let stalled = ran.input_left.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
     let result = match &ran.outcome {
-        None => Err(anyhow::anyhow!("timed out after {} s", b.timeout_s)),
-        Some(Outcome::Success) => parse(&ran.serial, b),
-        Some(Outcome::Failure) => Err(anyhow::anyhow!("the hypervisor reported failure")),
-        Some(Outcome::NoStatus(why)) => Err(anyhow::anyhow!("no hypervisor status: {why}")),
+        None => Err(anyhow::anyhow!("timed out after {} s{stalled}", b.timeout_s)),
+        Some(Outcome::Success) => parse(&ran),
+        Some(Outcome::Failure) => Err(anyhow::anyhow!("the hypervisor reported failure{stalled}")),
+        Some(Outcome::NoStatus(why)) => {
+            Err(anyhow::anyhow!("no hypervisor status: {why}{stalled}"))
+        }
     };
     result.map_err(|e| {
         let log = p.launch.serial_log();
@@ -193,6 +277,46 @@ fn parse(serial: &str, b: &Backend) -> Result<Vec<Row>> {
             emulator: b.emulator,
             ticks_per_op: find(&guest, name).expect("checked above or taken from the list"),
             native_ticks_per_op: find(&native, name),
+            message_bytes: None,
+        })
+        .collect())
+}
+
+/// Reads `[chan] BENCH chan-SIZE TICKS` for every size of [`CHANNEL_SIZES`].
+fn parse_channel(serial: &str, b: &Backend) -> Result<Vec<Row>> {
+    let prefix = format!("[{CHANNEL_GUEST}] BENCH chan-");
+    let mut found: Vec<(u64, u64)> = Vec::new();
+    for line in serial.lines().map(|l| l.trim_end_matches('\r').trim()) {
+        let Some(rest) = line.strip_prefix(&prefix) else { continue };
+        let mut words = rest.split_whitespace();
+        let (Some(size), Some(ticks), None) = (words.next(), words.next(), words.next()) else {
+            bail!("malformed bench line {line:?}");
+        };
+        let (Ok(size), Ok(ticks)) = (size.parse::<u64>(), ticks.parse::<u64>()) else {
+            bail!("malformed bench line {line:?}: want a size and a number of ticks");
+        };
+        if ticks == 0 {
+            bail!("bench line {line:?}: zero ticks per message");
+        }
+        found.push((size, ticks));
+    }
+    let missing: Vec<String> = CHANNEL_SIZES
+        .iter()
+        .filter(|s| !found.iter().any(|(f, _)| f == *s))
+        .map(|s| format!("{prefix}{s}"))
+        .collect();
+    if !missing.is_empty() {
+        bail!("the run printed no line for: {}", missing.join(", "));
+    }
+    Ok(CHANNEL_SIZES
+        .iter()
+        .map(|&size| Row {
+            bench: format!("chan-{size}"),
+            backend: b.backend,
+            emulator: b.emulator,
+            ticks_per_op: found.iter().find(|(f, _)| *f == size).expect("checked").1,
+            native_ticks_per_op: None,
+            message_bytes: Some(size),
         })
         .collect())
 }
@@ -215,8 +339,14 @@ fn json_string(s: &str) -> String {
 
 fn json(r: &Row) -> String {
     let native = r.native_ticks_per_op.map_or("null".to_string(), |n| n.to_string());
+    let channel = match (r.message_bytes, r.rates()) {
+        (Some(bytes), Some((messages, payload))) => format!(
+            ", \"message_bytes\": {bytes}, \"messages_per_1e9_ticks\": {messages}, \"bytes_per_1e9_ticks\": {payload}"
+        ),
+        _ => String::new(),
+    };
     format!(
-        "{{\"bench\": {}, \"backend\": {}, \"emulator\": {}, \"ticks_per_op\": {}, \"native_ticks_per_op\": {native}}}",
+        "{{\"bench\": {}, \"backend\": {}, \"emulator\": {}, \"ticks_per_op\": {}, \"native_ticks_per_op\": {native}{channel}}}",
         json_string(&r.bench),
         json_string(r.backend),
         json_string(r.emulator),
@@ -226,10 +356,10 @@ fn json(r: &Row) -> String {
 
 fn table(rows: &[Row]) -> String {
     let head = ["bench", "backend", "emulator", "ticks/op", "native ticks/op"];
-    let cells: Vec<[String; 5]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.bench.clone(),
                 r.backend.to_string(),
                 r.emulator.to_string(),
@@ -238,13 +368,49 @@ fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
+    layout(&head, &cells)
+}
+
+/// The channel figures: ticks per round trip, and what that makes per 10^9 ticks.
+fn channel_table(rows: &[Row]) -> String {
+    let head = [
+        "channel",
+        "backend",
+        "emulator",
+        "ticks/round trip",
+        "msgs per 10^9 ticks",
+        "payload bytes per 10^9 ticks",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let (messages, bytes) = r.rates().unwrap_or_default();
+            vec![
+                r.bench.clone(),
+                r.backend.to_string(),
+                r.emulator.to_string(),
+                r.ticks_per_op.to_string(),
+                messages.to_string(),
+                bytes.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = layout(&head, &cells);
+    out.push_str(
+        "(10^9 ticks: one second at a nominal 1 GHz, one tick per instruction; payload counted \
+         one way, the echo carries as much back)\n",
+    );
+    out
+}
+
+/// Columns padded to their widest cell: text (the first three) to the left, figures right.
+fn layout(head: &[&str], cells: &[Vec<String>]) -> String {
     let width =
         |i: usize| cells.iter().map(|c| c[i].len()).chain([head[i].len()]).max().unwrap_or(0);
     let widths: Vec<usize> = (0..head.len()).map(width).collect();
     let mut out = String::new();
-    let mut line = |cols: [&str; 5]| {
+    let mut line = |cols: &[&str]| {
         for (i, c) in cols.iter().enumerate() {
-            // Text columns to the left, figures to the right.
             if i < 3 {
                 let _ = write!(out, "{c:<w$}  ", w = widths[i]);
             } else {
@@ -256,8 +422,9 @@ fn table(rows: &[Row]) -> String {
         out.push('\n');
     };
     line(head);
-    for c in &cells {
-        line([&c[0], &c[1], &c[2], &c[3], &c[4]]);
+    for c in cells {
+        let cols: Vec<&str> = c.iter().map(String::as_str).collect();
+        line(&cols);
     }
     out
 }
@@ -309,6 +476,30 @@ mod tests {
             t.contains("\nhypercall      vmx      bochs          250                -\n"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn channel_figures_and_rates() {
+        let log = "[mgmt] mgmt> chan chan\n[chan] BENCH chan-64 2000\r\n\
+                   [chan] BENCH chan-1024 4000\nhypervisor: power off: ok\n";
+        let rows = parse_channel(log, &BACKENDS[1]).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].bench.as_str(), rows[0].ticks_per_op), ("chan-64", 2000));
+        assert_eq!(rows[0].rates(), Some((500_000, 32_000_000)));
+        assert_eq!(rows[1].rates(), Some((250_000, 256_000_000)));
+        assert_eq!(
+            json(&rows[1]),
+            r#"{"bench": "chan-1024", "backend": "svm", "emulator": "qemu-icount", "ticks_per_op": 4000, "native_ticks_per_op": null, "message_bytes": 1024, "messages_per_1e9_ticks": 250000, "bytes_per_1e9_ticks": 256000000}"#
+        );
+        let t = channel_table(&rows);
+        assert!(t.starts_with("channel    backend  emulator     ticks/round trip"), "{t}");
+        assert!(t.contains("\nchan-1024  svm      qemu-icount              4000"), "{t}");
+        assert!(t.contains("per 10^9 ticks") && t.contains("nominal 1 GHz"), "{t}");
+        let short = log.replace("[chan] BENCH chan-1024 4000\n", "");
+        let e = parse_channel(&short, &BACKENDS[1]).unwrap_err().to_string();
+        assert!(e.contains("[chan] BENCH chan-1024"), "{e}");
+        assert!(parse_channel("[chan] BENCH chan-64 0\n", &BACKENDS[1]).is_err());
+        assert!(parse_channel("[chan] BENCH chan-x 5\n", &BACKENDS[1]).is_err());
     }
 
     #[test]

@@ -111,13 +111,14 @@ impl Pattern {
         None
     }
 
-    /// Matches the pieces after the first from `pos`, each at its earliest place, without a
-    /// line end in between; the end of the last.
+    /// Matches the pieces after the first from `pos`, each at its earliest place, with no line
+    /// end in what a wildcard covers (a piece itself may start with one); the end of the last.
     fn rest_in_line(&self, hay: &[u8], mut pos: usize) -> Option<usize> {
         for part in &self.parts[1..] {
-            let line_end =
-                hay[pos..].iter().position(|&b| b == b'\n').map_or(hay.len(), |i| i + pos);
-            let at = find_bytes(&hay[pos..line_end], part)?;
+            let line_end = hay[pos..].iter().position(|&b| b == b'\n').unwrap_or(hay.len() - pos);
+            // Only as far as a match starting at the line end reaches.
+            let limit = (pos + line_end + part.len()).min(hay.len());
+            let at = find_bytes(&hay[pos..limit], part)?;
             pos += at + part.len();
         }
         Some(pos)
@@ -196,17 +197,23 @@ pub struct Script {
     next: usize,
     /// Where the search for the next step starts: the end of the previous step's match.
     cursor: usize,
+    /// How much output the last poll saw (nothing new: nothing to search).
+    seen: usize,
 }
 
 impl Script {
     pub fn new(steps: Vec<Step>) -> Self {
-        Script { steps, next: 0, cursor: 0 }
+        Script { steps, next: 0, cursor: 0, seen: usize::MAX }
     }
 
     /// The bytes to send now, given the whole serial output so far: those of every step whose
     /// patterns have all appeared (each step searching after the previous one's match).
     pub fn poll(&mut self, serial: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
+        if serial.len() == self.seen {
+            return out;
+        }
+        self.seen = serial.len();
         while let Some(step) = self.steps.get(self.next) {
             let from = self.cursor.min(serial.len());
             let ends: Option<Vec<usize>> = step
@@ -280,6 +287,11 @@ mod tests {
         assert_eq!(Pattern::parse("").unwrap().find(b""), Some(0));
         assert_eq!(Pattern::parse("*").unwrap().find(b"abc"), Some(0));
         assert_eq!(Pattern::parse("ab*").unwrap().find(b"xxab"), Some(4));
+        // What follows a wildcard may start with the line end itself.
+        let eol = Pattern::parse("BENCH x *\\n").unwrap();
+        assert_eq!(eol.find(b"BENCH x 12"), None);
+        assert_eq!(eol.find(b"BENCH x 12\r\nnext"), Some(12));
+        assert_eq!(eol.find(b"BENCH x\nBENCH x 5\n"), Some(18));
         // A later start can succeed where the first one fails.
         assert_eq!(Pattern::parse("a*c").unwrap().find(b"ab\nac"), Some(5));
     }
