@@ -79,28 +79,10 @@ impl core::fmt::Display for Access {
 }
 
 impl VmExit {
-    /// The name used in exit statistics.
+    /// The name used in exit statistics (`hvabi::hypercall::EXIT_KIND_NAMES`, which the
+    /// management partition's statistics call shares).
     pub const fn name(&self) -> &'static str {
-        match self {
-            Self::Cpuid => "cpuid",
-            Self::Rdmsr => "rdmsr",
-            Self::Wrmsr => "wrmsr",
-            Self::CrAccess { .. } => "cr-access",
-            Self::Xsetbv => "xsetbv",
-            Self::CacheFlush => "invd/wbinvd",
-            Self::Hlt => "hlt",
-            Self::Hypercall => "hypercall",
-            Self::VirtInstruction => "virt-insn",
-            Self::Io(_) => "io",
-            Self::Paging { .. } => "npf/ept",
-            Self::Preempted => "preempt",
-            Self::HostInterrupt => "host-intr",
-            Self::InterruptWindow => "intr-window",
-            Self::TripleFault => "triple-fault",
-            Self::Init => "init",
-            Self::Unsupported => "unsupported",
-            Self::Unknown { .. } => "unknown",
-        }
+        NAMES[self.index()]
     }
 
     /// Index into [`ExitStats`].
@@ -156,27 +138,8 @@ impl core::fmt::Display for VmExit {
 }
 
 /// Number of distinct exit kinds.
-pub const EXIT_KINDS: usize = 18;
-const NAMES: [&str; EXIT_KINDS] = [
-    "cpuid",
-    "rdmsr",
-    "wrmsr",
-    "cr-access",
-    "xsetbv",
-    "invd/wbinvd",
-    "hlt",
-    "hypercall",
-    "virt-insn",
-    "io",
-    "npf/ept",
-    "preempt",
-    "host-intr",
-    "intr-window",
-    "triple-fault",
-    "init",
-    "unsupported",
-    "unknown",
-];
+pub const EXIT_KINDS: usize = NAMES.len();
+use hvabi::hypercall::EXIT_KIND_NAMES as NAMES;
 
 /// Exit counts by kind.
 #[derive(Clone, Copy, Debug, Default)]
