@@ -341,12 +341,8 @@ fn platform_quiet() {
             )
         });
     }
-    // SAFETY: ports 0x21/0xa1 are the PIC mask registers; masking every line only stops
-    // interrupts the hypervisor does not use (it runs with IF = 0).
-    unsafe {
-        crate::arch::x86::instr::outb(0x21, 0xff);
-        crate::arch::x86::instr::outb(0xa1, 0xff);
-    }
+    // IRQ 0-15 at vectors 0x20-0x2f, every line masked until a partition owns it.
+    crate::arch::x86::pic::init();
     if raw_cpuid::CpuId::new().get_feature_info().is_some_and(|f| f.has_xsave()) {
         // SAFETY: CPUID says XSAVE exists, so CR4.OSXSAVE may be set (SDM Vol. 3A §2.5).
         unsafe {

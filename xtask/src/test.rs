@@ -175,11 +175,14 @@ const MGMT_INPUT: &[(&[&str], &str)] = &[
     (&["[mgmt] stats g2: "], "shutdown\r"),
 ];
 
-/// What the mgmt session must print: the passed-through disk and PCI function, each command's
+/// What the mgmt session must print: the passed-through disk (its IRQ 14 forwarded through
+/// the virtual PIC exactly once) and PCI function, each command's
 /// answer, the hypervisor's own report of the destruction, the echo over the channel, the
 /// surviving probe's checks (among them that a guest's privileged call is refused and the ATA
 /// ports it was not given read as absent), and a clean power-off.
 const MGMT: &[Want] = &[
+    Line("mgmt: disk: IRQ 14 taken 1 time(s) at vector 0x2e"),
+    Line("host IRQ lines 0xc000: 1 interrupts forwarded"),
     Line("mgmt: disk: sector 0 starts \"MICROHV TEST DISK\", signature 0xaa55"),
     LineWith(&["mgmt: pci: ", " functions"]),
     Line("created g1 (id "),

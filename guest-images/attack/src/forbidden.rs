@@ -94,7 +94,9 @@ fn hex_name<'a>(buf: &'a mut [u8; 24], prefix: &'a str, n: u32) -> &'a str {
 fn ports(c: &mut Checks) {
     // Writes first, the dangerous ones included: each would reset or stop the machine if it
     // reached hardware (keyboard-controller reset, reset control, fast reset, the emulators'
-    // exit ports), or reprogram the PIC, PIT, CMOS or PCI configuration.
+    // exit ports), or reprogram the PIC, PIT, CMOS or PCI configuration. The PIC ports reach
+    // this partition's own virtual 8259 pair (so they are not read back as absent below); the
+    // host's stays the hypervisor's, which the neighbour's run and the power-off show.
     // SAFETY: none of these ports is given to a partition: writes must be ignored.
     unsafe {
         outb(0x20, 0x11);
@@ -118,7 +120,7 @@ fn ports(c: &mut Checks) {
             outb(BOCHS_SHUTDOWN_PORT, *b);
         }
     }
-    let byte_ports: [u16; 20] = [
+    let byte_ports: [u16; 17] = [
         0x1f0,
         0x1f1,
         0x1f2,
@@ -129,9 +131,6 @@ fn ports(c: &mut Checks) {
         0x1f7,
         0x60,
         0x64,
-        0x20,
-        0x21,
-        0xa1,
         0x40,
         0x71,
         0x92,

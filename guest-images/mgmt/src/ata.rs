@@ -1,7 +1,10 @@
 //! The primary ATA channel's master disk, read with PIO (ATA/ATAPI-6 §9.7 and the READ
-//! SECTORS command): proof that the ports handed over in the manifest reach the hardware.
-//! Interrupts stay off (nIEN): the status register is polled, every wait bounded.
+//! SECTORS command): proof that the ports handed over in the manifest reach the hardware and
+//! that its interrupt reaches us. The drive's interrupt is on (nIEN clear): after the command
+//! we sleep until IRQ 14 says the data is ready (`irq.rs`), then move the sector with PIO.
+//! Every wait is bounded.
 
+use crate::{idle, irq};
 use guest_rt::instr::{inb, inw, outb};
 use guest_rt::println;
 use mgmt::report::{SECTOR_SIZE, Sector0};
@@ -25,8 +28,8 @@ const STATUS_DF: u8 = 1 << 5;
 const STATUS_DRDY: u8 = 1 << 6;
 const STATUS_BSY: u8 = 1 << 7;
 
-/// Device control: interrupts off.
-const CONTROL_NIEN: u8 = 1 << 1;
+/// Device control: interrupts on (nIEN, bit 1, clear).
+const CONTROL_INTERRUPTS_ON: u8 = 0;
 /// Drive/head: LBA addressing, master, LBA bits 27:24 = 0.
 const DRIVE_MASTER_LBA: u8 = 0xe0;
 const CMD_READ_SECTORS: u8 = 0x20;
@@ -43,7 +46,12 @@ enum Failure {
     Timeout { what: &'static str, status: u8 },
     /// The device reported an error.
     Error { status: u8, error: u8 },
+    /// The data was ready, but IRQ 14 never came.
+    NoInterrupt { status: u8 },
 }
+
+/// Naps (each up to [`idle::NAP_TICKS`]) to wait for IRQ 14 before giving up.
+const IRQ_NAPS: u32 = 200;
 
 fn status() -> u8 {
     // SAFETY: the manifest hands ports 0x1f0-0x1f7 and 0x3f6 to this partition (or they are
@@ -88,7 +96,7 @@ fn read_sector0(buf: &mut [u8; SECTOR_SIZE]) -> Result<(), Failure> {
     // SAFETY: the primary ATA channel is this partition's (see `status`): selecting the master,
     // turning its interrupt off and programming LBA 0 touch nothing else.
     unsafe {
-        outb(CONTROL, CONTROL_NIEN);
+        outb(CONTROL, CONTROL_INTERRUPTS_ON);
         outb(DRIVE, DRIVE_MASTER_LBA);
     }
     settle();
@@ -104,6 +112,17 @@ fn read_sector0(buf: &mut [u8; SECTOR_SIZE]) -> Result<(), Failure> {
         outb(LBA_MID, 0);
         outb(LBA_HIGH, 0);
         outb(STATUS, CMD_READ_SECTORS);
+    }
+    // The drive raises INTRQ once the sector is in its buffer (ATA/ATAPI-6 §9.7, PIO data-in).
+    let before = irq::ata_irqs();
+    for _ in 0..IRQ_NAPS {
+        if irq::ata_irqs() != before {
+            break;
+        }
+        idle::nap(idle::NAP_TICKS);
+    }
+    if irq::ata_irqs() == before {
+        return Err(Failure::NoInterrupt { status: alt_status() });
     }
     settle();
     wait("DRQ", |s| s & (STATUS_BSY | STATUS_DRQ) == STATUS_DRQ, true)?;
@@ -126,7 +145,18 @@ fn read_sector0(buf: &mut [u8; SECTOR_SIZE]) -> Result<(), Failure> {
 pub fn report() {
     let mut sector = [0u8; SECTOR_SIZE];
     match read_sector0(&mut sector) {
-        Ok(()) => println!("mgmt: disk: {}", Sector0::of(&sector)),
+        Ok(()) => {
+            println!(
+                "mgmt: disk: IRQ {} taken {} time(s) at vector {:#x}",
+                irq::IRQ_ATA,
+                irq::ata_irqs(),
+                irq::VECTOR_BASE + irq::IRQ_ATA
+            );
+            println!("mgmt: disk: {}", Sector0::of(&sector));
+        }
+        Err(Failure::NoInterrupt { status }) => {
+            println!("mgmt: disk: error: IRQ 14 never came (status {status:#04x})")
+        }
         Err(Failure::Absent(s)) => println!("mgmt: disk: no ATA device (status {s:#04x})"),
         Err(Failure::Timeout { what, status }) => {
             println!("mgmt: disk: error: timed out waiting for {what} (status {status:#04x})")

@@ -9,6 +9,7 @@
 mod ata;
 mod channels;
 mod idle;
+mod irq;
 mod pci;
 mod shell;
 
@@ -34,6 +35,8 @@ fn main(info: &'static StartInfo) -> u64 {
             "mgmt: warning: RAM at {base:#x}, image at {image_start:#x}: expected {MGMT_RAM_BASE:#x} and {LINK_BASE:#x}"
         );
     }
+    idle::init();
+    irq::init();
     ata::report();
     pci::report();
     shell::run()

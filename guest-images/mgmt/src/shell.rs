@@ -30,7 +30,6 @@ const FCR_ENABLE_AND_CLEAR: u8 = 0x07;
 
 /// Runs the shell until `shutdown`.
 pub fn run() -> ! {
-    idle::init();
     // SAFETY: COM1 is this partition's virtual UART; turning its FIFOs on only lets more typed
     // bytes wait for us.
     unsafe { outb(FCR, FCR_ENABLE_AND_CLEAR) };

@@ -1,4 +1,5 @@
 //! Virtual devices as pure state machines: guest register reads and writes in, output and
 //! interrupt state out. The buses in `vmm` route port and MMIO accesses to them; nothing here
 //! touches hardware, so all of it is tested on the host.
+pub mod pic8259;
 pub mod uart16550;

@@ -238,6 +238,13 @@ impl Machine<'_> {
         self.channels = kept;
         for c in gone {
             self.unmap_channel(&c, c.ends.iter().copied().filter(|&e| e != id));
+            for (end, vector) in c.ends.iter().zip(c.vectors) {
+                if vector != 0
+                    && let Ok(k) = self.index_of(*end)
+                {
+                    self.parts[k].bound_channels -= 1;
+                }
+            }
             crate::arch::x86::paging::HostPages::free(c.page, 1);
         }
         Ok(None)
@@ -316,7 +323,16 @@ impl Machine<'_> {
         }
         let c = self.channels.iter_mut().find(|c| c.id == id).ok_or(Status::NotFound)?;
         let end = c.ends.iter().position(|&e| e == caller).ok_or(Status::PermissionDenied)?;
+        let was = c.vectors[end];
         c.vectors[end] = vector as u8;
+        if let Ok(k) = self.index_of(caller) {
+            let bound = &mut self.parts[k].bound_channels;
+            match (was, vector) {
+                (0, 1..) => *bound += 1,
+                (1.., 0) => *bound -= 1,
+                _ => {}
+            }
+        }
         Ok(None)
     }
 
@@ -327,7 +343,7 @@ impl Machine<'_> {
         if let Ok(k) = self.index_of(other) {
             let p = &mut self.parts[k];
             if vector != 0 {
-                p.pending_irq = Some(vector);
+                p.vectors.set(vector);
             }
             if let State::Halted { .. } = p.state {
                 p.state = State::Runnable;

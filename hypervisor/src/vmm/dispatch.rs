@@ -24,6 +24,7 @@ pub enum Flow {
 }
 
 const CR4_VMXE: u64 = 1 << 13;
+const RFLAGS_IF: u64 = 1 << 9;
 const CR4_SMXE: u64 = 1 << 14;
 const CR4_OSXSAVE: u64 = 1 << 18;
 
@@ -89,21 +90,28 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
         VmExit::CacheFlush => skip(p),
         VmExit::Hlt => {
             let flow = skip(p);
-            if flow != Flow::Continue || p.pending_irq.is_some() {
+            if flow != Flow::Continue || p.interrupt_pending() {
                 return flow;
             }
-            match p.timer {
-                Some((until, _)) => {
-                    p.state = State::Halted { until };
-                    Flow::Yield
-                }
-                None => {
-                    p.kill(format!(
-                        "HLT with no timer armed and no interrupt source at RIP {:#x}: it would never wake",
-                        p.vcpu.rip()
-                    ));
-                    Flow::Stopped
-                }
+            let interrupts_on = p.vcpu.rflags() & RFLAGS_IF != 0;
+            if let Some((until, _)) = p.timer {
+                p.state = State::Halted { until };
+                Flow::Yield
+            } else if interrupts_on && p.can_be_woken() {
+                // Until an interrupt: a forwarded device line, a typed key, a notification.
+                p.state = State::Halted { until: u64::MAX };
+                Flow::Yield
+            } else {
+                p.kill(format!(
+                    "HLT with {} at RIP {:#x}: it would never wake",
+                    if interrupts_on {
+                        "no timer armed and no interrupt source"
+                    } else {
+                        "interrupts off and no timer armed"
+                    },
+                    p.vcpu.rip()
+                ));
+                Flow::Stopped
             }
         }
         VmExit::Hypercall => hypercall::handle(p),
@@ -375,6 +383,26 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         return refuse_gp(p, format_args!("string I/O on port {:#x} is not emulated", io.port));
     }
     let port = u64::from(io.port);
+    if matches!(io.port, 0x20 | 0x21 | 0xa0 | 0xa1) && io.size == 1 {
+        if io.write {
+            let v = p.vcpu.gprs().0[reg::RAX] as u8;
+            p.pic.write(io.port, v);
+        } else {
+            let v = p.pic.read(io.port);
+            let rax = &mut p.vcpu.gprs().0[reg::RAX];
+            *rax = (*rax & !0xff) | u64::from(v);
+        }
+        return skip(p);
+    }
+    if p.config.management && io.write && io.port == hvabi::exit::QEMU_EXIT_PORT {
+        // The management partition owns the machine: QEMU's isa-debug-exit, written by a
+        // kernel made for the bare machine, powers its partition off with that status.
+        let status = p.vcpu.gprs().0[reg::RAX] & 0xffff_ffff;
+        p.flush_console();
+        log::info!("partition {}: wrote {status:#x} to the debug-exit port", p.name);
+        p.state = State::Shutdown(status);
+        return Flow::Stopped;
+    }
     if !p.io.claims(port) {
         log::debug!("partition {}: port {:#x} absent", p.name, io.port);
     }
@@ -382,8 +410,10 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         let v = p.vcpu.gprs().0[reg::RAX];
         p.io.write(port, io.size, v);
         p.drain_devices();
+        p.sync_irq_lines();
     } else {
         let v = p.io.read(port, io.size);
+        p.sync_irq_lines();
         let rax = &mut p.vcpu.gprs().0[reg::RAX];
         *rax = match io.size {
             1 => (*rax & !0xff) | v,

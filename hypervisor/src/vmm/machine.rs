@@ -35,6 +35,8 @@ pub enum Focus {
 
 /// Ctrl-A: pressed three times in a row, switches the console's focus.
 const CTRL_A: u8 = 0x01;
+/// TSC ticks the idle loop waits before it looks at the console and host IRQs again.
+const IDLE_POLL_TICKS: u64 = 200_000;
 /// Most restarts a partition with `on_stop = "restart"` gets before it stays down.
 pub const MAX_RESTARTS: u32 = 3;
 
@@ -123,6 +125,7 @@ impl<'a> Machine<'a> {
                         );
                         fresh.stats = stats;
                         self.parts.insert(i, fresh);
+                        self.claim_irq_lines();
                     }
                     Err(e) => log::error!("partition #{id}: restart failed: {e}"),
                 }
@@ -135,12 +138,14 @@ impl<'a> Machine<'a> {
     /// run ended by a power-off request.
     pub fn run(&mut self) -> bool {
         let mut next = 0;
+        self.claim_irq_lines();
         loop {
             self.poll_console();
+            self.route_host_irqs();
             let now = rdtsc();
             for p in self.parts.iter_mut() {
                 if let State::Halted { until } = p.state
-                    && (now >= until || p.pending_irq.is_some())
+                    && (now >= until || p.interrupt_pending())
                 {
                     p.state = State::Runnable;
                 }
@@ -174,11 +179,47 @@ impl<'a> Machine<'a> {
                 .min();
             match earliest {
                 Some(t) => {
-                    while rdtsc() < t {
+                    // Look at the console and the host's interrupt lines now and then.
+                    let stop = t.min(rdtsc().saturating_add(IDLE_POLL_TICKS));
+                    while rdtsc() < stop {
                         core::hint::spin_loop();
                     }
                 }
                 None => return false,
+            }
+        }
+    }
+
+    /// Unmasks, at the host's PIC, the IRQ lines of every partition that owns some.
+    fn claim_irq_lines(&self) {
+        for p in &self.parts {
+            for irq in (0..16).filter(|i| p.irq_lines & (1 << i) != 0) {
+                crate::arch::x86::pic::unmask(irq);
+            }
+        }
+    }
+
+    /// Forwards host IRQs to the partitions that own the lines (their virtual PIC input stays
+    /// high until the guest ends the interrupt) and re-enables a line at the host once its
+    /// owner has ended the interrupt.
+    fn route_host_irqs(&mut self) {
+        for p in self.parts.iter_mut() {
+            let done = p.pic.take_eois() & p.irq_lines;
+            for irq in (0..16u8).filter(|i| done & (1 << i) != 0) {
+                p.pic.set_irq(irq, false);
+                crate::arch::x86::pic::unmask(irq);
+            }
+        }
+        crate::arch::x86::pic::window();
+        let fired = crate::arch::x86::pic::take_pending();
+        for irq in (0..16u8).filter(|i| fired & (1 << i) != 0) {
+            match self.parts.iter_mut().find(|p| p.irq_lines & (1 << irq) != 0 && !p.stopped()) {
+                Some(p) => {
+                    p.irqs_forwarded += 1;
+                    p.pic.set_irq(irq, true);
+                }
+                // Its owner is gone: the line stays masked.
+                None => log::debug!("host IRQ {irq} has no owner: masked"),
             }
         }
     }
@@ -210,6 +251,9 @@ impl<'a> Machine<'a> {
                         }
                     } else {
                         self.focus = Focus::Hypervisor;
+                    }
+                    if let Some(p) = self.parts.iter_mut().find(|p| p.id == id) {
+                        p.sync_irq_lines();
                     }
                 }
             }

@@ -12,6 +12,7 @@ use super::vcpu::{
     SecondLevel, Segment, Vcpu, VcpuConfig, reg,
 };
 use crate::arch::x86::paging::HostPages;
+use crate::devices::pic8259::PicPair;
 use crate::devices::uart16550::Uart16550;
 use crate::mm::addr::{HostPhys, PAGE_SIZE, PAGE_SIZE_2M};
 use alloc::boxed::Box;
@@ -99,8 +100,16 @@ pub struct Partition {
     pub xcr0: u64,
     /// One-shot timer: (TSC deadline, vector).
     pub timer: Option<(u64, u8)>,
-    /// An interrupt waiting for the guest to accept it.
-    pub pending_irq: Option<u8>,
+    /// Vectors raised directly (timer, channel notifications), waiting for the guest.
+    pub vectors: super::interrupts::VectorSet,
+    /// Its virtual 8259 pair: the UART on IRQ 4, owned host lines on theirs.
+    pub pic: PicPair,
+    /// Host IRQ lines forwarded to this partition (the management partition's devices).
+    pub irq_lines: u16,
+    /// Channels with an interrupt vector bound at this partition's end.
+    pub bound_channels: u32,
+    /// Host interrupts forwarded to it.
+    pub irqs_forwarded: u64,
     /// Refused MSR accesses, VMX/SVM instructions and other violations the guest survived.
     pub refused: u64,
     console: Vec<u8>,
@@ -221,10 +230,12 @@ impl Partition {
             SYSINFO_GPA..SYSINFO_GPA + PAGE_SIZE,
             Box::new(Sysinfo { id, scratch: 0, reads: 0 }),
         );
-        if config.management {
+        let irq_lines = if config.management {
             super::passthrough::hand_over(&config.devices, vcpu.as_mut(), slat.as_mut(), &mut io)
-                .map_err(cleanup)?;
-        }
+                .map_err(cleanup)?
+        } else {
+            0
+        };
         Ok(Self {
             id,
             tag,
@@ -242,7 +253,11 @@ impl Partition {
             msrs: SoftMsrs::default(),
             xcr0: 1,
             timer: None,
-            pending_irq: None,
+            vectors: Default::default(),
+            pic: PicPair::default(),
+            irq_lines,
+            bound_channels: 0,
+            irqs_forwarded: 0,
             refused: 0,
             console: Vec::new(),
             insn_cache: None,
@@ -406,6 +421,29 @@ impl Partition {
         if !out.is_empty() {
             self.console_bytes(&out);
         }
+    }
+
+    /// Copies device interrupt outputs to the virtual PIC's inputs (the UART on IRQ 4).
+    pub fn sync_irq_lines(&mut self) {
+        if let Some(u) = self.io.uart() {
+            let line = u.irq_line();
+            self.pic.set_irq(4, line);
+        }
+    }
+
+    /// True when an interrupt waits that the guest could take once it sets RFLAGS.IF.
+    pub fn interrupt_pending(&self) -> bool {
+        super::interrupts::next(&self.vectors, &self.pic).is_some()
+    }
+
+    /// True when something could still interrupt the partition: a timer, a bound channel, or
+    /// an unmasked PIC line with a source behind it (its UART, a forwarded host line).
+    pub fn can_be_woken(&self) -> bool {
+        let wired = self.irq_lines | (1 << 4);
+        self.timer.is_some()
+            || self.bound_channels > 0
+            || self.interrupt_pending()
+            || self.pic.unmasked() & wired != 0
     }
 
     /// Stops the partition for something it did.

@@ -6,8 +6,13 @@
 //! emulators' exit ports, the local APIC, and its own memory.
 //!
 //! Manifest syntax (each entry one string): `all`, `ports:0x1f0-0x1f7`, `ports:0x3f6`,
-//! `mmio:0xfebf0000-0xfebfffff`, `pci:00:1f.2`. Ranges are inclusive. Interrupts of passed-through
-//! devices are not routed yet: the management partition polls.
+//! `mmio:0xfebf0000-0xfebfffff`, `pci:00:1f.2`, `irq:14`. Ranges are inclusive.
+//!
+//! Interrupts: the host IRQ lines a partition owns are forwarded to its virtual 8259 pair
+//! (`arch::x86::pic`, `vmm::interrupts`). It owns the lines named by `irq:N`, the line a PCI
+//! function's Interrupt Line register names (when its Interrupt Pin is set), IRQ 14/15 for a
+//! PCI IDE function's channels in compatibility mode (PCI IDE Controller Specification 1.0
+//! §2: those use the legacy ISA lines), and with `all` every line but [`RESERVED_IRQS`].
 
 use super::bus::{Bus, Device};
 use super::vcpu::{SecondLevel, Vcpu};
@@ -25,7 +30,11 @@ pub enum DeviceSpec {
     Ports(RangeInclusive<u16>),
     Mmio(RangeInclusive<u64>),
     Pci { bus: u8, dev: u8, func: u8 },
+    Irq(u8),
 }
+
+/// IRQ lines the hypervisor keeps: the PIT (0), the cascade (2), COM1 (4).
+pub const RESERVED_IRQS: u16 = (1 << 0) | (1 << 2) | (1 << 4);
 
 /// Ports the hypervisor keeps: COM1, the PICs, the PIT, PCI configuration (filtered instead),
 /// the keyboard controller and port 0x92 (both can reset the machine), QEMU's and Bochs' exit
@@ -65,7 +74,7 @@ pub fn parse(spec: &str) -> Result<DeviceSpec, String> {
         return Ok(DeviceSpec::All);
     }
     let (kind, rest) =
-        spec.split_once(':').ok_or_else(|| bad("expected all, ports:, mmio: or pci:"))?;
+        spec.split_once(':').ok_or_else(|| bad("expected all, ports:, mmio:, pci: or irq:"))?;
     match kind {
         "ports" => {
             let (a, b) = range(rest).ok_or_else(|| bad("expected a port or FIRST-LAST"))?;
@@ -81,6 +90,13 @@ pub fn parse(spec: &str) -> Result<DeviceSpec, String> {
             }
             Ok(DeviceSpec::Mmio(a..=b))
         }
+        "irq" => match number(rest) {
+            Some(n) if n < 16 && RESERVED_IRQS & (1 << n) == 0 => Ok(DeviceSpec::Irq(n as u8)),
+            Some(n) if n < 16 => {
+                Err(bad("IRQ 0 (timer), 2 (cascade) and 4 (COM1) stay with the hypervisor"))
+            }
+            _ => Err(bad("expected an ISA IRQ line 0-15")),
+        },
         "pci" => {
             let parts: Vec<&str> = rest.split([':', '.']).collect();
             let [b, d, f] = parts[..] else { return Err(bad("expected pci:BB:DD.F")) };
@@ -241,15 +257,16 @@ impl Device for PciFilter {
 }
 
 /// Hands `devices` to a management partition: clears I/O bitmap bits, maps MMIO identity,
-/// installs the PCI filter on its port bus.
+/// installs the PCI filter on its port bus. Returns the host IRQ lines it now owns.
 pub fn hand_over(
     devices: &[String],
     vcpu: &mut dyn Vcpu,
     slat: &mut dyn SecondLevel,
     io: &mut Bus,
-) -> Result<(), String> {
+) -> Result<u16, String> {
     let specs = devices.iter().map(|d| parse(d)).collect::<Result<Vec<_>, _>>()?;
     let mut pci = PciAccess::Only(Vec::new());
+    let mut irqs = 0u16;
     for spec in &specs {
         match spec {
             DeviceSpec::All => {
@@ -270,7 +287,9 @@ pub fn hand_over(
                 map_except(slat, 0xa_0000..0x10_0000, &holes)?;
                 map_except(slat, top..1 << 32, &holes)?;
                 pci = PciAccess::All;
+                irqs = !RESERVED_IRQS;
             }
+            DeviceSpec::Irq(n) => irqs |= 1 << n,
             DeviceSpec::Ports(r) => {
                 for a in allowed_ports(r.clone()) {
                     vcpu.pass_through_ports(*a.start(), a.end() - a.start() + 1);
@@ -292,11 +311,39 @@ pub fn hand_over(
                     list.push((*bus, *dev, *func));
                 }
                 map_bars(*bus, *dev, *func, vcpu, slat)?;
+                irqs |= function_irqs(*bus, *dev, *func);
             }
         }
     }
     io.attach(0xcf8..0xd00, Box::new(PciFilter { address: 0, access: pci }));
-    Ok(())
+    Ok(irqs & !RESERVED_IRQS)
+}
+
+/// The ISA IRQ lines a PCI function interrupts on (see the module comment).
+fn function_irqs(bus: u8, dev: u8, func: u8) -> u16 {
+    let class = config_read(bus, dev, func, 0x08);
+    let int = config_read(bus, dev, func, 0x3c);
+    irqs_from_config(class, int)
+}
+
+/// [`function_irqs`] from the class/revision dword (0x08) and the interrupt dword (0x3c).
+fn irqs_from_config(class: u32, int: u32) -> u16 {
+    let (base, sub, prog_if) = ((class >> 24) as u8, (class >> 16) as u8, (class >> 8) as u8);
+    let (line, pin) = (int as u8, (int >> 8) as u8);
+    let mut irqs = 0;
+    if pin != 0 && line < 16 {
+        irqs |= 1 << line;
+    }
+    if (base, sub) == (0x01, 0x01) {
+        // Programming interface bit 0 (primary) and bit 2 (secondary): native-PCI mode.
+        if prog_if & 0x01 == 0 {
+            irqs |= 1 << 14;
+        }
+        if prog_if & 0x04 == 0 {
+            irqs |= 1 << 15;
+        }
+    }
+    irqs
 }
 
 /// Maps `[range)` identity as MMIO, leaving out `holes`.
@@ -392,6 +439,23 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn irq_specs_and_pci_interrupt_lines() {
+        assert_eq!(parse("irq:14"), Ok(DeviceSpec::Irq(14)));
+        assert_eq!(parse("irq:0xb"), Ok(DeviceSpec::Irq(11)));
+        for bad in ["irq:", "irq:16", "irq:0", "irq:2", "irq:4", "irq:x"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        // PIIX3 IDE (class 01.01, prog-if 0x80: both channels in compatibility mode, no pin).
+        assert_eq!(irqs_from_config(0x0101_8000, 0x0000_00ff), (1 << 14) | (1 << 15));
+        // Native-PCI IDE on pin A, line 11.
+        assert_eq!(irqs_from_config(0x0101_8f00, 0x0000_010b), 1 << 11);
+        // A network card on pin A, line 11; no pin: no line (0xff = unknown is ignored too).
+        assert_eq!(irqs_from_config(0x0200_0000, 0x0000_010b), 1 << 11);
+        assert_eq!(irqs_from_config(0x0200_0000, 0x0000_000b), 0);
+        assert_eq!(irqs_from_config(0x0200_0000, 0x0000_01ff), 0);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! building the manifest's partitions, and the final report.
 
 use super::dispatch::{self, Flow};
+use super::interrupts;
 use super::machine::Machine;
 use super::partition::{Partition, PartitionConfig, State};
 use super::vcpu::{Backend, Event};
@@ -15,22 +16,22 @@ pub const TIMESLICE_TICKS: u64 = 2_000_000;
 /// Exits handled in one slice before the scheduler looks at the others.
 const EXITS_PER_SLICE: u32 = 10_000;
 
-/// Delivers due timers and pending interrupts before an entry.
+/// Delivers due timers and pending interrupts before an entry: the highest waiting vector is
+/// injected when the guest can take it, otherwise the vCPU exits as soon as it can.
 fn deliver_events(p: &mut Partition) {
     if let Some((deadline, vector)) = p.timer
         && rdtsc() >= deadline
     {
         p.timer = None;
-        p.pending_irq = Some(vector);
+        p.vectors.set(vector);
     }
-    if let Some(vector) = p.pending_irq {
-        if !p.vcpu.event_pending() && p.vcpu.interruptible() {
-            p.vcpu.inject(Event::Interrupt { vector });
-            p.pending_irq = None;
-            p.vcpu.set_interrupt_window_exiting(false);
-        } else {
-            p.vcpu.set_interrupt_window_exiting(true);
-        }
+    let Some(source) = interrupts::next(&p.vectors, &p.pic) else { return };
+    if !p.vcpu.event_pending() && p.vcpu.interruptible() {
+        let vector = interrupts::take(source, &mut p.vectors, &mut p.pic);
+        p.vcpu.inject(Event::Interrupt { vector });
+        p.vcpu.set_interrupt_window_exiting(false);
+    } else {
+        p.vcpu.set_interrupt_window_exiting(true);
     }
 }
 
@@ -87,6 +88,14 @@ pub fn print_stats(p: &Partition) {
         p.refused,
         p.slat.tables_used()
     );
+    if p.irq_lines != 0 {
+        crate::println!(
+            "    host IRQ lines {:#06x}: {} interrupts forwarded; {}",
+            p.irq_lines,
+            p.irqs_forwarded,
+            p.pic.describe()
+        );
+    }
 }
 
 /// Prints each partition's end and statistics; true when every one ended as its manifest

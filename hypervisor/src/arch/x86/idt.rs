@@ -1,6 +1,6 @@
 //! Exception entry: one naked stub per vector saves every register and calls [`fatal`], which
 //! prints the exception, error code, RIP, CR2 and all registers, then powers off with a failure
-//! status. The hypervisor never resumes after an exception of its own: such a fault is a broken
+//! status. The host PIC's IRQ lines have stubs of their own (`pic.rs` says what they do). The hypervisor never resumes after an exception of its own: such a fault is a broken
 //! invariant of the hypervisor, not of a guest (guest faults arrive as VM exits).
 
 use core::arch::naked_asm;
@@ -86,6 +86,44 @@ stub!(xm, 19, no_error_code);
 stub!(ve, 20, no_error_code);
 stub!(cp, 21, error_code);
 
+/// One entry stub per host IRQ line: saves the registers a C call may clobber, calls
+/// [`super::pic::irq_entry`] with the line and returns with IRETQ. The CPU aligns RSP to 16 and
+/// pushes 40 bytes; the nine pushes make it 16-byte aligned again for the call (SysV ABI).
+macro_rules! irq_stub {
+    ($name:ident, $irq:literal) => {
+        #[unsafe(naked)]
+        extern "C" fn $name() {
+            naked_asm!(
+                "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
+                "push r8", "push r9", "push r10", "push r11",
+                concat!("mov edi, ", $irq),
+                "call {h}",
+                "pop r11", "pop r10", "pop r9", "pop r8",
+                "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
+                "iretq",
+                h = sym super::pic::irq_entry,
+            )
+        }
+    };
+}
+
+irq_stub!(irq0, 0);
+irq_stub!(irq1, 1);
+irq_stub!(irq2, 2);
+irq_stub!(irq3, 3);
+irq_stub!(irq4, 4);
+irq_stub!(irq5, 5);
+irq_stub!(irq6, 6);
+irq_stub!(irq7, 7);
+irq_stub!(irq8, 8);
+irq_stub!(irq9, 9);
+irq_stub!(irq10, 10);
+irq_stub!(irq11, 11);
+irq_stub!(irq12, 12);
+irq_stub!(irq13, 13);
+irq_stub!(irq14, 14);
+irq_stub!(irq15, 15);
+
 /// SDM Vol. 3A, Table 6-1: exception mnemonics by vector.
 pub fn exception_name(vector: u64) -> &'static str {
     const NAMES: [&str; 22] = [
@@ -145,6 +183,18 @@ pub fn init() {
             idt.simd_floating_point.set_handler_addr(a(xm));
             idt.virtualization.set_handler_addr(a(ve));
             idt.cp_protection_exception.set_handler_addr(a(cp));
+        }
+        let irqs: [extern "C" fn(); 16] = [
+            irq0, irq1, irq2, irq3, irq4, irq5, irq6, irq7, irq8, irq9, irq10, irq11, irq12, irq13,
+            irq14, irq15,
+        ];
+        for (i, stub) in irqs.iter().enumerate() {
+            // SAFETY: each stub saves what it clobbers and returns with IRETQ, as an interrupt
+            // gate's handler must.
+            unsafe {
+                idt[super::pic::VECTOR_BASE + i as u8]
+                    .set_handler_addr(VirtAddr::new(*stub as usize as u64));
+            }
         }
         idt
     });

@@ -7,4 +7,5 @@ pub mod gdt;
 pub mod idt;
 pub mod instr;
 pub mod paging;
+pub mod pic;
 pub mod power;
