@@ -1,8 +1,9 @@
 //! Links with the guest runtime's script for the bare-metal target only, at
-//! `hvabi::start::MGMT_RAM_BASE + 2 MiB`: the management partition's RAM is identity-mapped
-//! at `MGMT_RAM_BASE` (0x0400_0000), so its image must link where it will run.
+//! `hvabi::start::MGMT_IMAGE_BASE`: the management partition's RAM is identity-mapped, so its
+//! image must link where it will run, in host RAM the hypervisor leaves free (it allocates
+//! its own memory from the top down; the multiboot image sits at 16 MiB).
 fn main() {
-    /// `MGMT_RAM_BASE` (0x0400_0000) + 2 MiB; checked against hvabi in `src/main.rs`.
+    /// `MGMT_IMAGE_BASE`; checked against hvabi in `src/main.rs`.
     const LINK_BASE: u64 = 0x0420_0000;
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let script = format!("{dir}/../rt/link.ld");

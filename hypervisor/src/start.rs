@@ -4,7 +4,7 @@ use crate::arch::vmx::VmxBackend;
 use crate::arch::x86::{cpu, gdt, idt, paging, power};
 use crate::bootinfo::{BootInfo, PhysRange};
 use crate::cmdline::{self, FAULT_ADDRESS, Fault};
-use crate::mm::addr::{PAGE_SIZE, align_up};
+use crate::mm::addr::{PAGE_SIZE, align_down, align_up};
 use crate::mm::frames::{FRAMES, FrameAllocator, LOW_MEMORY_END};
 use crate::vmm::partition::PartitionConfig;
 use crate::vmm::vcpu::Backend;
@@ -20,6 +20,9 @@ pub static START_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::Atomic
 
 /// The end of RAM below 4 GiB (device space starts above it).
 pub static RAM_TOP_BELOW_4G: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// End of the usable RAM that starts at physical address 0 (at most 640 KiB; 0 when the
+/// firmware map has none there).
+pub static LOW_RAM_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// The boot module that holds the partition manifest.
 pub const MANIFEST_MODULE: &str = "manifest";
@@ -32,16 +35,16 @@ pub type HeapInit = unsafe fn(start: *mut u8, len: usize);
 
 /// Finds `len` bytes of usable RAM (page-aligned, above 1 MiB) that overlap nothing reserved.
 fn find_free(info: &BootInfo, len: u64) -> Option<u64> {
+    // From the top down, like the frame allocator: low memory stays for the management
+    // partition.
     let reserved = info.reserved.as_slice();
-    info.usable.as_slice().iter().find_map(|r| {
-        let mut start = align_up(r.start.max(LOW_MEMORY_END), PAGE_SIZE);
+    info.usable.as_slice().iter().rev().find_map(|r| {
+        let low = align_up(r.start.max(LOW_MEMORY_END), PAGE_SIZE);
+        let mut end = align_down(r.end, PAGE_SIZE);
         loop {
-            let end = start.checked_add(len)?;
-            if end > r.end {
-                return None;
-            }
+            let start = end.checked_sub(len).filter(|&s| s >= low)?;
             match reserved.iter().find(|x| x.start < end && x.end > start) {
-                Some(x) => start = align_up(x.end, PAGE_SIZE),
+                Some(x) => end = align_down(x.start, PAGE_SIZE),
                 None => return Some(start),
             }
         }
@@ -138,9 +141,21 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
         HEAP_SIZE >> 20,
         heap
     );
+    if phys_offset == 0 {
+        relocate_low_modules(info, &mut frames);
+    }
     *FRAMES.lock() = Some(frames);
     let top = info.usable.as_slice().iter().map(|r| r.end.min(1 << 32)).max().unwrap_or(0);
     RAM_TOP_BELOW_4G.store(top, core::sync::atomic::Ordering::Relaxed);
+    // Conventional memory from address 0 (below the EBDA), which the hypervisor never uses:
+    // the management partition's boot structures go there, as a PC loader's do.
+    let low = info
+        .usable
+        .as_slice()
+        .iter()
+        .find(|r| r.start == 0)
+        .map_or(0, |r| align_down(r.end.min(0xa_0000), PAGE_SIZE));
+    LOW_RAM_END.store(low, core::sync::atomic::Ordering::Relaxed);
 
     match opts.fault {
         Some(Fault::PageFault) => {
@@ -187,6 +202,47 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
     let ok = crate::vmm::run::run_partitions(configs, backend.as_mut(), &modules);
     drop(backend);
     finish(ok)
+}
+
+/// Where the multiboot image links (`boot/src/multiboot/link.ld`): the memory below is left to
+/// kernels made for the bare machine, which load at 1 MiB.
+const LOW_AREA_END: u64 = 16 << 20;
+
+/// Moves boot modules that lie below [`LOW_AREA_END`] (GRUB puts them at 1 MiB) up into frames
+/// from the top of memory and frees where they were, so that the management partition's
+/// identity-mapped RAM has the low megabytes. Identity-mapped boots only (the multiboot path).
+fn relocate_low_modules(info: &mut BootInfo, frames: &mut FrameAllocator) {
+    let pages_of =
+        |r: &core::ops::Range<u64>| align_down(r.start, PAGE_SIZE)..align_up(r.end, PAGE_SIZE);
+    let mut moved = Vec::new();
+    for m in info.modules.as_mut_slice() {
+        if m.addr >= LOW_AREA_END || m.len == 0 {
+            continue;
+        }
+        let Some(to) = frames.alloc(m.len.div_ceil(PAGE_SIZE), PAGE_SIZE) else {
+            warn!("boot module `{}`: no free RAM to move it from {:#x}", m.name(), m.addr);
+            continue;
+        };
+        // SAFETY: the source is the module (mapped, reserved); the destination frames were
+        // just allocated, are identity-mapped, and were free, so they do not overlap it.
+        unsafe {
+            core::ptr::copy_nonoverlapping(m.addr as *const u8, to.0 as *mut u8, m.len as usize)
+        };
+        moved.push(pages_of(&(m.addr..m.addr + m.len)));
+        m.addr = to.0;
+    }
+    for r in &moved {
+        frames.free(crate::mm::addr::HostPhys(r.start), (r.end - r.start) / PAGE_SIZE);
+    }
+    // Whatever else was reserved in those pages (the loader's strings) stays reserved.
+    for r in info.reserved.as_slice().iter().map(PhysRange::as_range) {
+        if !moved.contains(&pages_of(&r)) {
+            frames.reserve(r);
+        }
+    }
+    if !moved.is_empty() {
+        info!("moved {} boot module(s) above {} MiB", moved.len(), LOW_AREA_END >> 20);
+    }
 }
 
 /// The boot modules, with boot packs expanded into their files.
@@ -279,6 +335,7 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 expect_fault: false,
                 on_stop: manifest::OnStop::Destroy,
                 management: false,
+                keep_free: 0,
                 devices: Vec::new(),
             })
             .collect());
@@ -310,6 +367,7 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 expect_fault: p.expect == Expect::Fault,
                 on_stop: p.on_stop,
                 management: p.role == Role::Management,
+                keep_free: 0,
                 devices: p.devices.clone(),
             })
         })

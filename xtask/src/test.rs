@@ -197,6 +197,24 @@ const MGMT: &[Want] = &[
     POWER_OFF_OK,
 ];
 
+/// `scenarios/bare.toml`: a kernel made for the bare PC, unchanged, as the management partition
+/// with `devices = ["all"]`: its multiboot entry, its IRQ 14 through its own (virtual) 8259s,
+/// the disk's sector 0, the PCI functions it sees, its debug-exit write ending its partition;
+/// the probe beside it passes every check.
+const BARE: &[Want] = &[
+    LineWith(&["[bare] bare: multiboot ok, mem_upper ", " KiB"]),
+    Line("[bare] bare: irq 14 received 1 time(s), vector 0x2e"),
+    Line("[bare] bare: disk: sector 0 starts \"MICROHV TEST DISK\", signature 0xaa55"),
+    Line("[bare] bare: pci 00:01.1 8086:7010 class 01.01"),
+    Line("[bare] bare: done"),
+    Line("partition bare: wrote 0x0 to the debug-exit port"),
+    Line("hypervisor: partition bare (id 0): shut down with status 0 [as expected]"),
+    LineWith(&["host IRQ lines 0xffea: ", " interrupts forwarded"]),
+    LineWith(&["[probe] probe: ", " checks, 0 failed"]),
+    Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
+    POWER_OFF_OK,
+];
+
 /// Lines of serial log shown for a failed case.
 const TAIL_LINES: usize = 40;
 
@@ -376,6 +394,32 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+    },
+    Case {
+        name: "vmx-bare",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: None,
+        append: "",
+        scenario: "bare",
+        expect: BARE,
+        status: Expect::Success,
+        timeout_s: 120,
+        input: &[],
+        test_disk: true,
+    },
+    Case {
+        name: "svm-bare",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "bare",
+        expect: BARE,
+        status: Expect::Success,
+        timeout_s: 60,
+        input: &[],
+        test_disk: true,
     },
     Case {
         name: "svm-attack",

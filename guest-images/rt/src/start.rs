@@ -160,7 +160,7 @@ extern "C" fn rt_start(info: *const StartInfo) -> ! {
     console::init();
     exception::init();
     let addr = info as u64;
-    // The page is wherever RDI says (0x5000 in a guest, `MGMT_RAM_BASE + 0x8000` in the
+    // The page is wherever RDI says (0x5000 in a guest, `MGMT_START_INFO_GPA`, 0x8000, in the
     // management partition): check it looks like one before trusting it. A pointer outside the
     // mapped RAM faults here, which the IDT reports (status 254).
     let aligned = addr != 0 && addr.is_multiple_of(8);

@@ -16,14 +16,14 @@ pub const CODE_SELECTOR: u16 = 0x08;
 /// Data selector at entry.
 pub const DATA_SELECTOR: u16 = 0x10;
 
-/// The management partition's RAM starts here, identity-mapped (guest-physical = host-physical)
-/// so that device DMA works without an IOMMU. Its boot structures sit at the same offsets from
-/// this base as a guest's from 0 ([`MGMT_START_INFO_OFFSET`] differs), its image links at
-/// `MGMT_RAM_BASE + 2 MiB`.
-pub const MGMT_RAM_BASE: u64 = 0x0400_0000;
-/// Offset of the start-info page from [`MGMT_RAM_BASE`] (after four page directories that map
-/// the first 4 GiB).
-pub const MGMT_START_INFO_OFFSET: u64 = 0x8000;
+/// Where our management kernel (`guest-images/mgmt`) links. The management partition's RAM is
+/// identity-mapped (guest-physical = host-physical, so that device DMA works without an
+/// IOMMU) over all host RAM the hypervisor and the other partitions do not use; an image loads
+/// at its link address when that is such RAM.
+pub const MGMT_IMAGE_BASE: u64 = 0x0420_0000;
+/// Guest-physical address of the management partition's start-info page (after four page
+/// directories that map the first 4 GiB).
+pub const MGMT_START_INFO_GPA: u64 = 0x8000;
 
 /// Guest-physical base of the sysinfo MMIO device.
 pub const SYSINFO_GPA: u64 = 0xfeb0_0000;

@@ -69,16 +69,37 @@ impl FrameAllocator {
     }
 
     /// Allocates `pages` contiguous 4 KiB frames aligned to `align` bytes (a power of two, at
-    /// least 4 KiB). The memory is not zeroed.
+    /// least 4 KiB), from the top of memory down: the hypervisor's own memory and the guests'
+    /// gather at the top, and low memory, where kernels made for the bare machine load, stays
+    /// free for the management partition. The memory is not zeroed.
     pub fn alloc(&mut self, pages: u64, align: u64) -> Option<HostPhys> {
         let align = align.max(PAGE_SIZE);
         let len = pages.checked_mul(PAGE_SIZE)?;
-        let found = self.free.iter().find_map(|r| {
-            let start = align_up(r.start, align);
-            (start.checked_add(len)? <= r.end).then_some(start)
+        let found = self.free.iter().rev().find_map(|r| {
+            let start = align_down(r.end.checked_sub(len)?, align);
+            (start >= r.start).then_some(start)
         })?;
         self.remove(found..found + len);
         Some(HostPhys(found))
+    }
+
+    /// Takes free memory from the bottom up, at most `limit` bytes, leaving at least `keep`
+    /// bytes free: the management partition's RAM. Returns the ranges taken, in order.
+    pub fn take_lowest(&mut self, limit: u64, keep: u64) -> Vec<Range<u64>> {
+        let mut budget = limit.min(self.free_bytes().saturating_sub(keep));
+        let mut taken = Vec::new();
+        for r in &self.free {
+            if budget == 0 {
+                break;
+            }
+            let len = (r.end - r.start).min(budget);
+            taken.push(r.start..r.start + len);
+            budget -= len;
+        }
+        for t in &taken {
+            self.remove(t.clone());
+        }
+        taken
     }
 
     /// Takes exactly `[addr, addr + pages × 4 KiB)` when all of it is free.
@@ -92,6 +113,11 @@ impl FrameAllocator {
         }
         self.remove(addr.0..end);
         Some(addr)
+    }
+
+    /// Takes `r` (page-expanded) out of the free list, whatever of it is there.
+    pub fn reserve(&mut self, r: Range<u64>) {
+        self.remove(align_down(r.start, PAGE_SIZE)..align_up(r.end, PAGE_SIZE));
     }
 
     /// Returns `pages` frames at `addr` to the free list.
@@ -154,6 +180,28 @@ mod tests {
         assert_eq!(a.alloc_at(HostPhys(63 * MIB), 512), None, "runs past the end");
         assert_eq!(a.alloc_at(HostPhys(3), 1), None, "unaligned");
         assert_eq!(a.free_bytes(), 63 * MIB - MIB);
+    }
+
+    #[test]
+    fn allocates_from_the_top() {
+        let mut a = FrameAllocator::new(&[0..8 * MIB, 16 * MIB..32 * MIB], &[]);
+        assert_eq!(a.alloc(1, PAGE_SIZE), Some(HostPhys(32 * MIB - 4096)));
+        assert_eq!(a.alloc(512, 2 * MIB), Some(HostPhys(28 * MIB)), "aligned below the page");
+        assert_eq!(a.alloc(6 * 256, PAGE_SIZE), Some(HostPhys(22 * MIB)));
+        assert_eq!(a.alloc(6 * 256, 2 * MIB), Some(HostPhys(16 * MIB)));
+        assert_eq!(a.alloc(6 * 256, 2 * MIB), Some(HostPhys(2 * MIB)), "only the low range fits");
+        assert_eq!(a.alloc(7 * 256, PAGE_SIZE), None);
+    }
+
+    #[test]
+    fn takes_the_lowest_memory_and_keeps_a_reserve() {
+        let mut a = FrameAllocator::new(&[0..8 * MIB, 16 * MIB..32 * MIB], &[]);
+        let taken = a.take_lowest(u64::MAX, 10 * MIB);
+        assert_eq!(taken, [MIB..8 * MIB, 16 * MIB..22 * MIB]);
+        assert_eq!(a.ranges(), &[22 * MIB..32 * MIB]);
+        let mut b = FrameAllocator::new(&[0..8 * MIB, 16 * MIB..32 * MIB], &[]);
+        assert_eq!(b.take_lowest(3 * MIB, 0), [MIB..4 * MIB], "a limit");
+        assert_eq!(b.take_lowest(u64::MAX, 64 * MIB), [], "the reserve comes first");
     }
 
     #[test]

@@ -183,6 +183,7 @@ impl Machine<'_> {
             expect_fault: false,
             on_stop: super::manifest::OnStop::Destroy,
             management: false,
+            keep_free: 0,
             devices: alloc::vec::Vec::new(),
         };
         let id = self.next_id;

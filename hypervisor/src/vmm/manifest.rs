@@ -64,7 +64,8 @@ pub struct PartitionSpec {
     /// The boot module holding the image.
     pub image: String,
     pub format: ImageFormat,
-    /// Guest RAM in MiB (even, `MEMORY_MIN_MIB..=MEMORY_MAX_MIB`).
+    /// Guest RAM in MiB (even, `MEMORY_MIN_MIB..=MEMORY_MAX_MIB`). 0 for a management
+    /// partition without `memory`: all the host RAM the others do not use.
     pub memory_mib: u64,
     pub vcpus: u32,
     pub cmdline: String,
@@ -737,6 +738,7 @@ fn partition(
         line,
     };
     let mut devices_line = 0;
+    let mut memory_given = false;
     for e in entries {
         let field = PARTITION_KEYS.iter().copied().find(|&k| k == e.key).unwrap_or("?");
         let fail = |message: String| err(e.line, Some(field), message);
@@ -796,6 +798,7 @@ fn partition(
                     return Err(fail(format!("{n} is not a multiple of 2 MiB")));
                 }
                 spec.memory_mib = n;
+                memory_given = true;
             }
             ("vcpus", Value::Int(n)) => {
                 if *n != 1 {
@@ -851,6 +854,10 @@ fn partition(
             Some("image"),
             "missing: every partition needs an image".to_string(),
         ));
+    }
+    if spec.role == Role::Management && !memory_given {
+        // All the host RAM the hypervisor and the other partitions do not use.
+        spec.memory_mib = 0;
     }
     if !spec.devices.is_empty() && spec.role != Role::Management {
         return Err(err(

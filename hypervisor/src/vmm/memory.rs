@@ -2,9 +2,10 @@
 //! guest-physical address, and a walker for the guest's own page tables (to fetch the
 //! instruction at a guest RIP).
 //!
-//! RAM is one host-contiguous block, so guest-physical `gpa` is at host `base + gpa`. Every
-//! access is checked against the size first; a guest can name any address in a hypercall or a
-//! page table, and none of them reaches outside its RAM.
+//! RAM is a list of host-contiguous blocks (one for a guest), so a guest-physical address is
+//! found by its block. Every access is checked against the block first; a guest can name any
+//! address in a hypercall or a page table, and none of them reaches outside its RAM (an access
+//! may not straddle two blocks, as the hole between them is not RAM).
 
 /// The guest address was not inside the partition's RAM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,13 +20,21 @@ impl core::fmt::Display for BadAddress {
     }
 }
 
-/// A partition's RAM: guest-physical `[base, base + size)`.
+/// One block of a partition's RAM: guest-physical `[gpa, gpa + size)` at host `host`.
+#[derive(Clone, Copy, Debug)]
+struct Region {
+    gpa: u64,
+    host: *mut u8,
+    size: u64,
+}
+
+/// A partition's RAM: one or more blocks of guest-physical memory, each host-contiguous. A
+/// guest has one block from guest-physical 0; the management partition has every block of
+/// host RAM the others do not use, at its host address (identity), with holes between.
 #[derive(Debug)]
 pub struct GuestRam {
-    /// Host virtual address of guest-physical `base`.
-    host: *mut u8,
-    base: u64,
-    size: u64,
+    /// Sorted by `gpa`, not overlapping.
+    regions: alloc::vec::Vec<Region>,
 }
 
 impl GuestRam {
@@ -35,7 +44,8 @@ impl GuestRam {
     /// `[host, host+size)` must be mapped, writable, and used by nothing else for as long as
     /// this value lives.
     pub unsafe fn new(host: *mut u8, size: u64) -> Self {
-        Self { host, base: 0, size }
+        // SAFETY: the caller's promise.
+        unsafe { Self::new_at(host, 0, size) }
     }
 
     /// Like [`Self::new`], for RAM that starts at guest-physical `base`.
@@ -43,17 +53,35 @@ impl GuestRam {
     /// # Safety
     /// As [`Self::new`].
     pub unsafe fn new_at(host: *mut u8, base: u64, size: u64) -> Self {
-        Self { host, base, size }
+        Self { regions: alloc::vec![Region { gpa: base, host, size }] }
     }
 
-    /// Size in bytes.
+    /// RAM of several blocks: `(guest-physical, host virtual, size)` each, sorted by address
+    /// and not overlapping (checked: `None` otherwise).
+    ///
+    /// # Safety
+    /// As [`Self::new`], for every block.
+    pub unsafe fn from_blocks(blocks: &[(u64, *mut u8, u64)]) -> Option<Self> {
+        let ordered =
+            blocks.windows(2).all(|w| w[0].0.checked_add(w[0].2).is_some_and(|e| e <= w[1].0));
+        (ordered && !blocks.is_empty()).then(|| Self {
+            regions: blocks.iter().map(|&(gpa, host, size)| Region { gpa, host, size }).collect(),
+        })
+    }
+
+    /// Size in bytes (all blocks).
     pub fn size(&self) -> u64 {
-        self.size
+        self.regions.iter().map(|r| r.size).sum()
     }
 
     /// Guest-physical address of the first byte.
     pub fn base(&self) -> u64 {
-        self.base
+        self.regions[0].gpa
+    }
+
+    /// The guest-physical blocks, `(start, size)`, in order.
+    pub fn blocks(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.regions.iter().map(|r| (r.gpa, r.size))
     }
 
     /// The host address of guest-physical `[gpa, gpa + len)`, when all of it is RAM.
@@ -61,26 +89,33 @@ impl GuestRam {
         self.slice(gpa, len).ok().map(|s| s.as_ptr() as u64)
     }
 
-    fn check(&self, gpa: u64, len: u64) -> Result<usize, BadAddress> {
-        let off = gpa.checked_sub(self.base).ok_or(BadAddress { gpa, len })?;
+    /// The host address of `[gpa, gpa + len)` when it lies inside one block.
+    fn check(&self, gpa: u64, len: u64) -> Result<*mut u8, BadAddress> {
+        let bad = BadAddress { gpa, len };
+        let i = self.regions.partition_point(|r| r.gpa <= gpa).checked_sub(1).ok_or(bad)?;
+        let r = &self.regions[i];
+        let off = gpa - r.gpa;
         match off.checked_add(len) {
-            Some(end) if end <= self.size => Ok(off as usize),
-            _ => Err(BadAddress { gpa, len }),
+            Some(end) if end <= r.size => {
+                // SAFETY: `off <= size`: the pointer stays inside the block `new` was given.
+                Ok(unsafe { r.host.add(off as usize) })
+            }
+            _ => Err(bad),
         }
     }
 
     /// The guest bytes `[gpa, gpa+len)`.
     pub fn slice(&self, gpa: u64, len: u64) -> Result<&[u8], BadAddress> {
         let at = self.check(gpa, len)?;
-        // SAFETY: the range is inside the block `new` was given (checked above).
-        Ok(unsafe { core::slice::from_raw_parts(self.host.add(at), len as usize) })
+        // SAFETY: the range is inside one block `new` was given (checked above).
+        Ok(unsafe { core::slice::from_raw_parts(at, len as usize) })
     }
 
     /// The guest bytes `[gpa, gpa+len)`, writable.
     pub fn slice_mut(&mut self, gpa: u64, len: u64) -> Result<&mut [u8], BadAddress> {
         let at = self.check(gpa, len)?;
         // SAFETY: as `slice`; `&mut self` makes this the only reference.
-        Ok(unsafe { core::slice::from_raw_parts_mut(self.host.add(at), len as usize) })
+        Ok(unsafe { core::slice::from_raw_parts_mut(at, len as usize) })
     }
 
     pub fn read(&self, gpa: u64, out: &mut [u8]) -> Result<(), BadAddress> {
@@ -162,6 +197,26 @@ mod tests {
         assert!(r.read_u64(0x3ff_fff8).is_err(), "below the base");
         assert!(r.read_u64(0x400_0ffc).is_err(), "past the end");
         assert!(r.slice(0, 1).is_err());
+    }
+
+    #[test]
+    fn ram_in_blocks_with_holes() {
+        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 8192]);
+        let blocks = [(0x1000, a.as_mut_ptr(), 4096), (0x10_0000, b.as_mut_ptr(), 8192)];
+        // SAFETY: both buffers outlive `r` and nothing else touches them.
+        let mut r = unsafe { GuestRam::from_blocks(&blocks) }.unwrap();
+        assert_eq!((r.base(), r.size()), (0x1000, 12288));
+        r.write_u64(0x1ff8, 1).unwrap();
+        r.write_u64(0x10_1ff8, 2).unwrap();
+        assert_eq!((r.read_u64(0x1ff8), r.read_u64(0x10_1ff8)), (Ok(1), Ok(2)));
+        assert!(r.read_u64(0x1ffc).is_err(), "across the end of a block");
+        assert!(r.read_u64(0x2000).is_err(), "in the hole");
+        assert!(r.read_u64(0xff8).is_err(), "below the first block");
+        assert!(r.read_u64(0x10_2000).is_err(), "past the last block");
+        assert_eq!(r.blocks().collect::<alloc::vec::Vec<_>>(), [(0x1000, 4096), (0x10_0000, 8192)]);
+        let overlapping = [(0x1000, a.as_mut_ptr(), 8192), (0x2000, b.as_mut_ptr(), 8192)];
+        // SAFETY: refused before anything is touched.
+        assert!(unsafe { GuestRam::from_blocks(&overlapping) }.is_none());
     }
 
     #[test]

@@ -34,9 +34,12 @@ pub struct PartitionConfig {
     pub expect_fault: bool,
     /// What happens when it stops.
     pub on_stop: super::manifest::OnStop,
-    /// The management partition: identity-mapped RAM at `MGMT_RAM_BASE`, privileged
-    /// hypercalls, the devices in `devices`.
+    /// The management partition: identity-mapped RAM (all the host RAM the others do not
+    /// use), privileged hypercalls, the devices in `devices`.
     pub management: bool,
+    /// Management partition: host RAM bytes it leaves free for the other partitions (those in
+    /// the manifest and those it creates later).
+    pub keep_free: u64,
     /// Devices handed to a management partition (manifest syntax, see `vmm::passthrough`).
     pub devices: Vec<String>,
 }
@@ -88,7 +91,10 @@ pub struct Partition {
     pub name: String,
     pub config: PartitionConfig,
     pub ram: GuestRam,
-    ram_hpa: HostPhys,
+    /// Host frames allocated for its RAM (freed when it goes).
+    owned: Vec<core::ops::Range<u64>>,
+    /// Its RAM as guest-physical `(start, size)` blocks, as the second-level table maps it.
+    pub map: Vec<(u64, u64)>,
     pub slat: Box<dyn SecondLevel>,
     pub vcpu: Box<dyn Vcpu>,
     pub state: State,
@@ -133,6 +139,14 @@ pub struct InsnCache {
     pub bytes: [u8; 15],
 }
 
+/// RAM blocks `(gpa, hpa, len)` to map, and the host frames allocated for them.
+type RamBlocks = (Vec<(u64, u64, u64)>, Vec<core::ops::Range<u64>>);
+
+/// The management partition's boot structures and first stack live in `[0, LOW_RAM_NEEDED)`.
+const LOW_RAM_NEEDED: u64 = 0x8_0000;
+/// The pages its boot structures use, cleared before they are written.
+const BOOT_AREA: u64 = 0x1_0000;
+
 /// Bytes of console output kept per partition for ConsoleRead.
 pub const HISTORY_BYTES: usize = 16 * 1024;
 
@@ -150,74 +164,91 @@ impl Partition {
         config: PartitionConfig,
         backend: &mut dyn Backend,
     ) -> Result<Self, BuildError> {
-        let size = config.memory;
-        if size == 0 || !size.is_multiple_of(PAGE_SIZE_2M) || size > (1 << 30) {
-            return Err(format!(
-                "memory {} MiB is not a multiple of 2 MiB up to 1 GiB",
-                size >> 20
-            ));
-        }
+        let (blocks, owned) = if config.management {
+            Self::management_memory(&config)?
+        } else {
+            Self::guest_memory(config.memory)?
+        };
+        let free_owned = || {
+            for r in &owned {
+                HostPages::free(HostPhys(r.start), (r.end - r.start) / PAGE_SIZE);
+            }
+        };
+        let cleanup = |msg: String| {
+            free_owned();
+            msg
+        };
         // Guests see their RAM from guest-physical 0; the management partition sees its RAM
-        // where it lies in host memory (identity), so device DMA needs no IOMMU.
-        let base = if config.management { MGMT_RAM_BASE } else { 0 };
+        // where it lies in host memory (identity), so device DMA needs no IOMMU. Both have
+        // their boot structures in their first MiB.
+        let span = blocks.last().map_or(0, |b| b.0 + b.2);
         let image = match config.format {
-            ImageFormat::Elf64 => elf::parse_at(config.image, base, size).map_err(|e| {
+            ImageFormat::Elf64 => elf::parse_at(config.image, 0, span).map_err(|e| {
                 let hint = if multiboot::has_header(config.image) {
                     " (it has a multiboot header: format = \"multiboot\")"
                 } else {
                     ""
                 };
                 format!("image: {e}{hint}")
-            })?,
-            ImageFormat::Multiboot => {
-                multiboot::parse(config.image, base, size)
-                    .map_err(|e| format!("multiboot image: {e}"))?
-                    .image
-            }
-        };
-        if let Some(s) = image.segments.iter().find(|s| s.gpa < base + IMAGE_MIN_GPA) {
-            return Err(format!(
+            }),
+            ImageFormat::Multiboot => multiboot::parse(config.image, 0, span)
+                .map(|m| m.image)
+                .map_err(|e| format!("multiboot image: {e}")),
+        }
+        .map_err(cleanup)?;
+        if let Some(s) = image.segments.iter().find(|s| s.gpa < IMAGE_MIN_GPA) {
+            return Err(cleanup(format!(
                 "image: segment at {:#x} lies in the first MiB of its RAM (reserved for boot structures)",
                 s.gpa
-            ));
+            )));
         }
-        let pages = size / PAGE_SIZE;
-        let hpa = crate::mm::frames::FRAMES
-            .lock()
-            .as_mut()
-            .and_then(|f| {
-                if base != 0 {
-                    f.alloc_at(HostPhys(base), pages)
+        // The hypervisor never touches host page 0 (a null pointer), which the management
+        // partition has at guest-physical 0; the guest has it all the same.
+        let host_blocks: Vec<(u64, *mut u8, u64)> = blocks
+            .iter()
+            .map(|&(gpa, hpa, len)| {
+                if hpa == 0 {
+                    (gpa + PAGE_SIZE, PAGE_SIZE as *mut u8, len - PAGE_SIZE)
                 } else {
-                    f.alloc(pages, PAGE_SIZE_2M)
+                    (gpa, hpa as *mut u8, len)
                 }
             })
-            .ok_or_else(|| {
-                format!(
-                    "no {} MiB of free host RAM{}",
-                    size >> 20,
-                    if base != 0 { alloc::format!(" at {base:#x}") } else { String::new() }
-                )
-            })?;
-        // SAFETY: the frames were just allocated for this partition alone and are identity-mapped.
-        let mut ram = unsafe { GuestRam::new_at(hpa.0 as *mut u8, base, size) };
-        let cleanup = |msg: String| {
-            HostPages::free(hpa, pages);
-            msg
-        };
-        ram.zero(base, size).map_err(|e| cleanup(format!("{e}")))?;
+            .collect();
+        // SAFETY: every block is RAM allocated for this partition alone (or low memory the
+        // hypervisor never uses, for the management partition), identity-mapped on the host.
+        let mut ram = unsafe { GuestRam::from_blocks(&host_blocks) }
+            .ok_or_else(|| cleanup("RAM blocks overlap".into()))?;
+        if config.management {
+            // RAM holds whatever it held, as on a machine after its firmware; only the boot
+            // structures' pages start clear.
+            ram.zero(PAGE_SIZE, BOOT_AREA - PAGE_SIZE).map_err(|e| cleanup(format!("{e}")))?;
+        } else {
+            ram.zero(0, config.memory).map_err(|e| cleanup(format!("{e}")))?;
+        }
         let mut slat = backend.new_second_level().map_err(|e| cleanup(e.into()))?;
-        slat.map(base, hpa.0, size).map_err(|e| cleanup(format!("second-level map: {e:?}")))?;
+        for &(gpa, hpa, len) in &blocks {
+            slat.map(gpa, hpa, len).map_err(|e| cleanup(format!("second-level map: {e:?}")))?;
+        }
         let ram_cell = core::cell::RefCell::new(&mut ram);
         image
             .load_into(
                 |gpa, data| ram_cell.borrow_mut().write(gpa, data),
                 |gpa, len| ram_cell.borrow_mut().zero(gpa, len),
             )
-            .map_err(|e| cleanup(format!("loading the image: {e}")))?;
+            .map_err(|e| {
+                let hint = if config.management {
+                    " (the management partition's RAM is the host RAM the hypervisor and the other partitions do not use: a hole is theirs)"
+                } else {
+                    ""
+                };
+                cleanup(format!("loading the image: {e}{hint}"))
+            })?;
+        let map: Vec<(u64, u64)> = blocks.iter().map(|&(gpa, _, len)| (gpa, len)).collect();
         let initial = match config.format {
-            ImageFormat::Elf64 => Self::boot_structures(&mut ram, id, &config, image.entry),
-            ImageFormat::Multiboot => Self::multiboot_structures(&mut ram, &config, image.entry),
+            ImageFormat::Elf64 => Self::boot_structures(&mut ram, &map, id, &config, image.entry),
+            ImageFormat::Multiboot => {
+                Self::multiboot_structures(&mut ram, &map, &config, image.entry)
+            }
         }
         .map_err(|e| cleanup(format!("{e}")))?;
         let mut vcpu = backend
@@ -242,7 +273,8 @@ impl Partition {
             name: config.name.clone(),
             config,
             ram,
-            ram_hpa: hpa,
+            owned,
+            map,
             slat,
             vcpu,
             state: State::Runnable,
@@ -265,15 +297,65 @@ impl Partition {
         })
     }
 
+    /// A guest's RAM: `size` bytes (a multiple of 2 MiB up to 1 GiB), host-contiguous and
+    /// 2 MiB-aligned for large second-level pages, at guest-physical 0. Returns the mapped
+    /// blocks `(gpa, hpa, len)` and the frames taken.
+    fn guest_memory(size: u64) -> Result<RamBlocks, BuildError> {
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE_2M) || size > (1 << 30) {
+            return Err(format!(
+                "memory {} MiB is not a multiple of 2 MiB up to 1 GiB",
+                size >> 20
+            ));
+        }
+        let hpa = crate::mm::frames::FRAMES
+            .lock()
+            .as_mut()
+            .and_then(|f| f.alloc(size / PAGE_SIZE, PAGE_SIZE_2M))
+            .ok_or_else(|| format!("no {} MiB of free host RAM", size >> 20))?;
+        Ok((alloc::vec![(0, hpa.0, size)], alloc::vec![hpa.0..hpa.0 + size]))
+    }
+
+    /// The management partition's RAM, identity-mapped: the conventional memory below 640 KiB
+    /// (its boot structures go there, as a PC loader's do) and the host RAM the hypervisor and
+    /// the other partitions do not use, from the bottom up, leaving `keep_free` bytes for
+    /// partitions created later; at most `memory` bytes when the manifest gives a size.
+    fn management_memory(config: &PartitionConfig) -> Result<RamBlocks, BuildError> {
+        let low = crate::start::LOW_RAM_END.load(core::sync::atomic::Ordering::Relaxed);
+        if low < LOW_RAM_NEEDED {
+            return Err(format!(
+                "the management partition's boot structures need usable RAM at [0, {LOW_RAM_NEEDED:#x}); the firmware's map has [0, {low:#x})"
+            ));
+        }
+        if config.memory != 0 && !config.memory.is_multiple_of(PAGE_SIZE_2M) {
+            return Err(format!("memory {} MiB is not a multiple of 2 MiB", config.memory >> 20));
+        }
+        let limit = if config.memory == 0 { u64::MAX } else { config.memory.saturating_sub(low) };
+        let taken = crate::mm::frames::FRAMES
+            .lock()
+            .as_mut()
+            .map(|f| f.take_lowest(limit, config.keep_free))
+            .unwrap_or_default();
+        if taken.is_empty() {
+            return Err(format!(
+                "no free host RAM beyond the {} MiB kept for other partitions",
+                config.keep_free >> 20
+            ));
+        }
+        let mut blocks = alloc::vec![(0, 0, low)];
+        blocks.extend(taken.iter().map(|r| (r.start, r.start, r.end - r.start)));
+        Ok((blocks, taken))
+    }
+
     /// Writes the GDT, identity page tables and start-info page (at the same offsets from the
     /// start of RAM for every partition, `docs/guest-contract.md`); returns the entry state.
     fn boot_structures(
         ram: &mut GuestRam,
+        map: &[(u64, u64)],
         id: u64,
         config: &PartitionConfig,
         entry: u64,
     ) -> Result<InitialState, super::memory::BadAddress> {
-        let (base, size) = (ram.base(), ram.size());
+        let (base, size) = (0, ram.size());
         for (i, d) in GDT.iter().enumerate() {
             ram.write_u64(base + GDT_GPA + 8 * i as u64, *d)?;
         }
@@ -289,8 +371,7 @@ impl Partition {
         for i in 0..mapped / PAGE_SIZE_2M {
             ram.write_u64(pd + 8 * i, (i * PAGE_SIZE_2M) | 0x83)?;
         }
-        let start_info =
-            if config.management { base + MGMT_START_INFO_OFFSET } else { START_INFO_GPA };
+        let start_info = if config.management { MGMT_START_INFO_GPA } else { START_INFO_GPA };
         let mut info = StartInfo {
             magic: START_MAGIC,
             partition_id: id,
@@ -316,8 +397,11 @@ impl Partition {
         };
         ram.write(start_info, bytes)?;
 
+        // The stack at the top of RAM (the management partition: of its highest block below
+        // 4 GiB, which its page tables reach).
+        let top = map.iter().map(|&(gpa, len)| gpa + len).filter(|&end| end <= 1 << 32).max();
         let mut gprs = Gprs::default();
-        gprs.0[reg::RSP] = base + size - STACK_GAP;
+        gprs.0[reg::RSP] = top.unwrap_or(size) - STACK_GAP;
         gprs.0[reg::RDI] = start_info;
         let flat = |selector, access| Segment { selector, base: 0, limit: 0xffff_ffff, access };
         Ok(InitialState {
@@ -342,16 +426,17 @@ impl Partition {
     /// structure, interrupts off.
     fn multiboot_structures(
         ram: &mut GuestRam,
+        map: &[(u64, u64)],
         config: &PartitionConfig,
         entry: u64,
     ) -> Result<InitialState, super::memory::BadAddress> {
         /// Null, 32-bit code (0x08), data (0x10): base 0, limit 4 GiB, granularity 4 KiB.
         const GDT32: [u64; 3] = [0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
-        let (base, size) = (ram.base(), ram.size());
+        let base = 0;
         for (i, d) in GDT32.iter().enumerate() {
             ram.write_u64(base + GDT_GPA + 8 * i as u64, *d)?;
         }
-        let info = multiboot::write_info(|gpa, b| ram.write(gpa, b), base, size, &config.cmdline)?;
+        let info = multiboot::write_info(|gpa, b| ram.write(gpa, b), base, map, &config.cmdline)?;
         let mut gprs = Gprs::default();
         gprs.0[reg::RAX] = u64::from(multiboot::BOOT_MAGIC);
         gprs.0[reg::RBX] = info;
@@ -461,6 +546,8 @@ impl Partition {
 
 impl Drop for Partition {
     fn drop(&mut self) {
-        HostPages::free(self.ram_hpa, self.ram.size() / PAGE_SIZE);
+        for r in &self.owned {
+            HostPages::free(HostPhys(r.start), (r.end - r.start) / PAGE_SIZE);
+        }
     }
 }

@@ -13,6 +13,9 @@ use alloc::vec::Vec;
 
 /// TSC ticks a partition runs before another gets the CPU.
 pub const TIMESLICE_TICKS: u64 = 2_000_000;
+/// Host RAM the management partition leaves free beyond the manifest's other partitions: for
+/// the partitions it creates at run time (and their second-level tables, VMCS/VMCB, channels).
+pub const MGMT_KEEPS_FREE: u64 = 64 << 20;
 /// Exits handled in one slice before the scheduler looks at the others.
 const EXITS_PER_SLICE: u32 = 10_000;
 
@@ -126,7 +129,7 @@ pub fn report(parts: &mut [Partition], powered_off: bool) -> bool {
     all_ok
 }
 
-/// Builds `configs` (the management partition first: its RAM has a fixed place) and runs
+/// Builds `configs` (the management partition first: it takes the RAM the others leave) and runs
 /// them on `backend`; true when all ended as expected.
 pub fn run_partitions(
     mut configs: Vec<PartitionConfig>,
@@ -134,6 +137,12 @@ pub fn run_partitions(
     modules: &[(String, &'static [u8])],
 ) -> bool {
     configs.sort_by_key(|c| !c.management);
+    // The management partition takes the host RAM the others leave: keep theirs, and some for
+    // the partitions it creates later, their tables and channels.
+    let others: u64 = configs.iter().filter(|c| !c.management).map(|c| c.memory).sum();
+    for c in configs.iter_mut().filter(|c| c.management) {
+        c.keep_free = others + MGMT_KEEPS_FREE;
+    }
     let mut m = Machine::new(backend, modules);
     let mut ok = true;
     for c in configs {

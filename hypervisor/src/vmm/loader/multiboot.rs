@@ -297,15 +297,44 @@ fn elf32(image: &[u8], ram_base: u64, ram_size: u64) -> Result<ElfImage<'_>, Mul
     Ok(ElfImage { entry, segments: segments.into_iter().map(|(_, s)| s).collect() })
 }
 
-/// Writes the multiboot information structure (§3.3) for a partition with RAM at
-/// `[base, base + size)`: flags 0 (mem_lower/mem_upper), 2 (cmdline), 3 (no modules), 6 (the
-/// memory map, §3.3 "mmap_*") and 9 (the loader's name). Returns the structure's address,
-/// for EBX. Low memory is given as 639 KiB, the rest from 1 MiB as one available range; the
-/// holes between are reserved, as on a PC.
+/// The memory map a PC loader reports for RAM blocks `ram` (guest-physical `(start, size)`,
+/// sorted): each block as available, except that the legacy hole `[639 KiB, 1 MiB)` is never
+/// RAM; the EBDA's KiB and the BIOS area `[0xf0000, 1 MiB)` listed reserved when RAM comes up
+/// to them. Entries are `(base_addr, length, type)`, type 1 available and 2 reserved.
+pub fn memory_map(ram: &[(u64, u64)]) -> Vec<(u64, u64, u32)> {
+    const HOLE: core::ops::Range<u64> = (LOW_KIB << 10)..0x10_0000;
+    let mut map = Vec::new();
+    for &(start, size) in ram {
+        let end = start.saturating_add(size);
+        for (a, b) in [(start, end.min(HOLE.start)), (start.max(HOLE.end), end)] {
+            if a < b {
+                map.push((a, b - a, 1));
+            }
+        }
+        if start < HOLE.start && end >= HOLE.start {
+            map.push((HOLE.start, 0xa0000 - HOLE.start, 2));
+        }
+        if start < HOLE.end && end > 0xf0000 {
+            map.push((0xf0000, 0x10000, 2));
+        }
+    }
+    map.sort_unstable();
+    map
+}
+
+/// Conventional memory below 1 MiB.
+const LOW_KIB: u64 = 639;
+
+/// Writes the multiboot information structure (§3.3) for a partition whose RAM is the blocks
+/// `ram` (guest-physical `(start, size)`, sorted), the structure itself at `base`: flags 0
+/// (mem_lower/mem_upper), 2 (cmdline), 3 (no modules), 6 (the memory map, §3.3 "mmap_*",
+/// from [`memory_map`]) and 9 (the loader's name). mem_lower is the RAM from 0 (at most 639
+/// KiB), mem_upper the contiguous RAM from 1 MiB, both in KiB. Returns the structure's
+/// address, for EBX.
 pub fn write_info<E>(
     mut write: impl FnMut(u64, &[u8]) -> Result<(), E>,
     base: u64,
-    size: u64,
+    ram: &[(u64, u64)],
     cmdline: &str,
 ) -> Result<u64, E> {
     const MEM: u32 = 1 << 0;
@@ -313,15 +342,9 @@ pub fn write_info<E>(
     const MODS: u32 = 1 << 3;
     const MMAP: u32 = 1 << 6;
     const LOADER_NAME: u32 = 1 << 9;
-    const LOW_KIB: u64 = 639;
-    let upper_kib = size.saturating_sub(1 << 20) >> 10;
-    // (base_addr, length, type): 1 available, 2 reserved.
-    let ranges: [(u64, u64, u32); 4] = [
-        (base, LOW_KIB << 10, 1),
-        (base + (LOW_KIB << 10), 0xa0000 - (LOW_KIB << 10), 2),
-        (base + 0xf0000, 0x10000, 2),
-        (base + 0x10_0000, size.saturating_sub(0x10_0000), 1),
-    ];
+    let ranges = memory_map(ram);
+    let kib_from = |at: u64| ranges.iter().find(|r| r.0 == at && r.2 == 1).map_or(0, |r| r.1 >> 10);
+    let (lower_kib, upper_kib) = (kib_from(0), kib_from(0x10_0000));
     let mut mmap = Vec::with_capacity(ranges.len() * 24);
     for (addr, len, kind) in ranges {
         // Each entry: size (of the rest: 20), base_addr, length, type (§3.3).
@@ -339,7 +362,7 @@ pub fn write_info<E>(
     // The fixed part: 23 u32 fields up to and including boot_loader_name (offset 64).
     let mut info = [0u32; 23];
     info[0] = MEM | CMDLINE | MODS | MMAP | LOADER_NAME;
-    info[1] = LOW_KIB as u32;
+    info[1] = lower_kib as u32;
     info[2] = upper_kib.min(u64::from(u32::MAX)) as u32;
     info[4] = (base + CMDLINE_OFFSET) as u32;
     info[5] = 0; // mods_count
@@ -524,7 +547,7 @@ mod tests {
                 Ok::<(), ()>(())
             },
             0,
-            32 << 20,
+            &[(0, 32 << 20)],
             "console=ttyS0",
         )
         .expect("writes succeed");
@@ -547,5 +570,40 @@ mod tests {
             (u64_at(last + 4), u64_at(last + 12), u32_at(last + 20)),
             (1 << 20, 31 << 20, 1)
         );
+    }
+
+    #[test]
+    fn memory_map_of_a_guest_and_of_identity_blocks() {
+        assert_eq!(
+            memory_map(&[(0, 32 << 20)]),
+            [
+                (0, 639 << 10, 1),
+                (639 << 10, 0xa0000 - (639 << 10), 2),
+                (0xf0000, 0x10000, 2),
+                (1 << 20, 31 << 20, 1)
+            ]
+        );
+        // The management partition: low memory, then host RAM around the hypervisor's.
+        let blocks = [(0, 0x9f000), (1 << 20, 15 << 20), (20 << 20, 100 << 20)];
+        assert_eq!(
+            memory_map(&blocks),
+            [(0, 0x9f000, 1), (1 << 20, 15 << 20, 1), (20 << 20, 100 << 20, 1)]
+        );
+        let mut mem = BTreeMap::new();
+        let info = write_info(
+            |gpa, bytes: &[u8]| {
+                for (i, b) in bytes.iter().enumerate() {
+                    mem.insert(gpa + i as u64, *b);
+                }
+                Ok::<(), ()>(())
+            },
+            0,
+            &blocks,
+            "",
+        )
+        .unwrap();
+        let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
+        assert_eq!((u32_at(info + 4), u32_at(info + 8)), (0x9f000 >> 10, 15 << 10));
+        assert_eq!(u32_at(info + 44), 3 * 24);
     }
 }
