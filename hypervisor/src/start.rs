@@ -149,12 +149,12 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
     RAM_TOP_BELOW_4G.store(top, core::sync::atomic::Ordering::Relaxed);
     // Conventional memory from address 0 (below the EBDA), which the hypervisor never uses:
     // the management partition's boot structures go there, as a PC loader's do.
-    let low = info
-        .usable
-        .as_slice()
-        .iter()
-        .find(|r| r.start == 0)
-        .map_or(0, |r| align_down(r.end.min(0xa_0000), PAGE_SIZE));
+    // Firmware maps may split it into adjacent ranges: follow the chain from 0.
+    let mut low = 0;
+    while let Some(r) = info.usable.as_slice().iter().find(|r| r.start <= low && r.end > low) {
+        low = r.end;
+    }
+    let low = align_down(low.min(0xa_0000), PAGE_SIZE);
     LOW_RAM_END.store(low, core::sync::atomic::Ordering::Relaxed);
 
     match opts.fault {

@@ -351,11 +351,15 @@ impl<'a> Machine<'a> {
                     );
                 }
                 for p in &self.parts {
+                    let blocks: Vec<String> = p
+                        .map
+                        .iter()
+                        .map(|&(gpa, len)| alloc::format!("[{gpa:#x}, {:#x})", gpa + len))
+                        .collect();
                     println!(
-                        "  {}: guest-physical [{:#x}, {:#x}) RAM, {} second-level table pages",
+                        "  {}: RAM at guest-physical {}, {} second-level table pages",
                         p.name,
-                        p.ram.base(),
-                        p.ram.base() + p.ram.size(),
+                        blocks.join(" "),
                         p.slat.tables_used()
                     );
                 }

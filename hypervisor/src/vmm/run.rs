@@ -152,9 +152,10 @@ pub fn run_partitions(
         match Partition::build(id, tag, c, m.backend) {
             Ok(p) => {
                 log::info!(
-                    "partition {name} (id {id}): {} MiB RAM at guest-physical {:#x}, entry {:#x}, {} {} table pages",
-                    p.ram.size() >> 20,
-                    p.ram.base(),
+                    "partition {name} (id {id}): {} MiB RAM in {} block(s) from guest-physical {:#x}, entry {:#x}, {} {} table pages",
+                    p.map.iter().map(|b| b.1).sum::<u64>() >> 20,
+                    p.map.len(),
+                    p.map.first().map_or(0, |b| b.0),
                     p.vcpu.rip(),
                     m.backend.name(),
                     p.slat.tables_used()
