@@ -17,6 +17,15 @@
 //! 4 ATA error or timeout, 5 an interrupt that should not have come (masked IRQ, stray vector).
 //! Where port 0xf4 does nothing it then writes `Shutdown` to Bochs' port 0x8900, then halts.
 //!
+//! On the bare (emulated) machine, without the hypervisor (QEMU exits 1 for status 0):
+//! ```text
+//! cargo build -p bare --target x86_64-unknown-none --release
+//! qemu-system-x86_64 -nographic -no-reboot -m 128 -kernel target/x86_64-unknown-none/release/bare \
+//!     -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+//!     -drive file=target/xtask/run/svm-bare/test-disk.img,format=raw,if=ide,index=0
+//! ```
+//! As the management partition: `cargo xtask run --scenario bare` (`scenarios/bare.toml`).
+//!
 //! The parts are assembly in one file each and call each other by `.global` symbols.
 //! Routines say which registers they clobber; the rest they keep.
 #![no_std]
