@@ -382,18 +382,6 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
     if io.string {
         return refuse_gp(p, format_args!("string I/O on port {:#x} is not emulated", io.port));
     }
-    let port = u64::from(io.port);
-    if matches!(io.port, 0x20 | 0x21 | 0xa0 | 0xa1) && io.size == 1 {
-        if io.write {
-            let v = p.vcpu.gprs().0[reg::RAX] as u8;
-            p.pic.write(io.port, v);
-        } else {
-            let v = p.pic.read(io.port);
-            let rax = &mut p.vcpu.gprs().0[reg::RAX];
-            *rax = (*rax & !0xff) | u64::from(v);
-        }
-        return skip(p);
-    }
     if p.config.management && io.write && io.port == hvabi::exit::QEMU_EXIT_PORT {
         // The management partition owns the machine: QEMU's isa-debug-exit, written by a
         // kernel made for the bare machine, powers its partition off with that status.
@@ -403,17 +391,22 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         p.state = State::Shutdown(status);
         return Flow::Stopped;
     }
-    if !p.io.claims(port) {
+    let port = u64::from(io.port);
+    // The partition's own 8259 pair (byte registers), else its port bus.
+    let pic = matches!(io.port, 0x20 | 0x21 | 0xa0 | 0xa1) && io.size == 1;
+    if !pic && !p.io.claims(port) {
         log::debug!("partition {}: port {:#x} absent", p.name, io.port);
     }
     if io.write {
         let v = p.vcpu.gprs().0[reg::RAX];
-        p.io.write(port, io.size, v);
-        p.drain_devices();
-        p.sync_irq_lines();
+        if pic {
+            p.pic.write(io.port, v as u8);
+        } else {
+            p.io.write(port, io.size, v);
+            p.drain_devices();
+        }
     } else {
-        let v = p.io.read(port, io.size);
-        p.sync_irq_lines();
+        let v = if pic { u64::from(p.pic.read(io.port)) } else { p.io.read(port, io.size) };
         let rax = &mut p.vcpu.gprs().0[reg::RAX];
         *rax = match io.size {
             1 => (*rax & !0xff) | v,
@@ -421,6 +414,7 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
             _ => v & 0xffff_ffff,
         };
     }
+    p.sync_irq_lines();
     skip(p)
 }
 
