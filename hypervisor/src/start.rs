@@ -7,6 +7,7 @@ use crate::cmdline::{self, FAULT_ADDRESS, Fault};
 use crate::mm::addr::{PAGE_SIZE, align_down, align_up};
 use crate::mm::frames::{FRAMES, FrameAllocator, LOW_MEMORY_END};
 use crate::vmm::partition::PartitionConfig;
+use crate::vmm::platform::Platform;
 use crate::vmm::vcpu::Backend;
 use crate::{console, println};
 use alloc::boxed::Box;
@@ -14,15 +15,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use hvabi::pack::{self, Pack};
 use log::{error, info, warn};
-
-/// The TSC at the hypervisor's first instruction of Rust (boot-to-guest benchmark).
-pub static START_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-/// The end of RAM below 4 GiB (device space starts above it).
-pub static RAM_TOP_BELOW_4G: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-/// End of the usable RAM that starts at physical address 0 (at most 640 KiB; 0 when the
-/// firmware map has none there).
-pub static LOW_RAM_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// The boot module that holds the partition manifest.
 pub const MANIFEST_MODULE: &str = "manifest";
@@ -56,7 +48,8 @@ fn find_free(info: &BootInfo, len: u64) -> Option<u64> {
 /// `phys_offset` is where all physical memory is mapped in the boot page tables (0 for an
 /// identity map); `init_heap` sets up the boot crate's global allocator.
 pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
-    START_TSC.store(crate::arch::x86::instr::rdtsc(), core::sync::atomic::Ordering::Relaxed);
+    let start_tsc = crate::arch::x86::instr::rdtsc();
+    let calibration = crate::arch::x86::time::TscCalibration::start();
     let uart_ok = console::init();
     console::init_log(log::LevelFilter::Info);
     gdt::init();
@@ -145,8 +138,8 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
         relocate_low_modules(info, &mut frames);
     }
     *FRAMES.lock() = Some(frames);
-    let top = info.usable.as_slice().iter().map(|r| r.end.min(1 << 32)).max().unwrap_or(0);
-    RAM_TOP_BELOW_4G.store(top, core::sync::atomic::Ordering::Relaxed);
+    let ram_top_below_4g =
+        info.usable.as_slice().iter().map(|r| r.end.min(1 << 32)).max().unwrap_or(0);
     // Conventional memory from address 0 (below the EBDA), which the hypervisor never uses:
     // the management partition's boot structures go there, as a PC loader's do.
     // Firmware maps may split it into adjacent ranges: follow the chain from 0.
@@ -154,8 +147,8 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
     while let Some(r) = info.usable.as_slice().iter().find(|r| r.start <= low && r.end > low) {
         low = r.end;
     }
-    let low = align_down(low.min(0xa_0000), PAGE_SIZE);
-    LOW_RAM_END.store(low, core::sync::atomic::Ordering::Relaxed);
+    let low_ram_end = align_down(low.min(0xa_0000), PAGE_SIZE);
+    let platform = measure_platform(start_tsc, calibration, low_ram_end, ram_top_below_4g);
 
     match opts.fault {
         Some(Fault::PageFault) => {
@@ -199,9 +192,34 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
         configs.len(),
         backend.name()
     );
-    let ok = crate::vmm::run::run_partitions(configs, backend.as_mut(), &modules);
+    let ok = crate::vmm::run::run_partitions(configs, backend.as_mut(), &modules, platform);
     drop(backend);
     finish(ok)
+}
+
+/// Measures the clocks and gathers what the core needs from boot into one value.
+fn measure_platform(
+    start_tsc: u64,
+    calibration: crate::arch::x86::time::TscCalibration,
+    low_ram_end: u64,
+    ram_top_below_4g: u64,
+) -> Platform {
+    let tsc_hz = calibration.finish().unwrap_or(0);
+    let wall_clock =
+        crate::arch::x86::time::read_rtc().map(|unix| (crate::arch::x86::instr::rdtsc(), unix));
+    if tsc_hz == 0 {
+        warn!("the TSC rate could not be measured against the PIT: virtual clocks run at 1 GHz");
+    }
+    match wall_clock {
+        Some((_, unix)) => println!(
+            "hypervisor: clocks: TSC {}.{:03} MHz, RTC {} (Unix time {unix})",
+            tsc_hz / 1_000_000,
+            tsc_hz / 1000 % 1000,
+            crate::arch::x86::time::format_utc(unix)
+        ),
+        None => warn!("the RTC holds no valid date: partitions' clocks start at 1970-01-01"),
+    }
+    Platform { start_tsc, tsc_hz, wall_clock, low_ram_end, ram_top_below_4g }
 }
 
 /// Where the multiboot image links (`boot/src/multiboot/link.ld`): the memory below is left to

@@ -192,6 +192,7 @@ impl Machine<'_> {
             self.free_tag().ok_or(Status::InvalidArgument)?,
             config,
             self.backend,
+            &self.platform,
         ) {
             Ok(mut p) => {
                 p.state = State::Created;

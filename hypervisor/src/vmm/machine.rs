@@ -47,19 +47,26 @@ pub struct Machine<'a> {
     pub modules: &'a [(String, &'static [u8])],
     pub channels: Vec<Channel>,
     pub next_id: u64,
+    /// The machine as boot measured it (clocks, memory layout).
+    pub platform: super::platform::Platform,
     restarts: Vec<(u64, u32)>,
     focus: Focus,
     ctrl_a: u8,
 }
 
 impl<'a> Machine<'a> {
-    pub fn new(backend: &'a mut dyn Backend, modules: &'a [(String, &'static [u8])]) -> Self {
+    pub fn new(
+        backend: &'a mut dyn Backend,
+        modules: &'a [(String, &'static [u8])],
+        platform: super::platform::Platform,
+    ) -> Self {
         Self {
             parts: Vec::new(),
             backend,
             modules,
             channels: Vec::new(),
             next_id: 0,
+            platform,
             restarts: Vec::new(),
             focus: Focus::Hypervisor,
             ctrl_a: 0,
@@ -117,7 +124,7 @@ impl<'a> Machine<'a> {
                 let mut old = self.parts.remove(i);
                 old.flush_console();
                 drop(old);
-                match Partition::build(id, tag, config, self.backend) {
+                match Partition::build(id, tag, config, self.backend, &self.platform) {
                     Ok(mut fresh) => {
                         println!(
                             "hypervisor: partition {} restarted ({n} of {MAX_RESTARTS}) after: {old_state:?}",

@@ -7,6 +7,7 @@ use super::loader::{elf, multiboot};
 use super::manifest::ImageFormat;
 use super::memory::GuestRam;
 use super::msr::SoftMsrs;
+use super::platform::Platform;
 use super::vcpu::{
     ACCESS_CODE32, ACCESS_CODE64, ACCESS_DATA, ACCESS_TSS64, Backend, Gprs, InitialState,
     SecondLevel, Segment, Vcpu, VcpuConfig, reg,
@@ -163,9 +164,10 @@ impl Partition {
         tag: u16,
         config: PartitionConfig,
         backend: &mut dyn Backend,
+        platform: &Platform,
     ) -> Result<Self, BuildError> {
         let (blocks, owned) = if config.management {
-            Self::management_memory(&config)?
+            Self::management_memory(&config, platform.low_ram_end)?
         } else {
             Self::guest_memory(config.memory)?
         };
@@ -245,7 +247,9 @@ impl Partition {
             })?;
         let map: Vec<(u64, u64)> = blocks.iter().map(|&(gpa, _, len)| (gpa, len)).collect();
         let initial = match config.format {
-            ImageFormat::Elf64 => Self::boot_structures(&mut ram, &map, id, &config, image.entry),
+            ImageFormat::Elf64 => {
+                Self::boot_structures(&mut ram, &map, id, &config, image.entry, platform)
+            }
             ImageFormat::Multiboot => {
                 Self::multiboot_structures(&mut ram, &map, &config, image.entry)
             }
@@ -262,8 +266,14 @@ impl Partition {
             Box::new(Sysinfo { id, scratch: 0, reads: 0 }),
         );
         let irq_lines = if config.management {
-            super::passthrough::hand_over(&config.devices, vcpu.as_mut(), slat.as_mut(), &mut io)
-                .map_err(cleanup)?
+            super::passthrough::hand_over(
+                &config.devices,
+                vcpu.as_mut(),
+                slat.as_mut(),
+                &mut io,
+                platform.ram_top_below_4g,
+            )
+            .map_err(cleanup)?
         } else {
             0
         };
@@ -319,8 +329,7 @@ impl Partition {
     /// (its boot structures go there, as a PC loader's do) and the host RAM the hypervisor and
     /// the other partitions do not use, from the bottom up, leaving `keep_free` bytes for
     /// partitions created later; at most `memory` bytes when the manifest gives a size.
-    fn management_memory(config: &PartitionConfig) -> Result<RamBlocks, BuildError> {
-        let low = crate::start::LOW_RAM_END.load(core::sync::atomic::Ordering::Relaxed);
+    fn management_memory(config: &PartitionConfig, low: u64) -> Result<RamBlocks, BuildError> {
         if low < LOW_RAM_NEEDED {
             return Err(format!(
                 "the management partition's boot structures need usable RAM at [0, {LOW_RAM_NEEDED:#x}); the firmware's map has [0, {low:#x})"
@@ -354,6 +363,7 @@ impl Partition {
         id: u64,
         config: &PartitionConfig,
         entry: u64,
+        platform: &Platform,
     ) -> Result<InitialState, super::memory::BadAddress> {
         let (base, size) = (0, ram.size());
         for (i, d) in GDT.iter().enumerate() {
@@ -380,7 +390,7 @@ impl Partition {
             name: [0; 32],
             cmdline_len: 0,
             cmdline: [0; 256],
-            hv_start_tsc: crate::start::START_TSC.load(core::sync::atomic::Ordering::Relaxed),
+            hv_start_tsc: platform.start_tsc,
         };
         let n = config.name.len().min(32);
         info.name[..n].copy_from_slice(&config.name.as_bytes()[..n]);

@@ -135,6 +135,7 @@ pub fn run_partitions(
     mut configs: Vec<PartitionConfig>,
     backend: &mut dyn Backend,
     modules: &[(String, &'static [u8])],
+    platform: super::platform::Platform,
 ) -> bool {
     configs.sort_by_key(|c| !c.management);
     // The management partition takes the host RAM the others leave: keep theirs, and some for
@@ -143,13 +144,13 @@ pub fn run_partitions(
     for c in configs.iter_mut().filter(|c| c.management) {
         c.keep_free = others + MGMT_KEEPS_FREE;
     }
-    let mut m = Machine::new(backend, modules);
+    let mut m = Machine::new(backend, modules, platform);
     let mut ok = true;
     for c in configs {
         let name = c.name.clone();
         let id = m.next_id;
         let tag = m.free_tag().expect("fewer partitions than tags");
-        match Partition::build(id, tag, c, m.backend) {
+        match Partition::build(id, tag, c, m.backend, &m.platform) {
             Ok(p) => {
                 log::info!(
                     "partition {name} (id {id}): {} MiB RAM in {} block(s) from guest-physical {:#x}, entry {:#x}, {} {} table pages",

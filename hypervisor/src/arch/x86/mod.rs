@@ -9,3 +9,4 @@ pub mod instr;
 pub mod paging;
 pub mod pic;
 pub mod power;
+pub mod time;
