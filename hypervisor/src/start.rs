@@ -219,6 +219,11 @@ fn measure_platform(
         ),
         None => warn!("the RTC holds no valid date: partitions' clocks start at 1970-01-01"),
     }
+    if crate::arch::x86::lapic::timer_usable() {
+        info!(
+            "host APIC timer calibrated: it ends time slices where the CPU has no preemption timer"
+        );
+    }
     Platform { start_tsc, tsc_hz, wall_clock, low_ram_end, ram_top_below_4g }
 }
 
@@ -323,6 +328,9 @@ fn enable_backend(cpu: &cpu::CpuInfo) -> Option<Box<dyn Backend>> {
         cpu::Virt::Svm(caps) => match crate::arch::svm::SvmBackend::enable(&caps) {
             Ok(b) => {
                 info!("svm: on; {} ASIDs, nrip-save {}", caps.asids, caps.nrip_save);
+                if !crate::arch::x86::lapic::timer_usable() {
+                    warn!("svm: no usable host APIC timer: a guest that never exits keeps the CPU");
+                }
                 Some(Box::new(b))
             }
             Err(e) => {
@@ -348,9 +356,10 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 name: name.clone(),
                 image,
                 format: ImageFormat::Elf64,
+                initrd: None,
                 memory: 16 << 20,
                 cmdline: String::new(),
-                expect_fault: false,
+                expect: Expect::Exit,
                 on_stop: manifest::OnStop::Destroy,
                 management: false,
                 keep_free: 0,
@@ -373,6 +382,12 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
             let image = find(&p.image).ok_or_else(|| {
                 refuse(p, "image", &alloc::format!("no boot module `{}`", p.image))
             })?;
+            let initrd = match &p.initrd {
+                Some(name) => Some(find(name).ok_or_else(|| {
+                    refuse(p, "initrd", &alloc::format!("no boot module `{name}`"))
+                })?),
+                None => None,
+            };
             for d in &p.devices {
                 crate::vmm::passthrough::parse(d).map_err(|e| refuse(p, "devices", &e))?;
             }
@@ -380,9 +395,10 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 name: p.name.clone(),
                 image,
                 format: p.format,
+                initrd,
                 memory: p.memory_bytes(),
                 cmdline: p.cmdline.clone(),
-                expect_fault: p.expect == Expect::Fault,
+                expect: p.expect,
                 on_stop: p.on_stop,
                 management: p.role == Role::Management,
                 keep_free: 0,

@@ -93,22 +93,26 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
             if flow != Flow::Continue || p.interrupt_pending() {
                 return flow;
             }
-            let interrupts_on = p.vcpu.rflags() & RFLAGS_IF != 0;
-            if let Some((until, _)) = p.timer {
-                p.state = State::Halted { until };
-                Flow::Yield
-            } else if interrupts_on && p.can_be_woken() {
-                // Until an interrupt: a forwarded device line, a typed key, a notification.
-                p.state = State::Halted { until: u64::MAX };
+            if p.vcpu.rflags() & RFLAGS_IF == 0 {
+                // Only NMI, SMI, INIT or reset wake a CPU halted with interrupts off (SDM
+                // vol. 2 HLT), and no partition has a source of those: the vCPU has stopped
+                // for good, which is how a kernel without ACPI powers off.
+                p.flush_console();
+                log::info!(
+                    "partition {}: HLT with interrupts off at RIP {:#x}: halted for good",
+                    p.name,
+                    p.vcpu.rip()
+                );
+                p.state = State::Off;
+                Flow::Stopped
+            } else if p.can_be_woken() {
+                // Until an interrupt: a timer, a forwarded device line, a typed key, a
+                // notification.
+                p.state = State::Halted { until: p.next_deadline().unwrap_or(u64::MAX) };
                 Flow::Yield
             } else {
                 p.kill(format!(
-                    "HLT with {} at RIP {:#x}: it would never wake",
-                    if interrupts_on {
-                        "no timer armed and no interrupt source"
-                    } else {
-                        "interrupts off and no timer armed"
-                    },
+                    "HLT at RIP {:#x} with no timer armed and no interrupt source: it would never wake",
                     p.vcpu.rip()
                 ));
                 Flow::Stopped

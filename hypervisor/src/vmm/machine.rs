@@ -52,6 +52,8 @@ pub struct Machine<'a> {
     restarts: Vec<(u64, u32)>,
     focus: Focus,
     ctrl_a: u8,
+    /// Host interrupts at unexpected vectors already reported.
+    unexpected_irqs: u64,
 }
 
 impl<'a> Machine<'a> {
@@ -70,6 +72,7 @@ impl<'a> Machine<'a> {
             restarts: Vec::new(),
             focus: Focus::Hypervisor,
             ctrl_a: 0,
+            unexpected_irqs: 0,
         }
     }
 
@@ -218,6 +221,14 @@ impl<'a> Machine<'a> {
             }
         }
         crate::arch::x86::pic::window();
+        let (unexpected, vector) = crate::arch::x86::lapic::unexpected();
+        if unexpected > self.unexpected_irqs {
+            log::warn!(
+                "{} host interrupt(s) at vectors nothing expects (the last at {vector:#x}): acknowledged and ignored",
+                unexpected - self.unexpected_irqs
+            );
+            self.unexpected_irqs = unexpected;
+        }
         let fired = crate::arch::x86::pic::take_pending();
         for irq in (0..16u8).filter(|i| fired & (1 << i) != 0) {
             match self.parts.iter_mut().find(|p| p.irq_lines & (1 << irq) != 0 && !p.stopped()) {

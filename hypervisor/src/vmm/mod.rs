@@ -8,6 +8,7 @@ pub mod decode;
 pub mod dispatch;
 pub mod exit;
 pub mod hypercall;
+pub mod image;
 pub mod interrupts;
 pub mod loader;
 pub mod machine;

@@ -4,6 +4,7 @@
 use super::dispatch::{self, Flow};
 use super::interrupts;
 use super::machine::Machine;
+use super::manifest::Expect;
 use super::partition::{Partition, PartitionConfig, State};
 use super::vcpu::{Backend, Event};
 use crate::arch::x86::instr::rdtsc;
@@ -73,6 +74,7 @@ pub fn state_name(s: &State) -> &'static str {
         State::Runnable => "running",
         State::Halted { .. } => "halted",
         State::Shutdown(_) => "shut down",
+        State::Off => "halted for good",
         State::Killed(_) => "killed",
     }
 }
@@ -109,10 +111,14 @@ pub fn report(parts: &mut [Partition], powered_off: bool) -> bool {
         p.flush_console();
         let (ended, ok) = match &p.state {
             State::Shutdown(s) => {
-                (format!("shut down with status {s}"), *s == 0 && !p.config.expect_fault)
+                (format!("shut down with status {s}"), *s == 0 && p.config.expect == Expect::Exit)
             }
+            State::Off => (
+                "halted for good (HLT with interrupts off)".into(),
+                p.config.expect == Expect::Halt,
+            ),
             State::Killed(why) => {
-                (format!("stopped by the hypervisor: {why}"), p.config.expect_fault)
+                (format!("stopped by the hypervisor: {why}"), p.config.expect == Expect::Fault)
             }
             other if powered_off => (format!("still {} at power-off", state_name(other)), true),
             other => (format!("still {}", state_name(other)), false),

@@ -357,6 +357,14 @@ impl Vcpu for SvmVcpu {
     /// (the LAPIC timer), which the platform does not arm yet.
     fn set_timeslice(&mut self, ticks: u64) {
         self.timeslice = ticks;
+        // SVM has no preemption timer: the host APIC's timer interrupt, which the INTR
+        // intercept turns into an exit (APM vol. 2 §15.21.4), ends a slice whatever the guest
+        // does (a guest spinning with interrupts off included). Armed once per slice.
+        if ticks == 0 {
+            crate::arch::x86::lapic::disarm();
+        } else {
+            crate::arch::x86::lapic::arm(ticks);
+        }
     }
 
     fn pass_through_ports(&mut self, first: u16, count: u16) {

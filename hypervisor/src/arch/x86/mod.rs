@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod gdt;
 pub mod idt;
 pub mod instr;
+pub mod lapic;
 pub mod paging;
 pub mod pic;
 pub mod power;

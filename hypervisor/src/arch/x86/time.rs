@@ -8,7 +8,8 @@ pub const PIT_HZ: u64 = 1_193_182;
 /// PIT ticks a measurement spans at least: 1 ms, so one PIT tick (838 ns) is 0.08 % of it.
 const MIN_PIT_TICKS: u64 = 1193;
 
-/// A TSC-rate measurement against PIT channel 2, which the hypervisor owns during boot
+/// A TSC-rate measurement against PIT channel 2 (and the host APIC timer's rate against the
+/// TSC over the same span), which the hypervisor owns during boot
 /// (partitions get a virtual PIT; the management partition's pass-through never includes it).
 /// It starts early and is read late, so the boot's own work is the waiting: channel 2 counts
 /// down from 0xffff in mode 0 (interrupt on terminal count) with its gate on (port 0x61 bit 0)
@@ -31,7 +32,10 @@ impl TscCalibration {
             outb(0x43, 0xb0);
             outb(0x42, 0xff);
             outb(0x42, 0xff);
-            Self { tsc: rdtsc(), port61 }
+            let tsc = rdtsc();
+            // The APIC timer (where there is one) counts across the same span.
+            super::lapic::init();
+            Self { tsc, port61 }
         }
     }
 
@@ -58,12 +62,21 @@ impl TscCalibration {
                 Some(t) if t >= MIN_PIT_TICKS => break hz_from(rdtsc() - self.tsc, t),
                 Some(_) if spins < 100_000_000 => spins += 1,
                 Some(_) => break None,
-                // Wrapped: the boot took longer than 55 ms (a slow emulator). Again, briefly.
-                None => break Self::start().finish(),
+                // Wrapped: the boot took longer than 55 ms (a slow emulator). Again, briefly
+                // (that measurement calibrates the APIC timer too).
+                None => {
+                    let again = Self::start().finish();
+                    // SAFETY: restores the system control port's gate and speaker bits.
+                    unsafe { outb(0x61, self.port61) };
+                    return again;
+                }
             }
         };
         // SAFETY: restores the system control port's gate and speaker bits.
         unsafe { outb(0x61, self.port61) };
+        if let Some((timer_ticks, now)) = super::lapic::timer_elapsed() {
+            super::lapic::calibrate(timer_ticks, now - self.tsc);
+        }
         result
     }
 }
