@@ -3,10 +3,10 @@
 //! 32/64-bit boot loader loads them: the real-mode setup code never runs, the protected-mode
 //! kernel is copied to its load address and entered with ESI/RSI = the zero page.
 //!
-//! Three steps, each pure: [`parse`] checks the setup header (boot flag 0xAA55, "HdrS", protocol
-//! ≥ 2.12, LOADED_HIGH, the lengths `setup_sects` and `syssize` give), [`plan`] places the kernel,
-//! initrd, command line and zero page in the partition's RAM, [`load`] writes them through the
-//! caller's guest-memory accessor. Anything a bad image or a bad manifest can cause is a
+//! Three steps, each pure: [`parse`] checks the setup header (boot flag 0xAA55, "HdrS",
+//! protocol ≥ 2.12, LOADED_HIGH, the lengths `setup_sects` and `syssize` give), [`plan`] places
+//! the kernel, initrd, command line and zero page in the partition's RAM, [`load`] writes them
+//! through the caller's guest-memory accessor. Anything a bad image or a bad manifest can cause is a
 //! [`LinuxError`] naming the field, never a panic.
 //!
 //! Entry (boot.rst "32-bit Boot Protocol" / "64-bit Boot Protocol"), set up by the caller: a GDT
@@ -33,7 +33,8 @@ pub const BOOT_PARAMS_GPA: u64 = 0x1_0000;
 /// Where [`load`] puts the command line: low RAM (boot.rst "The Kernel Command Line": below
 /// 0xA0000, not in high memory), up to [`LOW_RAM_END`].
 pub const CMDLINE_GPA: u64 = 0x2_0000;
-/// The command line ends below the EBDA KiB that [`memory_map`](super::multiboot::memory_map) reserves (639 KiB).
+/// The command line ends below the EBDA KiB (639 KiB up) that the e820 map reserves, as
+/// [`memory_map`](super::multiboot::memory_map) does.
 pub const LOW_RAM_END: u64 = 639 << 10;
 /// The oldest protocol accepted: 2.12 has `xloadflags` and the `ext_*` high halves.
 pub const MIN_PROTOCOL: u16 = 0x020c;
@@ -417,8 +418,9 @@ fn in_ram(ram: &[(u64, u64)], start: u64, len: u64) -> bool {
 
 /// Places the kernel, the initrd (`initrd_len` bytes), the command line (`cmdline_len` bytes
 /// without its NUL) and the zero page in a partition whose RAM is `ram` (guest-physical
-/// `(start, len)` blocks). The caller's reserved ranges are not known here: they must not
-/// overlap RAM from 1 MiB up, nor `[BOOT_PARAMS_GPA, LOW_RAM_END)`.
+/// `(start, len)` blocks). The caller's reserved ranges are not known here: keep them below
+/// [`BOOT_PARAMS_GPA`] or outside `ram`, since the kernel and initrd may go anywhere in RAM from
+/// 1 MiB up (the e820 map does keep a KASLR kernel out of them).
 pub fn plan(
     img: &BzImage,
     ram: &[(u64, u64)],

@@ -111,10 +111,10 @@ pub fn boot_params(
 }
 
 /// Writes the kernel, the initrd, the command line (NUL-terminated) and the zero page through
-/// `write(gpa, bytes)` as `layout` ([`plan`](super::plan)) says. `initrd` and `cmdline` are the ones
-/// planned for: an initrd longer than planned is cut to the planned length, a command line to
-/// what [`plan`](super::plan) accepted. `reserved`: guest-physical ranges the e820 map lists as reserved
-/// (type 2) besides the RAM blocks `ram` (type 1); see [`e820_map`].
+/// `write(gpa, bytes)` where `layout` ([`plan`](super::plan)) put them. `initrd` and `cmdline`
+/// are the ones planned for: an initrd longer than planned is cut to the planned length, a
+/// command line to what `plan` accepts. `reserved`: guest-physical ranges the e820 map lists
+/// as reserved (type 2) besides the RAM blocks `ram` (type 1); see [`e820_map`].
 pub fn load<E>(
     img: &BzImage,
     layout: &Layout,
