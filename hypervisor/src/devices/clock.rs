@@ -80,6 +80,6 @@ mod tests {
         assert_eq!(scale_up(8, 3, 4), 6);
         assert_eq!(scale(u64::MAX, u64::MAX, 1), u64::MAX);
         assert_eq!(scale(5, 2, 0), 10, "zero divisor counts as one");
-        assert_eq!(scale(u64::MAX, 1_193_182, 3_000_000_000), 7_337_018_302_227_990);
+        assert_eq!(scale(u64::MAX, 1_193_182, 3_000_000_000), 7_336_774_329_118_970);
     }
 }
