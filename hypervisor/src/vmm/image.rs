@@ -14,7 +14,6 @@ use super::vcpu::{
 use crate::mm::addr::PAGE_SIZE_2M;
 use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
 use hvabi::start::*;
 
 /// Null, 64-bit code (0x08), data (0x10).
@@ -82,19 +81,19 @@ pub fn load(
 /// protocol"): protected mode with paging off, a GDT with flat 4 GiB `__BOOT_CS` (0x10,
 /// execute/read) and `__BOOT_DS` (0x18, read/write), CS and DS/ES/SS loaded from them,
 /// ESI = the zero page (`boot_params`), EBP, EDI and EBX zero, interrupts off. The e820 map
-/// lists the partition's RAM with the PC's hole at [640 KiB, 1 MiB) (the BIOS area at
-/// [0xf0000, 1 MiB) reserved, as firmware lists it).
+/// lists the partition's RAM as a PC's firmware would (the EBDA and BIOS areas reserved).
 fn load_linux(
     ram: &mut GuestRam,
     map: &[(u64, u64)],
     config: &PartitionConfig,
 ) -> Result<InitialState, String> {
     let image = linux::parse(config.image).map_err(|e| format!("image: {e}"))?;
-    let (e820_ram, reserved) = pc_memory_map(map);
-    let layout =
-        linux::plan(&image, &e820_ram, config.initrd.map(|i| i.len() as u64), config.cmdline.len())
-            .map_err(|e| format!("image: {e}"))?;
-    linux::load(&image, &layout, config.initrd, &config.cmdline, &e820_ram, &reserved, |gpa, b| {
+    let initrd_len = config.initrd.map(|i| i.len() as u64);
+    let layout = linux::plan(&image, map, initrd_len, config.cmdline.len())
+        .map_err(|e| format!("image: {e}"))?;
+    // The e820 map is the PC's: the loader reserves the EBDA and BIOS areas of low memory.
+    linux::e820_map(map, &[]).map_err(|e| format!("memory map: {e}"))?;
+    linux::load(&image, &layout, config.initrd, &config.cmdline, map, &[], |gpa, b| {
         ram.write(gpa, b)
     })
     .map_err(|e| format!("loading the image: {e}"))?;
@@ -120,27 +119,6 @@ fn load_linux(
         gdt_base: GDT_GPA,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
     })
-}
-
-/// Guest-physical `(start, length)` ranges.
-type Blocks = Vec<(u64, u64)>;
-
-/// The PC's memory map over a partition's RAM blocks: RAM except the legacy hole
-/// [640 KiB, 1 MiB), whose top 64 KiB (the BIOS area) is listed reserved.
-fn pc_memory_map(map: &[(u64, u64)]) -> (Blocks, Blocks) {
-    const HOLE: core::ops::Range<u64> = 0xa_0000..0x10_0000;
-    let mut ram = Vec::new();
-    for &(start, len) in map {
-        let end = start + len;
-        if start < HOLE.start {
-            ram.push((start, end.min(HOLE.start) - start));
-        }
-        if end > HOLE.end {
-            let s = start.max(HOLE.end);
-            ram.push((s, end - s));
-        }
-    }
-    (ram, alloc::vec![(0xf_0000, 0x1_0000)])
 }
 
 /// Writes the GDT, identity page tables and start-info page (at the same offsets from the
@@ -254,18 +232,4 @@ fn multiboot_structures(
         gdt_base: base + GDT_GPA,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pc_map_has_the_legacy_hole() {
-        let (ram, reserved) = pc_memory_map(&[(0, 128 << 20)]);
-        assert_eq!(ram, [(0, 0xa_0000), (0x10_0000, (128 << 20) - 0x10_0000)]);
-        assert_eq!(reserved, [(0xf_0000, 0x1_0000)]);
-        let (ram, _) = pc_memory_map(&[(0, 0x8_0000), (0x20_0000, 0x10_0000)]);
-        assert_eq!(ram, [(0, 0x8_0000), (0x20_0000, 0x10_0000)]);
-    }
 }
