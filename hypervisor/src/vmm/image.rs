@@ -29,7 +29,7 @@ pub fn load(
     platform: &Platform,
 ) -> Result<InitialState, String> {
     if config.format == ImageFormat::Linux {
-        return load_linux(ram, map, config);
+        return load_linux(ram, map, config, platform);
     }
     // Guests see their RAM from guest-physical 0; the management partition sees its RAM
     // where it lies in host memory (identity), so device DMA needs no IOMMU. Both have
@@ -86,17 +86,17 @@ fn load_linux(
     ram: &mut GuestRam,
     map: &[(u64, u64)],
     config: &PartitionConfig,
+    platform: &Platform,
 ) -> Result<InitialState, String> {
     let image = linux::parse(config.image).map_err(|e| format!("image: {e}"))?;
+    let cmdline = linux_cmdline(&config.cmdline, platform.tsc_hz);
     let initrd_len = config.initrd.map(|i| i.len() as u64);
-    let layout = linux::plan(&image, map, initrd_len, config.cmdline.len())
-        .map_err(|e| format!("image: {e}"))?;
+    let layout =
+        linux::plan(&image, map, initrd_len, cmdline.len()).map_err(|e| format!("image: {e}"))?;
     // The e820 map is the PC's: the loader reserves the EBDA and BIOS areas of low memory.
     linux::e820_map(map, &[]).map_err(|e| format!("memory map: {e}"))?;
-    linux::load(&image, &layout, config.initrd, &config.cmdline, map, &[], |gpa, b| {
-        ram.write(gpa, b)
-    })
-    .map_err(|e| format!("loading the image: {e}"))?;
+    linux::load(&image, &layout, config.initrd, &cmdline, map, &[], |gpa, b| ram.write(gpa, b))
+        .map_err(|e| format!("loading the image: {e}"))?;
     /// Null, unused, `__BOOT_CS` (0x10), `__BOOT_DS` (0x18): base 0, limit 4 GiB, 4 KiB pages.
     const GDT32: [u64; 4] = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
     for (i, d) in GDT32.iter().enumerate() {
@@ -119,6 +119,22 @@ fn load_linux(
         gdt_base: GDT_GPA,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
     })
+}
+
+/// The command line a Linux partition gets: the manifest's, and the TSC's rate
+/// (`tsc_early_khz=`, Linux's `Documentation/admin-guide/kernel-parameters.txt`) unless it
+/// names one. A kernel calibrates its TSC against the PIT in loops that must run a few hundred
+/// nanoseconds an iteration; each PIT read is an exit, which takes longer, so the calibration
+/// fails and the kernel marks its TSC unstable. The hypervisor measured the rate at boot.
+fn linux_cmdline(given: &str, tsc_hz: u64) -> String {
+    let mut cmdline = String::from(given.trim());
+    if tsc_hz != 0 && !cmdline.split(' ').any(|w| w.starts_with("tsc_early_khz=")) {
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(&format!("tsc_early_khz={}", tsc_hz / 1000));
+    }
+    cmdline
 }
 
 /// Writes the GDT, identity page tables and start-info page (at the same offsets from the
@@ -232,4 +248,23 @@ fn multiboot_structures(
         gdt_base: base + GDT_GPA,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_gets_the_tsc_rate_unless_it_names_one() {
+        assert_eq!(
+            linux_cmdline("console=ttyS0", 2_604_413_000),
+            "console=ttyS0 tsc_early_khz=2604413"
+        );
+        assert_eq!(linux_cmdline("", 4_016_000), "tsc_early_khz=4016");
+        assert_eq!(
+            linux_cmdline("tsc_early_khz=1000 quiet", 4_016_000),
+            "tsc_early_khz=1000 quiet"
+        );
+        assert_eq!(linux_cmdline("quiet", 0), "quiet", "not measured: nothing added");
+    }
 }

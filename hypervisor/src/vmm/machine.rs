@@ -154,10 +154,11 @@ impl<'a> Machine<'a> {
             self.route_host_irqs();
             let now = rdtsc();
             for p in self.parts.iter_mut() {
-                if let State::Halted { until } = p.state
-                    && (now >= until || p.interrupt_pending())
-                {
-                    p.state = State::Runnable;
+                if let State::Halted { until } = p.state {
+                    p.tick(now);
+                    if now >= until || p.interrupt_pending() {
+                        p.state = State::Runnable;
+                    }
                 }
             }
             let n = self.parts.len();

@@ -370,7 +370,8 @@ impl Lexer<'_> {
         match self.peek() {
             Some(b'=') => self.pos += 1,
             Some(b'.') => {
-                return self.err(format!("dotted keys are not supported ({}.…)", shorten_word(&key)));
+                return self
+                    .err(format!("dotted keys are not supported ({}.…)", shorten_word(&key)));
             }
             _ => return self.err(format!("expected = after the key {}", shorten_word(&key))),
         }
@@ -391,9 +392,10 @@ impl Lexer<'_> {
                     "true" => Ok(Value::Bool(true)),
                     "false" => Ok(Value::Bool(false)),
                     "inf" | "nan" => self.err("floats are not supported"),
-                    _ => {
-                        self.err(format!("invalid value {} (strings need quotes)", shorten_word(&word)))
-                    }
+                    _ => self.err(format!(
+                        "invalid value {} (strings need quotes)",
+                        shorten_word(&word)
+                    )),
                 }
             }
             None | Some(b'\n' | b'\r' | b'#') => self.err("missing value after ="),

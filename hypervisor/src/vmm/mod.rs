@@ -17,6 +17,7 @@ pub mod memory;
 pub mod msr;
 pub mod partition;
 pub mod passthrough;
+pub mod pc;
 pub mod platform;
 pub mod run;
 pub mod vcpu;

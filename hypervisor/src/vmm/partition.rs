@@ -111,6 +111,9 @@ pub struct Partition {
     pub vectors: super::interrupts::VectorSet,
     /// Its virtual 8259 pair: the UART on IRQ 4, owned host lines on theirs.
     pub pic: PicPair,
+    /// The PC devices of a guest partition (PIT, RTC); the management partition has the
+    /// machine's own.
+    pub pc: Option<super::pc::PcDevices>,
     /// Host IRQ lines forwarded to this partition (the management partition's devices).
     pub irq_lines: u16,
     /// Channels with an interrupt vector bound at this partition's end.
@@ -212,6 +215,8 @@ impl Partition {
             .map_err(|e| cleanup(e.into()))?;
         let mut io = Bus::default();
         io.attach(0x3f8..0x400, Box::new(Uart16550::new()));
+        let pc = (!config.management)
+            .then(|| super::pc::PcDevices::attach(&mut io, platform, config.memory));
         let mut mmio = Bus::default();
         mmio.attach(
             SYSINFO_GPA..SYSINFO_GPA + PAGE_SIZE,
@@ -249,6 +254,7 @@ impl Partition {
             timer: None,
             vectors: Default::default(),
             pic: PicPair::default(),
+            pc,
             irq_lines,
             bound_channels: 0,
             irqs_forwarded: 0,
@@ -374,6 +380,7 @@ impl Partition {
     pub fn can_be_woken(&self) -> bool {
         let wired = self.irq_lines | (1 << 4);
         self.timer.is_some()
+            || self.pc.as_ref().is_some_and(|pc| pc.can_wake(self.pic.unmasked()))
             || self.bound_channels > 0
             || self.interrupt_pending()
             || self.pic.unmasked() & wired != 0
@@ -382,7 +389,26 @@ impl Partition {
     /// The earliest TSC at which something raises an interrupt by itself (the timer
     /// hypercall's deadline, the PIT's next tick), for a halted vCPU's wake-up.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.timer.map(|(deadline, _)| deadline)
+        let timer = self.timer.map(|(deadline, _)| deadline);
+        let devices = self.pc.as_ref().and_then(super::pc::PcDevices::next_deadline);
+        match (timer, devices) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Moves what came due into the interrupt inputs: the timer hypercall's vector, the PC
+    /// devices' IRQ lines.
+    pub fn tick(&mut self, now: u64) {
+        if let Some((deadline, vector)) = self.timer
+            && now >= deadline
+        {
+            self.timer = None;
+            self.vectors.set(vector);
+        }
+        if let Some(pc) = &self.pc {
+            pc.tick(&mut self.pic);
+        }
     }
 
     /// Stops the partition for something it did.

@@ -25,3 +25,19 @@ impl Platform {
         if self.tsc_hz == 0 { 1_000_000_000 } else { self.tsc_hz }
     }
 }
+
+/// Guest time as the device models read it: the TSC (guests run with no TSC offset, so a
+/// partition's TSC and its virtual PIT and RTC agree), at the rate measured at boot.
+#[derive(Debug)]
+pub struct HostClock {
+    pub hz: u64,
+}
+
+impl crate::devices::clock::Clock for HostClock {
+    fn now(&self) -> u64 {
+        crate::arch::x86::instr::rdtsc()
+    }
+    fn hz(&self) -> u64 {
+        self.hz
+    }
+}

@@ -23,12 +23,7 @@ const EXITS_PER_SLICE: u32 = 10_000;
 /// Delivers due timers and pending interrupts before an entry: the highest waiting vector is
 /// injected when the guest can take it, otherwise the vCPU exits as soon as it can.
 fn deliver_events(p: &mut Partition) {
-    if let Some((deadline, vector)) = p.timer
-        && rdtsc() >= deadline
-    {
-        p.timer = None;
-        p.vectors.set(vector);
-    }
+    p.tick(rdtsc());
     let Some(source) = interrupts::next(&p.vectors, &p.pic) else { return };
     if !p.vcpu.event_pending() && p.vcpu.interruptible() {
         let vector = interrupts::take(source, &mut p.vectors, &mut p.pic);
@@ -39,10 +34,22 @@ fn deliver_events(p: &mut Partition) {
     }
 }
 
+/// TSC ticks the next slice of `p` may run: a whole slice, or less when a device of its own
+/// raises an interrupt before (its PIT's next tick), so that the interrupt comes on time.
+fn slice_ticks(p: &Partition, now: u64) -> u64 {
+    match p.next_deadline() {
+        Some(t) => t.saturating_sub(now).clamp(MIN_SLICE_TICKS, TIMESLICE_TICKS),
+        None => TIMESLICE_TICKS,
+    }
+}
+
+/// The shortest slice: a guest that programs its PIT for a 2-tick period still gets to run.
+const MIN_SLICE_TICKS: u64 = 2_000;
+
 /// Runs `p` for one time slice. Returns [`Flow::Admin`] when the partition made a call the
 /// machine must carry out (it keeps the CPU afterwards), otherwise how the slice ended.
 pub fn run_slice(p: &mut Partition) -> Flow {
-    p.vcpu.set_timeslice(TIMESLICE_TICKS);
+    p.vcpu.set_timeslice(slice_ticks(p, rdtsc()));
     for _ in 0..EXITS_PER_SLICE {
         deliver_events(p);
         let result = p.vcpu.run();
