@@ -3,6 +3,7 @@
 //! touches hardware (time comes from a [`clock::Clock`]), so all of it is tested on the host.
 pub mod civil;
 pub mod clock;
+pub mod pcmisc;
 pub mod pic8259;
 pub mod pit8254;
 pub mod pit_counter;

@@ -266,3 +266,22 @@ fn hostile_accesses_never_panic() {
         }
     }
 }
+
+#[test]
+fn any_offset_and_size_is_safe() {
+    let pc = Pc::new(PIT_HZ * TICK);
+    let mut pit = pc.pit.clone();
+    let mut p61 = PitPort61(pc.pit.clone());
+    for offset in [0, 1, 3, 4, 5, 100, u64::MAX] {
+        for size in [0, 1, 2, 3, 4, 8, 16, 255] {
+            for v in [0, 0x36, 0xff, u64::MAX] {
+                pit.write(offset, size, v);
+                let r = pit.read(offset, size);
+                assert!(size >= 8 || r < 1 << (8 * size), "{offset} {size}");
+                p61.write(offset, size, v);
+                p61.read(offset, size);
+            }
+        }
+    }
+    assert_eq!(p61.name(), "port61");
+}

@@ -8,7 +8,7 @@
 //! Summary"). A count is loaded into CE on the CLK pulse after it is written (or, in modes 1
 //! and 5, after the gate's rising edge), so CE first holds it one tick after the write and
 //! mode 0's OUT rises N + 1 ticks after the write. Before that first CLK pulse CE reads as
-//! the new count (the datasheet leaves it undefined). BCD counting is supported; a BCD
+//! it will once loaded (the datasheet leaves it undefined). BCD counting is supported; a BCD
 //! count with digits above 9 is taken digit by digit and reduced modulo 10000.
 
 /// Read/write access of a counter (control word bits RW1:RW0; 00 is the latch command).
@@ -178,17 +178,11 @@ impl Counter {
                 match self.mode() {
                     2 => n - p,
                     3 => {
-                        // Even n: by two from n in each half. Odd n: n, n-1, then by two in
-                        // the high half; n, n-3, then by two in the low half.
+                        // Each half starts from n (even n) or n - 1 (odd n: the high half
+                        // is one pulse longer and ends on 0), down by two per pulse.
                         let h = n.div_ceil(2);
-                        match (n % 2, p < h) {
-                            (0, true) => n - 2 * p,
-                            (0, false) => n - 2 * (p - h),
-                            (_, true) if p == 0 => n,
-                            (_, true) => n + 1 - 2 * p,
-                            (_, false) if p == h => n,
-                            (_, false) => n + 1 - 2 * (p - h + 1),
-                        }
+                        let j = if p < h { p } else { p - h };
+                        n - n % 2 - 2 * j
                     }
                     _ => wrap(n, k),
                 }

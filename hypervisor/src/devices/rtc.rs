@@ -19,7 +19,8 @@
 //! day-of-week register is computed from the date while the clock runs (writes to it
 //! are kept only while stopped); a change of data mode (DM, 24/12) takes effect on the
 //! values at once instead of leaving the stored bytes as they were; a divider other than
-//! 010 or reset still counts real time.
+//! 010 or reset still counts real time; daylight saving (register B bit 0) is kept but not
+//! applied, and there is no square-wave output.
 //!
 //! Interrupts (IRQ 8) are optional on a PC and Linux reads the clock by polling; the flags
 //! in register C are still kept (UF each update, AF on an alarm match at an update, PF at

@@ -298,3 +298,17 @@ fn hostile_accesses_never_panic() {
         let _ = rtc.next_irq8_deadline();
     }
 }
+
+#[test]
+fn any_offset_and_size_is_safe() {
+    let (_, mut rtc) = rtc_at(EPOCH);
+    for offset in [0, 1, 2, 3, 100, u64::MAX] {
+        for size in [0, 1, 2, 3, 4, 8, 16, 255] {
+            for v in [0, 0x0b, 0x8c, 0xff, u64::MAX] {
+                rtc.write(offset, size, v);
+                let r = rtc.read(offset, size);
+                assert!(size >= 8 || r < 1 << (8 * size), "{offset} {size}");
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! Several devices need two owners: the bus, which routes guest accesses to them, and the
 //! hypervisor, which asks them for interrupt edges, deadlines or reset requests. Wrap such a
 //! device in [`Shared`] (`Rc<RefCell<T>>`): the bus gets a clone, the hypervisor keeps one.
+//! (A shared device is not offered to the bus's `as_uart`: a `RefCell` cannot lend it out.)
 
 use crate::vmm::bus::Device;
 use alloc::rc::Rc;
