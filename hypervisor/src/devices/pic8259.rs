@@ -175,6 +175,11 @@ impl PicPair {
         if self.chips[1].highest(0).is_some() { 1 << CASCADE } else { 0 }
     }
 
+    /// True while `irq`'s request waits in its chip's IRR (raised, not yet acknowledged).
+    pub fn requested(&self, irq: u8) -> bool {
+        irq < 16 && self.chips[usize::from(irq / 8)].irr & (1 << (irq % 8)) != 0
+    }
+
     /// The vector the pair would deliver now, if its INT output is asserted.
     pub fn pending_vector(&self) -> Option<u8> {
         let [m, s] = &self.chips;

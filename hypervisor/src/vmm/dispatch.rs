@@ -408,6 +408,10 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         } else {
             p.io.write(port, io.size, v);
             p.drain_devices();
+            if p.pc.as_ref().is_some_and(super::pc::PcDevices::reset_requested) {
+                p.kill(format!("reset requested through port {:#x}", io.port));
+                return Flow::Stopped;
+            }
         }
     } else {
         let v = if pic { u64::from(p.pic.read(io.port)) } else { p.io.read(port, io.size) };
