@@ -119,7 +119,9 @@ pub fn provision() -> Result<Artefacts> {
     let dir = step::root().join(DIR);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let _lock = step::lock(&dir)?;
+    // One log per xtask run.
     let apt = Apt { log: dir.join("apt.log") };
+    fs::write(&apt.log, "").with_context(|| format!("writing {}", apt.log.display()))?;
 
     let kernel_package = resolve(&apt, &dir, KERNEL_META, kernel_of_meta)?;
     let Some(kernel_release) = kernel_package.name.strip_prefix("linux-image-") else {
