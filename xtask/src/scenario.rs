@@ -47,6 +47,7 @@ pub const MANIFEST_MODULE: &str = "manifest";
 const NAME_MAX: usize = 31;
 const IMAGE_MAX: usize = hvabi::pack::NAME_LEN - 1;
 const CMDLINE_MAX: usize = 255;
+const LINUX_CMDLINE_MAX: usize = 2047;
 const DEVICE_MAX: usize = 63;
 const MEMORY_MIB: Range<i64> = 2..1025;
 const TIMESLICE_US: Range<i64> = 10..1_000_001;
@@ -55,7 +56,7 @@ const MAX_PARTITIONS: usize = 64;
 const ROLES: &[&str] = &["management", "guest"];
 const FORMATS: &[&str] = &["elf64", "multiboot", "linux"];
 const ON_STOP: &[&str] = &["destroy", "restart", "poweroff"];
-const EXPECT: &[&str] = &["exit", "fault"];
+const EXPECT: &[&str] = &["exit", "fault", "halt"];
 const PARTITION_KEYS: &[&str] = &[
     "name", "role", "image", "format", "initrd", "memory", "vcpus", "cmdline", "devices",
     "on_stop", "expect",
@@ -349,6 +350,7 @@ fn check(
             management = Some(name.to_string());
         }
         let format = keyword("format", FORMATS)?;
+        let is_linux = format.as_deref() == Some("linux");
         keyword("on_stop", ON_STOP)?;
         keyword("expect", EXPECT)?;
         if let Some((n, span)) = integer("memory")?
@@ -377,11 +379,15 @@ fn check(
                 dates.push((start..start + linux::NOW.len(), now.to_string()));
             }
             let s = linux::expand(s, now);
-            if s.len() > CMDLINE_MAX {
+            let max = if is_linux { LINUX_CMDLINE_MAX } else { CMDLINE_MAX };
+            if s.len() > max {
                 return Err(fail(
                     span,
                     "cmdline",
-                    format!("{} bytes long (with @now expanded); at most {CMDLINE_MAX}", s.len()),
+                    format!(
+                        "{} bytes long (with @now expanded); at most {max} for this format",
+                        s.len()
+                    ),
                 ));
             }
             if s.chars().any(char::is_control) {

@@ -94,8 +94,9 @@ pub fn print_stats(p: &Partition) {
     }
     crate::println!("{line}");
     crate::println!(
-        "    absent ports {} absent MMIO {} refused accesses {} table pages {}",
+        "    absent ports {} (last {:#x}) absent MMIO {} refused accesses {} table pages {}",
         p.io.absent,
+        p.io.last_absent,
         p.mmio.absent,
         p.refused,
         p.slat.tables_used()
