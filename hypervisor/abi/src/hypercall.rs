@@ -17,7 +17,7 @@ pub const VERSION: u64 = 0x0001_0000;
 /// The signature in CPUID leaf 0x4000_0000 (EBX, ECX, EDX): `"MicroHVisor!"`.
 pub const CPUID_SIGNATURE: [u8; 12] = *b"MicroHVisor!";
 /// Highest hypervisor CPUID leaf (EAX of leaf 0x4000_0000).
-pub const CPUID_MAX_LEAF: u32 = 0x4000_0001;
+pub const CPUID_MAX_LEAF: u32 = 0x4000_0010;
 
 /// Hypercall numbers (RAX).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

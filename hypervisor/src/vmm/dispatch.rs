@@ -262,7 +262,7 @@ fn refuse_gp(p: &mut Partition, what: core::fmt::Arguments<'_>) -> Flow {
 
 fn rdmsr(p: &mut Partition) -> Flow {
     let m = p.vcpu.gprs().0[reg::RCX] as u32;
-    let v = match msr::place(m) {
+    let v = match msr::place(m, msr::host_vendor()) {
         Some(Place::Hardware(h)) => p.vcpu.msr(h),
         Some(Place::Software(i)) => p.msrs.get(i),
         Some(Place::Constant(c)) => c,
@@ -279,7 +279,7 @@ fn wrmsr(p: &mut Partition) -> Flow {
     let g = p.vcpu.gprs();
     let m = g.0[reg::RCX] as u32;
     let v = (g.0[reg::RDX] << 32) | (g.0[reg::RAX] & 0xffff_ffff);
-    let Some(place) = msr::place(m) else {
+    let Some(place) = msr::place(m, msr::host_vendor()) else {
         return refuse_gp(p, format_args!("WRMSR {m:#x} <- {v:#x} refused"));
     };
     let old = match place {
@@ -287,9 +287,12 @@ fn wrmsr(p: &mut Partition) -> Flow {
         Place::Software(i) => p.msrs.get(i),
         _ => 0,
     };
-    if let Err(why) = msr::check_write(m, v, old) {
-        return refuse_gp(p, format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})"));
-    }
+    let v = match msr::check_write(m, v, old, &msr::WriteCtx::host(p.vcpu.cr(0))) {
+        Ok(v) => v,
+        Err(why) => {
+            return refuse_gp(p, format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})"));
+        }
+    };
     match place {
         Place::Hardware(h) => p.vcpu.set_msr(h, v),
         Place::Software(i) => p.msrs.set(i, v),

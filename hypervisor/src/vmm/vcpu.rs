@@ -96,16 +96,27 @@ pub struct InitialState {
     pub gdt_limit: u16,
 }
 
-/// MSRs whose guest value lives in the backend's hardware state (VMCS or VMCB) rather than in
-/// the core's software copy.
+/// MSRs whose guest value lives in the backend's hardware state rather than in the core's
+/// software copy: every MSR the CPU itself uses while the guest runs. The backend keeps the
+/// guest's value where the CPU finds it (VMCS guest fields, the VMCB save area with
+/// VMLOAD/VMSAVE, or the CPU's own MSRs switched lazily) and [`Vcpu::msr`] returns the live
+/// value (KERNEL_GS_BASE after a SWAPGS, for example).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HwMsr {
     Efer,
     FsBase,
     GsBase,
+    KernelGsBase,
     SysenterCs,
     SysenterEsp,
     SysenterEip,
+    /// SYSCALL/SYSRET: STAR, LSTAR, CSTAR, FMASK (SFMASK on AMD).
+    Star,
+    Lstar,
+    Cstar,
+    Fmask,
+    /// IA32_PAT (the guest PAT under nested paging).
+    Pat,
 }
 
 /// Why VM entry failed: the backend's words for it, and the raw code.

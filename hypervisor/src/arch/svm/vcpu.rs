@@ -297,6 +297,15 @@ impl Vcpu for SvmVcpu {
             HwMsr::SysenterCs => g.sysenter_cs,
             HwMsr::SysenterEsp => g.sysenter_esp,
             HwMsr::SysenterEip => g.sysenter_eip,
+            // VMSAVE stored these after the last run (SWAPGS changes KernelGsBase without an
+            // exit), VMLOAD loads them before the next (§15.5.2).
+            HwMsr::KernelGsBase => g.kernel_gs_base,
+            HwMsr::Star => g.star,
+            HwMsr::Lstar => g.lstar,
+            HwMsr::Cstar => g.cstar,
+            HwMsr::Fmask => g.sfmask,
+            // The guest PAT, used with nested paging (§15.25.4).
+            HwMsr::Pat => g.g_pat,
         }
     }
 
@@ -312,6 +321,16 @@ impl Vcpu for SvmVcpu {
             HwMsr::SysenterCs => g.sysenter_cs = val,
             HwMsr::SysenterEsp => g.sysenter_esp = val,
             HwMsr::SysenterEip => g.sysenter_eip = val,
+            HwMsr::KernelGsBase => g.kernel_gs_base = val,
+            HwMsr::Star => g.star = val,
+            HwMsr::Lstar => g.lstar = val,
+            HwMsr::Cstar => g.cstar = val,
+            HwMsr::Fmask => g.sfmask = val,
+            HwMsr::Pat => {
+                g.g_pat = val;
+                // Cached translations carry the memory types the old PAT gave.
+                self.flush = true;
+            }
         }
     }
 

@@ -4,12 +4,15 @@ use super::controls::{Entry, FixedBits, Proc};
 use super::entry::{vmx_enter, vmx_exit};
 use super::exit::{decode, reason, reason_name};
 use super::fields::{Field as F, ReadOnly as R, instruction_error_name};
+use super::lazy::GuestMsrs;
 use super::vmcs::{Current, Vmcs};
 use super::{Controls, ept};
-use crate::arch::x86::{gdt, paging::HostPages};
+use crate::arch::x86::{gdt, instr::rdmsr, paging::HostPages};
 use crate::mm::addr::HostPhys;
 use crate::vmm::exit::VmExit;
+use crate::vmm::msr::{IA32_PAT, PAT_RESET};
 use crate::vmm::vcpu::{CpuMode, EntryError, Event, Gprs, HwMsr, Segment, Vcpu, VcpuConfig, reg};
+use alloc::boxed::Box;
 use core::fmt;
 
 const RFLAGS_IF: u64 = 1 << 9;
@@ -47,6 +50,8 @@ pub struct VmxVcpu {
     /// A new slice must be loaded into the preemption timer at the next entry (otherwise the
     /// CPU's saved remainder runs on).
     timeslice_fresh: bool,
+    /// The guest's SYSCALL MSRs and KERNEL_GS_BASE (boxed: their address is their owner tag).
+    msrs: Box<GuestMsrs>,
 }
 
 /// Pages of the bitmaps block: I/O bitmap A, I/O bitmap B, MSR bitmap.
@@ -88,6 +93,7 @@ impl VmxVcpu {
             timer_enabled: c.timer_enabled,
             timeslice: 0,
             timeslice_fresh: true,
+            msrs: Box::default(),
         };
         vcpu.setup(c, config).map_err(|_| "VMPTRLD of a new VMCS failed")?;
         Ok(vcpu)
@@ -238,8 +244,10 @@ impl VmxVcpu {
         v.write(F::GuestSysenterCs, 0);
         v.write(F::GuestSysenterEsp, 0);
         v.write(F::GuestSysenterEip, 0);
-        v.write(F::GuestPat, 0x0007_0406_0007_0406);
-        v.write(F::HostPat, 0x0007_0406_0007_0406);
+        v.write(F::GuestPat, PAT_RESET);
+        // SAFETY: IA32_PAT exists on every CPU with VMX's PAT controls (required by the
+        // backend); reading it changes nothing.
+        v.write(F::HostPat, unsafe { rdmsr(IA32_PAT) });
         Ok(())
     }
 
@@ -292,6 +300,7 @@ impl Vcpu for VmxVcpu {
             };
             v.write(F::PreemptionTimerValue, ticks.clamp(1, u64::from(u32::MAX)));
         }
+        self.msrs.activate();
         // SAFETY: this vCPU's VMCS is current and was set up by `setup` with HOST_RIP =
         // vmx_exit; `launched` tracks VMLAUNCH vs VMRESUME for it.
         let failed = unsafe { vmx_enter(&mut self.gprs, u64::from(self.launched)) };
@@ -401,6 +410,8 @@ impl Vcpu for VmxVcpu {
             HwMsr::SysenterCs => v.read(F::GuestSysenterCs),
             HwMsr::SysenterEsp => v.read(F::GuestSysenterEsp),
             HwMsr::SysenterEip => v.read(F::GuestSysenterEip),
+            HwMsr::Pat => v.read(F::GuestPat),
+            m => self.msrs.get(m),
         }
     }
 
@@ -423,6 +434,8 @@ impl Vcpu for VmxVcpu {
             HwMsr::SysenterCs => v.write(F::GuestSysenterCs, val),
             HwMsr::SysenterEsp => v.write(F::GuestSysenterEsp, val),
             HwMsr::SysenterEip => v.write(F::GuestSysenterEip, val),
+            HwMsr::Pat => v.write(F::GuestPat, val),
+            m => self.msrs.set(m, val),
         }
     }
 
