@@ -219,6 +219,9 @@ fn measure_platform(
         ),
         None => warn!("the RTC holds no valid date: partitions' clocks start at 1970-01-01"),
     }
+    // CPUID leaf 0x4000_0010 tells guests the rate (the fast paths answer CPUID too, so the
+    // policy keeps it beside its other constants).
+    crate::vmm::cpuid::set_tsc_khz(u32::try_from(tsc_hz / 1000).unwrap_or(u32::MAX));
     if crate::arch::x86::lapic::timer_usable() {
         info!(
             "host APIC timer calibrated: it ends time slices where the CPU has no preemption timer"

@@ -119,6 +119,7 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
             }
         }
         VmExit::Hypercall => hypercall::handle(p),
+        VmExit::Rdpmc => rdpmc(p),
         VmExit::VirtInstruction | VmExit::Unsupported => {
             p.refused += 1;
             log::info!(
@@ -269,6 +270,32 @@ fn rdmsr(p: &mut Partition) -> Flow {
         Some(Place::Tsc) => crate::arch::x86::instr::rdtsc(),
         None => return refuse_gp(p, format_args!("RDMSR {m:#x} refused")),
     };
+    let g = p.vcpu.gprs();
+    g.0[reg::RAX] = v & 0xffff_ffff;
+    g.0[reg::RDX] = v >> 32;
+    skip(p)
+}
+
+/// RDPMC (SDM vol. 2B RDPMC; APM vol. 3 RDPMC): at CPL 0, or with CR4.PCE at any CPL, a
+/// counter the CPUID the guest sees offers reads as its MSR does (AMD's legacy PerfCtr0-3 for
+/// ECX 0-3, storage that never counts, `vmm/msr.rs`); anything else is #GP(0), as on a CPU
+/// without that counter. Intel guests see no PMU (CPUID leaf 0xA is zero), so every RDPMC is
+/// #GP(0) there.
+fn rdpmc(p: &mut Partition) -> Flow {
+    const CR4_PCE: u64 = 1 << 8;
+    let ecx = p.vcpu.gprs().0[reg::RCX] as u32;
+    if p.vcpu.cpl() != 0 && p.vcpu.cr(4) & CR4_PCE == 0 {
+        return refuse_gp(p, format_args!("RDPMC at CPL {} without CR4.PCE", p.vcpu.cpl()));
+    }
+    let vendor = msr::host_vendor();
+    let counter = match vendor {
+        msr::Vendor::Amd if ecx < 4 => msr::place(msr::AMD_PERF_CTR0 + ecx, vendor),
+        _ => None,
+    };
+    let Some(Place::Software(i)) = counter else {
+        return refuse_gp(p, format_args!("RDPMC of counter {ecx:#x}, which it does not have"));
+    };
+    let v = p.msrs.get(i) & ((1 << 48) - 1);
     let g = p.vcpu.gprs();
     g.0[reg::RAX] = v & 0xffff_ffff;
     g.0[reg::RDX] = v >> 32;

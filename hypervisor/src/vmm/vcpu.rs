@@ -162,6 +162,9 @@ pub trait Vcpu {
     fn set_msr(&mut self, m: HwMsr, v: u64);
     /// The guest's execution mode.
     fn mode(&self) -> CpuMode;
+    /// The guest's current privilege level (SS.DPL on VMX, SDM vol. 3C §25.4.1; the VMCB's
+    /// CPL field on SVM, APM vol. 2 §15.5.1).
+    fn cpl(&self) -> u8;
     /// Queues an event for the next entry (one at a time).
     fn inject(&mut self, e: Event);
     /// True when an event is queued and not yet delivered.

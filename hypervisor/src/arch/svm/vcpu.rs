@@ -334,6 +334,10 @@ impl Vcpu for SvmVcpu {
         }
     }
 
+    fn cpl(&self) -> u8 {
+        self.vmcb().save.cpl & 3
+    }
+
     fn mode(&self) -> CpuMode {
         let g = &self.vmcb().save;
         CpuMode::from_state(

@@ -451,6 +451,10 @@ impl Vcpu for VmxVcpu {
         )
     }
 
+    fn cpl(&self) -> u8 {
+        ((self.current().read(F::GuestSsAccess) >> 5) & 3) as u8
+    }
+
     fn inject(&mut self, e: Event) {
         self.pending = Some(e);
     }
