@@ -19,6 +19,8 @@ const RFLAGS_IF: u64 = 1 << 9;
 /// CR0.CD and CR0.NW: VM entry does not load them (SDM §27.3.2.1), so the host keeps them and
 /// the guest sees and changes only its read shadow.
 const CR0_CD_NW: u64 = (1 << 30) | (1 << 29);
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
 /// Interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1) (SDM Table 25-3).
 const BLOCKING_STI_MOVSS: u64 = 3;
 /// VM-entry interruption information: valid bit and types (SDM Table 25-17).
@@ -388,8 +390,22 @@ impl Vcpu for VmxVcpu {
         let v = self.current();
         match n {
             0 => {
+                const PG: u64 = 1 << 31;
+                let old = v.read(F::Cr0ReadShadow);
                 v.write(F::Cr0ReadShadow, val);
                 v.write(F::GuestCr0, self.cr0_fixed.apply(val) & !CR0_CD_NW);
+                // Turning paging on with EFER.LME set activates IA-32e mode (EFER.LMA = 1);
+                // turning it off leaves it (SDM vol. 3A §10.8.5). The CPU does this itself;
+                // a MOV to CR0 that exited must have it done here, with the "IA-32e mode
+                // guest" entry control following LMA (`set_msr`).
+                if (old ^ val) & PG != 0 {
+                    let efer = self.msr(HwMsr::Efer);
+                    let lma = val & PG != 0 && efer & EFER_LME != 0;
+                    let new = if lma { efer | EFER_LMA } else { efer & !EFER_LMA };
+                    if new != efer {
+                        self.set_msr(HwMsr::Efer, new);
+                    }
+                }
             }
             3 => v.write(F::GuestCr3, val),
             4 => {
