@@ -238,6 +238,33 @@ const LINUX_INPUT: &[(&[&str], &str)] = &[
     (&["hypervisor: console: input to "], "poweroff -f\r"),
 ];
 
+/// `scenarios/mgmt-linux.toml`: the management shell creates a Linux partition from the
+/// kernel and initramfs modules, starts it, reads its statistics once its checks pass, and
+/// destroys it while its shell waits.
+const MGMT_LINUX_INPUT: &[(&[&str], &str)] = &[
+    (
+        &["[mgmt] mgmt: pci: * functions"],
+        "\x03create lx vmlinuz+initrd.gz 96 console=ttyS0 acpi=off panic=-1 cryptomgr.notests\r",
+    ),
+    (&["[mgmt] created lx (id "], "start lx\r"),
+    (&["[lx] shell on the console"], "stats lx\r"),
+    (&["[mgmt] stats lx: "], "destroy lx\r"),
+    (&["[mgmt] destroyed lx"], "shutdown\r"),
+];
+const MGMT_LINUX: &[Want] = &[
+    Line("created lx (id "),
+    Line("[lx] INIT-MARKER uptime="),
+    Line("[lx] PASS uname-r"),
+    Line("[lx] PASS cpuinfo-hypervisor"),
+    Line("[lx] PASS timer-ticks"),
+    Line("[lx] PASS date"),
+    Line("[lx] PASS tmpfs"),
+    Line("[lx] ALL-CHECKS-DONE passed=5 failed=0"),
+    Line("[mgmt] stats lx: "),
+    Line("destroyed lx"),
+    POWER_OFF_OK,
+];
+
 /// Lines of serial log shown for a failed case.
 const TAIL_LINES: usize = 40;
 
@@ -481,6 +508,19 @@ const CASES: &[Case] = &[
         status: Expect::Success,
         timeout_s: 180,
         input: MGMT_INPUT,
+        test_disk: true,
+    },
+    Case {
+        name: "svm-mgmt-linux",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "mgmt-linux",
+        expect: MGMT_LINUX,
+        status: Expect::Success,
+        timeout_s: 240,
+        input: MGMT_LINUX_INPUT,
         test_disk: true,
     },
     // Bare QEMU TCG boots this kernel to /init in 0.42 s of guest time (about 3 s wall, see
