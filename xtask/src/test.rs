@@ -523,6 +523,31 @@ const CASES: &[Case] = &[
         input: MGMT_LINUX_INPUT,
         test_disk: true,
     },
+    // Bad Linux partitions are refused by name and field; the probe beside them passes; the
+    // run reports failure because the manifest's partitions did not all start.
+    Case {
+        name: "svm-linux-bad",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "linux-bad",
+        expect: &[
+            Line("hypervisor: partition notbz: refused: field image: not a Linux bzImage"),
+            LineWith(&[
+                "hypervisor: partition small: refused: field memory: the kernel needs ",
+                "the partition's RAM has at most 16 MiB there",
+            ]),
+            PROBE_PASSES,
+            PROBE_SUMMARY,
+            Line("hypervisor: partition probe (id 0): shut down with status 0 [as expected]"),
+            Line("hypervisor: power off: failed"),
+        ],
+        status: Expect::Failure,
+        timeout_s: 60,
+        input: &[],
+        test_disk: false,
+    },
     // Bare QEMU TCG boots this kernel to /init in 0.42 s of guest time (about 3 s wall, see
     // `cargo xtask linux --bare`); Bochs takes minutes.
     Case {
