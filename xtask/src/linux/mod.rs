@@ -90,9 +90,10 @@ pub fn command(args: &LinuxArgs) -> Result<std::process::ExitCode> {
             Some(why) => println!("FAIL {}: {why}", c.name),
         }
     }
+    let printk = f.run_init_s.map(|t| format!(" (printk clock {t:.3} s)")).unwrap_or_default();
     println!(
         "bare QEMU TCG (icount), {} {}, busybox {}: /init marker at uptime {:.2} s guest \
-         time, {:.1} s wall; all checks done after {:.1} s wall",
+         time{printk}, {:.1} s wall; all checks done after {:.1} s wall",
         a.kernel_release,
         a.kernel_package.version,
         a.busybox_package.version,
