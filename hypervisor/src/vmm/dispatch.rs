@@ -53,36 +53,7 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
     p.stats.record(&exit);
     p.last_exits.push(p.vcpu.rip(), exit);
     match exit {
-        VmExit::Cpuid => {
-            let g = p.vcpu.gprs();
-            let (leaf, sub) = (g.0[reg::RAX] as u32, g.0[reg::RCX] as u32);
-            let h = core::arch::x86_64::__cpuid_count(leaf, sub);
-            let osxsave = p.vcpu.cr(4) & CR4_OSXSAVE != 0;
-            let r = guest_cpuid(
-                leaf,
-                sub,
-                Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx },
-                osxsave,
-            );
-            let g = p.vcpu.gprs();
-            g.0[reg::RAX] = u64::from(r.eax);
-            g.0[reg::RBX] = u64::from(r.ebx);
-            g.0[reg::RCX] = u64::from(r.ecx);
-            g.0[reg::RDX] = u64::from(r.edx);
-            let decoded = p.vcpu.next_rip().is_none();
-            let flow = skip(p);
-            if decoded && let Some(c) = p.insn_cache {
-                let host = p.ram.host_addr(c.gpa, u64::from(c.len));
-                p.vcpu.set_cpuid_site(host.map(|host| CpuidSite {
-                    rip: c.rip,
-                    cr3: c.cr3,
-                    host,
-                    len: c.len,
-                    bytes: c.bytes,
-                }));
-            }
-            flow
-        }
+        VmExit::Cpuid => cpuid(p),
         VmExit::Rdmsr => rdmsr(p),
         VmExit::Wrmsr => wrmsr(p),
         VmExit::CrAccess { cr, write, gpr } => cr_access(p, cr, write, gpr),
@@ -156,6 +127,36 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
             Flow::Stopped
         }
     }
+}
+
+/// A CPUID the fast path left (out of line: `guest_cpuid` is inlined, and the exits that are
+/// not CPUID should not pay for its size in [`handle`]).
+#[inline(never)]
+fn cpuid(p: &mut Partition) -> Flow {
+    let g = p.vcpu.gprs();
+    let (leaf, sub) = (g.0[reg::RAX] as u32, g.0[reg::RCX] as u32);
+    let h = core::arch::x86_64::__cpuid_count(leaf, sub);
+    let osxsave = p.vcpu.cr(4) & CR4_OSXSAVE != 0;
+    let r =
+        guest_cpuid(leaf, sub, Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx }, osxsave);
+    let g = p.vcpu.gprs();
+    g.0[reg::RAX] = u64::from(r.eax);
+    g.0[reg::RBX] = u64::from(r.ebx);
+    g.0[reg::RCX] = u64::from(r.ecx);
+    g.0[reg::RDX] = u64::from(r.edx);
+    let decoded = p.vcpu.next_rip().is_none();
+    let flow = skip(p);
+    if decoded && let Some(c) = p.insn_cache {
+        let host = p.ram.host_addr(c.gpa, u64::from(c.len));
+        p.vcpu.set_cpuid_site(host.map(|host| CpuidSite {
+            rip: c.rip,
+            cr3: c.cr3,
+            host,
+            len: c.len,
+            bytes: c.bytes,
+        }));
+    }
+    flow
 }
 
 /// Prints the partition's last exits (oldest first), repeats folded.
