@@ -427,6 +427,9 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         return Flow::Stopped;
     }
     let port = u64::from(io.port);
+    if let Some(pc) = &p.pc {
+        pc.touched();
+    }
     // The partition's own 8259 pair (byte registers), else its port bus.
     let pic = matches!(io.port, 0x20 | 0x21 | 0xa0 | 0xa1) && io.size == 1;
     if !pic && !p.io.claims(port) {
