@@ -167,11 +167,13 @@ impl<'a> Machine<'a> {
             {
                 let flow = run_slice(&mut self.parts[i]);
                 self.parts[i].drain_devices();
-                // The focused partition's prompt or echoed key shows at once, not when its
-                // line ends. Others' lines wait for their end (or the buffer's limit): a slice
-                // that ends mid-line must not split the line around a neighbour's output.
-                if self.focus == Focus::Partition(self.parts[i].id) {
-                    self.parts[i].show_partial_line();
+                // The focused partition's prompt or echoed key shows at once once it waits
+                // (halted, for a key or a timer), not when its line ends. A slice that ends
+                // mid-line otherwise keeps the line whole: a partition still printing, or
+                // another's output, must not split it.
+                let p = &mut self.parts[i];
+                if self.focus == Focus::Partition(p.id) && matches!(p.state, State::Halted { .. }) {
+                    p.show_partial_line();
                 }
                 if let Flow::Admin(call) = flow {
                     self.admin(i, call);
