@@ -268,15 +268,17 @@ impl PicPair {
     pub fn describe(&self) -> alloc::string::String {
         let [m, s] = &self.chips;
         alloc::format!(
-            "pic: master base {:#04x} irr {:#04x} isr {:#04x} imr {:#04x}, slave base {:#04x} irr {:#04x} isr {:#04x} imr {:#04x}",
+            "pic: master base {:#04x} irr {:#04x} isr {:#04x} imr {:#04x} inputs {:#04x}, slave base {:#04x} irr {:#04x} isr {:#04x} imr {:#04x} inputs {:#04x}",
             m.base,
             m.irr,
             m.isr,
             m.imr,
+            m.level,
             s.base,
             s.irr,
             s.isr,
-            s.imr
+            s.imr,
+            s.level
         )
     }
 }

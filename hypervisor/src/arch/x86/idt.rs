@@ -93,6 +93,9 @@ stub!(cp, 21, error_code);
 /// pushes 40 bytes; the nine pushes make it 16-byte aligned again for the call (SysV ABI).
 macro_rules! irq_stub {
     ($name:ident, $irq:literal) => {
+        irq_stub!($name, $irq, super::pic::irq_entry);
+    };
+    ($name:ident, $irq:literal, $handler:path) => {
         #[unsafe(naked)]
         extern "C" fn $name() {
             naked_asm!(
@@ -103,24 +106,10 @@ macro_rules! irq_stub {
                 "pop r11", "pop r10", "pop r9", "pop r8",
                 "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
                 "iretq",
-                h = sym super::pic::irq_entry,
+                h = sym $handler,
             )
         }
     };
-}
-
-/// The host APIC timer's stub: as an IRQ stub, calling [`super::lapic::timer_entry`].
-#[unsafe(naked)]
-extern "C" fn apic_timer() {
-    naked_asm!(
-        "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
-        "push r8", "push r9", "push r10", "push r11",
-        "call {h}",
-        "pop r11", "pop r10", "pop r9", "pop r8",
-        "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
-        "iretq",
-        h = sym super::lapic::timer_entry,
-    )
 }
 
 /// The APIC's spurious vector: no EOI (SDM vol. 3A §11.9).
@@ -189,6 +178,8 @@ irq_stub!(irq12, 12);
 irq_stub!(irq13, 13);
 irq_stub!(irq14, 14);
 irq_stub!(irq15, 15);
+// The host APIC timer's stub, calling `lapic::timer_entry` with its vector.
+irq_stub!(apic_timer, 0xef, super::lapic::timer_entry);
 
 /// SDM Vol. 3A, Table 6-1: exception mnemonics by vector.
 pub fn exception_name(vector: u64) -> &'static str {

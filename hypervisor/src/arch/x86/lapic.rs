@@ -140,8 +140,9 @@ pub fn unexpected() -> (u64, u8) {
     (UNEXPECTED.load(Ordering::Relaxed), LAST_UNEXPECTED.load(Ordering::Relaxed) as u8)
 }
 
-/// The timer's interrupt (from its IDT stub, interrupts off): note it and end it.
-pub extern "C" fn timer_entry() {
+/// The timer's interrupt (from its IDT stub, interrupts off, with the vector): note it and
+/// end it.
+pub extern "C" fn timer_entry(_vector: u64) {
     EXPIRED.store(true, Ordering::Relaxed);
     write(REG_EOI, 0);
 }
