@@ -13,6 +13,9 @@
 //! `[chan] BENCH chan-64 TICKS` and `[chan] BENCH chan-1024 TICKS`, ticks per round trip. The
 //! report adds messages and payload bytes per 10^9 ticks: per second at a nominal 1 GHz, where a
 //! tick is one instruction.
+//!
+//! `--check` compares the figures with the committed baseline (`gate`, `bench/baseline.json`)
+//! and fails on a regression; `--update-baseline` rewrites that file.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -30,11 +33,20 @@ use crate::run::{self, Spec};
 use crate::scenario;
 use crate::step;
 
+pub mod gate;
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// One JSON object per line on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Compare the figures with bench/baseline.json and fail when one is more than 2% above
+    /// its baseline, or missing on either side.
+    #[arg(long, conflicts_with = "update_baseline")]
+    pub check: bool,
+    /// Write this run's figures to bench/baseline.json (commit it with a message that says why).
+    #[arg(long)]
+    pub update_baseline: bool,
 }
 
 /// The guest crate that measures, and the partition name its lines carry.
@@ -109,6 +121,94 @@ impl Row {
 
 pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
     build::kernels()?;
+    let (rows, failed) = measure_all();
+    let (channel, exits): (Vec<&Row>, Vec<&Row>) =
+        rows.iter().partition(|r| r.message_bytes.is_some());
+    if args.json {
+        for r in exits.iter().chain(&channel) {
+            println!("{}", json(r));
+        }
+    } else {
+        if !exits.is_empty() {
+            print!("{}", table(&exits));
+        }
+        if !channel.is_empty() {
+            if !exits.is_empty() {
+                println!();
+            }
+            print!("{}", channel_table(&channel));
+        }
+    }
+    if !failed.is_empty() {
+        step::note(format!("no figures for: {}", failed.join(", ")));
+    }
+    let figures = figures(&rows);
+    if args.update_baseline {
+        if !failed.is_empty() {
+            bail!("not writing {}: a run failed", gate::BASELINE);
+        }
+        let path = gate::path();
+        if let Ok(old) = gate::load(&path) {
+            eprint!("{}", gate::compare(&old, &figures).report());
+        }
+        gate::store(&path, &figures)?;
+        step::note(format!(
+            "wrote {} ({} figures): commit it with a message that says why the figures moved",
+            gate::BASELINE,
+            figures.len()
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut ok = failed.is_empty();
+    if args.check {
+        let verdict = gate::compare(&gate::load(&gate::path())?, &figures);
+        let report = verdict.report();
+        if args.json {
+            eprint!("{report}");
+        } else {
+            print!("\n{report}");
+        }
+        ok &= verdict.passed();
+        step::note(if verdict.passed() {
+            format!(
+                "bench gate: {} figures within {}% of {}",
+                verdict.changes.len(),
+                gate::TOLERANCE_PCT,
+                gate::BASELINE
+            )
+        } else {
+            "bench gate: FAILED (see the table above)".to_string()
+        });
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The gate as one case of `cargo xtask test` (the kernels are built): measures every figure
+/// and compares it with the baseline; `Ok` says how many figures held, `Err` carries the table.
+pub fn check() -> Result<String> {
+    let baseline = gate::load(&gate::path())?;
+    let (rows, failed) = measure_all();
+    let verdict = gate::compare(&baseline, &figures(&rows));
+    let report = verdict.report();
+    if !failed.is_empty() {
+        bail!("no figures for: {}\n{report}", failed.join(", "));
+    }
+    if !verdict.passed() {
+        bail!("figures regressed or missing against {}:\n{report}", gate::BASELINE);
+    }
+    if verdict.improvements().next().is_some() {
+        eprint!("{report}");
+    }
+    Ok(format!(
+        "{} figures within {}% of {}",
+        verdict.changes.len(),
+        gate::TOLERANCE_PCT,
+        gate::BASELINE
+    ))
+}
+
+/// Every figure of both backends, and the runs that gave none.
+fn measure_all() -> (Vec<Row>, Vec<String>) {
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     for b in BACKENDS {
@@ -127,29 +227,14 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
             }
         }
     }
-    let (channel, exits): (Vec<Row>, Vec<Row>) =
-        rows.into_iter().partition(|r| r.message_bytes.is_some());
-    if args.json {
-        for r in exits.iter().chain(&channel) {
-            println!("{}", json(r));
-        }
-    } else {
-        if !exits.is_empty() {
-            print!("{}", table(&exits));
-        }
-        if !channel.is_empty() {
-            if !exits.is_empty() {
-                println!();
-            }
-            print!("{}", channel_table(&channel));
-        }
-    }
-    if failed.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        step::note(format!("no figures for: {}", failed.join(", ")));
-        Ok(ExitCode::FAILURE)
-    }
+    (rows, failed)
+}
+
+/// The gated figures of a run: each row's ticks per operation.
+fn figures(rows: &[Row]) -> gate::Figures {
+    rows.iter()
+        .map(|r| (gate::Key::new(&r.bench, r.backend, r.emulator), r.ticks_per_op as f64))
+        .collect()
 }
 
 /// Boots the bench guest on one backend and returns its figures.
@@ -354,7 +439,7 @@ fn json(r: &Row) -> String {
     )
 }
 
-fn table(rows: &[Row]) -> String {
+fn table(rows: &[&Row]) -> String {
     let head = ["bench", "backend", "emulator", "ticks/op", "native ticks/op"];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -372,7 +457,7 @@ fn table(rows: &[Row]) -> String {
 }
 
 /// The channel figures: ticks per round trip, and what that makes per 10^9 ticks.
-fn channel_table(rows: &[Row]) -> String {
+fn channel_table(rows: &[&Row]) -> String {
     let head = [
         "channel",
         "backend",
@@ -463,7 +548,7 @@ mod tests {
         assert!(
             json(&rows[0]).ends_with(r#""ticks_per_op": 123456, "native_ticks_per_op": null}"#)
         );
-        let t = table(&rows);
+        let t = table(&rows.iter().collect::<Vec<_>>());
         assert!(
             t.starts_with("bench          backend  emulator  ticks/op  native ticks/op\n"),
             "{t}"
@@ -491,7 +576,7 @@ mod tests {
             json(&rows[1]),
             r#"{"bench": "chan-1024", "backend": "svm", "emulator": "qemu-icount", "ticks_per_op": 4000, "native_ticks_per_op": null, "message_bytes": 1024, "messages_per_1e9_ticks": 250000, "bytes_per_1e9_ticks": 256000000}"#
         );
-        let t = channel_table(&rows);
+        let t = channel_table(&rows.iter().collect::<Vec<_>>());
         assert!(t.starts_with("channel    backend  emulator     ticks/round trip"), "{t}");
         assert!(t.contains("\nchan-1024  svm      qemu-icount              4000"), "{t}");
         assert!(t.contains("per 10^9 ticks") && t.contains("nominal 1 GHz"), "{t}");
