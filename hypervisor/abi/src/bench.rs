@@ -88,3 +88,45 @@ pub unsafe fn mmio_read_loop(n: u64, addr: u64) {
         asm!("2:", "mov {t:e}, [{a}]", "dec {n}", "jnz 2b", n = inout(reg) n => _, a = in(reg) addr, t = out(reg) _, options(nostack))
     };
 }
+
+/// Bytes the CPU-bound loop ([`walk`]) reads: 4 MiB.
+pub const WALK_BYTES: u64 = 4 << 20;
+/// Its stride: one page and one cache line, so that every load lands on another page (on real
+/// hardware a TLB miss, under EPT/NPT a two-dimensional page walk) and another cache line.
+pub const WALK_STRIDE: u64 = 4096 + 64;
+/// Passes over the buffer: 1,009 loads of 4 instructions each per pass, about 4 M instructions
+/// in all, with no exit of its own.
+pub const WALK_PASSES: u64 = 1000;
+
+/// The CPU-bound loop: [`WALK_PASSES`] passes over `[base, base + WALK_BYTES)` loading a
+/// quadword every [`WALK_STRIDE`] bytes; returns the ticks it took (loop overhead included: the
+/// guest and the hypervisor run the very same instructions, and the figure is their ratio).
+///
+/// # Safety
+/// `[base, base + WALK_BYTES)` is mapped readable memory (its contents do not matter).
+pub unsafe fn walk(base: u64) -> u64 {
+    let t0 = rdtsc();
+    // SAFETY: the caller guarantees the buffer is mapped; the loop only reads it, 8 bytes at
+    // offsets below WALK_BYTES - 7, so every load lies inside the buffer.
+    unsafe {
+        asm!(
+            "2:",
+            "xor {off:e}, {off:e}",
+            "3:",
+            "add {acc}, [{base} + {off}]",
+            "add {off}, {stride}",
+            "cmp {off}, {limit}",
+            "jb 3b",
+            "dec {n}",
+            "jnz 2b",
+            base = in(reg) base,
+            off = out(reg) _,
+            acc = inout(reg) 0u64 => _,
+            n = inout(reg) WALK_PASSES => _,
+            stride = const WALK_STRIDE,
+            limit = const WALK_BYTES - 7,
+            options(readonly, nostack),
+        )
+    };
+    rdtsc() - t0
+}

@@ -52,9 +52,14 @@ pub struct BenchArgs {
 /// The guest crate that measures, and the partition name its lines carry.
 const GUEST: &str = "bench";
 /// What the guest measures, in the order it prints them.
-const GUEST_BENCHES: &[&str] = &["boot-to-guest", "cpuid", "hypercall", "out", "mmio"];
+const GUEST_BENCHES: &[&str] = &["boot-to-guest", "cpuid", "hypercall", "out", "mmio", "loop"];
 /// What the hypervisor measures natively with `bench=1`.
-const NATIVE_BENCHES: &[&str] = &["cpuid", "out", "mmio"];
+const NATIVE_BENCHES: &[&str] = &["cpuid", "out", "mmio", "loop"];
+/// The CPU-bound loop (`hvabi::bench::walk`, ticks per whole walk): gated as its ticks and as
+/// the ratio guest/native ([`LOOP_RATIO`], goal at most [`LOOP_RATIO_GOAL`]).
+const LOOP: &str = "loop";
+const LOOP_RATIO: &str = "loop-ratio";
+const LOOP_RATIO_GOAL: f64 = 1.01;
 /// Lines of serial log shown for a failed run.
 const TAIL_LINES: usize = 30;
 /// The channel benchmark's scenario, the partition that measures and its message sizes.
@@ -111,6 +116,12 @@ struct Row {
 }
 
 impl Row {
+    /// The CPU-bound loop: guest ticks over native ticks, to four places.
+    fn loop_ratio(&self) -> Option<f64> {
+        let native = self.native_ticks_per_op.filter(|&n| n > 0 && self.bench == LOOP)?;
+        Some((self.ticks_per_op as f64 / native as f64 * 10_000.0).round() / 10_000.0)
+    }
+
     /// Channel rows: messages and payload bytes per [`NOMINAL_TICKS`].
     fn rates(&self) -> Option<(u64, u64)> {
         let bytes = self.message_bytes?;
@@ -230,11 +241,16 @@ fn measure_all() -> (Vec<Row>, Vec<String>) {
     (rows, failed)
 }
 
-/// The gated figures of a run: each row's ticks per operation.
+/// The gated figures of a run: each row's ticks per operation, and the loop's ratio.
 fn figures(rows: &[Row]) -> gate::Figures {
-    rows.iter()
-        .map(|r| (gate::Key::new(&r.bench, r.backend, r.emulator), r.ticks_per_op as f64))
-        .collect()
+    let mut out = gate::Figures::new();
+    for r in rows {
+        out.insert(gate::Key::new(&r.bench, r.backend, r.emulator), r.ticks_per_op as f64);
+        if let Some(ratio) = r.loop_ratio() {
+            out.insert(gate::Key::new(LOOP_RATIO, r.backend, r.emulator), ratio);
+        }
+    }
+    out
 }
 
 /// Boots the bench guest on one backend and returns its figures.
@@ -428,7 +444,7 @@ fn json(r: &Row) -> String {
         (Some(bytes), Some((messages, payload))) => format!(
             ", \"message_bytes\": {bytes}, \"messages_per_1e9_ticks\": {messages}, \"bytes_per_1e9_ticks\": {payload}"
         ),
-        _ => String::new(),
+        _ => r.loop_ratio().map(|x| format!(", \"ratio\": {x:.4}")).unwrap_or_default(),
     };
     format!(
         "{{\"bench\": {}, \"backend\": {}, \"emulator\": {}, \"ticks_per_op\": {}, \"native_ticks_per_op\": {native}{channel}}}",
@@ -453,7 +469,18 @@ fn table(rows: &[&Row]) -> String {
             ]
         })
         .collect();
-    layout(&head, &cells)
+    let mut out = layout(&head, &cells);
+    for r in rows {
+        if let Some(ratio) = r.loop_ratio() {
+            let _ = writeln!(
+                out,
+                "{LOOP} {}: guest/native {ratio:.4} (goal at most {LOOP_RATIO_GOAL}; ticks per walk \
+                 of 4 MiB)",
+                r.backend
+            );
+        }
+    }
+    out
 }
 
 /// The channel figures: ticks per round trip, and what that makes per 10^9 ticks.
@@ -519,10 +546,11 @@ mod tests {
     use super::*;
 
     const LOG: &str = "microhv 0.1.0: booted via multiboot\r\nBENCH-NATIVE cpuid 80\nBENCH-NATIVE out 3\n\
-                       BENCH-NATIVE mmio 2\nhypervisor: starting 1 partition(s)\n\
+                       BENCH-NATIVE mmio 2\nBENCH-NATIVE loop 4000000\n\
+                       hypervisor: starting 1 partition(s)\n\
                        [bench] BENCH boot-to-guest 123456\n[bench] BENCH cpuid 300\n\
                        [bench] BENCH hypercall 250\n[bench] BENCH out 400\n[bench] BENCH mmio 900\n\
-                       hypervisor: power off: ok\n";
+                       [bench] BENCH loop 4002001\nhypervisor: power off: ok\n";
 
     #[test]
     fn parses_every_figure() {
@@ -539,8 +567,16 @@ mod tests {
                 ("hypercall", 250, None),
                 ("out", 400, Some(3)),
                 ("mmio", 900, Some(2)),
+                ("loop", 4002001, Some(4000000)),
             ]
         );
+        assert_eq!(rows[5].loop_ratio(), Some(1.0005));
+        assert_eq!(rows[1].loop_ratio(), None, "only the loop has a ratio");
+        assert!(json(&rows[5]).ends_with(r#""native_ticks_per_op": 4000000, "ratio": 1.0005}"#));
+        let figs = figures(&rows);
+        assert_eq!(figs.len(), 7);
+        assert_eq!(figs[&gate::Key::new("loop-ratio", "vmx", "bochs")], 1.0005);
+        assert_eq!(figs[&gate::Key::new("cpuid", "vmx", "bochs")], 300.0);
         assert_eq!(
             json(&rows[1]),
             r#"{"bench": "cpuid", "backend": "vmx", "emulator": "bochs", "ticks_per_op": 300, "native_ticks_per_op": 80}"#
@@ -549,6 +585,7 @@ mod tests {
             json(&rows[0]).ends_with(r#""ticks_per_op": 123456, "native_ticks_per_op": null}"#)
         );
         let t = table(&rows.iter().collect::<Vec<_>>());
+        assert!(t.contains("\nloop vmx: guest/native 1.0005 (goal at most 1.01"), "{t}");
         assert!(
             t.starts_with("bench          backend  emulator  ticks/op  native ticks/op\n"),
             "{t}"
