@@ -16,5 +16,6 @@ pub mod memory;
 pub mod msr;
 pub mod partition;
 pub mod passthrough;
+pub mod profile;
 pub mod run;
 pub mod vcpu;

@@ -5,6 +5,7 @@ use super::dispatch::{self, Flow};
 use super::interrupts;
 use super::machine::Machine;
 use super::partition::{Partition, PartitionConfig, State};
+use super::profile::{self, Stage};
 use super::vcpu::{Backend, Event};
 use crate::arch::x86::instr::rdtsc;
 use alloc::format;
@@ -40,12 +41,18 @@ fn deliver_events(p: &mut Partition) {
 
 /// Runs `p` for one time slice. Returns [`Flow::Admin`] when the partition made a call the
 /// machine must carry out (it keeps the CPU afterwards), otherwise how the slice ended.
+///
+/// The `profile` marks cost nothing unless the `exit-profile` feature is on (see
+/// [`profile`]).
 pub fn run_slice(p: &mut Partition) -> Flow {
     p.vcpu.set_timeslice(TIMESLICE_TICKS);
+    profile::slice_start();
     for _ in 0..EXITS_PER_SLICE {
         deliver_events(p);
+        profile::mark(Stage::Events);
         let result = p.vcpu.run();
-        p.stats.counts[super::exit::VmExit::Cpuid.index()] += p.vcpu.take_fast_exits();
+        let fast = p.vcpu.take_fast_exits();
+        p.stats.counts[super::exit::VmExit::Cpuid.index()] += fast;
         let exit = match result {
             Ok(e) => e,
             Err(e) => {
@@ -57,7 +64,10 @@ pub fn run_slice(p: &mut Partition) -> Flow {
                 return Flow::Stopped;
             }
         };
-        match dispatch::handle(p, exit) {
+        profile::exit(&exit, || p.vcpu.rip(), fast);
+        let flow = dispatch::handle(p, exit);
+        profile::mark(Stage::Handler);
+        match flow {
             Flow::Continue => {}
             other => return other,
         }
@@ -171,5 +181,7 @@ pub fn run_partitions(
     }
     m.focus_management();
     let powered_off = m.run();
-    report(&mut m.parts, powered_off) && ok
+    let ended = report(&mut m.parts, powered_off) && ok;
+    profile::report();
+    ended
 }

@@ -34,6 +34,7 @@ use crate::scenario;
 use crate::step;
 
 pub mod gate;
+mod profile;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -47,6 +48,10 @@ pub struct BenchArgs {
     /// Write this run's figures to bench/baseline.json (commit it with a message that says why).
     #[arg(long)]
     pub update_baseline: bool,
+    /// Build the hypervisor with its exit profile (feature `exit-profile`) and print the ticks
+    /// each stage of a slow-path exit takes; no figures, no gate.
+    #[arg(long, conflicts_with_all = ["check", "update_baseline", "json"])]
+    pub profile: bool,
 }
 
 /// The guest crate that measures, and the partition name its lines carry.
@@ -131,6 +136,9 @@ impl Row {
 }
 
 pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
+    if args.profile {
+        return profile::profile();
+    }
     build::kernels()?;
     let (rows, failed) = measure_all();
     let (channel, exits): (Vec<&Row>, Vec<&Row>) =
@@ -255,8 +263,14 @@ fn figures(rows: &[Row]) -> gate::Figures {
 
 /// Boots the bench guest on one backend and returns its figures.
 fn measure(b: &Backend) -> Result<Vec<Row>> {
+    boot_guest(b, "bench", |ran| parse(&ran.serial, b))
+}
+
+/// Boots the hypervisor with `bench=1` and the bench guest on one backend and reads what it
+/// printed with `parse`.
+fn boot_guest<T>(b: &Backend, label: &str, parse: impl Fn(&Ran) -> Result<T>) -> Result<T> {
     let modules = [Module { name: GUEST.into(), path: build::kernel_artifact(GUEST) }];
-    let label = format!("bench-{}", b.backend);
+    let label = format!("{label}-{}", b.backend);
     let p = run::prepare(&Spec {
         choice: b.choice,
         boot: Boot::Multiboot,
@@ -270,7 +284,7 @@ fn measure(b: &Backend) -> Result<Vec<Row>> {
         input: Vec::new(),
         test_disk: false,
     })?;
-    boot(b, p, |ran| parse(&ran.serial, b))
+    boot(b, p, parse)
 }
 
 /// Boots the channel scenario on one backend, opens the channel and returns its figures.
@@ -295,11 +309,7 @@ fn measure_channel(b: &Backend) -> Result<Vec<Row>> {
 
 /// Runs a prepared bench boot (with `-icount shift=0` under QEMU) and reads its figures with
 /// `parse` once the hypervisor reported success; errors carry the serial log's tail.
-fn boot(
-    b: &Backend,
-    mut p: run::Prepared,
-    parse: impl Fn(&Ran) -> Result<Vec<Row>>,
-) -> Result<Vec<Row>> {
+fn boot<T>(b: &Backend, mut p: run::Prepared, parse: impl Fn(&Ran) -> Result<T>) -> Result<T> {
     p.launch.icount = true;
     step::note(format!(
         "bench {}: booting {} with {}{}",
