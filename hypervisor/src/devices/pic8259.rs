@@ -178,6 +178,12 @@ impl PicPair {
         if self.chips[1].highest(0).is_some() { 1 << CASCADE } else { 0 }
     }
 
+    /// True when some line of either chip has an unmasked request. When false,
+    /// [`Self::pending_vector`] is `None`: a cheap test to ask first before every entry.
+    pub fn requested(&self) -> bool {
+        self.chips.iter().any(|c| c.irr & !c.imr != 0)
+    }
+
     /// The vector the pair would deliver now, if its INT output is asserted.
     pub fn pending_vector(&self) -> Option<u8> {
         let [m, s] = &self.chips;
@@ -282,6 +288,29 @@ impl PicPair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_requested_means_nothing_pending() {
+        let mut pic = programmed();
+        assert!(!pic.requested());
+        assert_eq!(pic.pending_vector(), None);
+        pic.write(0xa1, 0xff); // every slave line masked
+        pic.set_irq(12, true);
+        assert!(!pic.requested(), "a masked request is not one");
+        assert_eq!(pic.pending_vector(), None);
+        pic.write(0xa1, 0x00);
+        assert!(pic.requested());
+        assert_eq!(pic.pending_vector(), Some(0x2c));
+        // Whatever the registers, `requested` false implies no pending vector.
+        for imr in [0x00u8, 0x0f, 0xf0, 0xfb, 0xff] {
+            let mut p = programmed();
+            p.write(0x21, imr);
+            for irq in 0..16 {
+                p.set_irq(irq, true);
+                assert!(p.requested() || p.pending_vector().is_none());
+            }
+        }
+    }
 
     #[test]
     fn highest_request_is_the_walk_over_the_lines() {

@@ -29,6 +29,10 @@ fn deliver_events(p: &mut Partition) {
         p.timer = None;
         p.vectors.set(vector);
     }
+    // Nothing requested anywhere, the common case: no need to rank the sources.
+    if p.vectors.is_empty() && !p.pic.requested() {
+        return;
+    }
     let Some(source) = interrupts::next(&p.vectors, &p.pic) else { return };
     if !p.vcpu.event_pending() && p.vcpu.interruptible() {
         let vector = interrupts::take(source, &mut p.vectors, &mut p.pic);
