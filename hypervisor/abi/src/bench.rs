@@ -130,3 +130,43 @@ pub unsafe fn walk(base: u64) -> u64 {
     };
     rdtsc() - t0
 }
+
+/// In R11 while [`stamped_out_loop`] runs: tells the hypervisor's exit profile (its
+/// `exit-profile` feature) that R8 and R10 hold the guest's TSC stamps.
+pub const STAMP_MAGIC: u64 = 0x504d_4154_5348_5645; // "EVHSTAMP"
+
+/// OUT of one byte to `port`, `n` times, with the guest's TSC in registers at each exit: R10
+/// read by the first instruction after the VM entry, R8 read five instructions before the OUT
+/// (R11 = [`STAMP_MAGIC`]). With the host's TSC at the same instants (the hypervisor does not
+/// offset the guest's TSC), the exit profile splits the ticks of `Vcpu::run` into entry, guest
+/// and exit. Outside the profile nothing reads the stamps.
+///
+/// # Safety
+/// Writing `port` must be harmless (a UART scratch register).
+pub unsafe fn stamped_out_loop(n: u64, port: u16) {
+    // SAFETY: the caller picked a harmless port; RAX, RDX, R8, R10 and R11 are declared
+    // clobbered, the counter lives in RCX.
+    unsafe {
+        asm!(
+            "2:",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov r8, rax",
+            "mov edx, {port:e}",
+            "mov eax, 0x5a",
+            "out dx, al",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov r10, rax",
+            "dec rcx",
+            "jnz 2b",
+            port = in(reg) u32::from(port),
+            inout("rcx") n => _,
+            out("rax") _, out("rdx") _, out("r8") _, out("r10") _,
+            inout("r11") STAMP_MAGIC => _,
+            options(nomem, nostack),
+        )
+    };
+}

@@ -54,6 +54,10 @@ mod on {
     static COUNT: [AtomicU64; SITES] = [const { AtomicU64::new(0) }; SITES];
     static TOTALS: [[AtomicU64; STAGES]; SITES] =
         [const { [const { AtomicU64::new(0) }; STAGES] }; SITES];
+    /// Per site, from round trips whose guest left TSC stamps: their count, then the ticks of
+    /// `Vcpu::run` split into entry, guest and exit.
+    static STAMPED: [AtomicU64; SITES] = [const { AtomicU64::new(0) }; SITES];
+    static SPLIT: [[AtomicU64; 3]; SITES] = [const { [const { AtomicU64::new(0) }; 3] }; SITES];
 
     fn add(a: &AtomicU64, v: u64) {
         a.store(a.load(Relaxed).wrapping_add(v), Relaxed);
@@ -89,15 +93,25 @@ mod on {
         used
     }
 
-    pub fn exit(exit: &VmExit, rip: impl FnOnce() -> u64, fast_exits: u64) {
+    pub fn exit(exit: &VmExit, regs: impl FnOnce() -> (u64, [u64; 3]), fast_exits: u64) {
+        let entered = LAST.load(Relaxed);
         mark(Stage::Run);
-        let (kind, rip) = (exit.index(), rip());
+        let back = LAST.load(Relaxed);
+        let (kind, (rip, [r8, r10, r11])) = (exit.index(), regs());
         let prev = SITE.load(Relaxed);
         if VALID.load(Relaxed) && fast_exits == 0 && prev < SITES {
             for (total, s) in TOTALS[prev].iter().zip(&SCRATCH) {
                 add(total, s.load(Relaxed));
             }
             add(&COUNT[prev], 1);
+            // hvabi::bench::stamped_out_loop: R10 the guest's TSC after the entry, R8 before
+            // the exiting instruction. A stale R10 (the loop's first exit) fails the order.
+            if r11 == hvabi::bench::STAMP_MAGIC && entered <= r10 && r10 <= r8 && r8 <= back {
+                add(&STAMPED[prev], 1);
+                for (total, part) in SPLIT[prev].iter().zip([r10 - entered, r8 - r10, back - r8]) {
+                    add(total, part);
+                }
+            }
         }
         for s in &SCRATCH {
             s.store(0, Relaxed);
@@ -133,6 +147,13 @@ mod on {
             }
             line.push_str(&alloc::format!(" total={sum}"));
             crate::println!("{line}");
+            let stamped = STAMPED[i].load(Relaxed);
+            if stamped > 0 {
+                let [entry, guest, exit] = SPLIT[i].each_ref().map(|t| t.load(Relaxed) / stamped);
+                crate::println!(
+                    "EXIT-PROFILE-SPLIT {name}@{rip:#x}{shared} {stamped} entry={entry} guest={guest} exit={exit}"
+                );
+            }
         }
     }
 }
@@ -150,15 +171,23 @@ pub fn mark(_stage: Stage) {}
 #[inline(always)]
 pub fn slice_start() {}
 
-/// The run loop got `exit` at the guest RIP `rip` gives, after `fast_exits` CPUID exits of the
-/// fast path: closes [`Stage::Run`] and the previous exit's round trip. (`rip` is a closure
-/// so that without the feature not even the vCPU's RIP is read.)
+/// The run loop got `exit`, after `fast_exits` CPUID exits of the fast path: closes
+/// [`Stage::Run`] and the previous exit's round trip. `regs` gives the guest's RIP and its R8,
+/// R10 and R11 (the TSC stamps of `hvabi::bench::stamped_out_loop`); it is a closure so that
+/// without the feature not even the vCPU's RIP is read.
 #[cfg(not(feature = "exit-profile"))]
 #[inline(always)]
-pub fn exit(_exit: &super::exit::VmExit, _rip: impl FnOnce() -> u64, _fast_exits: u64) {}
+pub fn exit(
+    _exit: &super::exit::VmExit,
+    _regs: impl FnOnce() -> (u64, [u64; 3]),
+    _fast_exits: u64,
+) {
+}
 
 /// Prints the averages per exit site (`EXIT-PROFILE KIND@RIP ROUND-TRIPS stage=TICKS ...
-/// total=TICKS`; a `+` after the RIP: that site and all after the table filled up).
+/// total=TICKS`; a `+` after the RIP: that site and all after the table filled up), and for a
+/// site with stamped round trips `EXIT-PROFILE-SPLIT KIND@RIP ROUND-TRIPS entry=TICKS
+/// guest=TICKS exit=TICKS`, `Vcpu::run` split.
 #[cfg(not(feature = "exit-profile"))]
 #[inline(always)]
 pub fn report() {}

@@ -6,7 +6,7 @@ use super::interrupts;
 use super::machine::Machine;
 use super::partition::{Partition, PartitionConfig, State};
 use super::profile::{self, Stage};
-use super::vcpu::{Backend, Event};
+use super::vcpu::{Backend, Event, reg};
 use crate::arch::x86::instr::rdtsc;
 use alloc::format;
 use alloc::string::String;
@@ -68,7 +68,15 @@ pub fn run_slice(p: &mut Partition) -> Flow {
                 return Flow::Stopped;
             }
         };
-        profile::exit(&exit, || p.vcpu.rip(), fast);
+        profile::exit(
+            &exit,
+            || {
+                let rip = p.vcpu.rip();
+                let g = p.vcpu.gprs();
+                (rip, [g.0[reg::R8], g.0[reg::R8 + 2], g.0[reg::R8 + 3]])
+            },
+            fast,
+        );
         let flow = dispatch::handle(p, exit);
         profile::mark(Stage::Handler);
         match flow {

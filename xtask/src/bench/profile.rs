@@ -16,6 +16,7 @@ use crate::step;
 
 const FEATURE: &str = "hypervisor/exit-profile";
 const PREFIX: &str = "EXIT-PROFILE ";
+const SPLIT_PREFIX: &str = "EXIT-PROFILE-SPLIT ";
 
 /// One exit kind's averages.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,11 +27,16 @@ struct Kind {
     stages: Vec<(String, u64)>,
 }
 
-/// What one run printed: the cost of one mark and each kind's averages.
+/// `Vcpu::run` of one site split by the guest's TSC stamps: (site, round trips, entry, guest,
+/// exit).
+type Split = (String, u64, [u64; 3]);
+
+/// What one run printed: the cost of one mark, each site's averages, the splits.
 #[derive(Debug, PartialEq, Eq)]
 struct Profile {
     mark_cost: u64,
     kinds: Vec<Kind>,
+    splits: Vec<Split>,
 }
 
 /// The kernel build of `build::kernels`, with or without [`FEATURE`]. `build::kernels` runs
@@ -73,7 +79,12 @@ pub fn profile() -> Result<ExitCode> {
 fn parse(serial: &str) -> Result<Profile> {
     let mut mark_cost = None;
     let mut kinds = Vec::new();
+    let mut splits = Vec::new();
     for line in serial.lines().map(|l| l.trim_end_matches('\r').trim()) {
+        if let Some(rest) = line.strip_prefix(SPLIT_PREFIX) {
+            splits.push(parse_split(line, rest)?);
+            continue;
+        }
         let Some(rest) = line.strip_prefix(PREFIX) else { continue };
         let words: Vec<&str> = rest.split_whitespace().collect();
         let number = |w: &str| {
@@ -99,7 +110,26 @@ fn parse(serial: &str) -> Result<Profile> {
     let Some(mark_cost) = mark_cost else {
         bail!("no `{PREFIX}` lines: was the kernel built with {FEATURE}?");
     };
-    Ok(Profile { mark_cost, kinds })
+    Ok(Profile { mark_cost, kinds, splits })
+}
+
+/// `SITE N entry=E guest=G exit=X`.
+fn parse_split(line: &str, rest: &str) -> Result<Split> {
+    let bad = || anyhow::anyhow!("malformed profile line {line:?}");
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let [site, n, parts @ ..] = words.as_slice() else { return Err(bad()) };
+    let mut ticks = [0u64; 3];
+    if parts.len() != 3 {
+        return Err(bad());
+    }
+    for ((part, want), t) in parts.iter().zip(["entry", "guest", "exit"]).zip(&mut ticks) {
+        let (k, v) = part.split_once('=').ok_or_else(bad)?;
+        if k != want {
+            return Err(bad());
+        }
+        *t = v.parse().map_err(|_| bad())?;
+    }
+    Ok((site.to_string(), n.parse().map_err(|_| bad())?, ticks))
 }
 
 /// One table per backend: a row per exit kind, a column per stage.
@@ -137,6 +167,15 @@ fn table(b: &Backend, p: &Profile) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    for (site, n, [entry, guest, exit]) in &p.splits {
+        let _ = writeln!(
+            out,
+            "{site}: run = entry {entry} + guest {guest} + exit {exit} ({n} round trips with the \
+             guest's TSC stamps: entry from the run loop's mark to the guest's first \
+             instruction, guest up to five instructions before the exiting one, exit from \
+             there back to the run loop)"
+        );
+    }
     out
 }
 
@@ -146,13 +185,16 @@ mod tests {
 
     const LOG: &str = "BENCH-NATIVE cpuid 2\r\n[bench] BENCH out 700\nEXIT-PROFILE mark-cost 6\n\
                        EXIT-PROFILE io 2000 stats=10 last-exits=20 handler=300 events=40 run=330 total=700\n\
-                       EXIT-PROFILE hypercall 2000 stats=10 last-exits=20 handler=100 events=40 run=300 total=470\n";
+                       EXIT-PROFILE hypercall 2000 stats=10 last-exits=20 handler=100 events=40 run=300 total=470\n\
+                       EXIT-PROFILE io@0x2001 255 stats=10 last-exits=20 handler=300 events=40 run=330 total=700\n\
+                       EXIT-PROFILE-SPLIT io@0x2001 254 entry=100 guest=6 exit=224\n";
 
     #[test]
     fn parses_and_tabulates() {
         let p = parse(LOG).unwrap();
         assert_eq!(p.mark_cost, 6);
-        assert_eq!(p.kinds.len(), 2);
+        assert_eq!(p.kinds.len(), 3);
+        assert_eq!(p.splits, [("io@0x2001".to_string(), 254, [100, 6, 224])]);
         assert_eq!(p.kinds[0].name, "io");
         assert_eq!(p.kinds[0].exits, 2000);
         assert_eq!(p.kinds[0].stages[2], ("handler".to_string(), 300));
@@ -175,5 +217,9 @@ mod tests {
         assert!(parse("EXIT-PROFILE mark-cost x\n").is_err());
         assert!(parse("EXIT-PROFILE mark-cost 1\nEXIT-PROFILE io 5 stats\n").is_err());
         assert!(parse("EXIT-PROFILE mark-cost 1\nEXIT-PROFILE io\n").is_err());
+        let split = "EXIT-PROFILE mark-cost 1\nEXIT-PROFILE-SPLIT io@0x1 5 entry=1 guest=2\n";
+        assert!(parse(split).is_err());
+        assert!(parse(&split.replace("guest=2", "guest=2 exit=x")).is_err());
+        assert!(parse(&split.replace("guest=2", "exit=2 guest=3")).is_err());
     }
 }
