@@ -7,6 +7,7 @@ use crate::cmdline::{self, FAULT_ADDRESS, Fault};
 use crate::mm::addr::{PAGE_SIZE, align_down, align_up};
 use crate::mm::frames::{FRAMES, FrameAllocator, LOW_MEMORY_END};
 use crate::vmm::partition::PartitionConfig;
+use crate::vmm::platform::Platform;
 use crate::vmm::vcpu::Backend;
 use crate::{console, println};
 use alloc::boxed::Box;
@@ -14,16 +15,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use hvabi::pack::{self, Pack};
 use log::{error, info, warn};
-
-/// The TSC at the hypervisor's first instruction of Rust (boot-to-guest benchmark), moved on
-/// by the ticks of the native measurement loops (`bench=1`), which boot-to-guest leaves out.
-pub static START_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-/// The end of RAM below 4 GiB (device space starts above it).
-pub static RAM_TOP_BELOW_4G: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-/// End of the usable RAM that starts at physical address 0 (at most 640 KiB; 0 when the
-/// firmware map has none there).
-pub static LOW_RAM_END: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// The boot module that holds the partition manifest.
 pub const MANIFEST_MODULE: &str = "manifest";
@@ -57,7 +48,8 @@ fn find_free(info: &BootInfo, len: u64) -> Option<u64> {
 /// `phys_offset` is where all physical memory is mapped in the boot page tables (0 for an
 /// identity map); `init_heap` sets up the boot crate's global allocator.
 pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
-    START_TSC.store(crate::arch::x86::instr::rdtsc(), core::sync::atomic::Ordering::Relaxed);
+    let start_tsc = crate::arch::x86::instr::rdtsc();
+    let calibration = crate::arch::x86::time::TscCalibration::start();
     let uart_ok = console::init();
     console::init_log(log::LevelFilter::Info);
     gdt::init();
@@ -146,8 +138,8 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
         relocate_low_modules(info, &mut frames);
     }
     *FRAMES.lock() = Some(frames);
-    let top = info.usable.as_slice().iter().map(|r| r.end.min(1 << 32)).max().unwrap_or(0);
-    RAM_TOP_BELOW_4G.store(top, core::sync::atomic::Ordering::Relaxed);
+    let ram_top_below_4g =
+        info.usable.as_slice().iter().map(|r| r.end.min(1 << 32)).max().unwrap_or(0);
     // Conventional memory from address 0 (below the EBDA), which the hypervisor never uses:
     // the management partition's boot structures go there, as a PC loader's do.
     // Firmware maps may split it into adjacent ranges: follow the chain from 0.
@@ -155,8 +147,8 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
     while let Some(r) = info.usable.as_slice().iter().find(|r| r.start <= low && r.end > low) {
         low = r.end;
     }
-    let low = align_down(low.min(0xa_0000), PAGE_SIZE);
-    LOW_RAM_END.store(low, core::sync::atomic::Ordering::Relaxed);
+    let low_ram_end = align_down(low.min(0xa_0000), PAGE_SIZE);
+    let mut platform = measure_platform(start_tsc, calibration, low_ram_end, ram_top_below_4g);
 
     match opts.fault {
         Some(Fault::PageFault) => {
@@ -180,7 +172,8 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
         let t0 = crate::arch::x86::instr::rdtsc();
         native_bench();
         let spent = crate::arch::x86::instr::rdtsc().wrapping_sub(t0);
-        START_TSC.fetch_add(spent, core::sync::atomic::Ordering::Relaxed);
+        // Boot-to-guest (the guests' start-info TSC) leaves the native loops out.
+        platform.start_tsc = platform.start_tsc.wrapping_add(spent);
     }
     let modules = boot_modules(info);
     if modules.is_empty() {
@@ -203,9 +196,42 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
         configs.len(),
         backend.name()
     );
-    let ok = crate::vmm::run::run_partitions(configs, backend.as_mut(), &modules);
+    let ok = crate::vmm::run::run_partitions(configs, backend.as_mut(), &modules, platform);
     drop(backend);
     finish(ok)
+}
+
+/// Measures the clocks and gathers what the core needs from boot into one value.
+fn measure_platform(
+    start_tsc: u64,
+    calibration: crate::arch::x86::time::TscCalibration,
+    low_ram_end: u64,
+    ram_top_below_4g: u64,
+) -> Platform {
+    let tsc_hz = calibration.finish().unwrap_or(0);
+    let wall_clock =
+        crate::arch::x86::time::read_rtc().map(|unix| (crate::arch::x86::instr::rdtsc(), unix));
+    if tsc_hz == 0 {
+        warn!("the TSC rate could not be measured against the PIT: virtual clocks run at 1 GHz");
+    }
+    match wall_clock {
+        Some((_, unix)) => println!(
+            "hypervisor: clocks: TSC {}.{:03} MHz, RTC {} (Unix time {unix})",
+            tsc_hz / 1_000_000,
+            tsc_hz / 1000 % 1000,
+            crate::arch::x86::time::format_utc(unix)
+        ),
+        None => warn!("the RTC holds no valid date: partitions' clocks start at 1970-01-01"),
+    }
+    // CPUID leaf 0x4000_0010 tells guests the rate (the fast paths answer CPUID too, so the
+    // policy keeps it beside its other constants).
+    crate::vmm::cpuid::set_tsc_khz(u32::try_from(tsc_hz / 1000).unwrap_or(u32::MAX));
+    if crate::arch::x86::lapic::timer_usable() {
+        info!(
+            "host APIC timer calibrated: it ends time slices where the CPU has no preemption timer"
+        );
+    }
+    Platform { start_tsc, tsc_hz, wall_clock, low_ram_end, ram_top_below_4g }
 }
 
 /// Where the multiboot image links (`boot/src/multiboot/link.ld`): the memory below is left to
@@ -309,6 +335,9 @@ fn enable_backend(cpu: &cpu::CpuInfo) -> Option<Box<dyn Backend>> {
         cpu::Virt::Svm(caps) => match crate::arch::svm::SvmBackend::enable(&caps) {
             Ok(b) => {
                 info!("svm: on; {} ASIDs, nrip-save {}", caps.asids, caps.nrip_save);
+                if !crate::arch::x86::lapic::timer_usable() {
+                    warn!("svm: no usable host APIC timer: a guest that never exits keeps the CPU");
+                }
                 Some(Box::new(b))
             }
             Err(e) => {
@@ -334,9 +363,10 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 name: name.clone(),
                 image,
                 format: ImageFormat::Elf64,
+                initrd: None,
                 memory: 16 << 20,
                 cmdline: String::new(),
-                expect_fault: false,
+                expect: Expect::Exit,
                 on_stop: manifest::OnStop::Destroy,
                 management: false,
                 keep_free: 0,
@@ -359,6 +389,12 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
             let image = find(&p.image).ok_or_else(|| {
                 refuse(p, "image", &alloc::format!("no boot module `{}`", p.image))
             })?;
+            let initrd = match &p.initrd {
+                Some(name) => Some(find(name).ok_or_else(|| {
+                    refuse(p, "initrd", &alloc::format!("no boot module `{name}`"))
+                })?),
+                None => None,
+            };
             for d in &p.devices {
                 crate::vmm::passthrough::parse(d).map_err(|e| refuse(p, "devices", &e))?;
             }
@@ -366,9 +402,10 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 name: p.name.clone(),
                 image,
                 format: p.format,
+                initrd,
                 memory: p.memory_bytes(),
                 cmdline: p.cmdline.clone(),
-                expect_fault: p.expect == Expect::Fault,
+                expect: p.expect,
                 on_stop: p.on_stop,
                 management: p.role == Role::Management,
                 keep_free: 0,

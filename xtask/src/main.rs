@@ -2,8 +2,8 @@
 //!
 //! One binary, one module per concern: `build` (cargo builds), `image` (GRUB ISO, UEFI disk),
 //! `emulator` (QEMU and Bochs behind one trait, the watched run), `kvm` (nested KVM detection),
-//! `deps` (installing what is missing), `run`, `test`, `bench`; `step` holds progress output and
-//! the nested cargo command.
+//! `deps` (installing what is missing), `linux` (the Linux guest's kernel and initramfs), `run`,
+//! `test`, `bench`; `step` holds progress output and the nested cargo command.
 
 mod bench;
 mod build;
@@ -11,6 +11,7 @@ mod deps;
 mod emulator;
 mod image;
 mod kvm;
+mod linux;
 mod run;
 mod scenario;
 mod step;
@@ -42,6 +43,9 @@ enum Command {
     /// Measure exit round trips and boot-to-guest time on both backends, in retired
     /// instructions (Bochs for VMX, QEMU -icount for SVM).
     Bench(bench::BenchArgs),
+    /// Fetch Debian's cloud kernel and busybox-static into target/linux/ and build the
+    /// initramfs (done on demand by any scenario that names them); print the versions.
+    Linux(linux::LinuxArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Test(args) => test::test(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Linux(args) => linux::command(&args),
     };
     match result {
         Ok(code) => code,

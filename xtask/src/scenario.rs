@@ -10,6 +10,12 @@
 //! travels under its file name (multiboot names a module by its string's last path component),
 //! and the manifest that goes along says that name in place of the path.
 //!
+//! A `format = "linux"` partition also names its `initrd`, which travels as a module the same
+//! way. Files under `target/linux/` are made by `linux::provision` before they are packed.
+//! In a `cmdline`, `microhv.date=@now` becomes `microhv.date=<the host's Unix time>`, rounded
+//! down to the hour (so that the manifest, and the boot images made from it, change at most
+//! hourly): the Linux guest's `/init` checks its clock against it.
+//!
 //! `none` is built in: the hypervisor alone, no modules (the boot tests use it).
 
 use std::collections::BTreeMap;
@@ -23,6 +29,7 @@ use toml::Spanned;
 
 use crate::build;
 use crate::image::Module;
+use crate::linux;
 use crate::step;
 
 /// The built-in scenario without partitions.
@@ -40,17 +47,19 @@ pub const MANIFEST_MODULE: &str = "manifest";
 const NAME_MAX: usize = 31;
 const IMAGE_MAX: usize = hvabi::pack::NAME_LEN - 1;
 const CMDLINE_MAX: usize = 255;
+const LINUX_CMDLINE_MAX: usize = 2047;
 const DEVICE_MAX: usize = 63;
 const MEMORY_MIB: Range<i64> = 2..1025;
 const TIMESLICE_US: Range<i64> = 10..1_000_001;
 const MAX_PARTITIONS: usize = 64;
 
 const ROLES: &[&str] = &["management", "guest"];
-const FORMATS: &[&str] = &["elf64", "multiboot"];
+const FORMATS: &[&str] = &["elf64", "multiboot", "linux"];
 const ON_STOP: &[&str] = &["destroy", "restart", "poweroff"];
-const EXPECT: &[&str] = &["exit", "fault"];
+const EXPECT: &[&str] = &["exit", "fault", "halt"];
 const PARTITION_KEYS: &[&str] = &[
-    "name", "role", "image", "format", "memory", "vcpus", "cmdline", "devices", "on_stop", "expect",
+    "name", "role", "image", "format", "initrd", "memory", "vcpus", "cmdline", "devices",
+    "on_stop", "expect",
 ];
 
 /// The folder of the scenario files.
@@ -129,7 +138,9 @@ fn load(name: &str) -> Result<(PathBuf, String, Checked)> {
     }
     let text =
         fs::read_to_string(&file).with_context(|| format!("reading {}", rel(&file).display()))?;
-    let checked = check(&text, &rel(&file).display().to_string(), &resolve_image)?;
+    // `@now` to the hour: see the module documentation.
+    let now = linux::now() / 3600 * 3600;
+    let checked = check(&text, &rel(&file).display().to_string(), &resolve_image, now)?;
     Ok((file, text, checked))
 }
 
@@ -137,8 +148,12 @@ fn rel(path: &Path) -> &Path {
     path.strip_prefix(step::root()).unwrap_or(path)
 }
 
-/// Where a partition's image comes from: a guest crate's artifact, or a repository file.
+/// Where a partition's image comes from: a guest crate's artifact, or a repository file (made
+/// first where it is one of the Linux guest's artefacts).
 fn resolve_image(image: &str) -> Result<PathBuf, String> {
+    if linux::provides(image) {
+        linux::provision().map_err(|e| format!("making {image:?}: {e:#}"))?;
+    }
     if build::GUEST_CRATES.contains(&image) {
         if !build::guest_crates().contains(&image) {
             return Err(format!(
@@ -189,11 +204,13 @@ fn line_of(text: &str, offset: usize) -> usize {
     1 + text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count()
 }
 
-/// Validates manifest `text` (from `file`, for messages); `resolve` finds an image's file.
+/// Validates manifest `text` (from `file`, for messages); `resolve` finds an image's file;
+/// `now` (Unix seconds) replaces `@now` in `microhv.date=@now`.
 fn check(
     text: &str,
     file: &str,
     resolve: &dyn Fn(&str) -> Result<PathBuf, String>,
+    now: u64,
 ) -> Result<Checked> {
     let at = |span: Range<usize>| format!("{file} line {}", line_of(text, span.start));
     let doc: Doc = toml::from_str(text).map_err(|e| {
@@ -240,6 +257,8 @@ fn check(
     let mut images: Vec<(String, PathBuf)> = Vec::new();
     // (byte range of an image string, the module name it becomes)
     let mut renames: Vec<(Range<usize>, String)> = Vec::new();
+    // (byte range of an `@now`, the time it becomes)
+    let mut dates: Vec<(Range<usize>, String)> = Vec::new();
     for (index, table) in doc.partition.iter().enumerate() {
         let header = line_of(text, table.span().start);
         let fields = table.get_ref();
@@ -330,7 +349,8 @@ fn check(
             }
             management = Some(name.to_string());
         }
-        keyword("format", FORMATS)?;
+        let format = keyword("format", FORMATS)?;
+        let is_linux = format.as_deref() == Some("linux");
         keyword("on_stop", ON_STOP)?;
         keyword("expect", EXPECT)?;
         if let Some((n, span)) = integer("memory")?
@@ -352,11 +372,22 @@ fn check(
             return Err(fail(span, "vcpus", format!("{n} vCPUs; a partition has exactly 1")));
         }
         if let Some((s, span)) = string("cmdline")? {
-            if s.len() > CMDLINE_MAX {
+            // `microhv.date=@now` as written in the file (a string with escapes keeps `@now`).
+            let date = format!("{}{}", linux::DATE_KEY, linux::NOW);
+            for (at, _) in text[span.clone()].match_indices(&date) {
+                let start = span.start + at + linux::DATE_KEY.len();
+                dates.push((start..start + linux::NOW.len(), now.to_string()));
+            }
+            let s = linux::expand(s, now);
+            let max = if is_linux { LINUX_CMDLINE_MAX } else { CMDLINE_MAX };
+            if s.len() > max {
                 return Err(fail(
                     span,
                     "cmdline",
-                    format!("{} bytes long; at most {CMDLINE_MAX}", s.len()),
+                    format!(
+                        "{} bytes long (with @now expanded); at most {max} for this format",
+                        s.len()
+                    ),
                 ));
             }
             if s.chars().any(char::is_control) {
@@ -406,27 +437,46 @@ fn check(
                 "{file} line {header}: partition {label}: field image: missing: every partition needs an image"
             );
         };
-        let path = resolve(image).map_err(|why| fail(span.clone(), "image", why))?;
-        let module = module_name(image).map_err(|why| fail(span.clone(), "image", why))?;
-        if module != image {
-            renames.push((span.clone(), module.clone()));
+        let initrd = string("initrd")?;
+        if let Some((_, span)) = &initrd
+            && format.as_deref() != Some("linux")
+        {
+            return Err(fail(
+                span.clone(),
+                "initrd",
+                "an initrd goes only with format = \"linux\"".into(),
+            ));
         }
-        match images.iter().find(|(m, _)| *m == module) {
-            Some((_, other)) if *other != path => {
-                return Err(fail(
-                    span,
-                    "image",
-                    format!("module name {module:?} is already taken by {}", rel(other).display()),
-                ));
+        // The image and the initrd travel as boot modules, each under its file name.
+        let files = [("image", (image, span))].into_iter().chain(initrd.map(|i| ("initrd", i)));
+        for (field, (image, span)) in files {
+            let path = resolve(image).map_err(|why| fail(span.clone(), field, why))?;
+            let module = module_name(image).map_err(|why| fail(span.clone(), field, why))?;
+            if module != image {
+                renames.push((span.clone(), module.clone()));
             }
-            Some(_) => {}
-            None => images.push((module, path)),
+            match images.iter().find(|(m, _)| *m == module) {
+                Some((_, other)) if *other != path => {
+                    return Err(fail(
+                        span,
+                        field,
+                        format!(
+                            "module name {module:?} is already taken by {}",
+                            rel(other).display()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => images.push((module, path)),
+            }
         }
     }
 
-    // (byte range, replacement) of the text the kernel gets: renamed images, the `images` key.
+    // (byte range, replacement) of the text the kernel gets: renamed images, `@now`, the
+    // `images` key.
     let mut edits: Vec<(Range<usize>, String)> =
         renames.into_iter().map(|(span, name)| (span, format!("\"{name}\""))).collect();
+    edits.extend(dates);
     if let Some(v) = &doc.images {
         let toml::Value::Array(list) = v.get_ref() else {
             bail!(
@@ -513,9 +563,11 @@ fn kind(v: &toml::Value) -> &'static str {
 mod tests {
     use super::*;
 
+    const NOW: u64 = 1_796_000_000;
+
     fn fake(image: &str) -> Result<PathBuf, String> {
         match image {
-            "probe" | "attack" | "dir/guest.elf" | "other/guest.elf" => {
+            "probe" | "attack" | "dir/guest.elf" | "other/guest.elf" | "k/vmlinuz" | "k/initrd" => {
                 Ok(PathBuf::from("/r").join(image))
             }
             _ => Err(format!("{image:?} is neither a guest crate nor a file")),
@@ -523,7 +575,7 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        format!("{:#}", check(text, "s.toml", &fake).expect_err(text))
+        format!("{:#}", check(text, "s.toml", &fake, NOW).expect_err(text))
     }
 
     fn one(body: &str) -> String {
@@ -535,15 +587,16 @@ mod tests {
         for name in known().iter().filter(|n| *n != NONE) {
             let file = dir().join(format!("{name}.toml"));
             let text = fs::read_to_string(&file).unwrap();
-            // Every guest crate counts, also one not in this checkout yet.
+            // Every guest crate counts, also one not in this checkout yet; the Linux artefacts
+            // are not fetched for a unit test.
             let resolve = |image: &str| {
-                if build::GUEST_CRATES.contains(&image) {
+                if build::GUEST_CRATES.contains(&image) || linux::provides(image) {
                     Ok(build::kernel_artifact(image))
                 } else {
                     resolve_image(image)
                 }
             };
-            let checked = check(&text, name, &resolve).unwrap_or_else(|e| panic!("{e:#}"));
+            let checked = check(&text, name, &resolve, NOW).unwrap_or_else(|e| panic!("{e:#}"));
             assert!(!checked.images.is_empty());
         }
     }
@@ -554,7 +607,7 @@ mod tests {
                     [[partition]]\nname = \"a\"\nimage = \"attack\"\n\
                     [[partition]]\nname = \"b\"\nimage = \"attack\"\nmemory = 4\n\
                     [[partition]]\nname = \"c\"\nimage = \"probe\"\nexpect = \"fault\"\n";
-        let c = check(text, "s.toml", &fake).unwrap();
+        let c = check(text, "s.toml", &fake, NOW).unwrap();
         assert_eq!(c.rewritten, text);
         let names: Vec<&str> = c.images.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["attack", "probe"]);
@@ -563,7 +616,7 @@ mod tests {
     #[test]
     fn path_images_travel_under_their_file_names() {
         let text = "[[partition]]\nname = \"a\"\nimage = \"dir/guest.elf\" # x\n";
-        let c = check(text, "s.toml", &fake).unwrap();
+        let c = check(text, "s.toml", &fake, NOW).unwrap();
         assert_eq!(c.rewritten, "[[partition]]\nname = \"a\"\nimage = \"guest.elf\" # x\n");
         assert_eq!(c.images, [("guest.elf".to_string(), PathBuf::from("/r/dir/guest.elf"))]);
         let clash = "[[partition]]\nname = \"a\"\nimage = \"dir/guest.elf\"\n\
@@ -576,7 +629,7 @@ mod tests {
         assert_eq!(
             one("memry = 4"),
             "s.toml line 4: partition \"p\": unknown field \"memry\" (fields: name, role, image, \
-             format, memory, vcpus, cmdline, devices, on_stop, expect)"
+             format, initrd, memory, vcpus, cmdline, devices, on_stop, expect)"
         );
         assert_eq!(
             one("memory = \"4\""),
@@ -613,6 +666,34 @@ mod tests {
         assert!(err("timeslice_us = 1\n").contains("field timeslice_us: 1 is outside"));
         assert_eq!(err("name = \"x\"\n"), "s.toml: no partitions (add a [[partition]] table)");
         assert!(err("[[partition]\n").starts_with("s.toml line 1:"));
+    }
+
+    #[test]
+    fn linux_partitions_carry_their_initrd_and_the_host_date() {
+        let text = "[[partition]]\nname = \"linux\"\nformat = \"linux\"\nimage = \"k/vmlinuz\"\n\
+                    initrd = \"k/initrd\"\nmemory = 128\n\
+                    cmdline = \"console=ttyS0 microhv.date=@now x=@now\"\n";
+        let c = check(text, "s.toml", &fake, NOW).unwrap();
+        assert_eq!(
+            c.rewritten,
+            "[[partition]]\nname = \"linux\"\nformat = \"linux\"\nimage = \"vmlinuz\"\n\
+             initrd = \"initrd\"\nmemory = 128\n\
+             cmdline = \"console=ttyS0 microhv.date=1796000000 x=@now\"\n"
+        );
+        let names: Vec<&str> = c.images.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["vmlinuz", "initrd"]);
+        assert_eq!(
+            one("initrd = \"k/initrd\""),
+            "s.toml line 4: partition \"p\": field initrd: an initrd goes only with format = \"linux\""
+        );
+        assert!(
+            one("format = \"linux\"\ninitrd = \"gone\"")
+                .starts_with("s.toml line 5: partition \"p\": field initrd: \"gone\" is neither")
+        );
+        assert!(one("format = \"linux\"\ninitrd = 3").contains("field initrd: expected a string"));
+        // The length counts the expanded time: 4 characters become 10.
+        let long = format!("cmdline = \"{}microhv.date=@now\"", "a".repeat(255 - 17));
+        assert!(one(&long).contains("field cmdline: 261 bytes long (with @now expanded)"));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `msr-ports-vmx`: forbidden MSRs (#GP), ports a partition is not given (all-ones, writes
-//! ignored, even the ones that reset or stop the machine), and VMX/SVM instructions (#UD).
+//! ignored, even the ones that reset or stop the machine), and VMX/SVM instructions (#UD);
+//! then hostile values in the MSRs the CPU uses by itself (SYSCALL's, KERNEL_GS_BASE, PAT),
+//! kept live across many time slices, so a neighbour whose values leaked to would fail.
 
 use core::arch::asm;
 
@@ -13,6 +15,11 @@ const IA32_BIOS_UPDT_TRIG: u32 = 0x79;
 const EFER: u32 = 0xc000_0080;
 const VM_CR: u32 = 0xc001_0114;
 const VM_HSAVE_PA: u32 = 0xc001_0117;
+const STAR: u32 = 0xc000_0081;
+const LSTAR: u32 = 0xc000_0082;
+const FMASK: u32 = 0xc000_0084;
+const KERNEL_GS_BASE: u32 = 0xc000_0102;
+const PAT: u32 = 0x277;
 const EFER_SVME: u64 = 1 << 12;
 const CR4_VMXE: u64 = 1 << 13;
 
@@ -22,6 +29,7 @@ pub fn run() -> u64 {
     msrs(&mut c);
     ports(&mut c);
     instructions(&mut c);
+    hostile_msrs(&mut c);
     c.summary("attack")
 }
 
@@ -193,4 +201,41 @@ fn instructions(c: &mut Checks) {
     expect_ud!(c, "invlpga", "invlpga rax, ecx", in("rax") 0u64, in("ecx") 1, options(nostack));
     // Last: on hardware that ran it, SKINIT would re-initialise the CPU.
     expect_ud!(c, "skinit", "skinit eax", in("eax") pa as u32, options(nostack));
+}
+
+/// Values no neighbour could live with: a SYSCALL into unmapped space with the wrong segments
+/// and every flag cleared, a foreign KERNEL_GS_BASE, every memory type uncacheable.
+const HOSTILE: [(u32, u64); 5] = [
+    (STAR, 0x0023_0033_0000_0000),
+    (LSTAR, 0xffff_8000_dead_0000),
+    (FMASK, 0xffff_ffff),
+    (KERNEL_GS_BASE, 0xffff_8000_bad0_0000),
+    (PAT, 0),
+];
+
+/// Sets [`HOSTILE`] (swapping GS too) and keeps them through many time slices; checks that
+/// this partition keeps them while others run.
+fn hostile_msrs(c: &mut Checks) {
+    let mut kept = true;
+    for _ in 0..24 {
+        for (msr, v) in HOSTILE {
+            // SAFETY: this guest never executes SYSCALL and does not use GS; PAT 0 makes its
+            // own memory uncacheable, which is only slow.
+            unsafe { instr::wrmsr(msr, v) };
+        }
+        // SAFETY: GS is not used by this guest.
+        unsafe { guest_rt::syscall::swapgs() };
+        let _ = guest_rt::hypercall::yield_now();
+        let start = instr::rdtsc();
+        while instr::rdtsc().wrapping_sub(start) < 500_000 {
+            core::hint::spin_loop();
+        }
+        for (msr, v) in HOSTILE {
+            // The SWAPGS moved our KERNEL_GS_BASE value into GS.base.
+            let msr = if msr == KERNEL_GS_BASE { 0xc000_0101 } else { msr };
+            // SAFETY: all of these are readable.
+            kept &= unsafe { instr::rdmsr(msr) } == v;
+        }
+    }
+    c.check("hostile-msrs-kept", guest_rt::ensure!(kept, "our own MSR values changed under us"));
 }

@@ -9,6 +9,7 @@ mod devices;
 mod entry;
 mod hypercalls;
 mod memory;
+mod msrs;
 
 use guest_rt::{Checks, StartInfo, println};
 
@@ -25,6 +26,7 @@ fn main(info: &'static StartInfo) -> u64 {
     let mut c = Checks::new();
     entry::run(&mut c, info);
     cpu::run(&mut c);
+    msrs::run(&mut c, info);
     devices::run(&mut c, info);
     hypercalls::run(&mut c, info);
     memory::run(&mut c, info);

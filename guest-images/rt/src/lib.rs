@@ -29,6 +29,7 @@ pub mod hypercall;
 pub mod instr;
 pub mod paging;
 mod start;
+pub mod syscall;
 
 pub use checks::Checks;
 pub use exception::{Exception, InterruptFrame, expect_exception, register_handler};

@@ -17,7 +17,7 @@ pub const VERSION: u64 = 0x0001_0000;
 /// The signature in CPUID leaf 0x4000_0000 (EBX, ECX, EDX): `"MicroHVisor!"`.
 pub const CPUID_SIGNATURE: [u8; 12] = *b"MicroHVisor!";
 /// Highest hypervisor CPUID leaf (EAX of leaf 0x4000_0000).
-pub const CPUID_MAX_LEAF: u32 = 0x4000_0001;
+pub const CPUID_MAX_LEAF: u32 = 0x4000_0010;
 
 /// Hypercall numbers (RAX).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +113,7 @@ pub struct CreateRequest {
 }
 
 /// Names of the exit kinds counted in [`StatsRecord::exits`], by index.
-pub const EXIT_KIND_NAMES: [&str; 18] = [
+pub const EXIT_KIND_NAMES: [&str; 19] = [
     "cpuid",
     "rdmsr",
     "wrmsr",
@@ -132,6 +132,7 @@ pub const EXIT_KIND_NAMES: [&str; 18] = [
     "init",
     "unsupported",
     "unknown",
+    "rdpmc",
 ];
 
 /// The result of [`Call::PartitionStats`].
@@ -140,7 +141,7 @@ pub const EXIT_KIND_NAMES: [&str; 18] = [
 pub struct StatsRecord {
     pub exits_total: u64,
     /// Exit counts by kind, named by [`EXIT_KIND_NAMES`].
-    pub exits: [u64; 18],
+    pub exits: [u64; 19],
     pub absent_ports: u64,
     pub absent_mmio: u64,
     /// Refused MSR accesses, VMX/SVM instructions and the like.

@@ -180,8 +180,13 @@ impl PicPair {
 
     /// True when some line of either chip has an unmasked request. When false,
     /// [`Self::pending_vector`] is `None`: a cheap test to ask first before every entry.
-    pub fn requested(&self) -> bool {
+    pub fn any_requested(&self) -> bool {
         self.chips.iter().any(|c| c.irr & !c.imr != 0)
+    }
+
+    /// True while `irq`'s request waits in its chip's IRR (raised, not yet acknowledged).
+    pub fn requested(&self, irq: u8) -> bool {
+        irq < 16 && self.chips[usize::from(irq / 8)].irr & (1 << (irq % 8)) != 0
     }
 
     /// The vector the pair would deliver now, if its INT output is asserted.
@@ -292,14 +297,14 @@ mod tests {
     #[test]
     fn nothing_requested_means_nothing_pending() {
         let mut pic = programmed();
-        assert!(!pic.requested());
+        assert!(!pic.any_requested());
         assert_eq!(pic.pending_vector(), None);
         pic.write(0xa1, 0xff); // every slave line masked
         pic.set_irq(12, true);
-        assert!(!pic.requested(), "a masked request is not one");
+        assert!(!pic.any_requested(), "a masked request is not one");
         assert_eq!(pic.pending_vector(), None);
         pic.write(0xa1, 0x00);
-        assert!(pic.requested());
+        assert!(pic.any_requested());
         assert_eq!(pic.pending_vector(), Some(0x2c));
         // Whatever the registers, `requested` false implies no pending vector.
         for imr in [0x00u8, 0x0f, 0xf0, 0xfb, 0xff] {
@@ -307,7 +312,7 @@ mod tests {
             p.write(0x21, imr);
             for irq in 0..16 {
                 p.set_irq(irq, true);
-                assert!(p.requested() || p.pending_vector().is_none());
+                assert!(p.any_requested() || p.pending_vector().is_none());
             }
         }
     }

@@ -59,7 +59,7 @@ fn state_code(s: &State) -> u32 {
         State::Runnable => state::RUNNING,
         State::Paused => state::PAUSED,
         State::Halted { .. } => state::HALTED,
-        State::Shutdown(_) => state::SHUT_DOWN,
+        State::Shutdown(_) | State::Off => state::SHUT_DOWN,
         State::Killed(_) => state::KILLED,
     }
 }
@@ -76,6 +76,9 @@ impl Machine<'_> {
             Call::PartitionStart => {
                 self.transition(a1, |s| (*s == State::Created).then_some(State::Runnable))
             }
+            // Pausing itself would leave nobody to resume it (or anything else): refused,
+            // like destroying itself.
+            Call::PartitionPause if a1 == caller => Err(Status::InvalidArgument),
             Call::PartitionPause => self.transition(a1, |s| {
                 matches!(s, State::Runnable | State::Halted { .. }).then_some(State::Paused)
             }),
@@ -180,7 +183,8 @@ impl Machine<'_> {
             },
             memory: req.memory_mib << 20,
             cmdline: String::from(cmdline),
-            expect_fault: false,
+            expect: super::manifest::Expect::Exit,
+            initrd: None,
             on_stop: super::manifest::OnStop::Destroy,
             management: false,
             keep_free: 0,
@@ -192,6 +196,7 @@ impl Machine<'_> {
             self.free_tag().ok_or(Status::InvalidArgument)?,
             config,
             self.backend,
+            &self.platform,
         ) {
             Ok(mut p) => {
                 p.state = State::Created;

@@ -28,6 +28,8 @@ pub struct Bus {
     devices: Vec<(Range<u64>, Box<dyn Device>)>,
     /// Accesses that hit no device.
     pub absent: u64,
+    /// The address of the last such access (for the statistics).
+    pub last_absent: u64,
 }
 
 impl Bus {
@@ -55,6 +57,7 @@ impl Bus {
             Some((off, d)) => d.read(off, size),
             None => {
                 self.absent += 1;
+                self.last_absent = addr;
                 if size >= 8 { u64::MAX } else { (1u64 << (size * 8)) - 1 }
             }
         }
@@ -64,7 +67,10 @@ impl Bus {
     pub fn write(&mut self, addr: u64, size: u8, value: u64) {
         match self.find(addr) {
             Some((off, d)) => d.write(off, size, value),
-            None => self.absent += 1,
+            None => {
+                self.absent += 1;
+                self.last_absent = addr;
+            }
         }
     }
 

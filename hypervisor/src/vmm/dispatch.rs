@@ -96,28 +96,33 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
             if flow != Flow::Continue || p.interrupt_pending() {
                 return flow;
             }
-            let interrupts_on = p.vcpu.rflags() & RFLAGS_IF != 0;
-            if let Some((until, _)) = p.timer {
-                p.state = State::Halted { until };
-                Flow::Yield
-            } else if interrupts_on && p.can_be_woken() {
-                // Until an interrupt: a forwarded device line, a typed key, a notification.
-                p.state = State::Halted { until: u64::MAX };
+            if p.vcpu.rflags() & RFLAGS_IF == 0 {
+                // Only NMI, SMI, INIT or reset wake a CPU halted with interrupts off (SDM
+                // vol. 2 HLT), and no partition has a source of those: the vCPU has stopped
+                // for good, which is how a kernel without ACPI powers off.
+                p.flush_console();
+                log::info!(
+                    "partition {}: HLT with interrupts off at RIP {:#x}: halted for good",
+                    p.name,
+                    p.vcpu.rip()
+                );
+                p.state = State::Off;
+                Flow::Stopped
+            } else if p.can_be_woken() {
+                // Until an interrupt: a timer, a forwarded device line, a typed key, a
+                // notification.
+                p.state = State::Halted { until: p.next_deadline().unwrap_or(u64::MAX) };
                 Flow::Yield
             } else {
                 p.kill(format!(
-                    "HLT with {} at RIP {:#x}: it would never wake",
-                    if interrupts_on {
-                        "no timer armed and no interrupt source"
-                    } else {
-                        "interrupts off and no timer armed"
-                    },
+                    "HLT at RIP {:#x} with no timer armed and no interrupt source: it would never wake",
                     p.vcpu.rip()
                 ));
                 Flow::Stopped
             }
         }
         VmExit::Hypercall => hypercall::handle(p),
+        VmExit::Rdpmc => rdpmc(p),
         VmExit::VirtInstruction | VmExit::Unsupported => {
             p.refused += 1;
             log::info!(
@@ -261,7 +266,7 @@ fn refuse_gp(p: &mut Partition, what: core::fmt::Arguments<'_>) -> Flow {
 
 fn rdmsr(p: &mut Partition) -> Flow {
     let m = p.vcpu.gprs().0[reg::RCX] as u32;
-    let v = match msr::place(m) {
+    let v = match msr::place(m, msr::host_vendor()) {
         Some(Place::Hardware(h)) => p.vcpu.msr(h),
         Some(Place::Software(i)) => p.msrs.get(i),
         Some(Place::Constant(c)) => c,
@@ -274,11 +279,37 @@ fn rdmsr(p: &mut Partition) -> Flow {
     skip(p)
 }
 
+/// RDPMC (SDM vol. 2B RDPMC; APM vol. 3 RDPMC): at CPL 0, or with CR4.PCE at any CPL, a
+/// counter the CPUID the guest sees offers reads as its MSR does (AMD's legacy PerfCtr0-3 for
+/// ECX 0-3, storage that never counts, `vmm/msr.rs`); anything else is #GP(0), as on a CPU
+/// without that counter. Intel guests see no PMU (CPUID leaf 0xA is zero), so every RDPMC is
+/// #GP(0) there.
+fn rdpmc(p: &mut Partition) -> Flow {
+    const CR4_PCE: u64 = 1 << 8;
+    let ecx = p.vcpu.gprs().0[reg::RCX] as u32;
+    if p.vcpu.cpl() != 0 && p.vcpu.cr(4) & CR4_PCE == 0 {
+        return refuse_gp(p, format_args!("RDPMC at CPL {} without CR4.PCE", p.vcpu.cpl()));
+    }
+    let vendor = msr::host_vendor();
+    let counter = match vendor {
+        msr::Vendor::Amd if ecx < 4 => msr::place(msr::AMD_PERF_CTR0 + ecx, vendor),
+        _ => None,
+    };
+    let Some(Place::Software(i)) = counter else {
+        return refuse_gp(p, format_args!("RDPMC of counter {ecx:#x}, which it does not have"));
+    };
+    let v = p.msrs.get(i) & ((1 << 48) - 1);
+    let g = p.vcpu.gprs();
+    g.0[reg::RAX] = v & 0xffff_ffff;
+    g.0[reg::RDX] = v >> 32;
+    skip(p)
+}
+
 fn wrmsr(p: &mut Partition) -> Flow {
     let g = p.vcpu.gprs();
     let m = g.0[reg::RCX] as u32;
     let v = (g.0[reg::RDX] << 32) | (g.0[reg::RAX] & 0xffff_ffff);
-    let Some(place) = msr::place(m) else {
+    let Some(place) = msr::place(m, msr::host_vendor()) else {
         return refuse_gp(p, format_args!("WRMSR {m:#x} <- {v:#x} refused"));
     };
     let old = match place {
@@ -286,9 +317,12 @@ fn wrmsr(p: &mut Partition) -> Flow {
         Place::Software(i) => p.msrs.get(i),
         _ => 0,
     };
-    if let Err(why) = msr::check_write(m, v, old) {
-        return refuse_gp(p, format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})"));
-    }
+    let v = match msr::check_write(m, v, old, &msr::WriteCtx::host(p.vcpu.cr(0))) {
+        Ok(v) => v,
+        Err(why) => {
+            return refuse_gp(p, format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})"));
+        }
+    };
     match place {
         Place::Hardware(h) => p.vcpu.set_msr(h, v),
         Place::Software(i) => p.msrs.set(i, v),
@@ -407,6 +441,10 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         } else {
             p.io.write(port, io.size, v);
             p.drain_devices();
+            if p.pc.as_ref().is_some_and(super::pc::PcDevices::reset_requested) {
+                p.kill(format!("reset requested through port {:#x}", io.port));
+                return Flow::Stopped;
+            }
         }
     } else {
         let v = if pic { u64::from(p.pic.read(io.port)) } else { p.io.read(port, io.size) };

@@ -43,6 +43,8 @@ pub enum VmExit {
     Init,
     /// An instruction the hypervisor refuses to the guest (MONITOR, MWAIT, RDPMC...): #UD.
     Unsupported,
+    /// RDPMC (VMX 15, SVM 0x6f): read a performance counter.
+    Rdpmc,
     /// An exit code the backend does not know; `code` is the vendor's raw value.
     Unknown { code: u64, qualification: u64 },
 }
@@ -106,6 +108,7 @@ impl VmExit {
             Self::Init => 15,
             Self::Unsupported => 16,
             Self::Unknown { .. } => 17,
+            Self::Rdpmc => 18,
         }
     }
 }
@@ -187,6 +190,7 @@ mod tests {
             VmExit::Init,
             VmExit::Unsupported,
             VmExit::Unknown { code: 0, qualification: 0 },
+            VmExit::Rdpmc,
         ];
         for (i, e) in all.iter().enumerate() {
             assert_eq!(e.index(), i);

@@ -47,22 +47,32 @@ pub struct Machine<'a> {
     pub modules: &'a [(String, &'static [u8])],
     pub channels: Vec<Channel>,
     pub next_id: u64,
+    /// The machine as boot measured it (clocks, memory layout).
+    pub platform: super::platform::Platform,
     restarts: Vec<(u64, u32)>,
     focus: Focus,
     ctrl_a: u8,
+    /// Host interrupts at unexpected vectors already reported.
+    unexpected_irqs: u64,
 }
 
 impl<'a> Machine<'a> {
-    pub fn new(backend: &'a mut dyn Backend, modules: &'a [(String, &'static [u8])]) -> Self {
+    pub fn new(
+        backend: &'a mut dyn Backend,
+        modules: &'a [(String, &'static [u8])],
+        platform: super::platform::Platform,
+    ) -> Self {
         Self {
             parts: Vec::new(),
             backend,
             modules,
             channels: Vec::new(),
             next_id: 0,
+            platform,
             restarts: Vec::new(),
             focus: Focus::Hypervisor,
             ctrl_a: 0,
+            unexpected_irqs: 0,
         }
     }
 
@@ -117,7 +127,7 @@ impl<'a> Machine<'a> {
                 let mut old = self.parts.remove(i);
                 old.flush_console();
                 drop(old);
-                match Partition::build(id, tag, config, self.backend) {
+                match Partition::build(id, tag, config, self.backend, &self.platform) {
                     Ok(mut fresh) => {
                         println!(
                             "hypervisor: partition {} restarted ({n} of {MAX_RESTARTS}) after: {old_state:?}",
@@ -144,10 +154,11 @@ impl<'a> Machine<'a> {
             self.route_host_irqs();
             let now = rdtsc();
             for p in self.parts.iter_mut() {
-                if let State::Halted { until } = p.state
-                    && (now >= until || p.interrupt_pending())
-                {
-                    p.state = State::Runnable;
+                if let State::Halted { until } = p.state {
+                    p.tick(now);
+                    if now >= until || p.interrupt_pending() {
+                        p.state = State::Runnable;
+                    }
                 }
             }
             let n = self.parts.len();
@@ -211,6 +222,14 @@ impl<'a> Machine<'a> {
             }
         }
         crate::arch::x86::pic::window();
+        let (unexpected, vector) = crate::arch::x86::lapic::unexpected();
+        if unexpected > self.unexpected_irqs {
+            log::warn!(
+                "{} host interrupt(s) at vectors nothing expects (the last at {vector:#x}): acknowledged and ignored",
+                unexpected - self.unexpected_irqs
+            );
+            self.unexpected_irqs = unexpected;
+        }
         let fired = crate::arch::x86::pic::take_pending();
         for irq in (0..16u8).filter(|i| fired & (1 << i) != 0) {
             match self.parts.iter_mut().find(|p| p.irq_lines & (1 << irq) != 0 && !p.stopped()) {

@@ -26,6 +26,9 @@ pub const NAME_MAX: usize = 31;
 pub const IMAGE_MAX: usize = hvabi::pack::NAME_LEN - 1;
 /// Longest command line (the start-info page holds 256 bytes).
 pub const CMDLINE_MAX: usize = 255;
+/// Longest `cmdline` for a Linux partition (the kernel's own limit, `cmdline_size` in its
+/// setup header, is checked when the image is loaded; x86 kernels take 2047).
+pub const LINUX_CMDLINE_MAX: usize = 2047;
 /// Longest device name.
 pub const DEVICE_MAX: usize = 63;
 /// Guest RAM bounds and default, in MiB.
@@ -64,6 +67,8 @@ pub struct PartitionSpec {
     /// The boot module holding the image.
     pub image: String,
     pub format: ImageFormat,
+    /// The boot module holding the initial RAM disk (`format = "linux"` only).
+    pub initrd: Option<String>,
     /// Guest RAM in MiB (even, `MEMORY_MIN_MIB..=MEMORY_MAX_MIB`). 0 for a management
     /// partition without `memory`: all the host RAM the others do not use.
     pub memory_mib: u64,
@@ -113,7 +118,12 @@ keyword_enum!(
 );
 keyword_enum!(
     /// `format`: how the image is loaded.
-    ImageFormat { Elf64 = "elf64", Multiboot = "multiboot", }
+    ImageFormat {
+        Elf64 = "elf64",
+        Multiboot = "multiboot",
+        /// A Linux bzImage, entered by the x86 boot protocol.
+        Linux = "linux",
+    }
 );
 keyword_enum!(
     /// `on_stop`: what happens when the partition stops.
@@ -126,6 +136,9 @@ keyword_enum!(
         Exit = "exit",
         /// Stopped by the hypervisor for a violation.
         Fault = "fault",
+        /// Halted for good: HLT with interrupts off and nothing to wake it (how a kernel
+        /// without ACPI powers off).
+        Halt = "halt",
     }
 );
 
@@ -356,8 +369,11 @@ impl Lexer<'_> {
         self.skip_blanks();
         match self.peek() {
             Some(b'=') => self.pos += 1,
-            Some(b'.') => return self.err(format!("dotted keys are not supported ({key}.…)")),
-            _ => return self.err(format!("expected = after the key {key}")),
+            Some(b'.') => {
+                return self
+                    .err(format!("dotted keys are not supported ({}.…)", shorten_word(&key)));
+            }
+            _ => return self.err(format!("expected = after the key {}", shorten_word(&key))),
         }
         self.skip_blanks();
         let value = self.value()?;
@@ -376,7 +392,10 @@ impl Lexer<'_> {
                     "true" => Ok(Value::Bool(true)),
                     "false" => Ok(Value::Bool(false)),
                     "inf" | "nan" => self.err("floats are not supported"),
-                    _ => self.err(format!("invalid value {word} (strings need quotes)")),
+                    _ => self.err(format!(
+                        "invalid value {} (strings need quotes)",
+                        shorten_word(&word)
+                    )),
                 }
             }
             None | Some(b'\n' | b'\r' | b'#') => self.err("missing value after ="),
@@ -400,7 +419,8 @@ impl Lexer<'_> {
 
     fn integer(&mut self) -> Result<u64, ManifestError> {
         let word = self.word();
-        let bad = |why: &str| syntax(self.line, format!("invalid number {word}: {why}"));
+        let bad =
+            |why: &str| syntax(self.line, format!("invalid number {}: {why}", shorten_word(&word)));
         let unsigned = match word.as_bytes().first() {
             Some(b'-') => return Err(bad("negative numbers are not allowed")),
             Some(b'+') => &word[1..],
@@ -553,7 +573,8 @@ impl Lexer<'_> {
 
 const TOP_KEYS: &[&str] = &["name", "timeslice_us"];
 const PARTITION_KEYS: &[&str] = &[
-    "name", "role", "image", "format", "memory", "vcpus", "cmdline", "devices", "on_stop", "expect",
+    "name", "role", "image", "format", "initrd", "memory", "vcpus", "cmdline", "devices",
+    "on_stop", "expect",
 ];
 
 #[derive(Default)]
@@ -665,7 +686,7 @@ fn top_level(entries: &[Entry]) -> Result<(Option<String>, Option<u64>), Manifes
                     return Err(err(
                         e.line,
                         Some("name"),
-                        format!("{s:?} is not 1..=63 printable characters"),
+                        format!("{} is not 1..=63 printable characters", shorten(s)),
                     ));
                 }
                 name = Some(s.clone());
@@ -693,6 +714,26 @@ fn top_level(entries: &[Entry]) -> Result<(Option<String>, Option<u64>), Manifes
     }
     Ok((name, timeslice))
 }
+
+/// A value as an error message shows it: quoted, and cut after 40 characters with its length,
+/// so that a 5 MB string makes a short line.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(SHOWN) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
+    }
+}
+
+/// A bare word or key as an error message shows it: cut like [`shorten`], unquoted.
+fn shorten_word(s: &str) -> String {
+    match s.char_indices().nth(SHOWN) {
+        None => s.into(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &s[..cut], s.len()),
+    }
+}
+
+/// Characters of a value an error message shows.
+const SHOWN: usize = 40;
 
 fn valid_name(s: &str) -> bool {
     (1..=NAME_MAX).contains(&s.len())
@@ -729,6 +770,7 @@ fn partition(
         role: Role::Guest,
         image: String::new(),
         format: ImageFormat::Elf64,
+        initrd: None,
         memory_mib: MEMORY_DEFAULT_MIB,
         vcpus: 1,
         cmdline: String::new(),
@@ -738,23 +780,28 @@ fn partition(
         line,
     };
     let mut devices_line = 0;
+    let mut initrd_line = 0;
+    let mut cmdline_line = 0;
     let mut memory_given = false;
     for e in entries {
         let field = PARTITION_KEYS.iter().copied().find(|&k| k == e.key).unwrap_or("?");
         let fail = |message: String| err(e.line, Some(field), message);
         let wrong_type =
             |want: &str| Err(fail(format!("expected {want}, found {}", e.value.kind())));
-        let keyword = |all: &[&str], s: &str| format!("{s:?} is not one of {}", all.join(", "));
+        let keyword =
+            |all: &[&str], s: &str| format!("{} is not one of {}", shorten(s), all.join(", "));
         match (field, &e.value) {
             ("name", Value::Str(s)) => {
                 if !valid_name(s) {
                     return Err(fail(format!(
-                        "{s:?} is not 1..={NAME_MAX} characters of a-z, 0-9, _ and -"
+                        "{} is not 1..={NAME_MAX} characters of a-z, 0-9, _ and -",
+                        shorten(s)
                     )));
                 }
                 if let Some(other) = before.iter().find(|p| &p.name == s) {
                     return Err(fail(format!(
-                        "{s:?} is already the name of the partition on line {}",
+                        "{} is already the name of the partition on line {}",
+                        shorten(s),
                         other.line
                     )));
                 }
@@ -770,13 +817,19 @@ fn partition(
                     )));
                 }
             }
-            ("image", Value::Str(s)) => {
+            ("image" | "initrd", Value::Str(s)) => {
                 if s.is_empty() || s.len() > IMAGE_MAX || !s.bytes().all(|b| b.is_ascii_graphic()) {
                     return Err(fail(format!(
-                        "{s:?} is not 1..={IMAGE_MAX} printable characters without spaces"
+                        "{} is not 1..={IMAGE_MAX} printable characters without spaces",
+                        shorten(s)
                     )));
                 }
-                spec.image = s.clone();
+                if field == "image" {
+                    spec.image = s.clone();
+                } else {
+                    spec.initrd = Some(s.clone());
+                    initrd_line = e.line;
+                }
             }
             ("format", Value::Str(s)) => {
                 spec.format =
@@ -809,9 +862,13 @@ fn partition(
                 spec.vcpus = 1;
             }
             ("cmdline", Value::Str(s)) => {
-                if s.len() > CMDLINE_MAX {
-                    return Err(fail(format!("{} bytes long; at most {CMDLINE_MAX}", s.len())));
+                if s.len() > LINUX_CMDLINE_MAX {
+                    return Err(fail(format!(
+                        "{} bytes long; at most {LINUX_CMDLINE_MAX}",
+                        s.len()
+                    )));
                 }
+                cmdline_line = e.line;
                 if s.chars().any(char::is_control) {
                     return Err(fail("control characters are not allowed".to_string()));
                 }
@@ -824,11 +881,12 @@ fn partition(
                         || !d.bytes().all(|b| b.is_ascii_graphic())
                     {
                         return Err(fail(format!(
-                            "{d:?} is not 1..={DEVICE_MAX} printable characters without spaces"
+                            "{} is not 1..={DEVICE_MAX} printable characters without spaces",
+                            shorten(d)
                         )));
                     }
                     if list[..i].contains(d) {
-                        return Err(fail(format!("{d:?} is listed twice")));
+                        return Err(fail(format!("{} is listed twice", shorten(d))));
                     }
                 }
                 spec.devices = list.clone();
@@ -853,6 +911,27 @@ fn partition(
             line,
             Some("image"),
             "missing: every partition needs an image".to_string(),
+        ));
+    }
+    if spec.initrd.is_some() && spec.format != ImageFormat::Linux {
+        return Err(err(
+            initrd_line,
+            Some("initrd"),
+            format!(
+                "an initrd is for Linux images (format = \"linux\"); this one is {}",
+                spec.format.as_str()
+            ),
+        ));
+    }
+    if spec.format != ImageFormat::Linux && spec.cmdline.len() > CMDLINE_MAX {
+        return Err(err(
+            cmdline_line,
+            Some("cmdline"),
+            format!(
+                "{} bytes long; at most {CMDLINE_MAX} for a {} image ({LINUX_CMDLINE_MAX} for Linux)",
+                spec.cmdline.len(),
+                spec.format.as_str()
+            ),
         ));
     }
     if spec.role == Role::Management && !memory_given {
@@ -1119,6 +1198,15 @@ on_stop = "restart"
         assert!(memory("18446744073709551616").unwrap_err().to_string().contains("too large"));
         assert!(memory("-4").unwrap_err().to_string().contains("negative"));
         assert!(memory("16 16").unwrap_err().to_string().contains("expected the end of the line"));
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let long = "x".repeat(5 << 20);
+        let text = format!("[[partition]]\nname = \"{long}\"\nimage = \"probe\"\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.len() < 200, "{} bytes", e.len());
+        assert!(e.contains("(5242880 bytes)"), "{e}");
     }
 
     #[test]

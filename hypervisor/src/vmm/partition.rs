@@ -3,14 +3,10 @@
 
 use super::bus::{Bus, Sysinfo};
 use super::exit::{ExitStats, VmExit};
-use super::loader::{elf, multiboot};
-use super::manifest::ImageFormat;
 use super::memory::GuestRam;
 use super::msr::SoftMsrs;
-use super::vcpu::{
-    ACCESS_CODE32, ACCESS_CODE64, ACCESS_DATA, ACCESS_TSS64, Backend, Gprs, InitialState,
-    SecondLevel, Segment, Vcpu, VcpuConfig, reg,
-};
+use super::platform::Platform;
+use super::vcpu::{Backend, SecondLevel, Vcpu, VcpuConfig};
 use crate::arch::x86::paging::HostPages;
 use crate::devices::pic8259::PicPair;
 use crate::devices::uart16550::Uart16550;
@@ -28,10 +24,12 @@ pub struct PartitionConfig {
     pub image: &'static [u8],
     /// How the image is loaded and entered.
     pub format: super::manifest::ImageFormat,
+    /// The initial RAM disk (Linux images).
+    pub initrd: Option<&'static [u8]>,
     pub memory: u64,
     pub cmdline: String,
-    /// True when the partition is expected to be stopped for a violation (test scenarios).
-    pub expect_fault: bool,
+    /// How the partition must end for the run to count as a success (test scenarios).
+    pub expect: super::manifest::Expect,
     /// What happens when it stops.
     pub on_stop: super::manifest::OnStop,
     /// The management partition: identity-mapped RAM (all the host RAM the others do not
@@ -58,6 +56,9 @@ pub enum State {
     },
     /// Stopped with the guest's own shutdown status.
     Shutdown(u64),
+    /// Halted for good: HLT with interrupts off, and nothing (no NMI, no INIT) can wake it.
+    /// This is how a kernel without ACPI powers off.
+    Off,
     /// Stopped by the hypervisor for what the guest did.
     Killed(String),
 }
@@ -110,6 +111,9 @@ pub struct Partition {
     pub vectors: super::interrupts::VectorSet,
     /// Its virtual 8259 pair: the UART on IRQ 4, owned host lines on theirs.
     pub pic: PicPair,
+    /// The PC devices of a guest partition (PIT, RTC); the management partition has the
+    /// machine's own.
+    pub pc: Option<super::pc::PcDevices>,
     /// Host IRQ lines forwarded to this partition (the management partition's devices).
     pub irq_lines: u16,
     /// Channels with an interrupt vector bound at this partition's end.
@@ -153,8 +157,6 @@ pub const HISTORY_BYTES: usize = 16 * 1024;
 /// Why a partition could not be built.
 pub type BuildError = String;
 
-const GDT: [u64; 3] = [0, 0x0020_9a00_0000_0000, 0x0000_9200_0000_0000];
-
 impl Partition {
     /// Builds partition `id` from `config`: RAM, second-level table, image, boot structures,
     /// vCPU, devices. The VPID/ASID tag is `tag` (unique among live partitions).
@@ -163,9 +165,10 @@ impl Partition {
         tag: u16,
         config: PartitionConfig,
         backend: &mut dyn Backend,
+        platform: &Platform,
     ) -> Result<Self, BuildError> {
         let (blocks, owned) = if config.management {
-            Self::management_memory(&config)?
+            Self::management_memory(&config, platform.low_ram_end)?
         } else {
             Self::guest_memory(config.memory)?
         };
@@ -178,30 +181,6 @@ impl Partition {
             free_owned();
             msg
         };
-        // Guests see their RAM from guest-physical 0; the management partition sees its RAM
-        // where it lies in host memory (identity), so device DMA needs no IOMMU. Both have
-        // their boot structures in their first MiB.
-        let span = blocks.last().map_or(0, |b| b.0 + b.2);
-        let image = match config.format {
-            ImageFormat::Elf64 => elf::parse_at(config.image, 0, span).map_err(|e| {
-                let hint = if multiboot::has_header(config.image) {
-                    " (it has a multiboot header: format = \"multiboot\")"
-                } else {
-                    ""
-                };
-                format!("image: {e}{hint}")
-            }),
-            ImageFormat::Multiboot => multiboot::parse(config.image, 0, span)
-                .map(|m| m.image)
-                .map_err(|e| format!("multiboot image: {e}")),
-        }
-        .map_err(cleanup)?;
-        if let Some(s) = image.segments.iter().find(|s| s.gpa < IMAGE_MIN_GPA) {
-            return Err(cleanup(format!(
-                "image: segment at {:#x} lies in the first MiB of its RAM (reserved for boot structures)",
-                s.gpa
-            )));
-        }
         // The hypervisor never touches host page 0 (a null pointer), which the management
         // partition has at guest-physical 0; the guest has it all the same.
         let host_blocks: Vec<(u64, *mut u8, u64)> = blocks
@@ -229,41 +208,29 @@ impl Partition {
         for &(gpa, hpa, len) in &blocks {
             slat.map(gpa, hpa, len).map_err(|e| cleanup(format!("second-level map: {e:?}")))?;
         }
-        let ram_cell = core::cell::RefCell::new(&mut ram);
-        image
-            .load_into(
-                |gpa, data| ram_cell.borrow_mut().write(gpa, data),
-                |gpa, len| ram_cell.borrow_mut().zero(gpa, len),
-            )
-            .map_err(|e| {
-                let hint = if config.management {
-                    " (the management partition's RAM is the host RAM the hypervisor and the other partitions do not use: a hole is theirs)"
-                } else {
-                    ""
-                };
-                cleanup(format!("loading the image: {e}{hint}"))
-            })?;
         let map: Vec<(u64, u64)> = blocks.iter().map(|&(gpa, _, len)| (gpa, len)).collect();
-        let initial = match config.format {
-            ImageFormat::Elf64 => Self::boot_structures(&mut ram, &map, id, &config, image.entry),
-            ImageFormat::Multiboot => {
-                Self::multiboot_structures(&mut ram, &map, &config, image.entry)
-            }
-        }
-        .map_err(|e| cleanup(format!("{e}")))?;
+        let initial = super::image::load(&mut ram, &map, id, &config, platform).map_err(cleanup)?;
         let mut vcpu = backend
             .create_vcpu(&VcpuConfig { initial, slat_root: slat.root(), tag })
             .map_err(|e| cleanup(e.into()))?;
         let mut io = Bus::default();
         io.attach(0x3f8..0x400, Box::new(Uart16550::new()));
+        let pc = (!config.management)
+            .then(|| super::pc::PcDevices::attach(&mut io, platform, config.memory));
         let mut mmio = Bus::default();
         mmio.attach(
             SYSINFO_GPA..SYSINFO_GPA + PAGE_SIZE,
             Box::new(Sysinfo { id, scratch: 0, reads: 0 }),
         );
         let irq_lines = if config.management {
-            super::passthrough::hand_over(&config.devices, vcpu.as_mut(), slat.as_mut(), &mut io)
-                .map_err(cleanup)?
+            super::passthrough::hand_over(
+                &config.devices,
+                vcpu.as_mut(),
+                slat.as_mut(),
+                &mut io,
+                platform.ram_top_below_4g,
+            )
+            .map_err(cleanup)?
         } else {
             0
         };
@@ -287,6 +254,7 @@ impl Partition {
             timer: None,
             vectors: Default::default(),
             pic: PicPair::default(),
+            pc,
             irq_lines,
             bound_channels: 0,
             irqs_forwarded: 0,
@@ -319,8 +287,7 @@ impl Partition {
     /// (its boot structures go there, as a PC loader's do) and the host RAM the hypervisor and
     /// the other partitions do not use, from the bottom up, leaving `keep_free` bytes for
     /// partitions created later; at most `memory` bytes when the manifest gives a size.
-    fn management_memory(config: &PartitionConfig) -> Result<RamBlocks, BuildError> {
-        let low = crate::start::LOW_RAM_END.load(core::sync::atomic::Ordering::Relaxed);
+    fn management_memory(config: &PartitionConfig, low: u64) -> Result<RamBlocks, BuildError> {
         if low < LOW_RAM_NEEDED {
             return Err(format!(
                 "the management partition's boot structures need usable RAM at [0, {LOW_RAM_NEEDED:#x}); the firmware's map has [0, {low:#x})"
@@ -344,119 +311,6 @@ impl Partition {
         let mut blocks = alloc::vec![(0, 0, low)];
         blocks.extend(taken.iter().map(|r| (r.start, r.start, r.end - r.start)));
         Ok((blocks, taken))
-    }
-
-    /// Writes the GDT, identity page tables and start-info page (at the same offsets from the
-    /// start of RAM for every partition, `docs/guest-contract.md`); returns the entry state.
-    fn boot_structures(
-        ram: &mut GuestRam,
-        map: &[(u64, u64)],
-        id: u64,
-        config: &PartitionConfig,
-        entry: u64,
-    ) -> Result<InitialState, super::memory::BadAddress> {
-        let (base, size) = (0, ram.size());
-        for (i, d) in GDT.iter().enumerate() {
-            ram.write_u64(base + GDT_GPA + 8 * i as u64, *d)?;
-        }
-        // Guests: RAM from 0 in one page directory. Management: the first 4 GiB identity in
-        // four, so it can reach its RAM and the devices it owns (EPT decides what is there).
-        let (pml4, pdpt, pd) =
-            (base + PML4_GPA, base + PML4_GPA + 0x1000, base + PML4_GPA + 0x2000);
-        let (directories, mapped) = if config.management { (4, 4 << 30) } else { (1, size) };
-        ram.write_u64(pml4, pdpt | 3)?;
-        for d in 0..directories {
-            ram.write_u64(pdpt + 8 * d, (pd + 0x1000 * d) | 3)?;
-        }
-        for i in 0..mapped / PAGE_SIZE_2M {
-            ram.write_u64(pd + 8 * i, (i * PAGE_SIZE_2M) | 0x83)?;
-        }
-        let start_info = if config.management { MGMT_START_INFO_GPA } else { START_INFO_GPA };
-        let mut info = StartInfo {
-            magic: START_MAGIC,
-            partition_id: id,
-            ram_size: size,
-            name_len: 0,
-            name: [0; 32],
-            cmdline_len: 0,
-            cmdline: [0; 256],
-            hv_start_tsc: crate::start::START_TSC.load(core::sync::atomic::Ordering::Relaxed),
-        };
-        let n = config.name.len().min(32);
-        info.name[..n].copy_from_slice(&config.name.as_bytes()[..n]);
-        info.name_len = n as u64;
-        let c = config.cmdline.len().min(256);
-        info.cmdline[..c].copy_from_slice(&config.cmdline.as_bytes()[..c]);
-        info.cmdline_len = c as u64;
-        // SAFETY: StartInfo is repr(C) plain data; viewing it as bytes is sound.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(
-                core::ptr::from_ref(&info).cast::<u8>(),
-                core::mem::size_of::<StartInfo>(),
-            )
-        };
-        ram.write(start_info, bytes)?;
-
-        // The stack at the top of RAM (the management partition: of its highest block below
-        // 4 GiB, which its page tables reach).
-        let top = map.iter().map(|&(gpa, len)| gpa + len).filter(|&end| end <= 1 << 32).max();
-        let mut gprs = Gprs::default();
-        gprs.0[reg::RSP] = top.unwrap_or(size) - STACK_GAP;
-        gprs.0[reg::RDI] = start_info;
-        let flat = |selector, access| Segment { selector, base: 0, limit: 0xffff_ffff, access };
-        Ok(InitialState {
-            gprs,
-            rip: entry,
-            rflags: 2,
-            cr0: 0x8001_0033, // PG | WP | NE | ET | MP | PE
-            cr3: pml4,
-            cr4: 0x20,   // PAE
-            efer: 0xd00, // NXE | LMA | LME
-            cs: flat(CODE_SELECTOR, ACCESS_CODE64),
-            data: flat(DATA_SELECTOR, ACCESS_DATA),
-            tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
-            gdt_base: base + GDT_GPA,
-            gdt_limit: (GDT.len() * 8 - 1) as u16,
-        })
-    }
-
-    /// A multiboot kernel's machine state (Multiboot Specification §3.2): 32-bit protected
-    /// mode with paging off, flat 4 GiB segments from a GDT of our own (the kernel loads its
-    /// own before it reloads a selector), EAX = the boot magic, EBX = the information
-    /// structure, interrupts off.
-    fn multiboot_structures(
-        ram: &mut GuestRam,
-        map: &[(u64, u64)],
-        config: &PartitionConfig,
-        entry: u64,
-    ) -> Result<InitialState, super::memory::BadAddress> {
-        /// Null, 32-bit code (0x08), data (0x10): base 0, limit 4 GiB, granularity 4 KiB.
-        const GDT32: [u64; 3] = [0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
-        let base = 0;
-        for (i, d) in GDT32.iter().enumerate() {
-            ram.write_u64(base + GDT_GPA + 8 * i as u64, *d)?;
-        }
-        let info = multiboot::write_info(|gpa, b| ram.write(gpa, b), base, map, &config.cmdline)?;
-        let mut gprs = Gprs::default();
-        gprs.0[reg::RAX] = u64::from(multiboot::BOOT_MAGIC);
-        gprs.0[reg::RBX] = info;
-        // The specification leaves ESP undefined; give the kernel a usable one anyway.
-        gprs.0[reg::RSP] = base + 0x7_fff0;
-        let flat = |selector, access| Segment { selector, base: 0, limit: 0xffff_ffff, access };
-        Ok(InitialState {
-            gprs,
-            rip: entry,
-            rflags: 2,
-            cr0: 0x11, // ET | PE
-            cr3: 0,
-            cr4: 0,
-            efer: 0,
-            cs: flat(CODE_SELECTOR, ACCESS_CODE32),
-            data: flat(DATA_SELECTOR, ACCESS_DATA),
-            tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
-            gdt_base: base + GDT_GPA,
-            gdt_limit: (GDT32.len() * 8 - 1) as u16,
-        })
     }
 
     /// Appends console bytes; complete lines go to COM1 prefixed with the partition's name
@@ -526,9 +380,35 @@ impl Partition {
     pub fn can_be_woken(&self) -> bool {
         let wired = self.irq_lines | (1 << 4);
         self.timer.is_some()
+            || self.pc.as_ref().is_some_and(|pc| pc.can_wake(self.pic.unmasked()))
             || self.bound_channels > 0
             || self.interrupt_pending()
             || self.pic.unmasked() & wired != 0
+    }
+
+    /// The earliest TSC at which something raises an interrupt by itself (the timer
+    /// hypercall's deadline, the PIT's next tick), for a halted vCPU's wake-up.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let timer = self.timer.map(|(deadline, _)| deadline);
+        let devices = self.pc.as_ref().and_then(super::pc::PcDevices::next_deadline);
+        match (timer, devices) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Moves what came due into the interrupt inputs: the timer hypercall's vector, the PC
+    /// devices' IRQ lines.
+    pub fn tick(&mut self, now: u64) {
+        if let Some((deadline, vector)) = self.timer
+            && now >= deadline
+        {
+            self.timer = None;
+            self.vectors.set(vector);
+        }
+        if let Some(pc) = &self.pc {
+            pc.tick(&mut self.pic);
+        }
     }
 
     /// Stops the partition for something it did.
@@ -540,7 +420,7 @@ impl Partition {
 
     /// True once the partition no longer runs.
     pub fn stopped(&self) -> bool {
-        matches!(self.state, State::Shutdown(_) | State::Killed(_))
+        matches!(self.state, State::Shutdown(_) | State::Killed(_) | State::Off)
     }
 }
 

@@ -263,6 +263,7 @@ pub fn hand_over(
     vcpu: &mut dyn Vcpu,
     slat: &mut dyn SecondLevel,
     io: &mut Bus,
+    ram_top_below_4g: u64,
 ) -> Result<u16, String> {
     let specs = devices.iter().map(|d| parse(d)).collect::<Result<Vec<_>, _>>()?;
     let mut pci = PciAccess::Only(Vec::new());
@@ -275,9 +276,7 @@ pub fn hand_over(
                 }
                 // Everything above RAM in the first 4 GiB is device space, except the local
                 // APIC and the hypervisor's own virtual devices' windows.
-                let top =
-                    crate::start::RAM_TOP_BELOW_4G.load(core::sync::atomic::Ordering::Relaxed);
-                let top = crate::mm::addr::align_up(top, 2 << 20).max(0x1000_0000);
+                let top = crate::mm::addr::align_up(ram_top_below_4g, 2 << 20).max(0x1000_0000);
                 let holes = [
                     hvabi::channel::BASE_GPA..hvabi::channel::BASE_GPA + (2 << 20),
                     hvabi::start::SYSINFO_GPA & !0x1f_ffff

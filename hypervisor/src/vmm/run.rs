@@ -4,6 +4,7 @@
 use super::dispatch::{self, Flow};
 use super::interrupts;
 use super::machine::Machine;
+use super::manifest::Expect;
 use super::partition::{Partition, PartitionConfig, State};
 use super::profile::{self, Stage};
 use super::vcpu::{Backend, Event, reg};
@@ -23,14 +24,9 @@ const EXITS_PER_SLICE: u32 = 10_000;
 /// Delivers due timers and pending interrupts before an entry: the highest waiting vector is
 /// injected when the guest can take it, otherwise the vCPU exits as soon as it can.
 fn deliver_events(p: &mut Partition) {
-    if let Some((deadline, vector)) = p.timer
-        && rdtsc() >= deadline
-    {
-        p.timer = None;
-        p.vectors.set(vector);
-    }
+    p.tick(rdtsc());
     // Nothing requested anywhere, the common case: no need to rank the sources.
-    if p.vectors.is_empty() && !p.pic.requested() {
+    if p.vectors.is_empty() && !p.pic.any_requested() {
         return;
     }
     let Some(source) = interrupts::next(&p.vectors, &p.pic) else { return };
@@ -43,13 +39,25 @@ fn deliver_events(p: &mut Partition) {
     }
 }
 
+/// TSC ticks the next slice of `p` may run: a whole slice, or less when a device of its own
+/// raises an interrupt before (its PIT's next tick), so that the interrupt comes on time.
+fn slice_ticks(p: &Partition, now: u64) -> u64 {
+    match p.next_deadline() {
+        Some(t) => t.saturating_sub(now).clamp(MIN_SLICE_TICKS, TIMESLICE_TICKS),
+        None => TIMESLICE_TICKS,
+    }
+}
+
+/// The shortest slice: a guest that programs its PIT for a 2-tick period still gets to run.
+const MIN_SLICE_TICKS: u64 = 2_000;
+
 /// Runs `p` for one time slice. Returns [`Flow::Admin`] when the partition made a call the
 /// machine must carry out (it keeps the CPU afterwards), otherwise how the slice ended.
 ///
 /// The `profile` marks cost nothing unless the `exit-profile` feature is on (see
 /// [`profile`]).
 pub fn run_slice(p: &mut Partition) -> Flow {
-    p.vcpu.set_timeslice(TIMESLICE_TICKS);
+    p.vcpu.set_timeslice(slice_ticks(p, rdtsc()));
     profile::slice_start();
     for _ in 0..EXITS_PER_SLICE {
         deliver_events(p);
@@ -95,6 +103,7 @@ pub fn state_name(s: &State) -> &'static str {
         State::Runnable => "running",
         State::Halted { .. } => "halted",
         State::Shutdown(_) => "shut down",
+        State::Off => "halted for good",
         State::Killed(_) => "killed",
     }
 }
@@ -107,8 +116,9 @@ pub fn print_stats(p: &Partition) {
     }
     crate::println!("{line}");
     crate::println!(
-        "    absent ports {} absent MMIO {} refused accesses {} table pages {}",
+        "    absent ports {} (last {:#x}) absent MMIO {} refused accesses {} table pages {}",
         p.io.absent,
+        p.io.last_absent,
         p.mmio.absent,
         p.refused,
         p.slat.tables_used()
@@ -131,10 +141,14 @@ pub fn report(parts: &mut [Partition], powered_off: bool) -> bool {
         p.flush_console();
         let (ended, ok) = match &p.state {
             State::Shutdown(s) => {
-                (format!("shut down with status {s}"), *s == 0 && !p.config.expect_fault)
+                (format!("shut down with status {s}"), *s == 0 && p.config.expect == Expect::Exit)
             }
+            State::Off => (
+                "halted for good (HLT with interrupts off)".into(),
+                p.config.expect == Expect::Halt,
+            ),
             State::Killed(why) => {
-                (format!("stopped by the hypervisor: {why}"), p.config.expect_fault)
+                (format!("stopped by the hypervisor: {why}"), p.config.expect == Expect::Fault)
             }
             other if powered_off => (format!("still {} at power-off", state_name(other)), true),
             other => (format!("still {}", state_name(other)), false),
@@ -157,6 +171,7 @@ pub fn run_partitions(
     mut configs: Vec<PartitionConfig>,
     backend: &mut dyn Backend,
     modules: &[(String, &'static [u8])],
+    platform: super::platform::Platform,
 ) -> bool {
     configs.sort_by_key(|c| !c.management);
     // The management partition takes the host RAM the others leave: keep theirs, and some for
@@ -165,13 +180,13 @@ pub fn run_partitions(
     for c in configs.iter_mut().filter(|c| c.management) {
         c.keep_free = others + MGMT_KEEPS_FREE;
     }
-    let mut m = Machine::new(backend, modules);
+    let mut m = Machine::new(backend, modules, platform);
     let mut ok = true;
     for c in configs {
         let name = c.name.clone();
         let id = m.next_id;
         let tag = m.free_tag().expect("fewer partitions than tags");
-        match Partition::build(id, tag, c, m.backend) {
+        match Partition::build(id, tag, c, m.backend, &m.platform) {
             Ok(p) => {
                 log::info!(
                     "partition {name} (id {id}): {} MiB RAM in {} block(s) from guest-physical {:#x}, entry {:#x}, {} {} table pages",

@@ -96,16 +96,27 @@ pub struct InitialState {
     pub gdt_limit: u16,
 }
 
-/// MSRs whose guest value lives in the backend's hardware state (VMCS or VMCB) rather than in
-/// the core's software copy.
+/// MSRs whose guest value lives in the backend's hardware state rather than in the core's
+/// software copy: every MSR the CPU itself uses while the guest runs. The backend keeps the
+/// guest's value where the CPU finds it (VMCS guest fields, the VMCB save area with
+/// VMLOAD/VMSAVE, or the CPU's own MSRs switched lazily) and [`Vcpu::msr`] returns the live
+/// value (KERNEL_GS_BASE after a SWAPGS, for example).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HwMsr {
     Efer,
     FsBase,
     GsBase,
+    KernelGsBase,
     SysenterCs,
     SysenterEsp,
     SysenterEip,
+    /// SYSCALL/SYSRET: STAR, LSTAR, CSTAR, FMASK (SFMASK on AMD).
+    Star,
+    Lstar,
+    Cstar,
+    Fmask,
+    /// IA32_PAT (the guest PAT under nested paging).
+    Pat,
 }
 
 /// Why VM entry failed: the backend's words for it, and the raw code.
@@ -151,6 +162,9 @@ pub trait Vcpu {
     fn set_msr(&mut self, m: HwMsr, v: u64);
     /// The guest's execution mode.
     fn mode(&self) -> CpuMode;
+    /// The guest's current privilege level (SS.DPL on VMX, SDM vol. 3C §25.4.1; the VMCB's
+    /// CPL field on SVM, APM vol. 2 §15.5.1).
+    fn cpl(&self) -> u8;
     /// Queues an event for the next entry (one at a time).
     fn inject(&mut self, e: Event);
     /// True when an event is queued and not yet delivered.

@@ -114,7 +114,8 @@ pub fn decode(code: u64, info1: u64, info2: u64) -> Result<VmExit, EntryError> {
         VINTR => VmExit::InterruptWindow,
         SHUTDOWN => VmExit::TripleFault,
         INIT => VmExit::Init,
-        RDPMC | RDTSCP | MONITOR | MWAIT | MWAIT_CONDITIONAL => VmExit::Unsupported,
+        RDPMC => VmExit::Rdpmc,
+        RDTSCP | MONITOR | MWAIT | MWAIT_CONDITIONAL => VmExit::Unsupported,
         INVALID | BUSY => {
             return Err(EntryError { what: code_name(code), code });
         }
@@ -187,7 +188,8 @@ mod tests {
         for c in [VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA] {
             assert_eq!(decode(c, 0, 0), Ok(VmExit::VirtInstruction), "{c:#x}");
         }
-        for c in [RDPMC, MONITOR, MWAIT, MWAIT_CONDITIONAL] {
+        assert_eq!(decode(RDPMC, 0, 0), Ok(VmExit::Rdpmc));
+        for c in [MONITOR, MWAIT, MWAIT_CONDITIONAL] {
             assert_eq!(decode(c, 0, 0), Ok(VmExit::Unsupported), "{c:#x}");
         }
         assert_eq!(decode(INVD, 0, 0), Ok(VmExit::CacheFlush));

@@ -297,6 +297,15 @@ impl Vcpu for SvmVcpu {
             HwMsr::SysenterCs => g.sysenter_cs,
             HwMsr::SysenterEsp => g.sysenter_esp,
             HwMsr::SysenterEip => g.sysenter_eip,
+            // VMSAVE stored these after the last run (SWAPGS changes KernelGsBase without an
+            // exit), VMLOAD loads them before the next (§15.5.2).
+            HwMsr::KernelGsBase => g.kernel_gs_base,
+            HwMsr::Star => g.star,
+            HwMsr::Lstar => g.lstar,
+            HwMsr::Cstar => g.cstar,
+            HwMsr::Fmask => g.sfmask,
+            // The guest PAT, used with nested paging (§15.25.4).
+            HwMsr::Pat => g.g_pat,
         }
     }
 
@@ -312,7 +321,21 @@ impl Vcpu for SvmVcpu {
             HwMsr::SysenterCs => g.sysenter_cs = val,
             HwMsr::SysenterEsp => g.sysenter_esp = val,
             HwMsr::SysenterEip => g.sysenter_eip = val,
+            HwMsr::KernelGsBase => g.kernel_gs_base = val,
+            HwMsr::Star => g.star = val,
+            HwMsr::Lstar => g.lstar = val,
+            HwMsr::Cstar => g.cstar = val,
+            HwMsr::Fmask => g.sfmask = val,
+            HwMsr::Pat => {
+                g.g_pat = val;
+                // Cached translations carry the memory types the old PAT gave.
+                self.flush = true;
+            }
         }
+    }
+
+    fn cpl(&self) -> u8 {
+        self.vmcb().save.cpl & 3
     }
 
     fn mode(&self) -> CpuMode {
@@ -357,6 +380,14 @@ impl Vcpu for SvmVcpu {
     /// (the LAPIC timer), which the platform does not arm yet.
     fn set_timeslice(&mut self, ticks: u64) {
         self.timeslice = ticks;
+        // SVM has no preemption timer: the host APIC's timer interrupt, which the INTR
+        // intercept turns into an exit (APM vol. 2 §15.21.4), ends a slice whatever the guest
+        // does (a guest spinning with interrupts off included). Armed once per slice.
+        if ticks == 0 {
+            crate::arch::x86::lapic::disarm();
+        } else {
+            crate::arch::x86::lapic::arm(ticks);
+        }
     }
 
     fn pass_through_ports(&mut self, first: u16, count: u16) {

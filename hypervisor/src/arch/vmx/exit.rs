@@ -121,7 +121,8 @@ pub fn decode(basic: u32, qualification: u64, gpa: u64) -> VmExit {
         INTERRUPT_WINDOW => VmExit::InterruptWindow,
         TRIPLE_FAULT => VmExit::TripleFault,
         INIT => VmExit::Init,
-        MWAIT | MONITOR | RDPMC | RDRAND | RDSEED | INVPCID | RDTSCP => VmExit::Unsupported,
+        RDPMC => VmExit::Rdpmc,
+        MWAIT | MONITOR | RDRAND | RDSEED | INVPCID | RDTSCP => VmExit::Unsupported,
         other => VmExit::Unknown { code: u64::from(other), qualification },
     }
 }

@@ -11,6 +11,7 @@ pub mod exit;
 pub mod fast;
 pub mod fields;
 pub mod instr;
+pub mod lazy;
 pub mod vcpu;
 pub mod vmcs;
 
@@ -210,13 +211,20 @@ impl VmxBackend {
         let exit = compute(
             "VM-exit",
             exit_cap,
-            Exit::HOST_ADDRESS_SPACE_SIZE | Exit::SAVE_EFER | Exit::LOAD_EFER,
-            Exit::SAVE_PAT | Exit::LOAD_PAT | Exit::SAVE_PREEMPTION_TIMER,
+            // The guest's PAT lives in the VMCS, switched on entry and exit (SDM §25.7.1,
+            // §25.8.1, §27.3.2.1, §28.3.1); every CPU with EPT has these controls.
+            Exit::HOST_ADDRESS_SPACE_SIZE
+                | Exit::SAVE_EFER
+                | Exit::LOAD_EFER
+                | Exit::SAVE_PAT
+                | Exit::LOAD_PAT,
+            Exit::SAVE_PREEMPTION_TIMER,
         )
         .map_err(err)?;
-        let entry = compute("VM-entry", entry_cap, Entry::LOAD_EFER, Entry::LOAD_PAT)
-            .map_err(err)?
-            & !Entry::IA32E_MODE_GUEST.bits();
+        let entry =
+            compute("VM-entry", entry_cap, Entry::LOAD_EFER | Entry::LOAD_PAT, Entry::empty())
+                .map_err(err)?
+                & !Entry::IA32E_MODE_GUEST.bits();
         Ok(Controls {
             revision: caps.revision,
             pin,

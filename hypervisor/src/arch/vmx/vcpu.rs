@@ -4,18 +4,23 @@ use super::controls::{Entry, FixedBits, Proc};
 use super::entry::{vmx_enter, vmx_exit};
 use super::exit::{decode, reason, reason_name};
 use super::fields::{Field as F, ReadOnly as R, instruction_error_name};
+use super::lazy::GuestMsrs;
 use super::vmcs::{Current, Vmcs};
 use super::{Controls, ept};
-use crate::arch::x86::{gdt, paging::HostPages};
+use crate::arch::x86::{gdt, instr::rdmsr, paging::HostPages};
 use crate::mm::addr::HostPhys;
 use crate::vmm::exit::VmExit;
+use crate::vmm::msr::{IA32_PAT, PAT_RESET};
 use crate::vmm::vcpu::{CpuMode, EntryError, Event, Gprs, HwMsr, Segment, Vcpu, VcpuConfig, reg};
+use alloc::boxed::Box;
 use core::fmt;
 
 const RFLAGS_IF: u64 = 1 << 9;
 /// CR0.CD and CR0.NW: VM entry does not load them (SDM §27.3.2.1), so the host keeps them and
 /// the guest sees and changes only its read shadow.
 const CR0_CD_NW: u64 = (1 << 30) | (1 << 29);
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
 /// Interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1) (SDM Table 25-3).
 const BLOCKING_STI_MOVSS: u64 = 3;
 /// VM-entry interruption information: valid bit and types (SDM Table 25-17).
@@ -47,6 +52,8 @@ pub struct VmxVcpu {
     /// A new slice must be loaded into the preemption timer at the next entry (otherwise the
     /// CPU's saved remainder runs on).
     timeslice_fresh: bool,
+    /// The guest's SYSCALL MSRs and KERNEL_GS_BASE (boxed: their address is their owner tag).
+    msrs: Box<GuestMsrs>,
 }
 
 /// Pages of the bitmaps block: I/O bitmap A, I/O bitmap B, MSR bitmap.
@@ -88,6 +95,7 @@ impl VmxVcpu {
             timer_enabled: c.timer_enabled,
             timeslice: 0,
             timeslice_fresh: true,
+            msrs: Box::default(),
         };
         vcpu.setup(c, config).map_err(|_| "VMPTRLD of a new VMCS failed")?;
         Ok(vcpu)
@@ -238,8 +246,10 @@ impl VmxVcpu {
         v.write(F::GuestSysenterCs, 0);
         v.write(F::GuestSysenterEsp, 0);
         v.write(F::GuestSysenterEip, 0);
-        v.write(F::GuestPat, 0x0007_0406_0007_0406);
-        v.write(F::HostPat, 0x0007_0406_0007_0406);
+        v.write(F::GuestPat, PAT_RESET);
+        // SAFETY: IA32_PAT exists on every CPU with VMX's PAT controls (required by the
+        // backend); reading it changes nothing.
+        v.write(F::HostPat, unsafe { rdmsr(IA32_PAT) });
         Ok(())
     }
 
@@ -292,6 +302,7 @@ impl Vcpu for VmxVcpu {
             };
             v.write(F::PreemptionTimerValue, ticks.clamp(1, u64::from(u32::MAX)));
         }
+        self.msrs.activate();
         // SAFETY: this vCPU's VMCS is current and was set up by `setup` with HOST_RIP =
         // vmx_exit; `launched` tracks VMLAUNCH vs VMRESUME for it.
         let failed = unsafe { vmx_enter(&mut self.gprs, u64::from(self.launched)) };
@@ -379,8 +390,22 @@ impl Vcpu for VmxVcpu {
         let v = self.current();
         match n {
             0 => {
+                const PG: u64 = 1 << 31;
+                let old = v.read(F::Cr0ReadShadow);
                 v.write(F::Cr0ReadShadow, val);
                 v.write(F::GuestCr0, self.cr0_fixed.apply(val) & !CR0_CD_NW);
+                // Turning paging on with EFER.LME set activates IA-32e mode (EFER.LMA = 1);
+                // turning it off leaves it (SDM vol. 3A §10.8.5). The CPU does this itself;
+                // a MOV to CR0 that exited must have it done here, with the "IA-32e mode
+                // guest" entry control following LMA (`set_msr`).
+                if (old ^ val) & PG != 0 {
+                    let efer = self.msr(HwMsr::Efer);
+                    let lma = val & PG != 0 && efer & EFER_LME != 0;
+                    let new = if lma { efer | EFER_LMA } else { efer & !EFER_LMA };
+                    if new != efer {
+                        self.set_msr(HwMsr::Efer, new);
+                    }
+                }
             }
             3 => v.write(F::GuestCr3, val),
             4 => {
@@ -401,6 +426,8 @@ impl Vcpu for VmxVcpu {
             HwMsr::SysenterCs => v.read(F::GuestSysenterCs),
             HwMsr::SysenterEsp => v.read(F::GuestSysenterEsp),
             HwMsr::SysenterEip => v.read(F::GuestSysenterEip),
+            HwMsr::Pat => v.read(F::GuestPat),
+            m => self.msrs.get(m),
         }
     }
 
@@ -423,6 +450,8 @@ impl Vcpu for VmxVcpu {
             HwMsr::SysenterCs => v.write(F::GuestSysenterCs, val),
             HwMsr::SysenterEsp => v.write(F::GuestSysenterEsp, val),
             HwMsr::SysenterEip => v.write(F::GuestSysenterEip, val),
+            HwMsr::Pat => v.write(F::GuestPat, val),
+            m => self.msrs.set(m, val),
         }
     }
 
@@ -436,6 +465,10 @@ impl Vcpu for VmxVcpu {
             cs & (1 << 13) != 0,
             cs & (1 << 14) != 0,
         )
+    }
+
+    fn cpl(&self) -> u8 {
+        ((self.current().read(F::GuestSsAccess) >> 5) & 3) as u8
     }
 
     fn inject(&mut self, e: Event) {

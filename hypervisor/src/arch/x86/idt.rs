@@ -1,6 +1,8 @@
 //! Exception entry: one naked stub per vector saves every register and calls [`fatal`], which
 //! prints the exception, error code, RIP, CR2 and all registers, then powers off with a failure
-//! status. The host PIC's IRQ lines have stubs of their own (`pic.rs` says what they do). The hypervisor never resumes after an exception of its own: such a fault is a broken
+//! status. The host PIC's IRQ lines have stubs of their own (`pic.rs` says what they do), so do the
+//! APIC timer and spurious vectors, and every other vector from 0x30 up is counted and
+//! acknowledged (`lapic.rs`). The hypervisor never resumes after an exception of its own: such a fault is a broken
 //! invariant of the hypervisor, not of a guest (guest faults arrive as VM exits).
 
 use core::arch::naked_asm;
@@ -107,6 +109,70 @@ macro_rules! irq_stub {
     };
 }
 
+/// The host APIC timer's stub: as an IRQ stub, calling [`super::lapic::timer_entry`].
+#[unsafe(naked)]
+extern "C" fn apic_timer() {
+    naked_asm!(
+        "push rax", "push rcx", "push rdx", "push rsi", "push rdi",
+        "push r8", "push r9", "push r10", "push r11",
+        "call {h}",
+        "pop r11", "pop r10", "pop r9", "pop r8",
+        "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
+        "iretq",
+        h = sym super::lapic::timer_entry,
+    )
+}
+
+/// The APIC's spurious vector: no EOI (SDM vol. 3A §11.9).
+#[unsafe(naked)]
+extern "C" fn apic_spurious() {
+    naked_asm!("iretq")
+}
+
+/// The first vector the generic stubs below cover (IRQs 0-15 of the host PIC come before).
+const OTHER_FIRST: u8 = 0x30;
+/// Bytes between two generic stubs.
+const OTHER_STUB_BYTES: u64 = 16;
+
+// One 16-byte stub for every vector from 0x30 up: it pushes its vector and jumps to a common
+// part that saves the registers a C call may clobber, calls `lapic::unexpected_entry` with the
+// vector and returns with IRETQ. So every vector has a handler: an interrupt nobody expects
+// is counted and acknowledged, never a #NP or #GP of the hypervisor's own.
+core::arch::global_asm!(
+    ".pushsection .text.microhv_other_vectors, \"ax\"",
+    ".balign 16",
+    ".global microhv_other_vectors",
+    "microhv_other_vectors:",
+    ".set microhv_vec, {first}",
+    ".rept 256 - {first}",
+    ".balign 16",
+    "pushq $microhv_vec",
+    "jmp microhv_other_common",
+    ".set microhv_vec, microhv_vec + 1",
+    ".endr",
+    "microhv_other_common:",
+    "pushq %rax", "pushq %rcx", "pushq %rdx", "pushq %rsi", "pushq %rdi",
+    "pushq %r8", "pushq %r9", "pushq %r10", "pushq %r11",
+    // The frame (40 bytes) and the vector leave RSP 16-byte aligned; nine pushes undo that.
+    "movq 72(%rsp), %rdi",
+    "subq $8, %rsp",
+    "call {h}",
+    "addq $8, %rsp",
+    "popq %r11", "popq %r10", "popq %r9", "popq %r8",
+    "popq %rdi", "popq %rsi", "popq %rdx", "popq %rcx", "popq %rax",
+    "addq $8, %rsp",
+    "iretq",
+    ".popsection",
+    first = const OTHER_FIRST,
+    h = sym super::lapic::unexpected_entry,
+    options(att_syntax),
+);
+
+unsafe extern "C" {
+    /// The first generic stub (`global_asm!` above).
+    static microhv_other_vectors: u8;
+}
+
 irq_stub!(irq0, 0);
 irq_stub!(irq1, 1);
 irq_stub!(irq2, 2);
@@ -195,6 +261,18 @@ pub fn init() {
                 idt[super::pic::VECTOR_BASE + i as u8]
                     .set_handler_addr(VirtAddr::new(*stub as usize as u64));
             }
+        }
+        let others = &raw const microhv_other_vectors as u64;
+        for v in OTHER_FIRST..=u8::MAX {
+            let stub = match v {
+                super::lapic::TIMER_VECTOR => apic_timer as *const () as u64,
+                super::lapic::SPURIOUS_VECTOR => apic_spurious as *const () as u64,
+                _ => others + u64::from(v - OTHER_FIRST) * OTHER_STUB_BYTES,
+            };
+            // SAFETY: each address is a stub that saves what it clobbers and returns with
+            // IRETQ, as an interrupt gate's handler must (the generic stubs are 16 bytes apart,
+            // `.balign 16` above, each shorter than that).
+            unsafe { idt[v].set_handler_addr(VirtAddr::new(stub)) };
         }
         idt
     });

@@ -6,6 +6,8 @@ pub mod cpu;
 pub mod gdt;
 pub mod idt;
 pub mod instr;
+pub mod lapic;
 pub mod paging;
 pub mod pic;
 pub mod power;
+pub mod time;

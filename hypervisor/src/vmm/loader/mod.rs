@@ -2,6 +2,7 @@
 //! through the caller's guest-memory accessor: [`elf`] (ELF64, our own guests' format, entered
 //! in 64-bit mode) and [`multiboot`] (multiboot 1 kernels, entered in 32-bit protected mode).
 pub mod elf;
+pub mod linux;
 pub mod multiboot;
 
 use core::fmt;

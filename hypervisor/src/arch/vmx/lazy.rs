@@ -1,0 +1,105 @@
+//! The guest's SYSCALL MSRs and KERNEL_GS_BASE on VMX, switched lazily.
+//!
+//! The CPU uses STAR, LSTAR, CSTAR and FMASK on every SYSCALL and KERNEL_GS_BASE on every
+//! SWAPGS, and VM entry and exit switch none of them (no VMCS fields, SDM Vol. 3C §25.4/§25.5).
+//! They could go through the VM-entry MSR-load and VM-exit MSR-store/load lists (§25.7.2,
+//! §25.8.2, §27.4, §28.6), at the price of ten MSR accesses on every exit. Instead, as
+//! production hypervisors do: the hypervisor itself never executes SYSCALL, SYSRET or SWAPGS,
+//! so the CPU may keep a guest's values while in the host. They are written to the CPU only
+//! when a different vCPU is about to run here ([`GuestMsrs::activate`]), and KERNEL_GS_BASE,
+//! the only one the guest changes without an exit, is read back from the CPU when its owner
+//! is replaced or asks for it. Exits, the fast path included, pay nothing.
+//!
+//! Ownership is the address of the owner's [`GuestMsrs`] (boxed, so it does not move), cleared
+//! when that is dropped: a later vCPU allocated at the same place, or given the same VPID,
+//! loads its own values. One record per CPU; the hypervisor runs its vCPUs on one CPU (as
+//! [`super::vmcs`]'s current-VMCS record).
+
+use crate::arch::x86::instr::{rdmsr, wrmsr};
+use crate::vmm::msr::{IA32_CSTAR, IA32_FMASK, IA32_KERNEL_GS_BASE, IA32_LSTAR, IA32_STAR};
+use crate::vmm::vcpu::HwMsr;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// Whose values the CPU holds now (null: nobody's, the host's or a dropped vCPU's).
+static OWNER: AtomicPtr<GuestMsrs> = AtomicPtr::new(ptr::null_mut());
+
+/// The MSRs switched here, in `MSRS` order.
+const MSRS: [u32; 5] = [IA32_STAR, IA32_LSTAR, IA32_CSTAR, IA32_FMASK, IA32_KERNEL_GS_BASE];
+const KGS: usize = 4;
+
+/// One vCPU's values (all 0 at reset, SDM Vol. 3A Table 10-1).
+#[derive(Debug, Default)]
+pub struct GuestMsrs {
+    values: [u64; MSRS.len()],
+}
+
+fn index(m: HwMsr) -> Option<usize> {
+    Some(match m {
+        HwMsr::Star => 0,
+        HwMsr::Lstar => 1,
+        HwMsr::Cstar => 2,
+        HwMsr::Fmask => 3,
+        HwMsr::KernelGsBase => KGS,
+        _ => return None,
+    })
+}
+
+impl GuestMsrs {
+    fn owned(&self) -> bool {
+        ptr::eq(OWNER.load(Ordering::Relaxed), self)
+    }
+
+    /// Puts these values into the CPU unless they are there already. Called right before
+    /// every VM entry of this vCPU.
+    pub fn activate(&mut self) {
+        let me: *mut Self = self;
+        let prev = OWNER.load(Ordering::Relaxed);
+        if prev == me {
+            return;
+        }
+        if !prev.is_null() {
+            // SAFETY: a non-null owner is a live `GuestMsrs` (its drop clears OWNER), not
+            // borrowed now: vCPUs run one at a time on this CPU and the previous one's run has
+            // returned. KERNEL_GS_BASE exists on every 64-bit CPU.
+            unsafe { (*prev).values[KGS] = rdmsr(IA32_KERNEL_GS_BASE) };
+        }
+        for (&msr, &v) in MSRS.iter().zip(&self.values) {
+            // SAFETY: these MSRs exist on every 64-bit CPU; the core checked each value on
+            // WRMSR (canonical addresses, FMASK's 32 bits), so none faults; the host never
+            // uses them (no SYSCALL, SYSRET or SWAPGS in the hypervisor).
+            unsafe { wrmsr(msr, v) };
+        }
+        OWNER.store(me, Ordering::Relaxed);
+    }
+
+    /// The guest's value of `m` (0 for an MSR not switched here): the CPU's for KERNEL_GS_BASE while
+    /// these values are loaded (a SWAPGS may have changed it).
+    pub fn get(&self, m: HwMsr) -> u64 {
+        let Some(i) = index(m) else { return 0 };
+        if i == KGS && self.owned() {
+            // SAFETY: KERNEL_GS_BASE exists on every 64-bit CPU; reading changes nothing.
+            return unsafe { rdmsr(IA32_KERNEL_GS_BASE) };
+        }
+        self.values[i]
+    }
+
+    /// Sets the guest's value of `m` (checked by the core), in the CPU too while loaded.
+    pub fn set(&mut self, m: HwMsr, v: u64) {
+        let Some(i) = index(m) else { return };
+        self.values[i] = v;
+        if self.owned() {
+            // SAFETY: as in `activate`: an existing MSR, a value the core checked, and one
+            // the host does not use.
+            unsafe { wrmsr(MSRS[i], v) };
+        }
+    }
+}
+
+impl Drop for GuestMsrs {
+    fn drop(&mut self) {
+        let me: *mut Self = self;
+        // Forget ownership: whoever takes this address (or VPID) next loads its own values.
+        let _ = OWNER.compare_exchange(me, ptr::null_mut(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+}

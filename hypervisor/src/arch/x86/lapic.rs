@@ -1,0 +1,180 @@
+//! The host's local APIC (xAPIC, SDM vol. 3A ch. 11): its timer ends a guest's time slice on
+//! CPUs without a VMX-preemption timer (SVM: the INTR intercept turns the timer interrupt into
+//! an exit), and its end-of-interrupt register acknowledges the interrupts it delivers.
+//!
+//! The hypervisor uses the APIC only where the firmware left it enabled (IA32_APIC_BASE bit 11
+//! and the spurious-vector register's bit 8): then the legacy PIC's interrupts already reach
+//! the CPU through LINT0 in virtual-wire mode, which this leaves as it is.
+
+use super::instr::{rdmsr, rdtsc};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The timer's vector.
+pub const TIMER_VECTOR: u8 = 0xef;
+/// The spurious-interrupt vector (its low four bits must be ones on older APICs).
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
+const REG_EOI: u64 = 0xb0;
+const REG_SVR: u64 = 0xf0;
+const REG_ISR: u64 = 0x100;
+const REG_LVT_TIMER: u64 = 0x320;
+const REG_TIMER_INITIAL: u64 = 0x380;
+const REG_TIMER_CURRENT: u64 = 0x390;
+const REG_TIMER_DIVIDE: u64 = 0x3e0;
+const SVR_ENABLE: u32 = 1 << 8;
+const LVT_MASKED: u32 = 1 << 16;
+/// Divide configuration 0b1011: divide by 1 (SDM vol. 3A §11.5.4, Figure 11-10).
+const DIVIDE_BY_1: u32 = 0b1011;
+
+/// The APIC's register page (0 until [`init`] found an enabled APIC).
+static BASE: AtomicU64 = AtomicU64::new(0);
+/// Timer ticks per TSC tick, as a 32.32 fixed-point ratio (0: not calibrated).
+static TIMER_PER_TSC: AtomicU64 = AtomicU64::new(0);
+/// Set by the timer's interrupt, taken by [`take_expired`].
+static EXPIRED: AtomicBool = AtomicBool::new(false);
+/// Interrupts at vectors nothing expects, and the last such vector.
+static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
+static LAST_UNEXPECTED: AtomicU64 = AtomicU64::new(0);
+
+fn read(reg: u64) -> u32 {
+    let base = BASE.load(Ordering::Relaxed);
+    // SAFETY: `base` is the enabled APIC's register page, identity-mapped (uncached by the
+    // firmware's MTRRs); reading these registers has no side effects.
+    unsafe { core::ptr::read_volatile((base + reg) as *const u32) }
+}
+
+fn write(reg: u64, v: u32) {
+    let base = BASE.load(Ordering::Relaxed);
+    // SAFETY: as in `read`; the registers written (timer, EOI) belong to the hypervisor.
+    unsafe { core::ptr::write_volatile((base + reg) as *mut u32, v) };
+}
+
+/// Finds the APIC and, where the firmware enabled it, sets its timer up (one-shot, masked,
+/// divide by 1) and starts it counting down from its largest count, for [`calibrate`].
+/// Returns false (and the APIC stays unused) where there is none or it is disabled.
+pub fn init() -> bool {
+    let has_apic = raw_cpuid::CpuId::new().get_feature_info().is_some_and(|f| f.has_apic());
+    if !has_apic {
+        return false;
+    }
+    // SAFETY: CPUID says the CPU has an APIC, so IA32_APIC_BASE exists (SDM vol. 4, 0x1b).
+    let msr = unsafe { rdmsr(IA32_APIC_BASE) };
+    if msr & APIC_GLOBAL_ENABLE == 0 {
+        return false;
+    }
+    BASE.store(msr & 0x000f_ffff_ffff_f000, Ordering::Relaxed);
+    if read(REG_SVR) & SVR_ENABLE == 0 {
+        BASE.store(0, Ordering::Relaxed);
+        return false;
+    }
+    write(REG_SVR, (read(REG_SVR) & !0xff) | u32::from(SPURIOUS_VECTOR));
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_1);
+    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(REG_TIMER_INITIAL, u32::MAX);
+    true
+}
+
+/// Timer ticks since [`init`] started the count, and the TSC now (for [`calibrate`]).
+pub fn timer_elapsed() -> Option<(u64, u64)> {
+    if BASE.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let current = read(REG_TIMER_CURRENT);
+    Some((u64::from(u32::MAX - current), rdtsc()))
+}
+
+/// Records the timer's rate: `timer_ticks` over `tsc_ticks` measured across the boot.
+pub fn calibrate(timer_ticks: u64, tsc_ticks: u64) {
+    if let Some(ratio) = ratio(timer_ticks, tsc_ticks) {
+        TIMER_PER_TSC.store(ratio, Ordering::Relaxed);
+        write(REG_TIMER_INITIAL, 0);
+    }
+}
+
+/// `timer / tsc` in 32.32 fixed point.
+fn ratio(timer: u64, tsc: u64) -> Option<u64> {
+    if timer == 0 || tsc == 0 {
+        return None;
+    }
+    u64::try_from((u128::from(timer) << 32) / u128::from(tsc)).ok()
+}
+
+/// Timer counts for `tsc_ticks`, at least 1.
+fn counts(tsc_ticks: u64, ratio: u64) -> u32 {
+    let n = (u128::from(tsc_ticks) * u128::from(ratio)) >> 32;
+    n.clamp(1, u128::from(u32::MAX)) as u32
+}
+
+/// True when the timer can end time slices.
+pub fn timer_usable() -> bool {
+    TIMER_PER_TSC.load(Ordering::Relaxed) != 0
+}
+
+/// Raises [`TIMER_VECTOR`] once, `tsc_ticks` from now (replacing any earlier deadline).
+pub fn arm(tsc_ticks: u64) {
+    let ratio = TIMER_PER_TSC.load(Ordering::Relaxed);
+    if ratio == 0 {
+        return;
+    }
+    EXPIRED.store(false, Ordering::Relaxed);
+    write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
+    write(REG_TIMER_INITIAL, counts(tsc_ticks, ratio));
+}
+
+/// Stops the timer.
+pub fn disarm() {
+    if TIMER_PER_TSC.load(Ordering::Relaxed) != 0 {
+        write(REG_TIMER_INITIAL, 0);
+    }
+}
+
+/// True once since the timer last fired.
+pub fn take_expired() -> bool {
+    EXPIRED.swap(false, Ordering::Relaxed)
+}
+
+/// Interrupts at unexpected vectors so far, and the last one's vector.
+pub fn unexpected() -> (u64, u8) {
+    (UNEXPECTED.load(Ordering::Relaxed), LAST_UNEXPECTED.load(Ordering::Relaxed) as u8)
+}
+
+/// The timer's interrupt (from its IDT stub, interrupts off): note it and end it.
+pub extern "C" fn timer_entry() {
+    EXPIRED.store(true, Ordering::Relaxed);
+    write(REG_EOI, 0);
+}
+
+/// An interrupt at a vector nothing expects (a device's stray MSI, a passed-through APIC's
+/// vector, ...): counted, and ended at the APIC if the APIC delivered it (its in-service bit is
+/// set; SDM vol. 3A §11.8.4), so it cannot block lower-priority interrupts. Never fatal.
+pub extern "C" fn unexpected_entry(vector: u64) {
+    let vector = vector & 0xff;
+    UNEXPECTED.fetch_add(1, Ordering::Relaxed);
+    LAST_UNEXPECTED.store(vector, Ordering::Relaxed);
+    if BASE.load(Ordering::Relaxed) != 0 {
+        let isr = read(REG_ISR + (vector / 32) * 0x10);
+        if isr & (1 << (vector % 32)) != 0 {
+            write(REG_EOI, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_counts_follow_the_measured_rate() {
+        // An APIC timer at a quarter of the TSC's rate.
+        let r = ratio(250, 1000).unwrap();
+        assert_eq!(counts(4_000_000, r), 1_000_000);
+        assert_eq!(counts(0, r), 1, "at least one count");
+        assert_eq!(counts(u64::MAX, r), u32::MAX, "clamped");
+        assert_eq!(ratio(0, 1000), None);
+        assert_eq!(ratio(1000, 0), None);
+        // Equal rates.
+        assert_eq!(counts(12_345, ratio(7, 7).unwrap()), 12_345);
+    }
+}

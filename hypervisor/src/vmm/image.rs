@@ -1,0 +1,270 @@
+//! Loading a partition's image into its RAM and the machine state it starts in, per format:
+//! our own ELF64 guests (the guest contract, `docs/guest-contract.md`), multiboot kernels
+//! (Multiboot Specification 0.6.96 §3.2) and Linux bzImages (the x86 boot protocol,
+//! `Documentation/arch/x86/boot.rst`).
+
+use super::loader::{elf, linux, multiboot};
+use super::manifest::ImageFormat;
+use super::memory::{BadAddress, GuestRam};
+use super::partition::PartitionConfig;
+use super::platform::Platform;
+use super::vcpu::{
+    ACCESS_CODE32, ACCESS_CODE64, ACCESS_DATA, ACCESS_TSS64, Gprs, InitialState, Segment, reg,
+};
+use crate::mm::addr::PAGE_SIZE_2M;
+use alloc::format;
+use alloc::string::String;
+use hvabi::start::*;
+
+/// Null, 64-bit code (0x08), data (0x10).
+const GDT: [u64; 3] = [0, 0x0020_9a00_0000_0000, 0x0000_9200_0000_0000];
+
+/// Loads `config`'s image into `ram` (guest-physical blocks `map`) and writes the boot
+/// structures its format asks for; returns the state the vCPU starts in.
+pub fn load(
+    ram: &mut GuestRam,
+    map: &[(u64, u64)],
+    id: u64,
+    config: &PartitionConfig,
+    platform: &Platform,
+) -> Result<InitialState, String> {
+    if config.format == ImageFormat::Linux {
+        return load_linux(ram, map, config, platform);
+    }
+    // Guests see their RAM from guest-physical 0; the management partition sees its RAM
+    // where it lies in host memory (identity), so device DMA needs no IOMMU. Both have
+    // their boot structures in their first MiB.
+    let span = map.last().map_or(0, |b| b.0 + b.1);
+    let image = match config.format {
+        ImageFormat::Multiboot => multiboot::parse(config.image, 0, span)
+            .map(|m| m.image)
+            .map_err(|e| format!("multiboot image: {e}")),
+        _ => elf::parse_at(config.image, 0, span).map_err(|e| {
+            let hint = if multiboot::has_header(config.image) {
+                " (it has a multiboot header: format = \"multiboot\")"
+            } else if linux::is_bzimage(config.image) {
+                " (it is a Linux bzImage: format = \"linux\")"
+            } else {
+                ""
+            };
+            format!("image: {e}{hint}")
+        }),
+    }?;
+    if let Some(s) = image.segments.iter().find(|s| s.gpa < IMAGE_MIN_GPA) {
+        return Err(format!(
+            "image: segment at {:#x} lies in the first MiB of its RAM (reserved for boot structures)",
+            s.gpa
+        ));
+    }
+    let ram_cell = core::cell::RefCell::new(&mut *ram);
+    image
+        .load_into(
+            |gpa, data| ram_cell.borrow_mut().write(gpa, data),
+            |gpa, len| ram_cell.borrow_mut().zero(gpa, len),
+        )
+        .map_err(|e| {
+            let hint = if config.management {
+                " (the management partition's RAM is the host RAM the hypervisor and the other partitions do not use: a hole is theirs)"
+            } else {
+                ""
+            };
+            format!("loading the image: {e}{hint}")
+        })?;
+    match config.format {
+        ImageFormat::Multiboot => multiboot_structures(ram, map, config, image.entry),
+        _ => boot_structures(ram, map, id, config, image.entry, platform),
+    }
+    .map_err(|e| format!("{e}"))
+}
+
+/// A Linux kernel's machine state for the 32-bit boot protocol (boot.rst, "32-bit boot
+/// protocol"): protected mode with paging off, a GDT with flat 4 GiB `__BOOT_CS` (0x10,
+/// execute/read) and `__BOOT_DS` (0x18, read/write), CS and DS/ES/SS loaded from them,
+/// ESI = the zero page (`boot_params`), EBP, EDI and EBX zero, interrupts off. The e820 map
+/// lists the partition's RAM as a PC's firmware would (the EBDA and BIOS areas reserved).
+fn load_linux(
+    ram: &mut GuestRam,
+    map: &[(u64, u64)],
+    config: &PartitionConfig,
+    platform: &Platform,
+) -> Result<InitialState, String> {
+    let image = linux::parse(config.image).map_err(|e| format!("image: {e}"))?;
+    let cmdline = linux_cmdline(&config.cmdline, platform.tsc_hz);
+    let initrd_len = config.initrd.map(|i| i.len() as u64);
+    let layout =
+        linux::plan(&image, map, initrd_len, cmdline.len()).map_err(|e| format!("image: {e}"))?;
+    // The e820 map is the PC's: the loader reserves the EBDA and BIOS areas of low memory.
+    linux::e820_map(map, &[]).map_err(|e| format!("memory map: {e}"))?;
+    linux::load(&image, &layout, config.initrd, &cmdline, map, &[], |gpa, b| ram.write(gpa, b))
+        .map_err(|e| format!("loading the image: {e}"))?;
+    /// Null, unused, `__BOOT_CS` (0x10), `__BOOT_DS` (0x18): base 0, limit 4 GiB, 4 KiB pages.
+    const GDT32: [u64; 4] = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+    for (i, d) in GDT32.iter().enumerate() {
+        ram.write_u64(GDT_GPA + 8 * i as u64, *d).map_err(|e| format!("{e}"))?;
+    }
+    let mut gprs = Gprs::default();
+    gprs.0[reg::RSI] = layout.boot_params;
+    let flat = |selector, access| Segment { selector, base: 0, limit: 0xffff_ffff, access };
+    Ok(InitialState {
+        gprs,
+        rip: layout.entry32,
+        rflags: 2,
+        cr0: 0x11, // ET | PE
+        cr3: 0,
+        cr4: 0,
+        efer: 0,
+        cs: flat(0x10, ACCESS_CODE32),
+        data: flat(0x18, ACCESS_DATA),
+        tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
+        gdt_base: GDT_GPA,
+        gdt_limit: (GDT32.len() * 8 - 1) as u16,
+    })
+}
+
+/// The command line a Linux partition gets: the manifest's, and the TSC's rate
+/// (`tsc_early_khz=`, Linux's `Documentation/admin-guide/kernel-parameters.txt`) unless it
+/// names one. A kernel calibrates its TSC against the PIT in loops that must run a few hundred
+/// nanoseconds an iteration; each PIT read is an exit, which takes longer, so the calibration
+/// fails and the kernel marks its TSC unstable. The hypervisor measured the rate at boot.
+fn linux_cmdline(given: &str, tsc_hz: u64) -> String {
+    let mut cmdline = String::from(given.trim());
+    if tsc_hz != 0 && !cmdline.split(' ').any(|w| w.starts_with("tsc_early_khz=")) {
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(&format!("tsc_early_khz={}", tsc_hz / 1000));
+    }
+    cmdline
+}
+
+/// Writes the GDT, identity page tables and start-info page (at the same offsets from the
+/// start of RAM for every partition, `docs/guest-contract.md`); returns the entry state.
+fn boot_structures(
+    ram: &mut GuestRam,
+    map: &[(u64, u64)],
+    id: u64,
+    config: &PartitionConfig,
+    entry: u64,
+    platform: &Platform,
+) -> Result<InitialState, BadAddress> {
+    let (base, size) = (0, ram.size());
+    for (i, d) in GDT.iter().enumerate() {
+        ram.write_u64(base + GDT_GPA + 8 * i as u64, *d)?;
+    }
+    // Guests: RAM from 0 in one page directory. Management: the first 4 GiB identity in
+    // four, so it can reach its RAM and the devices it owns (EPT decides what is there).
+    let (pml4, pdpt, pd) = (base + PML4_GPA, base + PML4_GPA + 0x1000, base + PML4_GPA + 0x2000);
+    let (directories, mapped) = if config.management { (4, 4 << 30) } else { (1, size) };
+    ram.write_u64(pml4, pdpt | 3)?;
+    for d in 0..directories {
+        ram.write_u64(pdpt + 8 * d, (pd + 0x1000 * d) | 3)?;
+    }
+    for i in 0..mapped / PAGE_SIZE_2M {
+        ram.write_u64(pd + 8 * i, (i * PAGE_SIZE_2M) | 0x83)?;
+    }
+    let start_info = if config.management { MGMT_START_INFO_GPA } else { START_INFO_GPA };
+    let mut info = StartInfo {
+        magic: START_MAGIC,
+        partition_id: id,
+        ram_size: size,
+        name_len: 0,
+        name: [0; 32],
+        cmdline_len: 0,
+        cmdline: [0; 256],
+        hv_start_tsc: platform.start_tsc,
+    };
+    let n = config.name.len().min(32);
+    info.name[..n].copy_from_slice(&config.name.as_bytes()[..n]);
+    info.name_len = n as u64;
+    let c = config.cmdline.len().min(256);
+    info.cmdline[..c].copy_from_slice(&config.cmdline.as_bytes()[..c]);
+    info.cmdline_len = c as u64;
+    // SAFETY: StartInfo is repr(C) plain data; viewing it as bytes is sound.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            core::ptr::from_ref(&info).cast::<u8>(),
+            core::mem::size_of::<StartInfo>(),
+        )
+    };
+    ram.write(start_info, bytes)?;
+
+    // The stack at the top of RAM (the management partition: of its highest block below
+    // 4 GiB, which its page tables reach).
+    let top = map.iter().map(|&(gpa, len)| gpa + len).filter(|&end| end <= 1 << 32).max();
+    let mut gprs = Gprs::default();
+    gprs.0[reg::RSP] = top.unwrap_or(size) - STACK_GAP;
+    gprs.0[reg::RDI] = start_info;
+    let flat = |selector, access| Segment { selector, base: 0, limit: 0xffff_ffff, access };
+    Ok(InitialState {
+        gprs,
+        rip: entry,
+        rflags: 2,
+        cr0: 0x8001_0033, // PG | WP | NE | ET | MP | PE
+        cr3: pml4,
+        cr4: 0x20,   // PAE
+        efer: 0xd00, // NXE | LMA | LME
+        cs: flat(CODE_SELECTOR, ACCESS_CODE64),
+        data: flat(DATA_SELECTOR, ACCESS_DATA),
+        tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
+        gdt_base: base + GDT_GPA,
+        gdt_limit: (GDT.len() * 8 - 1) as u16,
+    })
+}
+
+/// A multiboot kernel's machine state (Multiboot Specification §3.2): 32-bit protected
+/// mode with paging off, flat 4 GiB segments from a GDT of our own (the kernel loads its
+/// own before it reloads a selector), EAX = the boot magic, EBX = the information
+/// structure, interrupts off.
+fn multiboot_structures(
+    ram: &mut GuestRam,
+    map: &[(u64, u64)],
+    config: &PartitionConfig,
+    entry: u64,
+) -> Result<InitialState, BadAddress> {
+    /// Null, 32-bit code (0x08), data (0x10): base 0, limit 4 GiB, granularity 4 KiB.
+    const GDT32: [u64; 3] = [0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+    let base = 0;
+    for (i, d) in GDT32.iter().enumerate() {
+        ram.write_u64(base + GDT_GPA + 8 * i as u64, *d)?;
+    }
+    let info = multiboot::write_info(|gpa, b| ram.write(gpa, b), base, map, &config.cmdline)?;
+    let mut gprs = Gprs::default();
+    gprs.0[reg::RAX] = u64::from(multiboot::BOOT_MAGIC);
+    gprs.0[reg::RBX] = info;
+    // The specification leaves ESP undefined; give the kernel a usable one anyway.
+    gprs.0[reg::RSP] = base + 0x7_fff0;
+    let flat = |selector, access| Segment { selector, base: 0, limit: 0xffff_ffff, access };
+    Ok(InitialState {
+        gprs,
+        rip: entry,
+        rflags: 2,
+        cr0: 0x11, // ET | PE
+        cr3: 0,
+        cr4: 0,
+        efer: 0,
+        cs: flat(CODE_SELECTOR, ACCESS_CODE32),
+        data: flat(DATA_SELECTOR, ACCESS_DATA),
+        tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
+        gdt_base: base + GDT_GPA,
+        gdt_limit: (GDT32.len() * 8 - 1) as u16,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_gets_the_tsc_rate_unless_it_names_one() {
+        assert_eq!(
+            linux_cmdline("console=ttyS0", 2_604_413_000),
+            "console=ttyS0 tsc_early_khz=2604413"
+        );
+        assert_eq!(linux_cmdline("", 4_016_000), "tsc_early_khz=4016");
+        assert_eq!(
+            linux_cmdline("tsc_early_khz=1000 quiet", 4_016_000),
+            "tsc_early_khz=1000 quiet"
+        );
+        assert_eq!(linux_cmdline("quiet", 0), "quiet", "not measured: nothing added");
+    }
+}

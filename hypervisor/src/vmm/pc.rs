@@ -1,0 +1,101 @@
+//! The PC a stock kernel expects, beside every guest partition's UART and 8259 pair: the 8254
+//! PIT with port 0x61 (its channel 0 on IRQ 0), the MC146818 RTC and CMOS at 0x70/0x71 (IRQ 8),
+//! running on the host's TSC and wall clock (`Platform`); system control port A (0x92, fast
+//! reset), PCI configuration ports that find no devices (0xCF8-0xCFF, with the reset control
+//! register 0xCF9) and the POST port 0x80 that kernels write for I/O delays.
+
+use super::bus::Bus;
+use super::platform::{HostClock, Platform};
+use crate::devices::clock::Clock;
+use crate::devices::pcmisc::{PciNone, PostPort, SysCtlA};
+use crate::devices::pic8259::PicPair;
+use crate::devices::pit8254::{Pit, PitPort61};
+use crate::devices::rtc::Rtc;
+use crate::devices::shared::{Shared, shared};
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+
+/// A guest partition's PC devices, shared with its port bus.
+pub struct PcDevices {
+    pit: Shared<Pit>,
+    rtc: Shared<Rtc>,
+    sysctl: Shared<SysCtlA>,
+    pci: Shared<PciNone>,
+    /// PIT periods that ended and whose IRQ 0 is not raised yet (at most [`MAX_LOST_TICKS`]).
+    lost_ticks: core::cell::Cell<u64>,
+}
+
+/// PIT ticks kept for delivery after the guest could not take them (it was descheduled, or
+/// still in its handler): a kernel that counts timer interrupts (jiffies) then keeps time, as
+/// KVM's PIT re-injection does. Beyond this many, the rest are dropped.
+const MAX_LOST_TICKS: u64 = 1000;
+
+impl PcDevices {
+    /// Makes the devices for a partition with `ram_bytes` of RAM from guest-physical 0 and
+    /// attaches them to its port bus.
+    pub fn attach(io: &mut Bus, platform: &Platform, ram_bytes: u64) -> Self {
+        let clock: Rc<dyn Clock> = Rc::new(HostClock { hz: platform.tsc_hz_or_nominal() });
+        let pit = shared(Pit::new(clock.clone()));
+        io.attach(0x40..0x44, Box::new(pit.clone()));
+        io.attach(0x61..0x62, Box::new(PitPort61(pit.clone())));
+        // The RTC's date: the host's, as read at boot (1970 where it held none).
+        let (tsc, unix) = platform.wall_clock.unwrap_or((platform.start_tsc, 0));
+        let mut rtc = Rtc::new(clock, unix, tsc);
+        // CMOS memory sizes as a PC BIOS leaves them: base, 1-16 MiB and above 16 MiB, KiB.
+        let kib = ram_bytes >> 10;
+        rtc.set_memory_sizes(
+            640,
+            kib.saturating_sub(1024).min(15 << 10),
+            kib.saturating_sub(16 << 10),
+        );
+        let rtc = shared(rtc);
+        io.attach(0x70..0x72, Box::new(rtc.clone()));
+        let sysctl = shared(SysCtlA::new());
+        io.attach(0x92..0x93, Box::new(sysctl.clone()));
+        let pci = shared(PciNone::new());
+        io.attach(0xcf8..0xd00, Box::new(pci.clone()));
+        io.attach(0x80..0x81, Box::new(PostPort::new()));
+        Self { pit, rtc, sysctl, pci, lost_ticks: core::cell::Cell::new(0) }
+    }
+
+    /// True once after the guest asked for a reset (port 0x92 bit 0, or 0xCF9 bit 2).
+    pub fn reset_requested(&self) -> bool {
+        let a = self.sysctl.borrow_mut().reset_requested();
+        let b = self.pci.borrow_mut().reset_requested();
+        a || b
+    }
+
+    /// Raises the devices' interrupts at `pic`: an IRQ 0 edge for each PIT period that ended,
+    /// one at a time (the next once the guest took the last), and IRQ 8 at the RTC's level.
+    pub fn tick(&self, pic: &mut PicPair) {
+        let edges = self.pit.borrow_mut().irq0_edges();
+        let lost = (self.lost_ticks.get() + edges).min(MAX_LOST_TICKS);
+        if lost > 0 && !pic.requested(0) {
+            pic.set_irq(0, true);
+            pic.set_irq(0, false);
+            self.lost_ticks.set(lost - 1);
+        } else {
+            self.lost_ticks.set(lost);
+        }
+        let irq8 = self.rtc.borrow_mut().irq8_pending();
+        pic.set_irq(8, irq8);
+    }
+
+    /// True when a device will raise an interrupt on a line unmasked in `unmasked` (the PIC
+    /// pair's unmasked IRQ lines).
+    pub fn can_wake(&self, unmasked: u16) -> bool {
+        (unmasked & 1 != 0
+            && (self.lost_ticks.get() > 0 || self.pit.borrow().next_irq0_deadline().is_some()))
+            || (unmasked & (1 << 8) != 0 && self.rtc.borrow().next_irq8_deadline().is_some())
+    }
+
+    /// The TSC at which a device next raises an interrupt by itself.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let pit = self.pit.borrow().next_irq0_deadline();
+        let rtc = self.rtc.borrow().next_irq8_deadline();
+        match (pit, rtc) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
