@@ -119,7 +119,11 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
     let ram_end = info.usable.as_slice().iter().map(|r| r.end).max().unwrap_or(0);
     match paging::install(&mut frames, phys_offset, ram_end, cpu.gib_pages, info.keep_high_half) {
         Ok(tables) => {
-            info!("own page tables live: {tables} table pages, all physical memory identity-mapped")
+            info!(
+                "own page tables live: {tables} table pages, all physical memory identity-mapped"
+            );
+            // The APIC's page is reachable now: its timer counts beside the PIT calibration.
+            crate::arch::x86::lapic::init();
         }
         Err(e) => {
             error!("building the hypervisor's page tables failed: {e:?}");

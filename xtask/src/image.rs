@@ -248,7 +248,8 @@ fn grub_cfg(cmdline: &str, modules: &[Module]) -> String {
     let mut cfg = String::from("set timeout=0\nset default=0\n\nmenuentry \"microhv\" {\n");
     let _ = writeln!(cfg, "    multiboot /boot/hv.elf {}", args.join(" "));
     for m in modules {
-        let _ = writeln!(cfg, "    module /boot/{0} {0}", m.name);
+        // --nounzip: GRUB would otherwise decompress a gzip module (an initrd) on the way.
+        let _ = writeln!(cfg, "    module --nounzip /boot/{0} {0}", m.name);
     }
     cfg.push_str("    boot\n}\n");
     cfg
@@ -333,7 +334,7 @@ mod tests {
         let modules = [Module { name: "probe".into(), path: "/x/probe".into() }];
         let cfg = grub_cfg("loglevel=debug  x;y it's", &modules);
         assert!(cfg.contains(r"multiboot /boot/hv.elf loglevel=debug 'x;y' 'it'\''s'"));
-        assert!(cfg.contains("module /boot/probe probe\n"));
+        assert!(cfg.contains("module --nounzip /boot/probe probe\n"));
         assert!(cfg.starts_with("set timeout=0\n"));
     }
 

@@ -101,10 +101,12 @@ fn hex_name<'a>(buf: &'a mut [u8; 24], prefix: &'a str, n: u32) -> &'a str {
 
 fn ports(c: &mut Checks) {
     // Writes first, the dangerous ones included: each would reset or stop the machine if it
-    // reached hardware (keyboard-controller reset, reset control, fast reset, the emulators'
-    // exit ports), or reprogram the PIC, PIT, CMOS or PCI configuration. The PIC ports reach
-    // this partition's own virtual 8259 pair (so they are not read back as absent below); the
-    // host's stays the hypervisor's, which the neighbour's run and the power-off show.
+    // reached hardware (keyboard-controller reset, the emulators' exit ports), or reprogram the
+    // PIC, PIT, CMOS or PCI configuration. The PIC, PIT, CMOS, port 0x92 and PCI configuration
+    // ports reach this partition's own virtual PC (so they are not read back as absent below;
+    // its reset controls, 0x92 bit 0 and 0xcf9 bit 2, would reset this partition, as on a PC,
+    // so those bits are left alone); the host's devices stay the hypervisor's, which the
+    // neighbour's run and the power-off show.
     // SAFETY: none of these ports is given to a partition: writes must be ignored.
     unsafe {
         outb(0x20, 0x11);
@@ -121,14 +123,14 @@ fn ports(c: &mut Checks) {
         }
         outb(0x60, 0xf4);
         outb(0x64, 0xfe);
-        outb(0xcf9, 0x06);
-        outb(0x92, 0x01);
+        outb(0xcf9, 0x02);
+        outb(0x92, 0x02);
         outb(QEMU_EXIT_PORT, QEMU_EXIT_FAILURE as u8);
         for b in b"Shutdown" {
             outb(BOCHS_SHUTDOWN_PORT, *b);
         }
     }
-    let byte_ports: [u16; 17] = [
+    let byte_ports: [u16; 13] = [
         0x1f0,
         0x1f1,
         0x1f2,
@@ -139,10 +141,6 @@ fn ports(c: &mut Checks) {
         0x1f7,
         0x60,
         0x64,
-        0x40,
-        0x71,
-        0x92,
-        0xcf9,
         QEMU_EXIT_PORT,
         BOCHS_SHUTDOWN_PORT,
         0x2f8,
@@ -153,11 +151,16 @@ fn ports(c: &mut Checks) {
         let v = unsafe { inb(port) };
         c.check_eq(hex_name(&mut name, "port-", u32::from(port)), v, 0xff);
     }
-    for port in [0xcf8u16, 0xcfc] {
-        // SAFETY: as above.
-        let v = unsafe { inl(port) };
-        c.check_eq(hex_name(&mut name, "port32-", u32::from(port)), v, 0xffff_ffff);
-    }
+    // SAFETY: as above: the PCI configuration data port of a PC without PCI devices.
+    let v = unsafe { inl(0xcfc) };
+    c.check_eq(hex_name(&mut name, "port32-", 0xcfc), v, 0xffff_ffff);
+    // Its own virtual PC: the PCI address register holds what it wrote, port 0x92 its A20 bit,
+    // and CMOS register 0x0f (the index written above, NMI bit aside) the firmware's 0.
+    // SAFETY: the partition's own virtual devices; reads change nothing.
+    let (address, sysctl, cmos) = unsafe { (inl(0xcf8), inb(0x92), inb(0x71)) };
+    c.check_eq("own-pci-address", address, 0x8000_0000);
+    c.check_eq("own-port-0x92", sysctl, 0x02);
+    c.check_eq("own-cmos-0x0f", cmos, 0x00);
 }
 
 /// Runs one instruction (the `asm!` arguments) and checks it raised #UD.

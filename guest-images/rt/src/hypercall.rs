@@ -226,6 +226,8 @@ pub enum RequestError {
     Image,
     /// The command line is longer than 128 bytes.
     Cmdline,
+    /// The initrd's name (after `+`) is empty or longer than 32 bytes.
+    Initrd,
 }
 
 impl fmt::Display for RequestError {
@@ -234,12 +236,14 @@ impl fmt::Display for RequestError {
             Self::Name => "the name must be 1..=31 bytes",
             Self::Image => "the image name must be 1..=32 bytes",
             Self::Cmdline => "the command line must be at most 128 bytes",
+            Self::Initrd => "the initrd name after + must be 1..=32 bytes",
         })
     }
 }
 
 /// A [`CreateRequest`] for [`partition_create`]; checks only that the strings fit (the
-/// hypervisor checks the rest: characters, uniqueness, the image, the memory size).
+/// hypervisor checks the rest: characters, uniqueness, the image, the memory size). `image`
+/// may name an initial RAM disk after a `+` (`vmlinuz+initrd.gz`, a Linux image).
 pub fn create_request(
     name: &str,
     image: &str,
@@ -252,9 +256,27 @@ pub fn create_request(
         Some((out, s.len() as u64))
     }
     let (name, name_len) = fill(name, 31).filter(|&(_, n)| n > 0).ok_or(RequestError::Name)?;
+    let (image, initrd) = match image.split_once('+') {
+        Some((image, initrd)) => (image, Some(initrd)),
+        None => (image, None),
+    };
     let (image, image_len) = fill(image, 32).filter(|&(_, n)| n > 0).ok_or(RequestError::Image)?;
+    let (initrd, initrd_len) = match initrd {
+        Some(i) => fill(i, 32).filter(|&(_, n)| n > 0).ok_or(RequestError::Initrd)?,
+        None => ([0; 32], 0),
+    };
     let (cmdline, cmdline_len) = fill(cmdline, 128).ok_or(RequestError::Cmdline)?;
-    Ok(CreateRequest { name, name_len, image, image_len, cmdline, cmdline_len, memory_mib })
+    Ok(CreateRequest {
+        name,
+        name_len,
+        image,
+        image_len,
+        cmdline,
+        cmdline_len,
+        memory_mib,
+        initrd,
+        initrd_len,
+    })
 }
 
 /// The name in a [`PartitionInfo`] record (`"?"` when it is not valid UTF-8).

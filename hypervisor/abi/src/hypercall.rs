@@ -103,13 +103,17 @@ pub struct CreateRequest {
     /// New partition's name (unique, `[a-z0-9_-]`, 1..=31 bytes) and its length.
     pub name: [u8; 32],
     pub name_len: u64,
-    /// The boot module holding its image (an `elf64` guest).
+    /// The boot module holding its image: an ELF64 guest, a Linux bzImage or a multiboot
+    /// kernel (the hypervisor tells them apart by their headers).
     pub image: [u8; 32],
     pub image_len: u64,
     pub cmdline: [u8; 128],
     pub cmdline_len: u64,
     /// RAM in MiB (even, 2..=1024).
     pub memory_mib: u64,
+    /// The boot module holding a Linux image's initial RAM disk (`initrd_len` 0: none).
+    pub initrd: [u8; 32],
+    pub initrd_len: u64,
 }
 
 /// Names of the exit kinds counted in [`StatsRecord::exits`], by index.

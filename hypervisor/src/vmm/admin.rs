@@ -165,6 +165,7 @@ impl Machine<'_> {
         let name = text(&req.name, req.name_len)?;
         let image_name = text(&req.image, req.image_len)?;
         let cmdline = text(&req.cmdline, req.cmdline_len)?;
+        let initrd_name = text(&req.initrd, req.initrd_len)?;
         if !valid_name(name) || self.parts.iter().any(|p| p.name == name) {
             return Err(Status::InvalidArgument);
         }
@@ -172,19 +173,35 @@ impl Machine<'_> {
             return Err(Status::InvalidArgument);
         }
         let image = self.module(image_name).ok_or(Status::NotFound)?;
+        use super::manifest::ImageFormat;
+        // ELF64 (our guests) and Linux bzImages say what they are; anything else is tried as a
+        // multiboot kernel.
+        let format = if image.get(..5) == Some(b"\x7fELF\x02") {
+            ImageFormat::Elf64
+        } else if super::loader::linux::is_bzimage(image) {
+            ImageFormat::Linux
+        } else {
+            ImageFormat::Multiboot
+        };
+        let initrd = match initrd_name {
+            "" => None,
+            _ if format != ImageFormat::Linux => {
+                crate::println!(
+                    "hypervisor: creating partition {name}: an initrd is for Linux images; `{image_name}` is {}",
+                    format.as_str()
+                );
+                return Err(Status::InvalidArgument);
+            }
+            n => Some(self.module(n).ok_or(Status::NotFound)?),
+        };
         let config = PartitionConfig {
             name: String::from(name),
             image,
-            // Our guests are ELF64; anything else is tried as a multiboot kernel.
-            format: if image.get(..5) == Some(b"\x7fELF\x02") {
-                super::manifest::ImageFormat::Elf64
-            } else {
-                super::manifest::ImageFormat::Multiboot
-            },
+            format,
             memory: req.memory_mib << 20,
             cmdline: String::from(cmdline),
             expect: super::manifest::Expect::Exit,
-            initrd: None,
+            initrd,
             on_stop: super::manifest::OnStop::Destroy,
             management: false,
             keep_free: 0,

@@ -56,36 +56,7 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
     p.last_exits.push(p.vcpu.rip(), exit);
     profile::mark(Stage::LastExits);
     match exit {
-        VmExit::Cpuid => {
-            let g = p.vcpu.gprs();
-            let (leaf, sub) = (g.0[reg::RAX] as u32, g.0[reg::RCX] as u32);
-            let h = core::arch::x86_64::__cpuid_count(leaf, sub);
-            let osxsave = p.vcpu.cr(4) & CR4_OSXSAVE != 0;
-            let r = guest_cpuid(
-                leaf,
-                sub,
-                Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx },
-                osxsave,
-            );
-            let g = p.vcpu.gprs();
-            g.0[reg::RAX] = u64::from(r.eax);
-            g.0[reg::RBX] = u64::from(r.ebx);
-            g.0[reg::RCX] = u64::from(r.ecx);
-            g.0[reg::RDX] = u64::from(r.edx);
-            let decoded = p.vcpu.next_rip().is_none();
-            let flow = skip(p);
-            if decoded && let Some(c) = p.insn_cache {
-                let host = p.ram.host_addr(c.gpa, u64::from(c.len));
-                p.vcpu.set_cpuid_site(host.map(|host| CpuidSite {
-                    rip: c.rip,
-                    cr3: c.cr3,
-                    host,
-                    len: c.len,
-                    bytes: c.bytes,
-                }));
-            }
-            flow
-        }
+        VmExit::Cpuid => cpuid(p),
         VmExit::Rdmsr => rdmsr(p),
         VmExit::Wrmsr => wrmsr(p),
         VmExit::CrAccess { cr, write, gpr } => cr_access(p, cr, write, gpr),
@@ -159,6 +130,36 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
             Flow::Stopped
         }
     }
+}
+
+/// A CPUID the fast path left (out of line: `guest_cpuid` is inlined, and the exits that are
+/// not CPUID should not pay for its size in [`handle`]).
+#[inline(never)]
+fn cpuid(p: &mut Partition) -> Flow {
+    let g = p.vcpu.gprs();
+    let (leaf, sub) = (g.0[reg::RAX] as u32, g.0[reg::RCX] as u32);
+    let h = core::arch::x86_64::__cpuid_count(leaf, sub);
+    let osxsave = p.vcpu.cr(4) & CR4_OSXSAVE != 0;
+    let r =
+        guest_cpuid(leaf, sub, Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx }, osxsave);
+    let g = p.vcpu.gprs();
+    g.0[reg::RAX] = u64::from(r.eax);
+    g.0[reg::RBX] = u64::from(r.ebx);
+    g.0[reg::RCX] = u64::from(r.ecx);
+    g.0[reg::RDX] = u64::from(r.edx);
+    let decoded = p.vcpu.next_rip().is_none();
+    let flow = skip(p);
+    if decoded && let Some(c) = p.insn_cache {
+        let host = p.ram.host_addr(c.gpa, u64::from(c.len));
+        p.vcpu.set_cpuid_site(host.map(|host| CpuidSite {
+            rip: c.rip,
+            cr3: c.cr3,
+            host,
+            len: c.len,
+            bytes: c.bytes,
+        }));
+    }
+    flow
 }
 
 /// Prints the partition's last exits (oldest first), repeats folded.
@@ -429,6 +430,9 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         return Flow::Stopped;
     }
     let port = u64::from(io.port);
+    if let Some(pc) = &p.pc {
+        pc.touched();
+    }
     // The partition's own 8259 pair (byte registers), else its port bus.
     let pic = matches!(io.port, 0x20 | 0x21 | 0xa0 | 0xa1) && io.size == 1;
     if !pic && !p.io.claims(port) {

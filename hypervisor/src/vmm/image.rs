@@ -88,11 +88,11 @@ fn load_linux(
     config: &PartitionConfig,
     platform: &Platform,
 ) -> Result<InitialState, String> {
-    let image = linux::parse(config.image).map_err(|e| format!("image: {e}"))?;
+    let image = linux::parse(config.image).map_err(|e| linux_error(&e))?;
     let cmdline = linux_cmdline(&config.cmdline, platform.tsc_hz);
     let initrd_len = config.initrd.map(|i| i.len() as u64);
     let layout =
-        linux::plan(&image, map, initrd_len, cmdline.len()).map_err(|e| format!("image: {e}"))?;
+        linux::plan(&image, map, initrd_len, cmdline.len()).map_err(|e| linux_error(&e))?;
     // The e820 map is the PC's: the loader reserves the EBDA and BIOS areas of low memory.
     linux::e820_map(map, &[]).map_err(|e| format!("memory map: {e}"))?;
     linux::load(&image, &layout, config.initrd, &cmdline, map, &[], |gpa, b| ram.write(gpa, b))
@@ -119,6 +119,20 @@ fn load_linux(
         gdt_base: GDT_GPA,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
     })
+}
+
+/// A Linux loader's refusal, naming the manifest field it is about.
+fn linux_error(e: &linux::LinuxError) -> String {
+    use linux::LinuxError as E;
+    let field = match e {
+        E::CmdlineTooLong { .. } => "cmdline",
+        E::InitrdTooLarge { .. } => "initrd",
+        E::RamTooSmall { .. } | E::LowRamMissing { .. } | E::FixedAddressNotInRam { .. } => {
+            "memory"
+        }
+        _ => "image",
+    };
+    format!("field {field}: {e}")
 }
 
 /// The command line a Linux partition gets: the manifest's, and the TSC's rate

@@ -167,8 +167,14 @@ impl<'a> Machine<'a> {
             {
                 let flow = run_slice(&mut self.parts[i]);
                 self.parts[i].drain_devices();
-                // A prompt or an echoed key shows at once, not when its line ends.
-                self.parts[i].show_partial_line();
+                // The focused partition's prompt or echoed key shows at once once it waits
+                // (halted, for a key or a timer), not when its line ends. A slice that ends
+                // mid-line otherwise keeps the line whole: a partition still printing, or
+                // another's output, must not split it.
+                let p = &mut self.parts[i];
+                if self.focus == Focus::Partition(p.id) && matches!(p.state, State::Halted { .. }) {
+                    p.show_partial_line();
+                }
                 if let Flow::Admin(call) = flow {
                     self.admin(i, call);
                     continue; // the caller keeps the CPU
@@ -303,10 +309,16 @@ impl<'a> Machine<'a> {
         };
         match self.focus {
             Focus::Hypervisor => println!("hypervisor: console: debug keys (h for help)"),
-            Focus::Partition(id) => println!(
-                "hypervisor: console: input to {}",
-                super::admin::describe(&self.parts, id)
-            ),
+            Focus::Partition(id) => {
+                println!(
+                    "hypervisor: console: input to {}",
+                    super::admin::describe(&self.parts, id)
+                );
+                // Its prompt, if it waits at one.
+                if let Some(p) = self.parts.iter_mut().find(|p| p.id == id) {
+                    p.show_partial_line();
+                }
+            }
         }
     }
 

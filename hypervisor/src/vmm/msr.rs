@@ -371,6 +371,50 @@ mod tests {
         assert_eq!(SoftMsrs::default().get(0), MTRR_DEF_TYPE_RESET);
     }
 
+    /// The rule that ties this list to `vmm/cpuid.rs`: with every host feature present, each
+    /// MSR the guest's CPUID still announces is placed, and the MSRs of hidden features are not.
+    #[test]
+    fn cpuid_and_allow_list_agree() {
+        use super::super::cpuid::{Regs, guest_cpuid};
+        let all = Regs { eax: u32::MAX, ebx: u32::MAX, ecx: u32::MAX, edx: u32::MAX };
+        let q = |leaf, sub| guest_cpuid(leaf, sub, all, false);
+        let (l1, l7, la, ld1) = (q(1, 0), q(7, 0), q(0xa, 0), q(0xd, 1));
+        let (x1, x8) = (q(0x8000_0001, 0), q(0x8000_0008, 0));
+        let has = |r: u32, b: u32| r & (1 << b) != 0;
+        for vendor in [Vendor::Intel, Vendor::Amd] {
+            let amd = vendor == Vendor::Amd;
+            let claims: &[(bool, &[u32], &str)] = &[
+                (has(l1.edx, 14), &[IA32_MCG_CAP, IA32_MCG_STATUS], "MCA"),
+                (has(l1.edx, 12), &[IA32_MTRRCAP, IA32_MTRR_DEF_TYPE], "MTRR"),
+                (has(l1.edx, 16), &[IA32_PAT], "PAT"),
+                (has(l1.edx, 11), &[IA32_SYSENTER_CS, IA32_SYSENTER_ESP, IA32_SYSENTER_EIP], "SEP"),
+                (has(l1.edx, 9), &[IA32_APIC_BASE], "APIC"),
+                (has(l1.edx, 4), &[IA32_TSC], "TSC"),
+                (has(x1.edx, 11), &[IA32_STAR, IA32_LSTAR, IA32_CSTAR, IA32_FMASK], "SYSCALL"),
+                (has(x1.edx, 29), &[IA32_FS_BASE, IA32_GS_BASE, IA32_KERNEL_GS_BASE], "LM"),
+                (has(l1.ecx, 24), &[0x6e0], "TSC deadline"),
+                (has(l1.ecx, 15), &[0x345], "PDCM"),
+                (has(l1.edx, 21), &[0x600], "DS"),
+                (has(l7.ebx, 1), &[0x3b], "TSC_ADJUST"),
+                (has(l7.edx, 26) || has(x8.ebx, 14) || has(x8.ebx, 24), &[0x48], "SPEC_CTRL"),
+                (has(l7.edx, 29), &[0x10a], "ARCH_CAPABILITIES"),
+                (has(l7.edx, 20) || has(l7.ecx, 7), &[0x6a2, 0x6a0], "CET"),
+                (la.eax & 0xff != 0, &[0xc1, 0x186, 0x38f], "PMU"),
+                (has(x1.edx, 27) || has(l7.ecx, 22), &[IA32_TSC_AUX], "RDTSCP/RDPID"),
+                (has(ld1.eax, 3), &[0xda0], "XSAVES"),
+                (has(ld1.eax, 4), &[0x1c4], "XFD"),
+                (has(x1.ecx, 23), &[0xc001_0200], "PERFCTR_CORE"),
+                (has(x1.ecx, 9), &[0xc001_0140], "OSVW"),
+                (amd, &[AMD_PERF_EVTSEL0, AMD_PERF_CTR0 + 3, AMD_HWCR], "AMD"),
+            ];
+            for &(claimed, msrs, feature) in claims {
+                for &m in msrs {
+                    assert_eq!(place(m, vendor).is_some(), claimed, "{vendor:?} {feature} {m:#x}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn efer_rules() {
         let lma_on = 0xd00;

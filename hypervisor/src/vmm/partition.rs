@@ -407,7 +407,7 @@ impl Partition {
             self.vectors.set(vector);
         }
         if let Some(pc) = &self.pc {
-            pc.tick(&mut self.pic);
+            pc.tick(now, &mut self.pic);
         }
     }
 

@@ -23,6 +23,9 @@ pub struct PcDevices {
     pci: Shared<PciNone>,
     /// PIT periods that ended and whose IRQ 0 is not raised yet (at most [`MAX_LOST_TICKS`]).
     lost_ticks: core::cell::Cell<u64>,
+    /// The TSC before which [`PcDevices::tick`] has nothing to do (0: look now). The exit path
+    /// runs `tick` before every entry; this keeps it to one comparison.
+    due: core::cell::Cell<u64>,
 }
 
 /// PIT ticks kept for delivery after the guest could not take them (it was descheduled, or
@@ -35,6 +38,16 @@ impl PcDevices {
     /// attaches them to its port bus.
     pub fn attach(io: &mut Bus, platform: &Platform, ram_bytes: u64) -> Self {
         let clock: Rc<dyn Clock> = Rc::new(HostClock { hz: platform.tsc_hz_or_nominal() });
+        Self::attach_with(io, clock, platform, ram_bytes)
+    }
+
+    /// [`PcDevices::attach`] with the clock given (host tests use a manual one).
+    fn attach_with(
+        io: &mut Bus,
+        clock: Rc<dyn Clock>,
+        platform: &Platform,
+        ram_bytes: u64,
+    ) -> Self {
         let pit = shared(Pit::new(clock.clone()));
         io.attach(0x40..0x44, Box::new(pit.clone()));
         io.attach(0x61..0x62, Box::new(PitPort61(pit.clone())));
@@ -55,7 +68,19 @@ impl PcDevices {
         let pci = shared(PciNone::new());
         io.attach(0xcf8..0xd00, Box::new(pci.clone()));
         io.attach(0x80..0x81, Box::new(PostPort::new()));
-        Self { pit, rtc, sysctl, pci, lost_ticks: core::cell::Cell::new(0) }
+        Self {
+            pit,
+            rtc,
+            sysctl,
+            pci,
+            lost_ticks: core::cell::Cell::new(0),
+            due: core::cell::Cell::new(0),
+        }
+    }
+
+    /// The guest accessed a port of the bus: a device's deadlines or levels may have changed.
+    pub fn touched(&self) {
+        self.due.set(0);
     }
 
     /// True once after the guest asked for a reset (port 0x92 bit 0, or 0xCF9 bit 2).
@@ -67,7 +92,10 @@ impl PcDevices {
 
     /// Raises the devices' interrupts at `pic`: an IRQ 0 edge for each PIT period that ended,
     /// one at a time (the next once the guest took the last), and IRQ 8 at the RTC's level.
-    pub fn tick(&self, pic: &mut PicPair) {
+    pub fn tick(&self, now: u64, pic: &mut PicPair) {
+        if now < self.due.get() {
+            return;
+        }
         let edges = self.pit.borrow_mut().irq0_edges();
         let lost = (self.lost_ticks.get() + edges).min(MAX_LOST_TICKS);
         if lost > 0 && !pic.requested(0) {
@@ -79,6 +107,11 @@ impl PcDevices {
         }
         let irq8 = self.rtc.borrow_mut().irq8_pending();
         pic.set_irq(8, irq8);
+        // With ticks still to deliver, look again at the next entry (the guest may have taken
+        // the last one); else at the next deadline.
+        let due =
+            if self.lost_ticks.get() > 0 { 0 } else { self.next_deadline().unwrap_or(u64::MAX) };
+        self.due.set(due);
     }
 
     /// True when a device will raise an interrupt on a line unmasked in `unmasked` (the PIC
@@ -97,5 +130,91 @@ impl PcDevices {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::clock::ManualClock;
+
+    const HZ: u64 = 1_193_182_000; // a TSC at 1000 PIT ticks per PIT tick: whole numbers
+
+    fn machine() -> (Rc<ManualClock>, Bus, PcDevices, PicPair) {
+        let clock = Rc::new(ManualClock::new(HZ));
+        let mut io = Bus::default();
+        let platform = Platform { wall_clock: Some((0, 1_796_393_373)), ..Platform::default() };
+        let pc = PcDevices::attach_with(&mut io, clock.clone(), &platform, 64 << 20);
+        // Channel 0, lobyte/hibyte, mode 2, a period of 100 PIT ticks.
+        io.write(0x43, 1, 0x34);
+        io.write(0x40, 1, 100);
+        io.write(0x40, 1, 0);
+        pc.touched();
+        // The master 8259 as a kernel sets it up: ICW1-4, vectors from 0x20, nothing masked.
+        let mut pic = PicPair::default();
+        for (port, v) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, 0x00)] {
+            pic.write(port, v);
+        }
+        (clock, io, pc, pic)
+    }
+
+    #[test]
+    fn lost_ticks_come_one_at_a_time() {
+        let (clock, _io, pc, mut pic) = machine();
+        // Three periods pass while the guest cannot take the interrupt.
+        clock.advance(1000 * 302);
+        pc.tick(clock.now(), &mut pic);
+        assert!(pic.requested(0), "the first tick is raised");
+        assert_eq!(pc.lost_ticks.get(), 2, "the others wait");
+        pc.tick(clock.now(), &mut pic);
+        assert_eq!(pc.lost_ticks.get(), 2, "not raised again while the first waits");
+        // The guest takes it: the next comes at the next look.
+        assert_eq!(pic.acknowledge(), 0x20);
+        pc.tick(clock.now(), &mut pic);
+        assert!(pic.requested(0));
+        assert_eq!(pc.lost_ticks.get(), 1);
+    }
+
+    #[test]
+    fn lost_ticks_are_capped() {
+        let (clock, _io, pc, mut pic) = machine();
+        clock.advance(1000 * 100 * (MAX_LOST_TICKS + 500));
+        pc.tick(clock.now(), &mut pic);
+        assert_eq!(pc.lost_ticks.get(), MAX_LOST_TICKS - 1);
+    }
+
+    #[test]
+    fn nothing_to_do_before_the_deadline() {
+        let (clock, _io, pc, mut pic) = machine();
+        pc.tick(clock.now(), &mut pic);
+        let deadline = pc.next_deadline().expect("the PIT runs");
+        assert!(deadline > clock.now());
+        assert_eq!(pc.due.get(), deadline);
+        assert!(pc.can_wake(0xffff));
+        assert!(!pc.can_wake(!0x101), "IRQ 0 and 8 masked: nothing can wake it");
+    }
+
+    #[test]
+    fn the_guest_can_ask_for_a_reset() {
+        let (_clock, mut io, pc, _pic) = machine();
+        assert!(!pc.reset_requested());
+        io.write(0x92, 1, 0x01);
+        assert!(pc.reset_requested());
+        assert!(!pc.reset_requested(), "once");
+    }
+
+    #[test]
+    fn the_rtc_tells_the_date_and_cmos_the_memory() {
+        let (_clock, mut io, _pc, _pic) = machine();
+        let cmos = |io: &mut Bus, r: u64| {
+            io.write(0x70, 1, r);
+            io.read(0x71, 1)
+        };
+        // 2026-12-04 14:09:33 in BCD.
+        assert_eq!([cmos(&mut io, 9), cmos(&mut io, 8), cmos(&mut io, 7)], [0x26, 0x12, 0x04]);
+        assert_eq!(cmos(&mut io, 4), 0x14);
+        // 64 MiB: 15 MiB between 1 and 16 MiB, 48 MiB above in 64 KiB units.
+        assert_eq!(cmos(&mut io, 0x17) | (cmos(&mut io, 0x18) << 8), 15 << 10);
+        assert_eq!(cmos(&mut io, 0x34) | (cmos(&mut io, 0x35) << 8), 48 << 4);
     }
 }

@@ -39,6 +39,11 @@ pub struct BareFigures {
     /// The first field of `/proc/uptime` when `/init` started (its `INIT-MARKER`): guest time
     /// from the kernel's start, in instruction-counted seconds.
     pub uptime_s: f64,
+    /// The kernel's printk time stamp (its sched_clock, from the TSC) of `Run /init as init
+    /// process`: the same moment on the TSC's clock. Under a hypervisor that loses timer ticks
+    /// early in the boot the two differ (the uptime runs on jiffies until the TSC clocksource
+    /// takes over); `None` with `quiet` or `printk.time=0`.
+    pub run_init_s: Option<f64>,
     /// Wall time from starting QEMU to the marker on the serial log.
     pub wall_s: f64,
     /// Wall time from starting QEMU to `ALL-CHECKS-DONE`.
@@ -53,6 +58,8 @@ pub struct BareFigures {
 #[derive(Debug, Default, PartialEq)]
 pub struct Parsed {
     pub uptime_s: Option<f64>,
+    /// The time stamp of the kernel's `Run /init as init process` line.
+    pub run_init_s: Option<f64>,
     pub checks: Vec<Check>,
     /// (passed, failed) of `ALL-CHECKS-DONE`.
     pub done: Option<(u32, u32)>,
@@ -81,6 +88,9 @@ pub fn parse(serial: &str) -> Parsed {
             p.done = num("passed=").zip(num("failed="));
         } else if body.contains("reboot: System halted") || body.contains("reboot: Power down") {
             p.halted = true;
+        } else if let Some(before) = line.strip_suffix("] Run /init as init process") {
+            // `[    0.420153] Run /init ...`, perhaps after a partition prefix.
+            p.run_init_s = before.rsplit('[').next().and_then(|t| t.trim().parse().ok());
         }
     }
     p
@@ -185,6 +195,7 @@ pub fn bare_reference(a: &Artefacts, cmdline: &str, timeout: Duration) -> Result
     };
     Ok(BareFigures {
         uptime_s,
+        run_init_s: p.run_init_s,
         wall_s: marker.as_secs_f64(),
         done_wall_s: done.as_secs_f64(),
         checks: p.checks,
@@ -204,6 +215,7 @@ mod tests {
     #[test]
     fn serial_logs_give_marker_checks_and_summary() {
         let log = "[    0.000000] Linux version 6.1.0-57-cloud-amd64\r\n\
+                   [linux] [    1.300602] Run /init as init process\n\
                    INIT-MARKER uptime=1.71\r\n\
                    PASS uname-r\n\
                    FAIL date: guest time 0 is 1796000000 s from the host's (more than a day)\n\
@@ -212,6 +224,9 @@ mod tests {
                    [    3.1] reboot: System halted\n";
         let p = parse(log);
         assert_eq!(p.uptime_s, Some(1.71));
+        assert_eq!(p.run_init_s, Some(1.300602));
+        let bare = parse("[    0.420153] Run /init as init process\r\n");
+        assert_eq!(bare.run_init_s, Some(0.420153));
         assert_eq!(p.done, Some((2, 1)));
         assert!(p.halted);
         let names: Vec<&str> = p.checks.iter().map(|c| c.name.as_str()).collect();

@@ -90,9 +90,10 @@ pub fn command(args: &LinuxArgs) -> Result<std::process::ExitCode> {
             Some(why) => println!("FAIL {}: {why}", c.name),
         }
     }
+    let printk = f.run_init_s.map(|t| format!(" (printk clock {t:.3} s)")).unwrap_or_default();
     println!(
         "bare QEMU TCG (icount), {} {}, busybox {}: /init marker at uptime {:.2} s guest \
-         time, {:.1} s wall; all checks done after {:.1} s wall",
+         time{printk}, {:.1} s wall; all checks done after {:.1} s wall",
         a.kernel_release,
         a.kernel_package.version,
         a.busybox_package.version,
@@ -119,6 +120,13 @@ pub fn provision() -> Result<Artefacts> {
     let dir = step::root().join(DIR);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let _lock = step::lock(&dir)?;
+    if let Some(missing) = APT_TOOLS.iter().find(|t| !on_path(t))
+        && stamp(&dir, &format!("resolved-{KERNEL_META}")).is_empty()
+    {
+        let a = as_found(&dir, missing)?;
+        *done = Some(a.clone());
+        return Ok(a);
+    }
     // One log per xtask run.
     let apt = Apt { log: dir.join("apt.log") };
     fs::write(&apt.log, "").with_context(|| format!("writing {}", apt.log.display()))?;
@@ -172,6 +180,32 @@ pub fn provision() -> Result<Artefacts> {
     let a = Artefacts { kernel, initrd, kernel_package, kernel_release, busybox_package };
     *done = Some(a.clone());
     Ok(a)
+}
+
+/// The programs provisioning needs.
+const APT_TOOLS: [&str; 3] = ["apt-cache", "apt-get", "dpkg-deb"];
+
+/// Without apt and without an earlier provisioning: the files a person put in place, if any.
+fn as_found(dir: &Path, missing: &str) -> Result<Artefacts> {
+    let (kernel, initrd) = (dir.join("vmlinuz"), dir.join("initrd.gz"));
+    if !kernel.is_file() || !initrd.is_file() {
+        bail!(
+            "{missing} not found: the Linux guest's kernel and busybox are Debian packages \
+             ({KERNEL_META}, {BUSYBOX}) fetched with apt-cache, apt-get and dpkg-deb. Without \
+             apt, put a bzImage at {DIR}/vmlinuz and an initramfs at {DIR}/initrd.gz (e.g. made \
+             by `cargo xtask linux` on a Debian machine), or name your own files in the \
+             scenario (docs/guests.md, \"Linux guests\")"
+        );
+    }
+    step::note(format!("linux: no {missing}: using {DIR}/vmlinuz and {DIR}/initrd.gz as they are"));
+    let unknown = |name: &str| Package { name: name.into(), version: "unknown".into() };
+    Ok(Artefacts {
+        kernel,
+        initrd,
+        kernel_package: unknown(KERNEL_META),
+        kernel_release: String::new(),
+        busybox_package: unknown(BUSYBOX),
+    })
 }
 
 /// True when a manifest's image path names one of the artefacts, which [`provision`] makes.
@@ -240,17 +274,10 @@ fn resolve(
         let (n, v) = s.trim().split_once(' ')?;
         Some(Package { name: n.into(), version: v.into() })
     };
-    let tools = ["apt-cache", "apt-get", "dpkg-deb"];
-    if let Some(missing) = tools.iter().find(|t| !on_path(t)) {
-        if let Some(p) = remembered() {
-            return Ok(p);
-        }
-        bail!(
-            "{missing} not found: the Linux guest's kernel and busybox come from Debian packages \
-             ({name}). On Debian or Ubuntu run this again; elsewhere put a bzImage and an \
-             initramfs at {DIR}/vmlinuz and {DIR}/initrd.gz, or name your own files in the \
-             scenario (docs/guests.md, \"Linux guests\")"
-        );
+    if let Some(missing) = APT_TOOLS.iter().find(|t| !on_path(t)) {
+        // An earlier run fetched it (`provision` handles the case where none did).
+        return remembered()
+            .with_context(|| format!("{missing} not found and {name} never fetched"));
     }
     let query = || {
         apt.run(Command::new("apt-cache").args(["show", "--no-all-versions", name]))

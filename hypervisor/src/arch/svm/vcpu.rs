@@ -16,6 +16,11 @@
 //! CR8 is V_TPR (V_INTR_MASKING, §15.21.1).
 //! EFER.SVME stays set in the VMCB and is hidden: [`Vcpu::msr`] leaves it out and
 //! [`Vcpu::set_msr`] puts it back.
+//!
+//! The guest's STAR, LSTAR, CSTAR, SFMASK and KernelGsBase live in the VMCB save area, loaded
+//! by VMLOAD before each VMRUN and stored by VMSAVE after it (§15.5.2, `entry.rs`), so SYSCALL
+//! and SWAPGS use the guest's values and RDMSR sees what SWAPGS left; its PAT is G_PAT, which
+//! the CPU uses with nested paging (§15.25.4).
 
 use super::EFER_SVME;
 use super::entry::svm_run;

@@ -46,18 +46,27 @@ fn index(m: HwMsr) -> Option<usize> {
 }
 
 impl GuestMsrs {
+    #[inline(always)]
     fn owned(&self) -> bool {
         ptr::eq(OWNER.load(Ordering::Relaxed), self)
     }
 
     /// Puts these values into the CPU unless they are there already. Called right before
-    /// every VM entry of this vCPU.
+    /// every VM entry of this vCPU: a load and a compare (the switch itself stays out of line,
+    /// so the entry path's code is not reshaped around it).
+    #[inline(always)]
     pub fn activate(&mut self) {
+        if !self.owned() {
+            self.switch_in();
+        }
+    }
+
+    /// Saves the previous owner's KERNEL_GS_BASE and loads ours.
+    #[cold]
+    #[inline(never)]
+    fn switch_in(&mut self) {
         let me: *mut Self = self;
         let prev = OWNER.load(Ordering::Relaxed);
-        if prev == me {
-            return;
-        }
         if !prev.is_null() {
             // SAFETY: a non-null owner is a live `GuestMsrs` (its drop clears OWNER), not
             // borrowed now: vCPUs run one at a time on this CPU and the previous one's run has

@@ -33,7 +33,10 @@ impl Vmcs {
         Ok(Self { pa })
     }
 
-    /// Makes this VMCS current (VMPTRLD), unless it already is.
+    /// Makes this VMCS current (VMPTRLD), unless it already is. Always inlined, like the
+    /// field accessors below: the entry and exit paths are made of these, and their length
+    /// must not depend on the compiler's inlining budget for the function around them.
+    #[inline(always)]
     pub fn load(&self) -> Result<Current, VmFail> {
         if CURRENT.load(Ordering::Relaxed) != self.pa.0 {
             // SAFETY: the region is ours, initialised by `new`.
@@ -55,18 +58,21 @@ impl Drop for Vmcs {
 
 impl Current {
     /// Reads a field. Failing here means the field does not exist on this CPU: a hypervisor bug.
+    #[inline(always)]
     pub fn read(&self, f: Field) -> u64 {
         // SAFETY: a VMCS is current (this token exists); VMREAD does not change state.
         unsafe { instr::vmread_raw(f as u32) }.expect("VMREAD of a field the CPU has")
     }
 
     /// Reads an exit-information field.
+    #[inline(always)]
     pub fn read_ro(&self, f: ReadOnly) -> u64 {
         // SAFETY: as `read`.
         unsafe { instr::vmread_raw(f as u32) }.expect("VMREAD of a field the CPU has")
     }
 
     /// Writes a field.
+    #[inline(always)]
     pub fn write(&self, f: Field, v: u64) {
         // SAFETY: a VMCS is current; the fields reachable through `Field` hold guest state or
         // controls whose values the VM-entry checks validate, and host-state fields are only

@@ -32,6 +32,8 @@ const DIVIDE_BY_1: u32 = 0b1011;
 static BASE: AtomicU64 = AtomicU64::new(0);
 /// Timer ticks per TSC tick, as a 32.32 fixed-point ratio (0: not calibrated).
 static TIMER_PER_TSC: AtomicU64 = AtomicU64::new(0);
+/// The TSC when [`init`] started the timer counting.
+static START_TSC: AtomicU64 = AtomicU64::new(0);
 /// Set by the timer's interrupt, taken by [`take_expired`].
 static EXPIRED: AtomicBool = AtomicBool::new(false);
 /// Interrupts at vectors nothing expects, and the last such vector.
@@ -53,7 +55,8 @@ fn write(reg: u64, v: u32) {
 
 /// Finds the APIC and, where the firmware enabled it, sets its timer up (one-shot, masked,
 /// divide by 1) and starts it counting down from its largest count, for [`calibrate`].
-/// Returns false (and the APIC stays unused) where there is none or it is disabled.
+/// Returns false (and the APIC stays unused) where there is none or it is disabled. Call it
+/// once the hypervisor's own page tables identity-map the APIC's page.
 pub fn init() -> bool {
     let has_apic = raw_cpuid::CpuId::new().get_feature_info().is_some_and(|f| f.has_apic());
     if !has_apic {
@@ -73,24 +76,21 @@ pub fn init() -> bool {
     write(REG_TIMER_DIVIDE, DIVIDE_BY_1);
     write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
     write(REG_TIMER_INITIAL, u32::MAX);
+    START_TSC.store(rdtsc(), Ordering::Relaxed);
     true
 }
 
-/// Timer ticks since [`init`] started the count, and the TSC now (for [`calibrate`]).
-pub fn timer_elapsed() -> Option<(u64, u64)> {
+/// Records the timer's rate: its ticks since [`init`] over the TSC's, then stops it.
+pub fn calibrate() {
     if BASE.load(Ordering::Relaxed) == 0 {
-        return None;
+        return;
     }
-    let current = read(REG_TIMER_CURRENT);
-    Some((u64::from(u32::MAX - current), rdtsc()))
-}
-
-/// Records the timer's rate: `timer_ticks` over `tsc_ticks` measured across the boot.
-pub fn calibrate(timer_ticks: u64, tsc_ticks: u64) {
+    let timer_ticks = u64::from(u32::MAX - read(REG_TIMER_CURRENT));
+    let tsc_ticks = rdtsc().saturating_sub(START_TSC.load(Ordering::Relaxed));
     if let Some(ratio) = ratio(timer_ticks, tsc_ticks) {
         TIMER_PER_TSC.store(ratio, Ordering::Relaxed);
-        write(REG_TIMER_INITIAL, 0);
     }
+    write(REG_TIMER_INITIAL, 0);
 }
 
 /// `timer / tsc` in 32.32 fixed point.

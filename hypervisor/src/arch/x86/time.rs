@@ -9,8 +9,8 @@ pub const PIT_HZ: u64 = 1_193_182;
 /// PIT ticks a measurement spans at least: 1 ms, so one PIT tick (838 ns) is 0.08 % of it.
 const MIN_PIT_TICKS: u64 = 1193;
 
-/// A TSC-rate measurement against PIT channel 2 (and the host APIC timer's rate against the
-/// TSC over the same span), which the hypervisor owns during boot
+/// A TSC-rate measurement against PIT channel 2 (and, at its end, the host APIC timer's rate
+/// against the TSC since [`super::lapic::init`]), which the hypervisor owns during boot
 /// (partitions get a virtual PIT; the management partition's pass-through never includes it).
 /// It starts early and is read late, so the boot's own work is the waiting: channel 2 counts
 /// down from 0xffff in mode 0 (interrupt on terminal count) with its gate on (port 0x61 bit 0)
@@ -33,10 +33,7 @@ impl TscCalibration {
             outb(0x43, 0xb0);
             outb(0x42, 0xff);
             outb(0x42, 0xff);
-            let tsc = rdtsc();
-            // The APIC timer (where there is one) counts across the same span.
-            super::lapic::init();
-            Self { tsc, port61 }
+            Self { tsc: rdtsc(), port61 }
         }
     }
 
@@ -75,9 +72,7 @@ impl TscCalibration {
         };
         // SAFETY: restores the system control port's gate and speaker bits.
         unsafe { outb(0x61, self.port61) };
-        if let Some((timer_ticks, now)) = super::lapic::timer_elapsed() {
-            super::lapic::calibrate(timer_ticks, now - self.tsc);
-        }
+        super::lapic::calibrate();
         result
     }
 }
