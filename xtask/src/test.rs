@@ -1,5 +1,6 @@
 //! `cargo xtask test`: host checks (unit tests, clippy, rustfmt), then end-to-end boots from a
-//! table of cases, each read from its serial log and exit status. Ends with `N passed, M failed`.
+//! table of cases, each read from its serial log and exit status, then the bench regression gate
+//! (`bench::check`). Ends with `N passed, M failed`.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::Args;
 
+use crate::bench;
 use crate::build::{self, KERNEL_CRATES};
 use crate::deps::{self, KERNEL_TARGET};
 use crate::emulator::input::Step;
@@ -582,6 +584,10 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// The bench regression gate (`bench::check`: every bench figure within 2% of
+/// `bench/baseline.json`), run after the boot cases as one more case.
+const BENCH_GATE: &str = "bench-gate";
+
 /// A host check: a name and the cargo arguments that run it.
 struct HostCheck {
     name: &'static str,
@@ -650,6 +656,7 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
     let host: Vec<&HostCheck> =
         HOST_CHECKS.iter().filter(|c| !args.no_host && selected(c.name)).collect();
     let cases: Vec<&Case> = CASES.iter().filter(|c| selected(c.name)).collect();
+    let gate = selected(BENCH_GATE);
     if args.list {
         for c in &host {
             println!("{}", c.name);
@@ -657,9 +664,12 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         for c in &cases {
             println!("{}", c.name);
         }
+        if gate {
+            println!("{BENCH_GATE}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    if host.is_empty() && cases.is_empty() {
+    if host.is_empty() && cases.is_empty() && !gate {
         bail!("no check or case matches {:?}; see `cargo xtask test --list`", args.filter);
     }
     let mut tally = Tally::default();
@@ -673,12 +683,18 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         });
         tally.record(check.name, result.map(|()| step::secs(start.elapsed())));
     }
-    if !cases.is_empty() {
+    if !cases.is_empty() || gate {
         // Build once up front: a broken build is one failure, not one per case.
         match build::kernels() {
             Ok(()) => {
                 for case in cases {
                     tally.record(case.name, run_case(case));
+                }
+                if gate {
+                    let start = Instant::now();
+                    let result = bench::check()
+                        .map(|held| format!("{held}, {}", step::secs(start.elapsed())));
+                    tally.record(BENCH_GATE, result);
                 }
             }
             Err(e) => tally.record("build", Err(e)),
@@ -850,6 +866,7 @@ mod tests {
     fn case_names_are_unique() {
         let mut names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
         names.extend(HOST_CHECKS.iter().map(|c| c.name));
+        names.push(BENCH_GATE);
         let count = names.len();
         names.sort();
         names.dedup();

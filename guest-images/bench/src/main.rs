@@ -1,6 +1,7 @@
 //! The bench guest: measures exit round trips with the loops of `hvabi::bench` (the same
 //! instructions the hypervisor runs natively with `bench=1`) and prints one `BENCH name ticks`
-//! line each, plus the ticks from the hypervisor's first instruction to this guest's `main`.
+//! line each, plus the ticks from the hypervisor's first instruction to this guest's `main`
+//! and those of a CPU-bound loop without exits (`loop`, next to the hypervisor's native run).
 //! Under Bochs and QEMU `-icount shift=0` a tick is one retired instruction, so the figures are
 //! exact. `cargo xtask bench` reads them.
 #![no_std]
@@ -32,5 +33,19 @@ fn main(info: &'static StartInfo) -> u64 {
     }
     // SAFETY: mapped just above; the magic register is read-only.
     println!("BENCH mmio {}", ticks_per_op(n, |n| unsafe { mmio_read_loop(n, SYSINFO_GPA) }));
+    // The CPU-bound loop over RAM above the image, 2 MiB-aligned, leaving the top MiB (the
+    // stack below `ram_size`) alone.
+    let (_, image_end) = guest_rt::image_range();
+    let buffer = (image_end + paging::PAGE_2M - 1) & !(paging::PAGE_2M - 1);
+    if buffer + WALK_BYTES + (1 << 20) > info.ram_size {
+        println!("FAIL bench: {} MiB of RAM leave no room for the loop", info.ram_size >> 20);
+        return 1;
+    }
+    // SAFETY: RAM is identity-mapped; the buffer lies above this image and below the stack.
+    println!("BENCH loop {}", unsafe { walk(buffer) });
+    // Last, out of every figure: OUT exits with TSC stamps, for the hypervisor's exit profile
+    // (`cargo xtask bench --profile`) to split the world switch into entry, guest and exit.
+    // SAFETY: as for the OUT figure above.
+    unsafe { stamped_out_loop(256, 0x3ff) };
     0
 }

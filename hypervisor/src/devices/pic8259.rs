@@ -15,6 +15,19 @@
 //! the highest priority. Not implemented, as no PC operating system relies on them: rotating
 //! priorities, special mask mode, special fully nested mode, buffered mode, 8080 call vectors.
 
+/// Fixed priorities (IR0 highest): the highest of the unmasked `requests` that no interrupt in
+/// `service` of the same or a higher priority holds back. Asked before every VM entry, so it
+/// is bit arithmetic, not a walk over the eight lines.
+fn highest_request(requests: u8, service: u8) -> Option<u8> {
+    if requests == 0 {
+        return None;
+    }
+    let line = requests.trailing_zeros();
+    // Lines 0..=line: an in-service one among them blocks the request.
+    let at_or_above = ((2u16 << line) - 1) as u8;
+    (service & at_or_above == 0).then_some(line as u8)
+}
+
 /// One 8259A.
 #[derive(Clone, Debug, Default)]
 struct Chip {
@@ -45,17 +58,7 @@ impl Chip {
     /// The highest-priority requested, unmasked line that no interrupt in service of equal or
     /// higher priority blocks; `extra` are request bits from outside IRR (the cascade).
     fn highest(&self, extra: u8) -> Option<u8> {
-        let requests = (self.irr | extra) & !self.imr;
-        for line in 0..8 {
-            let bit = 1 << line;
-            if self.isr & bit != 0 {
-                return None;
-            }
-            if requests & bit != 0 {
-                return Some(line);
-            }
-        }
-        None
+        highest_request((self.irr | extra) & !self.imr, self.isr)
     }
 
     fn set_level(&mut self, line: u8, high: bool) {
@@ -175,6 +178,12 @@ impl PicPair {
         if self.chips[1].highest(0).is_some() { 1 << CASCADE } else { 0 }
     }
 
+    /// True when some line of either chip has an unmasked request. When false,
+    /// [`Self::pending_vector`] is `None`: a cheap test to ask first before every entry.
+    pub fn any_requested(&self) -> bool {
+        self.chips.iter().any(|c| c.irr & !c.imr != 0)
+    }
+
     /// True while `irq`'s request waits in its chip's IRR (raised, not yet acknowledged).
     pub fn requested(&self, irq: u8) -> bool {
         irq < 16 && self.chips[usize::from(irq / 8)].irr & (1 << (irq % 8)) != 0
@@ -286,6 +295,55 @@ impl PicPair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_requested_means_nothing_pending() {
+        let mut pic = programmed();
+        assert!(!pic.any_requested());
+        assert_eq!(pic.pending_vector(), None);
+        pic.write(0xa1, 0xff); // every slave line masked
+        pic.set_irq(12, true);
+        assert!(!pic.any_requested(), "a masked request is not one");
+        assert_eq!(pic.pending_vector(), None);
+        pic.write(0xa1, 0x00);
+        assert!(pic.any_requested());
+        assert_eq!(pic.pending_vector(), Some(0x2c));
+        // Whatever the registers, `requested` false implies no pending vector.
+        for imr in [0x00u8, 0x0f, 0xf0, 0xfb, 0xff] {
+            let mut p = programmed();
+            p.write(0x21, imr);
+            for irq in 0..16 {
+                p.set_irq(irq, true);
+                assert!(p.any_requested() || p.pending_vector().is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn highest_request_is_the_walk_over_the_lines() {
+        // The datasheet's fixed priority, line by line, against the bit arithmetic: every
+        // combination of requests and in-service lines.
+        let walk = |requests: u8, service: u8| {
+            for line in 0..8 {
+                if service & (1 << line) != 0 {
+                    return None;
+                }
+                if requests & (1 << line) != 0 {
+                    return Some(line);
+                }
+            }
+            None
+        };
+        for requests in 0..=255u8 {
+            for service in 0..=255u8 {
+                assert_eq!(
+                    highest_request(requests, service),
+                    walk(requests, service),
+                    "requests {requests:#010b}, in service {service:#010b}"
+                );
+            }
+        }
+    }
 
     /// The initialisation every PC OS performs: IRQ 0-7 at 0x20, 8-15 at 0x28, cascade on IR2.
     fn programmed() -> PicPair {

@@ -7,6 +7,7 @@ use super::exit::{Access, IoAccess, VmExit};
 use super::hypercall;
 use super::msr::{self, Place};
 use super::partition::{InsnCache, Partition, State};
+use super::profile::{self, Stage};
 use super::vcpu::{CpuidSite, Event, reg};
 use alloc::format;
 
@@ -51,7 +52,9 @@ fn cr4_guest_bits() -> u64 {
 /// Handles one exit.
 pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
     p.stats.record(&exit);
+    profile::mark(Stage::Statistics);
     p.last_exits.push(p.vcpu.rip(), exit);
+    profile::mark(Stage::LastExits);
     match exit {
         VmExit::Cpuid => cpuid(p),
         VmExit::Rdmsr => rdmsr(p),

@@ -19,5 +19,6 @@ pub mod partition;
 pub mod passthrough;
 pub mod pc;
 pub mod platform;
+pub mod profile;
 pub mod run;
 pub mod vcpu;

@@ -13,8 +13,10 @@
 //! `[chan] BENCH chan-64 TICKS` and `[chan] BENCH chan-1024 TICKS`, ticks per round trip. The
 //! report adds messages and payload bytes per 10^9 ticks: per second at a nominal 1 GHz, where a
 //! tick is one instruction.
+//!
+//! `--check` compares the figures with the committed baseline (`gate`, `bench/baseline.json`)
+//! and fails on a regression; `--update-baseline` rewrites that file.
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,19 +32,41 @@ use crate::run::{self, Spec};
 use crate::scenario;
 use crate::step;
 
+pub mod gate;
+mod output;
+mod profile;
+
+use output::{channel_table, json, table};
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// One JSON object per line on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Compare the figures with bench/baseline.json and fail when one is more than 2% above
+    /// its baseline, or missing on either side.
+    #[arg(long, conflicts_with = "update_baseline")]
+    pub check: bool,
+    /// Write this run's figures to bench/baseline.json (commit it with a message that says why).
+    #[arg(long)]
+    pub update_baseline: bool,
+    /// Build the hypervisor with its exit profile (feature `exit-profile`) and print the ticks
+    /// each stage of a slow-path exit takes; no figures, no gate.
+    #[arg(long, conflicts_with_all = ["check", "update_baseline", "json"])]
+    pub profile: bool,
 }
 
 /// The guest crate that measures, and the partition name its lines carry.
 const GUEST: &str = "bench";
 /// What the guest measures, in the order it prints them.
-const GUEST_BENCHES: &[&str] = &["boot-to-guest", "cpuid", "hypercall", "out", "mmio"];
+const GUEST_BENCHES: &[&str] = &["boot-to-guest", "cpuid", "hypercall", "out", "mmio", "loop"];
 /// What the hypervisor measures natively with `bench=1`.
-const NATIVE_BENCHES: &[&str] = &["cpuid", "out", "mmio"];
+const NATIVE_BENCHES: &[&str] = &["cpuid", "out", "mmio", "loop"];
+/// The CPU-bound loop (`hvabi::bench::walk`, ticks per whole walk): gated as its ticks and as
+/// the ratio guest/native ([`LOOP_RATIO`], goal at most [`LOOP_RATIO_GOAL`]).
+const LOOP: &str = "loop";
+const LOOP_RATIO: &str = "loop-ratio";
+const LOOP_RATIO_GOAL: f64 = 1.01;
 /// Lines of serial log shown for a failed run.
 const TAIL_LINES: usize = 30;
 /// The channel benchmark's scenario, the partition that measures and its message sizes.
@@ -99,6 +123,12 @@ struct Row {
 }
 
 impl Row {
+    /// The CPU-bound loop: guest ticks over native ticks, to four places.
+    fn loop_ratio(&self) -> Option<f64> {
+        let native = self.native_ticks_per_op.filter(|&n| n > 0 && self.bench == LOOP)?;
+        Some((self.ticks_per_op as f64 / native as f64 * 10_000.0).round() / 10_000.0)
+    }
+
     /// Channel rows: messages and payload bytes per [`NOMINAL_TICKS`].
     fn rates(&self) -> Option<(u64, u64)> {
         let bytes = self.message_bytes?;
@@ -108,7 +138,121 @@ impl Row {
 }
 
 pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
+    if args.profile {
+        return profile::profile();
+    }
     build::kernels()?;
+    let (rows, failed) = measure_all();
+    let (channel, exits): (Vec<&Row>, Vec<&Row>) =
+        rows.iter().partition(|r| r.message_bytes.is_some());
+    if args.json {
+        for r in exits.iter().chain(&channel) {
+            println!("{}", json(r));
+        }
+    } else {
+        if !exits.is_empty() {
+            print!("{}", table(&exits));
+        }
+        if !channel.is_empty() {
+            if !exits.is_empty() {
+                println!();
+            }
+            print!("{}", channel_table(&channel));
+        }
+    }
+    if !failed.is_empty() {
+        step::note(format!("no figures for: {}", failed.join(", ")));
+    }
+    let figures = figures(&rows);
+    if args.update_baseline {
+        if !failed.is_empty() {
+            bail!("not writing {}: a run failed", gate::BASELINE);
+        }
+        let path = gate::path();
+        if let Ok(old) = gate::load(&path) {
+            eprint!("{}", gate::compare(&old, &figures).report());
+        }
+        gate::store(&path, &figures)?;
+        step::note(format!(
+            "wrote {} ({} figures): commit it with a message that says why the figures moved",
+            gate::BASELINE,
+            figures.len()
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.check {
+        let (verdict, failed) = judge(&gate::load(&gate::path())?, figures, failed);
+        let report = verdict.report();
+        if args.json {
+            eprint!("{report}");
+        } else {
+            print!("\n{report}");
+        }
+        let ok = verdict.passed() && failed.is_empty();
+        step::note(if ok {
+            format!(
+                "bench gate: {} figures within {}% of {}",
+                verdict.changes.len(),
+                gate::TOLERANCE_PCT,
+                gate::BASELINE
+            )
+        } else {
+            "bench gate: FAILED (see the table above)".to_string()
+        });
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The gate as one case of `cargo xtask test` (the kernels are built): measures every figure
+/// and compares it with the baseline; `Ok` says how many figures held, `Err` carries the table.
+pub fn check() -> Result<String> {
+    let baseline = gate::load(&gate::path())?;
+    let (rows, failed) = measure_all();
+    let (verdict, failed) = judge(&baseline, figures(&rows), failed);
+    let report = verdict.report();
+    if !failed.is_empty() {
+        bail!("no figures for: {}\n{report}", failed.join(", "));
+    }
+    if !verdict.passed() {
+        bail!("figures regressed or missing against {}:\n{report}", gate::BASELINE);
+    }
+    if verdict.improvements().next().is_some() {
+        eprint!("{report}");
+    }
+    Ok(format!(
+        "{} figures within {}% of {}",
+        verdict.changes.len(),
+        gate::TOLERANCE_PCT,
+        gate::BASELINE
+    ))
+}
+
+/// Compares a run with the baseline. When that fails, measures once more and compares each
+/// figure's lower reading: a figure is an instruction count, and what the host does can only
+/// add to it (QEMU's boot-to-guest came out up to 1.8% high, rarely, where the hypervisor waits
+/// on the emulated UART), never take from it. Returns the verdict and the runs that failed both
+/// times.
+fn judge(
+    baseline: &gate::Figures,
+    first: gate::Figures,
+    failed: Vec<String>,
+) -> (gate::Verdict, Vec<String>) {
+    let verdict = gate::compare(baseline, &first);
+    if verdict.passed() && failed.is_empty() {
+        return (verdict, failed);
+    }
+    step::note(
+        "bench gate: not passed on the first run; measuring once more (the lower reading counts)",
+    );
+    let (rows, again) = measure_all();
+    let figures = gate::lower(&first, &figures(&rows));
+    let failed = failed.into_iter().filter(|f| again.contains(f)).collect();
+    (gate::compare(baseline, &figures), failed)
+}
+
+/// Every figure of both backends, and the runs that gave none.
+fn measure_all() -> (Vec<Row>, Vec<String>) {
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     for b in BACKENDS {
@@ -127,35 +271,31 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
             }
         }
     }
-    let (channel, exits): (Vec<Row>, Vec<Row>) =
-        rows.into_iter().partition(|r| r.message_bytes.is_some());
-    if args.json {
-        for r in exits.iter().chain(&channel) {
-            println!("{}", json(r));
-        }
-    } else {
-        if !exits.is_empty() {
-            print!("{}", table(&exits));
-        }
-        if !channel.is_empty() {
-            if !exits.is_empty() {
-                println!();
-            }
-            print!("{}", channel_table(&channel));
+    (rows, failed)
+}
+
+/// The gated figures of a run: each row's ticks per operation, and the loop's ratio.
+fn figures(rows: &[Row]) -> gate::Figures {
+    let mut out = gate::Figures::new();
+    for r in rows {
+        out.insert(gate::Key::new(&r.bench, r.backend, r.emulator), r.ticks_per_op as f64);
+        if let Some(ratio) = r.loop_ratio() {
+            out.insert(gate::Key::new(LOOP_RATIO, r.backend, r.emulator), ratio);
         }
     }
-    if failed.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        step::note(format!("no figures for: {}", failed.join(", ")));
-        Ok(ExitCode::FAILURE)
-    }
+    out
 }
 
 /// Boots the bench guest on one backend and returns its figures.
 fn measure(b: &Backend) -> Result<Vec<Row>> {
+    boot_guest(b, "bench", |ran| parse(&ran.serial, b))
+}
+
+/// Boots the hypervisor with `bench=1` and the bench guest on one backend and reads what it
+/// printed with `parse`.
+fn boot_guest<T>(b: &Backend, label: &str, parse: impl Fn(&Ran) -> Result<T>) -> Result<T> {
     let modules = [Module { name: GUEST.into(), path: build::kernel_artifact(GUEST) }];
-    let label = format!("bench-{}", b.backend);
+    let label = format!("{label}-{}", b.backend);
     let p = run::prepare(&Spec {
         choice: b.choice,
         boot: Boot::Multiboot,
@@ -169,7 +309,7 @@ fn measure(b: &Backend) -> Result<Vec<Row>> {
         input: Vec::new(),
         test_disk: false,
     })?;
-    boot(b, p, |ran| parse(&ran.serial, b))
+    boot(b, p, parse)
 }
 
 /// Boots the channel scenario on one backend, opens the channel and returns its figures.
@@ -194,11 +334,7 @@ fn measure_channel(b: &Backend) -> Result<Vec<Row>> {
 
 /// Runs a prepared bench boot (with `-icount shift=0` under QEMU) and reads its figures with
 /// `parse` once the hypervisor reported success; errors carry the serial log's tail.
-fn boot(
-    b: &Backend,
-    mut p: run::Prepared,
-    parse: impl Fn(&Ran) -> Result<Vec<Row>>,
-) -> Result<Vec<Row>> {
+fn boot<T>(b: &Backend, mut p: run::Prepared, parse: impl Fn(&Ran) -> Result<T>) -> Result<T> {
     p.launch.icount = true;
     step::note(format!(
         "bench {}: booting {} with {}{}",
@@ -321,123 +457,16 @@ fn parse_channel(serial: &str, b: &Backend) -> Result<Vec<Row>> {
         .collect())
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json(r: &Row) -> String {
-    let native = r.native_ticks_per_op.map_or("null".to_string(), |n| n.to_string());
-    let channel = match (r.message_bytes, r.rates()) {
-        (Some(bytes), Some((messages, payload))) => format!(
-            ", \"message_bytes\": {bytes}, \"messages_per_1e9_ticks\": {messages}, \"bytes_per_1e9_ticks\": {payload}"
-        ),
-        _ => String::new(),
-    };
-    format!(
-        "{{\"bench\": {}, \"backend\": {}, \"emulator\": {}, \"ticks_per_op\": {}, \"native_ticks_per_op\": {native}{channel}}}",
-        json_string(&r.bench),
-        json_string(r.backend),
-        json_string(r.emulator),
-        r.ticks_per_op,
-    )
-}
-
-fn table(rows: &[Row]) -> String {
-    let head = ["bench", "backend", "emulator", "ticks/op", "native ticks/op"];
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.bench.clone(),
-                r.backend.to_string(),
-                r.emulator.to_string(),
-                r.ticks_per_op.to_string(),
-                r.native_ticks_per_op.map_or("-".to_string(), |n| n.to_string()),
-            ]
-        })
-        .collect();
-    layout(&head, &cells)
-}
-
-/// The channel figures: ticks per round trip, and what that makes per 10^9 ticks.
-fn channel_table(rows: &[Row]) -> String {
-    let head = [
-        "channel",
-        "backend",
-        "emulator",
-        "ticks/round trip",
-        "msgs per 10^9 ticks",
-        "payload bytes per 10^9 ticks",
-    ];
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let (messages, bytes) = r.rates().unwrap_or_default();
-            vec![
-                r.bench.clone(),
-                r.backend.to_string(),
-                r.emulator.to_string(),
-                r.ticks_per_op.to_string(),
-                messages.to_string(),
-                bytes.to_string(),
-            ]
-        })
-        .collect();
-    let mut out = layout(&head, &cells);
-    out.push_str(
-        "(10^9 ticks: one second at a nominal 1 GHz, one tick per instruction; payload counted \
-         one way, the echo carries as much back)\n",
-    );
-    out
-}
-
-/// Columns padded to their widest cell: text (the first three) to the left, figures right.
-fn layout(head: &[&str], cells: &[Vec<String>]) -> String {
-    let width =
-        |i: usize| cells.iter().map(|c| c[i].len()).chain([head[i].len()]).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..head.len()).map(width).collect();
-    let mut out = String::new();
-    let mut line = |cols: &[&str]| {
-        for (i, c) in cols.iter().enumerate() {
-            if i < 3 {
-                let _ = write!(out, "{c:<w$}  ", w = widths[i]);
-            } else {
-                let _ = write!(out, "{c:>w$}  ", w = widths[i]);
-            }
-        }
-        let trimmed = out.trim_end().len();
-        out.truncate(trimmed);
-        out.push('\n');
-    };
-    line(head);
-    for c in cells {
-        let cols: Vec<&str> = c.iter().map(String::as_str).collect();
-        line(&cols);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const LOG: &str = "microhv 0.1.0: booted via multiboot\r\nBENCH-NATIVE cpuid 80\nBENCH-NATIVE out 3\n\
-                       BENCH-NATIVE mmio 2\nhypervisor: starting 1 partition(s)\n\
+                       BENCH-NATIVE mmio 2\nBENCH-NATIVE loop 4000000\n\
+                       hypervisor: starting 1 partition(s)\n\
                        [bench] BENCH boot-to-guest 123456\n[bench] BENCH cpuid 300\n\
                        [bench] BENCH hypercall 250\n[bench] BENCH out 400\n[bench] BENCH mmio 900\n\
-                       hypervisor: power off: ok\n";
+                       [bench] BENCH loop 4002001\nhypervisor: power off: ok\n";
 
     #[test]
     fn parses_every_figure() {
@@ -454,8 +483,16 @@ mod tests {
                 ("hypercall", 250, None),
                 ("out", 400, Some(3)),
                 ("mmio", 900, Some(2)),
+                ("loop", 4002001, Some(4000000)),
             ]
         );
+        assert_eq!(rows[5].loop_ratio(), Some(1.0005));
+        assert_eq!(rows[1].loop_ratio(), None, "only the loop has a ratio");
+        assert!(json(&rows[5]).ends_with(r#""native_ticks_per_op": 4000000, "ratio": 1.0005}"#));
+        let figs = figures(&rows);
+        assert_eq!(figs.len(), 7);
+        assert_eq!(figs[&gate::Key::new("loop-ratio", "vmx", "bochs")], 1.0005);
+        assert_eq!(figs[&gate::Key::new("cpuid", "vmx", "bochs")], 300.0);
         assert_eq!(
             json(&rows[1]),
             r#"{"bench": "cpuid", "backend": "vmx", "emulator": "bochs", "ticks_per_op": 300, "native_ticks_per_op": 80}"#
@@ -463,7 +500,8 @@ mod tests {
         assert!(
             json(&rows[0]).ends_with(r#""ticks_per_op": 123456, "native_ticks_per_op": null}"#)
         );
-        let t = table(&rows);
+        let t = table(&rows.iter().collect::<Vec<_>>());
+        assert!(t.contains("\nloop vmx: guest/native 1.0005 (goal at most 1.01"), "{t}");
         assert!(
             t.starts_with("bench          backend  emulator  ticks/op  native ticks/op\n"),
             "{t}"
@@ -491,7 +529,7 @@ mod tests {
             json(&rows[1]),
             r#"{"bench": "chan-1024", "backend": "svm", "emulator": "qemu-icount", "ticks_per_op": 4000, "native_ticks_per_op": null, "message_bytes": 1024, "messages_per_1e9_ticks": 250000, "bytes_per_1e9_ticks": 256000000}"#
         );
-        let t = channel_table(&rows);
+        let t = channel_table(&rows.iter().collect::<Vec<_>>());
         assert!(t.starts_with("channel    backend  emulator     ticks/round trip"), "{t}");
         assert!(t.contains("\nchan-1024  svm      qemu-icount              4000"), "{t}");
         assert!(t.contains("per 10^9 ticks") && t.contains("nominal 1 GHz"), "{t}");
