@@ -430,7 +430,9 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         return Flow::Stopped;
     }
     let port = u64::from(io.port);
-    if let Some(pc) = &p.pc {
+    if let Some(pc) = &p.pc
+        && super::pc::PcDevices::affected_by(io.port)
+    {
         pc.touched();
     }
     // The partition's own 8259 pair (byte registers), else its port bus.

@@ -78,7 +78,14 @@ impl PcDevices {
         }
     }
 
-    /// The guest accessed a port of the bus: a device's deadlines or levels may have changed.
+    /// True for the ports whose accesses can change a deadline or an interrupt input the
+    /// devices raise (the PIT, port 0x61, the RTC, the 8259s' masks).
+    pub fn affected_by(port: u16) -> bool {
+        matches!(port, 0x20 | 0x21 | 0xa0 | 0xa1 | 0x40..=0x43 | 0x61 | 0x70 | 0x71)
+    }
+
+    /// A port in [`PcDevices::affected_by`] was accessed, or an interrupt delivered: look
+    /// again at the next entry.
     pub fn touched(&self) {
         self.due.set(0);
     }
@@ -97,20 +104,33 @@ impl PcDevices {
             return;
         }
         let edges = self.pit.borrow_mut().irq0_edges();
-        let lost = (self.lost_ticks.get() + edges).min(MAX_LOST_TICKS);
-        if lost > 0 && !pic.requested(0) {
-            pic.set_irq(0, true);
-            pic.set_irq(0, false);
-            self.lost_ticks.set(lost - 1);
+        if pic.unmasked() & 1 == 0 {
+            // Masked: the 8259 latches one request and the others are lost, as on a PC. A
+            // guest that masks its timer wants no ticks kept for later.
+            if edges > 0 {
+                pic.set_irq(0, true);
+                pic.set_irq(0, false);
+            }
+            self.lost_ticks.set(0);
         } else {
-            self.lost_ticks.set(lost);
+            let lost = (self.lost_ticks.get() + edges).min(MAX_LOST_TICKS);
+            if lost > 0 && !pic.requested(0) {
+                pic.set_irq(0, true);
+                pic.set_irq(0, false);
+                self.lost_ticks.set(lost - 1);
+            } else {
+                self.lost_ticks.set(lost);
+            }
         }
         let irq8 = self.rtc.borrow_mut().irq8_pending();
         pic.set_irq(8, irq8);
-        // With ticks still to deliver, look again at the next entry (the guest may have taken
-        // the last one); else at the next deadline.
-        let due =
-            if self.lost_ticks.get() > 0 { 0 } else { self.next_deadline().unwrap_or(u64::MAX) };
+        // Nothing more to do before the next deadline: a tick waiting behind the one in the
+        // IRR goes once that one is delivered (the core touches the devices then).
+        let due = if self.lost_ticks.get() > 0 && !pic.requested(0) {
+            0
+        } else {
+            self.next_deadline().unwrap_or(u64::MAX)
+        };
         self.due.set(due);
     }
 
@@ -170,9 +190,20 @@ mod tests {
         assert_eq!(pc.lost_ticks.get(), 2, "not raised again while the first waits");
         // The guest takes it: the next comes at the next look.
         assert_eq!(pic.acknowledge(), 0x20);
+        pc.touched();
         pc.tick(clock.now(), &mut pic);
         assert!(pic.requested(0));
         assert_eq!(pc.lost_ticks.get(), 1);
+    }
+
+    #[test]
+    fn a_masked_timer_keeps_no_ticks() {
+        let (clock, _io, pc, mut pic) = machine();
+        pic.write(0x21, 0x01);
+        clock.advance(1000 * 1000);
+        pc.tick(clock.now(), &mut pic);
+        assert!(pic.requested(0), "the 8259 latches one request");
+        assert_eq!(pc.lost_ticks.get(), 0, "the others are lost");
     }
 
     #[test]

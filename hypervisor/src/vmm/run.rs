@@ -2,6 +2,7 @@
 //! building the manifest's partitions, and the final report.
 
 use super::dispatch::{self, Flow};
+use super::exit::VmExit;
 use super::interrupts;
 use super::machine::Machine;
 use super::manifest::Expect;
@@ -33,6 +34,10 @@ fn deliver_events(p: &mut Partition) {
     if !p.vcpu.event_pending() && p.vcpu.interruptible() {
         let vector = interrupts::take(source, &mut p.vectors, &mut p.pic);
         p.vcpu.inject(Event::Interrupt { vector });
+        // A PIT tick may wait behind the one just taken.
+        if let Some(pc) = &p.pc {
+            pc.touched();
+        }
         p.vcpu.set_interrupt_window_exiting(false);
     } else {
         p.vcpu.set_interrupt_window_exiting(true);
@@ -90,6 +95,14 @@ pub fn run_slice(p: &mut Partition) -> Flow {
         match flow {
             Flow::Continue => {}
             other => return other,
+        }
+        // A reprogrammed PIT may tick before the slice ends: end the slice there instead.
+        if let VmExit::Io(io) = exit
+            && io.write
+            && p.pc.is_some()
+            && super::pc::PcDevices::affected_by(io.port)
+        {
+            p.vcpu.set_timeslice(slice_ticks(p, rdtsc()));
         }
     }
     Flow::Yield
