@@ -430,10 +430,8 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         return Flow::Stopped;
     }
     let port = u64::from(io.port);
-    if let Some(pc) = &p.pc
-        && super::pc::PcDevices::affected_by(io.port)
-    {
-        pc.touched();
+    if let Some(pc) = &p.pc {
+        pc.accessed(io.port, io.write);
     }
     // The partition's own 8259 pair (byte registers), else its port bus.
     let pic = matches!(io.port, 0x20 | 0x21 | 0xa0 | 0xa1) && io.size == 1;

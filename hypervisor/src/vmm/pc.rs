@@ -84,8 +84,20 @@ impl PcDevices {
         matches!(port, 0x20 | 0x21 | 0xa0 | 0xa1 | 0x40..=0x43 | 0x61 | 0x70 | 0x71)
     }
 
-    /// A port in [`PcDevices::affected_by`] was accessed, or an interrupt delivered: look
-    /// again at the next entry.
+    /// The guest accessed `port`: a write to PIT channel 0 or its control port starts a new
+    /// time base, so the ticks waiting from the old one are dropped (a guest that masked its
+    /// timer for a while, or before it programmed the PIT, gets no burst of stale ticks);
+    /// and the devices look again at the next entry when the port is one of theirs.
+    pub fn accessed(&self, port: u16, write: bool) {
+        if write && matches!(port, 0x40 | 0x43) {
+            self.lost_ticks.set(0);
+        }
+        if Self::affected_by(port) {
+            self.touched();
+        }
+    }
+
+    /// An interrupt was delivered (or a device port accessed): look again at the next entry.
     pub fn touched(&self) {
         self.due.set(0);
     }
@@ -104,23 +116,13 @@ impl PcDevices {
             return;
         }
         let edges = self.pit.borrow_mut().irq0_edges();
-        if pic.unmasked() & 1 == 0 {
-            // Masked: the 8259 latches one request and the others are lost, as on a PC. A
-            // guest that masks its timer wants no ticks kept for later.
-            if edges > 0 {
-                pic.set_irq(0, true);
-                pic.set_irq(0, false);
-            }
-            self.lost_ticks.set(0);
+        let lost = (self.lost_ticks.get() + edges).min(MAX_LOST_TICKS);
+        if lost > 0 && !pic.requested(0) {
+            pic.set_irq(0, true);
+            pic.set_irq(0, false);
+            self.lost_ticks.set(lost - 1);
         } else {
-            let lost = (self.lost_ticks.get() + edges).min(MAX_LOST_TICKS);
-            if lost > 0 && !pic.requested(0) {
-                pic.set_irq(0, true);
-                pic.set_irq(0, false);
-                self.lost_ticks.set(lost - 1);
-            } else {
-                self.lost_ticks.set(lost);
-            }
+            self.lost_ticks.set(lost);
         }
         let irq8 = self.rtc.borrow_mut().irq8_pending();
         pic.set_irq(8, irq8);
@@ -197,13 +199,21 @@ mod tests {
     }
 
     #[test]
-    fn a_masked_timer_keeps_no_ticks() {
-        let (clock, _io, pc, mut pic) = machine();
-        pic.write(0x21, 0x01);
+    fn reprogramming_the_pit_drops_waiting_ticks() {
+        let (clock, mut io, pc, mut pic) = machine();
         clock.advance(1000 * 1000);
         pc.tick(clock.now(), &mut pic);
-        assert!(pic.requested(0), "the 8259 latches one request");
-        assert_eq!(pc.lost_ticks.get(), 0, "the others are lost");
+        assert!(pc.lost_ticks.get() > 0);
+        io.write(0x43, 1, 0x34);
+        pc.accessed(0x43, true);
+        assert_eq!(pc.lost_ticks.get(), 0);
+        // Reads and other ports keep them.
+        clock.advance(1000 * 1000);
+        pc.tick(clock.now(), &mut pic);
+        let waiting = pc.lost_ticks.get();
+        pc.accessed(0x40, false);
+        pc.accessed(0x3f8, true);
+        assert_eq!(pc.lost_ticks.get(), waiting);
     }
 
     #[test]
