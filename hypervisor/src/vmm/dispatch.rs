@@ -431,7 +431,7 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
     }
     let port = u64::from(io.port);
     if let Some(pc) = &p.pc {
-        pc.accessed(io.port, io.write);
+        pc.accessed(io.port);
     }
     // The partition's own 8259 pair (byte registers), else its port bus.
     let pic = matches!(io.port, 0x20 | 0x21 | 0xa0 | 0xa1) && io.size == 1;

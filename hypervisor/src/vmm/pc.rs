@@ -26,6 +26,8 @@ pub struct PcDevices {
     /// The TSC before which [`PcDevices::tick`] has nothing to do (0: look now). The exit path
     /// runs `tick` before every entry; this keeps it to one comparison.
     due: core::cell::Cell<u64>,
+    /// TSC ticks in a millisecond: the longest [`PcDevices::tick`] waits.
+    recheck_ticks: u64,
 }
 
 /// PIT ticks kept for delivery after the guest could not take them (it was descheduled, or
@@ -48,6 +50,7 @@ impl PcDevices {
         platform: &Platform,
         ram_bytes: u64,
     ) -> Self {
+        let hz = clock.hz();
         let pit = shared(Pit::new(clock.clone()));
         io.attach(0x40..0x44, Box::new(pit.clone()));
         io.attach(0x61..0x62, Box::new(PitPort61(pit.clone())));
@@ -75,6 +78,7 @@ impl PcDevices {
             pci,
             lost_ticks: core::cell::Cell::new(0),
             due: core::cell::Cell::new(0),
+            recheck_ticks: (hz / 1000).max(1),
         }
     }
 
@@ -84,14 +88,9 @@ impl PcDevices {
         matches!(port, 0x20 | 0x21 | 0xa0 | 0xa1 | 0x40..=0x43 | 0x61 | 0x70 | 0x71)
     }
 
-    /// The guest accessed `port`: a write to PIT channel 0 or its control port starts a new
-    /// time base, so the ticks waiting from the old one are dropped (a guest that masked its
-    /// timer for a while, or before it programmed the PIT, gets no burst of stale ticks);
-    /// and the devices look again at the next entry when the port is one of theirs.
-    pub fn accessed(&self, port: u16, write: bool) {
-        if write && matches!(port, 0x40 | 0x43) {
-            self.lost_ticks.set(0);
-        }
+    /// The guest accessed `port`: the devices look again at the next entry when it is one of
+    /// theirs.
+    pub fn accessed(&self, port: u16) {
         if Self::affected_by(port) {
             self.touched();
         }
@@ -126,12 +125,14 @@ impl PcDevices {
         }
         let irq8 = self.rtc.borrow_mut().irq8_pending();
         pic.set_irq(8, irq8);
-        // Nothing more to do before the next deadline: a tick waiting behind the one in the
-        // IRR goes once that one is delivered (the core touches the devices then).
-        let due = if self.lost_ticks.get() > 0 && !pic.requested(0) {
+        // With ticks still to deliver, look again at the next entry; else at the next deadline,
+        // and at least every millisecond of guest time whatever the models say (a deadline the
+        // PIT model misses then costs a millisecond, never a wake-up).
+        let due = if self.lost_ticks.get() > 0 {
             0
         } else {
-            self.next_deadline().unwrap_or(u64::MAX)
+            let bound = now.saturating_add(self.recheck_ticks);
+            self.next_deadline().map_or(bound, |d| d.min(bound))
         };
         self.due.set(due);
     }
@@ -199,21 +200,17 @@ mod tests {
     }
 
     #[test]
-    fn reprogramming_the_pit_drops_waiting_ticks() {
-        let (clock, mut io, pc, mut pic) = machine();
-        clock.advance(1000 * 1000);
+    fn devices_look_again_within_a_millisecond() {
+        let (clock, _io, pc, mut pic) = machine();
+        // Channel 0 stopped (mode 0, count written, ended): no deadline.
         pc.tick(clock.now(), &mut pic);
-        assert!(pc.lost_ticks.get() > 0);
-        io.write(0x43, 1, 0x34);
-        pc.accessed(0x43, true);
-        assert_eq!(pc.lost_ticks.get(), 0);
-        // Reads and other ports keep them.
-        clock.advance(1000 * 1000);
-        pc.tick(clock.now(), &mut pic);
-        let waiting = pc.lost_ticks.get();
-        pc.accessed(0x40, false);
-        pc.accessed(0x3f8, true);
-        assert_eq!(pc.lost_ticks.get(), waiting);
+        assert!(pc.due.get() <= clock.now() + HZ / 1000);
+        // Only the ports of the devices make them look again at once.
+        pc.due.set(u64::MAX);
+        pc.accessed(0x3f8);
+        assert_eq!(pc.due.get(), u64::MAX);
+        pc.accessed(0x43);
+        assert_eq!(pc.due.get(), 0);
     }
 
     #[test]
@@ -230,7 +227,7 @@ mod tests {
         pc.tick(clock.now(), &mut pic);
         let deadline = pc.next_deadline().expect("the PIT runs");
         assert!(deadline > clock.now());
-        assert_eq!(pc.due.get(), deadline);
+        assert_eq!(pc.due.get(), deadline.min(clock.now() + HZ / 1000));
         assert!(pc.can_wake(0xffff));
         assert!(!pc.can_wake(!0x101), "IRQ 0 and 8 masked: nothing can wake it");
     }

@@ -2,7 +2,6 @@
 //! building the manifest's partitions, and the final report.
 
 use super::dispatch::{self, Flow};
-use super::exit::VmExit;
 use super::interrupts;
 use super::machine::Machine;
 use super::manifest::Expect;
@@ -95,14 +94,6 @@ pub fn run_slice(p: &mut Partition) -> Flow {
         match flow {
             Flow::Continue => {}
             other => return other,
-        }
-        // A reprogrammed PIT may tick before the slice ends: end the slice there instead.
-        if let VmExit::Io(io) = exit
-            && io.write
-            && p.pc.is_some()
-            && super::pc::PcDevices::affected_by(io.port)
-        {
-            p.vcpu.set_timeslice(slice_ticks(p, rdtsc()));
         }
     }
     Flow::Yield
