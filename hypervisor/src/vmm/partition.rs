@@ -390,7 +390,8 @@ impl Partition {
     /// hypercall's deadline, the PIT's next tick), for a halted vCPU's wake-up.
     pub fn next_deadline(&self) -> Option<u64> {
         let timer = self.timer.map(|(deadline, _)| deadline);
-        let devices = self.pc.as_ref().and_then(super::pc::PcDevices::next_deadline);
+        let unmasked = self.pic.unmasked();
+        let devices = self.pc.as_ref().and_then(|pc| pc.next_interrupt(unmasked));
         match (timer, devices) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

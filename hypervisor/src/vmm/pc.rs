@@ -26,7 +26,7 @@ pub struct PcDevices {
     /// The TSC before which [`PcDevices::tick`] has nothing to do (0: look now). The exit path
     /// runs `tick` before every entry; this keeps it to one comparison.
     due: core::cell::Cell<u64>,
-    /// TSC ticks in a millisecond: the longest [`PcDevices::tick`] waits.
+    /// TSC ticks in 10 ms: the longest [`PcDevices::tick`] waits.
     recheck_ticks: u64,
 }
 
@@ -78,7 +78,7 @@ impl PcDevices {
             pci,
             lost_ticks: core::cell::Cell::new(0),
             due: core::cell::Cell::new(0),
-            recheck_ticks: (hz / 1000).max(1),
+            recheck_ticks: (hz / 100).max(1),
         }
     }
 
@@ -125,10 +125,12 @@ impl PcDevices {
         }
         let irq8 = self.rtc.borrow_mut().irq8_pending();
         pic.set_irq(8, irq8);
-        // With ticks still to deliver, look again at the next entry; else at the next deadline,
-        // and at least every millisecond of guest time whatever the models say (a deadline the
-        // PIT model misses then costs a millisecond, never a wake-up).
-        let due = if self.lost_ticks.get() > 0 {
+        // With a tick still to deliver and the IRR free, look again at the next entry (a tick
+        // waiting behind the one in the IRR goes once that one is delivered: the core touches
+        // the devices then); else at the next deadline, and at least every 10 ms of guest time
+        // whatever the models say (a deadline the PIT model misses then costs 10 ms, never a
+        // wake-up).
+        let due = if self.lost_ticks.get() > 0 && !pic.requested(0) {
             0
         } else {
             let bound = now.saturating_add(self.recheck_ticks);
@@ -149,6 +151,18 @@ impl PcDevices {
     pub fn next_deadline(&self) -> Option<u64> {
         let pit = self.pit.borrow().next_irq0_deadline();
         let rtc = self.rtc.borrow().next_irq8_deadline();
+        match (pit, rtc) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The TSC at which a device next interrupts the guest on a line unmasked in `unmasked`
+    /// (a masked line's ticks need neither a short slice nor a wake-up).
+    pub fn next_interrupt(&self, unmasked: u16) -> Option<u64> {
+        let pit = (unmasked & 1 != 0).then(|| self.pit.borrow().next_irq0_deadline()).flatten();
+        let rtc =
+            (unmasked & (1 << 8) != 0).then(|| self.rtc.borrow().next_irq8_deadline()).flatten();
         match (pit, rtc) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -200,11 +214,11 @@ mod tests {
     }
 
     #[test]
-    fn devices_look_again_within_a_millisecond() {
+    fn devices_look_again_within_10_ms() {
         let (clock, _io, pc, mut pic) = machine();
         // Channel 0 stopped (mode 0, count written, ended): no deadline.
         pc.tick(clock.now(), &mut pic);
-        assert!(pc.due.get() <= clock.now() + HZ / 1000);
+        assert!(pc.due.get() <= clock.now() + HZ / 100);
         // Only the ports of the devices make them look again at once.
         pc.due.set(u64::MAX);
         pc.accessed(0x3f8);
@@ -227,7 +241,9 @@ mod tests {
         pc.tick(clock.now(), &mut pic);
         let deadline = pc.next_deadline().expect("the PIT runs");
         assert!(deadline > clock.now());
-        assert_eq!(pc.due.get(), deadline.min(clock.now() + HZ / 1000));
+        assert_eq!(pc.due.get(), deadline.min(clock.now() + HZ / 100));
+        assert_eq!(pc.next_interrupt(0xffff), Some(deadline));
+        assert_eq!(pc.next_interrupt(!0x101), None, "masked lines need no slice end");
         assert!(pc.can_wake(0xffff));
         assert!(!pc.can_wake(!0x101), "IRQ 0 and 8 masked: nothing can wake it");
     }
