@@ -33,6 +33,7 @@ use crate::scenario;
 use crate::step;
 
 pub mod gate;
+mod linux;
 mod output;
 mod profile;
 
@@ -158,6 +159,23 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
                 println!();
             }
             print!("{}", channel_table(&channel));
+        }
+    }
+    let mut failed = failed;
+    // Not gated (`bench/linux.rs` says why): measured for the report only.
+    if !args.check && !args.update_baseline {
+        match linux::measure() {
+            Ok(b) if args.json => println!(
+                "{{\"bench\": \"linux-boot\", \"backend\": \"svm\", \"emulator\": \"qemu-icount\", \"hypervisor_s\": {}, \"bare_s\": {}, \"ratio\": {:.4}}}",
+                b.hypervisor_s,
+                b.bare_s,
+                b.ratio()
+            ),
+            Ok(b) => print!("\n{}", linux::report(&b)),
+            Err(e) => {
+                step::note(format!("bench linux-boot: FAILED: {e:#}"));
+                failed.push("linux-boot".into());
+            }
         }
     }
     if !failed.is_empty() {
