@@ -11,7 +11,7 @@ const TIMER_VECTOR: u8 = 0x40;
 const SPARE_VECTOR: u8 = 0x41;
 const TIMER_TICKS: u64 = 100_000;
 /// How far ahead the timer that is disarmed at once is armed.
-const DISARM_TICKS: u64 = 2_000_000;
+const DISARM_TICKS: u64 = 40_000_000;
 
 static TIMER_HITS: AtomicU64 = AtomicU64::new(0);
 static SPARE_HITS: AtomicU64 = AtomicU64::new(0);
@@ -135,8 +135,8 @@ fn timer(c: &mut Checks) {
     );
 
     // Armed far enough ahead that the disarming call surely comes first, even where the TSC
-    // runs in real time and the hypervisor's own work between the two calls (a slice ending,
-    // under an emulator) takes tens of microseconds; then past that deadline.
+    // runs in real time (QEMU TCG) and the other partitions' time slices (2 M ticks each) come
+    // between the two calls; then past that deadline.
     let armed = hc::set_timer(DISARM_TICKS, SPARE_VECTOR);
     let disarmed = hc::set_timer(0, SPARE_VECTOR);
     spin_with_interrupts(2 * DISARM_TICKS);
