@@ -142,9 +142,7 @@ impl PcDevices {
     /// True when a device will raise an interrupt on a line unmasked in `unmasked` (the PIC
     /// pair's unmasked IRQ lines).
     pub fn can_wake(&self, unmasked: u16) -> bool {
-        (unmasked & 1 != 0
-            && (self.lost_ticks.get() > 0 || self.pit.borrow().next_irq0_deadline().is_some()))
-            || (unmasked & (1 << 8) != 0 && self.rtc.borrow().next_irq8_deadline().is_some())
+        (unmasked & 1 != 0 && self.lost_ticks.get() > 0) || self.next_interrupt(unmasked).is_some()
     }
 
     /// The TSC at which a device next raises an interrupt by itself.
