@@ -73,6 +73,24 @@ pub fn write_partition_line(owner: u64, prefix: &str, text: &str, end: bool) {
     });
 }
 
+/// COM1's IRQ line at the host's 8259.
+pub const COM1_IRQ: u8 = 4;
+
+/// Lets COM1 raise [`COM1_IRQ`] when a byte arrives, so that an idle CPU halted waiting for
+/// work wakes on a key: IER bit 0 (received data available) and MCR OUT2, which gates the
+/// UART's interrupt output onto the ISA line on PCs (PC16550D datasheet, IER and MCR).
+pub fn enable_receive_interrupt() {
+    with_console(|_| {
+        // SAFETY: COM1 belongs to the hypervisor; the lock orders this after any writer.
+        // IER = 1 only adds the receive interrupt; MCR keeps DTR/RTS (bits 0-1) and sets OUT2.
+        unsafe {
+            crate::arch::x86::instr::outb(COM1 + 1, 0x01);
+            let mcr = crate::arch::x86::instr::inb(COM1 + 4);
+            crate::arch::x86::instr::outb(COM1 + 4, mcr | 0x08);
+        }
+    });
+}
+
 /// Takes one received byte, if any.
 pub fn read_byte() -> Option<u8> {
     with_console(|c| c.inner_mut().try_receive_byte().ok()).flatten()

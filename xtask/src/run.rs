@@ -159,8 +159,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         format!("serial log {} follows; Ctrl-C stops", rel(&p.launch.serial_log()))
     };
     step::note(format!("booting {} with {what} ({how})", p.launch.image.describe()));
-    let watch =
-        Watch { timeout: args.headless.then(|| Duration::from_secs(args.timeout)), echo: true };
+    let watch = Watch {
+        timeout: args.headless.then(|| Duration::from_secs(args.timeout)),
+        echo: true,
+        cpu_window: None,
+    };
     let ran = watch::run(p.emulator.as_ref(), &p.launch, &watch)?;
     if let Some(left) = &ran.input_left {
         step::note(left);

@@ -729,7 +729,8 @@ fn run_case(case: &Case) -> Result<String> {
         p.launch.image.describe(),
         p.emulator.describe(case.cpu)
     ));
-    let watch = Watch { timeout: Some(Duration::from_secs(case.timeout_s)), echo: false };
+    let watch =
+        Watch { timeout: Some(Duration::from_secs(case.timeout_s)), echo: false, cpu_window: None };
     let ran = watch::run(p.emulator.as_ref(), &p.launch, &watch)?;
     match check(case, &ran) {
         Ok(()) => {

@@ -19,6 +19,10 @@ pub const CHANNEL_VECTOR: u8 = 0x41;
 /// serial speeds.
 pub const NAP_TICKS: u64 = 5_000_000;
 
+/// TSC ticks of the shell's nap when it has nothing to do: long (about a second on hardware),
+/// because a typed byte (the UART's IRQ 4) or a channel notification wakes it at once.
+pub const SHELL_NAP_TICKS: u64 = 2_000_000_000;
+
 static WAKEUPS: AtomicU64 = AtomicU64::new(0);
 
 fn on_wakeup(_: &mut InterruptFrame) {

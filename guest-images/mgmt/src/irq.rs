@@ -12,6 +12,9 @@ use guest_rt::{InterruptFrame, register_handler};
 pub const VECTOR_BASE: u8 = 0x20;
 /// The primary ATA channel's line.
 pub const IRQ_ATA: u8 = 14;
+/// COM1's line: the partition's (virtual) UART raises it when a typed byte arrives, which
+/// wakes the shell from its nap.
+pub const IRQ_COM1: u8 = 4;
 
 static ATA_IRQS: AtomicU64 = AtomicU64::new(0);
 
@@ -33,10 +36,18 @@ fn on_ata(_: &mut InterruptFrame) {
     }
 }
 
+/// A typed byte: only wakes the shell, which reads the UART itself. Ends the interrupt at the
+/// master.
+fn on_com1(_: &mut InterruptFrame) {
+    // SAFETY: OCW2 (non-specific EOI) to this partition's own (virtual) master PIC.
+    unsafe { outb(0x20, 0x20) };
+}
+
 /// Programs both PICs (cascaded, IRQ 0-7 at 0x20, 8-15 at 0x28, edge-triggered, normal EOI)
-/// and opens IRQ 14 and the cascade; every other line stays masked.
+/// and opens IRQ 4 (COM1), IRQ 14 and the cascade; every other line stays masked.
 pub fn init() {
     register_handler(VECTOR_BASE + IRQ_ATA, on_ata);
+    register_handler(VECTOR_BASE + IRQ_COM1, on_com1);
     // SAFETY: ICW1-ICW4 then OCW1 to this partition's PICs; interrupts are off meanwhile.
     unsafe {
         outb(0x20, 0x11); // ICW1: edge, cascade, ICW4 follows
@@ -47,7 +58,7 @@ pub fn init() {
         outb(0xa1, 2); // ICW3: the slave's identity
         outb(0x21, 0x01); // ICW4: 8086 mode
         outb(0xa1, 0x01);
-        outb(0x21, !(1u8 << 2)); // OCW1: only the cascade open on the master
+        outb(0x21, !(1u8 << 2 | 1 << IRQ_COM1)); // OCW1: the cascade and COM1 on the master
         outb(0xa1, !(1u8 << (IRQ_ATA - 8))); // and IRQ 14 on the slave
     }
 }

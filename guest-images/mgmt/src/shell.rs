@@ -27,12 +27,23 @@ const CONSOLE_READS: usize = 16;
 /// clear them.
 const FCR: u16 = COM1 + 2;
 const FCR_ENABLE_AND_CLEAR: u8 = 0x07;
+/// Interrupt enable register: bit 0, received data available.
+const IER: u16 = COM1 + 1;
+const IER_RECEIVED_DATA: u8 = 0x01;
+/// Modem control register: DTR, RTS and OUT2 (which gates the UART's interrupt onto IRQ 4).
+const MCR: u16 = COM1 + 4;
+const MCR_DTR_RTS_OUT2: u8 = 0x0b;
 
 /// Runs the shell until `shutdown`.
 pub fn run() -> ! {
     // SAFETY: COM1 is this partition's virtual UART; turning its FIFOs on only lets more typed
-    // bytes wait for us.
-    unsafe { outb(FCR, FCR_ENABLE_AND_CLEAR) };
+    // bytes wait for us, and its received-data interrupt (IER bit 0, through MCR.OUT2 to IRQ 4)
+    // wakes the nap below when a key arrives (PC16550D datasheet, IER and MCR).
+    unsafe {
+        outb(FCR, FCR_ENABLE_AND_CLEAR);
+        outb(IER, IER_RECEIVED_DATA);
+        outb(MCR, MCR_DTR_RTS_OUT2);
+    }
     let own_id = hc::partition_id().value;
     let mut editor = LineEditor::new();
     let mut channels = Channels::new();
@@ -63,7 +74,8 @@ pub fn run() -> ! {
         }
         busy |= channels.service();
         if !busy {
-            idle::nap(idle::NAP_TICKS);
+            // Typed bytes (IRQ 4) and channel notifications end the nap early.
+            idle::nap(idle::SHELL_NAP_TICKS);
         }
     }
 }

@@ -35,8 +35,14 @@ pub enum Focus {
 
 /// Ctrl-A: pressed three times in a row, switches the console's focus.
 const CTRL_A: u8 = 0x01;
-/// TSC ticks the idle loop waits before it looks at the console and host IRQs again.
-const IDLE_POLL_TICKS: u64 = 200_000;
+/// The longest an idle CPU sleeps before it looks at the console and the host's IRQ lines
+/// again, as a fraction of a second (10 ms): a wake-up that never comes (a UART whose
+/// interrupt line stayed high while the focused partition had no room for its bytes) costs
+/// at most this much latency.
+const IDLE_POLLS_PER_SECOND: u64 = 100;
+/// Where the host APIC timer is not usable, the idle loop spins this many TSC ticks between
+/// looks at the console and the host IRQs.
+const IDLE_SPIN_TICKS: u64 = 200_000;
 /// Most restarts a partition with `on_stop = "restart"` gets before it stays down.
 pub const MAX_RESTARTS: u32 = 3;
 
@@ -54,6 +60,8 @@ pub struct Machine<'a> {
     ctrl_a: u8,
     /// Host interrupts at unexpected vectors already reported.
     unexpected_irqs: u64,
+    /// Times the CPU halted for want of work (the `idle` line of the debug keys' stats).
+    pub idle_halts: u64,
 }
 
 impl<'a> Machine<'a> {
@@ -73,6 +81,7 @@ impl<'a> Machine<'a> {
             focus: Focus::Hypervisor,
             ctrl_a: 0,
             unexpected_irqs: 0,
+            idle_halts: 0,
         }
     }
 
@@ -149,6 +158,10 @@ impl<'a> Machine<'a> {
     pub fn run(&mut self) -> bool {
         let mut next = 0;
         self.claim_irq_lines();
+        if crate::arch::x86::lapic::timer_usable() {
+            console::enable_receive_interrupt();
+            crate::arch::x86::pic::unmask(console::COM1_IRQ);
+        }
         loop {
             self.poll_console();
             self.route_host_irqs();
@@ -195,14 +208,33 @@ impl<'a> Machine<'a> {
                 )
                 .min();
             match earliest {
-                Some(t) => {
-                    // Look at the console and the host's interrupt lines now and then.
-                    let stop = t.min(rdtsc().saturating_add(IDLE_POLL_TICKS));
-                    while rdtsc() < stop {
-                        core::hint::spin_loop();
-                    }
-                }
+                Some(t) => self.idle_until(t),
                 None => return false,
+            }
+        }
+    }
+
+    /// Nothing can run before TSC `t`: halts the CPU until then, or until a key on the
+    /// console or a forwarded host IRQ, whichever comes first (capped at
+    /// [`IDLE_POLLS_PER_SECOND`]), so that an idle machine does not keep a host core busy.
+    /// The host APIC timer, armed one-shot, ends the sleep; where it is not usable the CPU
+    /// spins on the TSC instead.
+    fn idle_until(&mut self, t: u64) {
+        let now = rdtsc();
+        if t <= now {
+            return;
+        }
+        let cap = self.platform.tsc_hz_or_nominal() / IDLE_POLLS_PER_SECOND;
+        let wait = (t - now).min(cap);
+        if crate::arch::x86::lapic::timer_usable() {
+            crate::arch::x86::lapic::arm(wait);
+            crate::arch::x86::instr::wait_for_interrupt();
+            crate::arch::x86::lapic::disarm();
+            self.idle_halts += 1;
+        } else {
+            let stop = now + wait.min(IDLE_SPIN_TICKS);
+            while rdtsc() < stop {
+                core::hint::spin_loop();
             }
         }
     }
@@ -236,7 +268,13 @@ impl<'a> Machine<'a> {
             );
             self.unexpected_irqs = unexpected;
         }
-        let fired = crate::arch::x86::pic::take_pending();
+        let mut fired = crate::arch::x86::pic::take_pending();
+        // COM1's line wakes an idle CPU for a key; the bytes are read by `poll_console`.
+        let com1 = 1u16 << console::COM1_IRQ;
+        if fired & com1 != 0 {
+            fired &= !com1;
+            crate::arch::x86::pic::unmask(console::COM1_IRQ);
+        }
         for irq in (0..16u8).filter(|i| fired & (1 << i) != 0) {
             match self.parts.iter_mut().find(|p| p.irq_lines & (1 << irq) != 0 && !p.stopped()) {
                 Some(p) => {
@@ -342,10 +380,13 @@ impl<'a> Machine<'a> {
                     );
                 }
             }
-            b's' => self.parts.iter().for_each(|p| {
-                println!("  {}:", p.name);
-                print_stats(p);
-            }),
+            b's' => {
+                self.parts.iter().for_each(|p| {
+                    println!("  {}:", p.name);
+                    print_stats(p);
+                });
+                println!("  the CPU halted idle {} times", self.idle_halts);
+            }
             b'r' => {
                 for p in &mut self.parts {
                     let (rip, rflags) = (p.vcpu.rip(), p.vcpu.rflags());

@@ -33,6 +33,7 @@ use crate::scenario;
 use crate::step;
 
 pub mod gate;
+mod idle;
 mod linux;
 mod output;
 mod profile;
@@ -55,6 +56,9 @@ pub struct BenchArgs {
     /// each stage of a slow-path exit takes; no figures, no gate.
     #[arg(long, conflicts_with_all = ["check", "update_baseline", "json"])]
     pub profile: bool,
+    /// Only the idle-cpu figure: the emulator's host CPU share while every partition waits.
+    #[arg(long, conflicts_with_all = ["check", "update_baseline", "profile"])]
+    pub idle: bool,
 }
 
 /// The guest crate that measures, and the partition name its lines carry.
@@ -143,6 +147,11 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
         return profile::profile();
     }
     build::kernels()?;
+    if args.idle {
+        let m = idle::measure()?;
+        print!("{}", idle::report(&m));
+        return Ok(ExitCode::SUCCESS);
+    }
     let (rows, failed) = measure_all();
     let (channel, exits): (Vec<&Row>, Vec<&Row>) =
         rows.iter().partition(|r| r.message_bytes.is_some());
@@ -175,6 +184,19 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
             Err(e) => {
                 step::note(format!("bench linux-boot: FAILED: {e:#}"));
                 failed.push("linux-boot".into());
+            }
+        }
+        match idle::measure() {
+            Ok(m) if args.json => println!(
+                "{{\"bench\": \"idle-cpu\", \"backend\": \"svm\", \"emulator\": \"qemu-tcg\", \"share\": {:.4}, \"bare_share\": {:.4}, \"window_s\": {:.1}}}",
+                m.hypervisor,
+                m.bare,
+                m.window.as_secs_f64()
+            ),
+            Ok(m) => print!("{}", idle::report(&m)),
+            Err(e) => {
+                step::note(format!("bench idle-cpu: FAILED: {e:#}"));
+                failed.push("idle-cpu".into());
             }
         }
     }
@@ -361,7 +383,8 @@ fn boot<T>(b: &Backend, mut p: run::Prepared, parse: impl Fn(&Ran) -> Result<T>)
         p.emulator.describe(Some(b.cpu)),
         if b.choice == Choice::Qemu { ", -icount shift=0" } else { "" }
     ));
-    let watch = Watch { timeout: Some(Duration::from_secs(b.timeout_s)), echo: false };
+    let watch =
+        Watch { timeout: Some(Duration::from_secs(b.timeout_s)), echo: false, cpu_window: None };
     let ran = watch::run(p.emulator.as_ref(), &p.launch, &watch)?;
     let stalled = ran.input_left.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
     let result = match &ran.outcome {

@@ -27,6 +27,9 @@ pub struct Watch {
     pub timeout: Option<Duration>,
     /// Copy the serial console to stdout as it arrives.
     pub echo: bool,
+    /// Measure the emulator's host CPU time over this long from the end of the input script
+    /// ([`Ran::cpu_share`]), then kill the run.
+    pub cpu_window: Option<Duration>,
 }
 
 /// What a watched run came to.
@@ -41,6 +44,33 @@ pub struct Ran {
     pub elapsed: Duration,
     /// The input step still waiting when the run ended (`None`: the script ran to its end).
     pub input_left: Option<String>,
+    /// With [`Watch::cpu_window`]: the emulator's host CPU time (all its threads) over the wall time
+    /// from the end of the input script to the end of the run, and that wall time.
+    pub cpu_share: Option<(f64, Duration)>,
+}
+
+/// The host CPU time a process has used so far (user + system, all threads; proc(5),
+/// `/proc/PID/stat` fields 14 and 15, in clock ticks of `getconf CLK_TCK`).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64))
+}
+
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
 }
 
 /// Boots `launch` under `emu` and waits for it to end.
@@ -95,6 +125,9 @@ pub fn run(emu: &dyn Emulator, launch: &Launch, watch: &Watch) -> Result<Ran> {
         _ => None,
     };
     let mut script = Script::new(launch.input.clone());
+    // (wall, CPU) when the input script ended, and at the last look before the run ended.
+    let mut cpu_mark: Option<(Instant, Duration)> = None;
+    let mut cpu_last: Option<(Instant, Duration)> = None;
     let mut serial = Vec::new();
     let mut file = None;
     let mut banner_after = None;
@@ -123,6 +156,20 @@ pub fn run(emu: &dyn Emulator, launch: &Launch, watch: &Watch) -> Result<Ran> {
                 c.send(typed);
             }
         }
+        if let Some(window) = watch.cpu_window.filter(|_| script.waiting().is_none()) {
+            let now = cpu_time(child.id()).map(|t| (Instant::now(), t));
+            match cpu_mark {
+                None => cpu_mark = now,
+                Some((w0, _)) => {
+                    cpu_last = now;
+                    if w0.elapsed() >= window {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break None;
+                    }
+                }
+            }
+        }
         if let Some(status) = child.try_wait()? {
             break Some(emu.outcome(status, launch));
         }
@@ -148,6 +195,10 @@ pub fn run(emu: &dyn Emulator, launch: &Launch, watch: &Watch) -> Result<Ran> {
         banner_after,
         elapsed,
         input_left: script.waiting(),
+        cpu_share: cpu_mark.zip(cpu_last).map(|((w0, c0), (w1, c1))| {
+            let wall = w1.duration_since(w0);
+            (c1.saturating_sub(c0).as_secs_f64() / wall.as_secs_f64().max(1e-9), wall)
+        }),
     })
 }
 

@@ -93,6 +93,16 @@ pub fn halt_forever() -> ! {
     }
 }
 
+/// Sleeps until the next interrupt: STI's one-instruction shadow keeps interrupts out until
+/// HLT has begun, so one that is already pending or arrives now wakes the CPU rather than
+/// being taken before the HLT and leaving it asleep (SDM vol. 3A §6.8.3). The handler runs,
+/// and CLI closes interrupts again before this returns.
+pub fn wait_for_interrupt() {
+    // SAFETY: the interrupts that can arrive are the host PIC lines the hypervisor unmasked
+    // and its own APIC timer; their handlers touch only their device and atomics.
+    unsafe { asm!("sti; hlt; cli", options(nomem, nostack)) };
+}
+
 /// CR2: the faulting linear address of the last #PF.
 pub fn read_cr2() -> u64 {
     x86_64::registers::control::Cr2::read_raw()
