@@ -220,9 +220,11 @@ const BARE: &[Want] = &[
 /// `scenarios/linux.toml`: Debian's stock kernel (`linux::provision`) boots to its `/init`,
 /// which prints its marker and passes each check (`guest-images/linux/init`); the probe beside
 /// it passes every check; the shell `/init` starts takes typed input (Ctrl-A three times gives
-/// it the console) and `poweroff -f` ends the partition (the kernel halts with interrupts off).
+/// it the console) and `poweroff -f` powers the partition off through the ACPI tables and
+/// power-management block it is given (`loader::acpi`, `devices::acpi_pm`).
 const LINUX: &[Want] = &[
     Line("[linux] INIT-MARKER uptime="),
+    LineWith(&["[linux] ", "ACPI: PM: (supports S0 S5)"]),
     Line("[linux] PASS uname-r"),
     Line("[linux] PASS cpuinfo-hypervisor"),
     Line("[linux] PASS timer-ticks"),
@@ -232,7 +234,7 @@ const LINUX: &[Want] = &[
     PROBE_PASSES,
     PROBE_SUMMARY,
     Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
-    LineWith(&["hypervisor: partition linux (id 0): ", "[as expected]"]),
+    Line("hypervisor: partition linux (id 0): powered off (ACPI soft-off, S5) [as expected]"),
     POWER_OFF_OK,
 ];
 const LINUX_INPUT: &[(&[&str], &str)] = &[

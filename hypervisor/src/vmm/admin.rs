@@ -59,7 +59,7 @@ fn state_code(s: &State) -> u32 {
         State::Runnable => state::RUNNING,
         State::Paused => state::PAUSED,
         State::Halted { .. } => state::HALTED,
-        State::Shutdown(_) | State::Off => state::SHUT_DOWN,
+        State::Shutdown(_) | State::Off(_) => state::SHUT_DOWN,
         State::Killed(_) => state::KILLED,
     }
 }

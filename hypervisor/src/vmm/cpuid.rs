@@ -33,6 +33,10 @@ mod bit {
     pub const L1_ECX_HYPERVISOR: u32 = 1 << 31;
     pub const L1_EDX_DS: u32 = 1 << 21;
     pub const L1_EDX_ACPI: u32 = 1 << 22;
+    /// The on-chip local APIC (leaf 1 and, on AMD, leaf 0x8000_0001 EDX bit 9): hidden until a
+    /// virtual local APIC exists, so that a kernel (Linux with ACPI and no MADT included) uses
+    /// the 8259 pair and never touches 0xFEE0_0000, which no partition has.
+    pub const L1_EDX_APIC: u32 = 1 << 9;
     pub const L1_EDX_TM: u32 = 1 << 29;
     pub const L1_EDX_PBE: u32 = 1 << 31;
     /// Leaf 7.0 EBX: TSC_ADJUST, SGX, INVPCID (needs a VMX control), RDT-M, MPX, RDT-A, PT.
@@ -175,7 +179,11 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: Regs, guest_osxsave: bool) -> 
                 | bit::L1_ECX_TM2
                 | bit::L1_ECX_SDBG
                 | bit::L1_ECX_DCA);
-            r.edx &= !(bit::L1_EDX_DS | bit::L1_EDX_ACPI | bit::L1_EDX_TM | bit::L1_EDX_PBE);
+            r.edx &= !(bit::L1_EDX_DS
+                | bit::L1_EDX_ACPI
+                | bit::L1_EDX_TM
+                | bit::L1_EDX_PBE
+                | bit::L1_EDX_APIC);
             if guest_osxsave {
                 r.ecx |= bit::L1_ECX_OSXSAVE;
             }
@@ -225,7 +233,7 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: Regs, guest_osxsave: bool) -> 
         0x4000_0002..=0x4fff_ffff => r = Regs::default(),
         0x8000_0001 => {
             r.ecx &= !bit::X1_ECX_HIDDEN;
-            r.edx &= !bit::X1_EDX_RDTSCP;
+            r.edx &= !(bit::X1_EDX_RDTSCP | bit::L1_EDX_APIC);
         }
         // Power management: only the invariant TSC, where the host has it.
         0x8000_0007 => r = Regs { edx: r.edx & bit::X7_EDX_INVARIANT_TSC, ..Regs::default() },
@@ -282,6 +290,8 @@ mod tests {
             assert_eq!(r.ecx & bit, 0, "{name}");
         }
         assert_eq!(r.edx & (bit::L1_EDX_DS | bit::L1_EDX_ACPI | bit::L1_EDX_TM), 0);
+        assert_eq!(r.edx & bit::L1_EDX_APIC, 0, "no local APIC");
+        assert_eq!(guest_cpuid(0x8000_0001, 0, ALL, false).edx & bit::L1_EDX_APIC, 0);
         assert_ne!(r.edx & (1 << 7 | 1 << 14), 0, "MCE/MCA stay (MCG_CAP = 0 banks)");
         assert_ne!(r.edx & (1 << 5 | 1 << 12 | 1 << 16), 0, "MSR, MTRR and PAT stay");
         // Leaf 7: SPEC_CTRL/PRED_CMD/ARCH_CAPABILITIES, TSC_ADJUST, RDPID, CET, WAITPKG.

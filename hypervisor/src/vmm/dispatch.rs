@@ -32,6 +32,10 @@ const CR4_OSXSAVE: u64 = 1 << 18;
 /// CR4 bits a guest may set (SDM Vol. 3A §2.5), VMXE and SMXE excluded: VME PVI TSD DE PSE PAE
 /// MCE PGE PCE OSFXSR OSXMMEXCPT always; UMIP FSGSBASE PCIDE OSXSAVE SMEP SMAP where the CPU
 /// has the feature (each is reserved, #GP on setting it, where it does not).
+/// How a partition powered off, for [`State::Off`].
+const OFF_BY_HLT: &str = "HLT with interrupts off";
+const OFF_BY_ACPI: &str = "ACPI soft-off, S5";
+
 fn cr4_guest_bits() -> u64 {
     let l1 = core::arch::x86_64::__cpuid_count(1, 0);
     let l7 = core::arch::x86_64::__cpuid_count(7, 0);
@@ -77,7 +81,7 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
                     p.name,
                     p.vcpu.rip()
                 );
-                p.state = State::Off;
+                p.state = State::Off(OFF_BY_HLT);
                 Flow::Stopped
             } else if p.can_be_woken() {
                 // Until an interrupt: a timer, a forwarded device line, a typed key, a
@@ -447,6 +451,12 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
             p.drain_devices();
             if p.pc.as_ref().is_some_and(super::pc::PcDevices::reset_requested) {
                 p.kill(format!("reset requested through port {:#x}", io.port));
+                return Flow::Stopped;
+            }
+            if p.pc.as_ref().is_some_and(super::pc::PcDevices::poweroff_requested) {
+                p.flush_console();
+                log::info!("partition {}: powered off through ACPI (S5)", p.name);
+                p.state = State::Off(OFF_BY_ACPI);
                 return Flow::Stopped;
             }
         }

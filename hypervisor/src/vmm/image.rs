@@ -3,7 +3,7 @@
 //! (Multiboot Specification 0.6.96 §3.2) and Linux bzImages (the x86 boot protocol,
 //! `Documentation/arch/x86/boot.rst`).
 
-use super::loader::{elf, linux, multiboot};
+use super::loader::{acpi, elf, linux, multiboot};
 use super::manifest::ImageFormat;
 use super::memory::{BadAddress, GuestRam};
 use super::partition::PartitionConfig;
@@ -97,6 +97,9 @@ fn load_linux(
     linux::e820_map(map, &[]).map_err(|e| format!("memory map: {e}"))?;
     linux::load(&image, &layout, config.initrd, &cmdline, map, &[], |gpa, b| ram.write(gpa, b))
         .map_err(|e| format!("loading the image: {e}"))?;
+    // The ACPI tables, in the BIOS area the e820 map reserves, where the kernel's RSDP search
+    // finds them.
+    ram.write(acpi::TABLES_GPA, &acpi::tables()).map_err(|e| format!("ACPI tables: {e}"))?;
     /// Null, unused, `__BOOT_CS` (0x10), `__BOOT_DS` (0x18): base 0, limit 4 GiB, 4 KiB pages.
     const GDT32: [u64; 4] = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
     for (i, d) in GDT32.iter().enumerate() {

@@ -136,7 +136,7 @@ keyword_enum!(
         Exit = "exit",
         /// Stopped by the hypervisor for a violation.
         Fault = "fault",
-        /// Halted for good: HLT with interrupts off and nothing to wake it (how a kernel
+        /// Powered off: ACPI soft-off, or HLT with interrupts off and nothing to wake it (how a kernel
         /// without ACPI powers off).
         Halt = "halt",
     }

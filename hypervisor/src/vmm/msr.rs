@@ -77,9 +77,8 @@ pub enum Vendor {
 }
 
 /// MSRs kept in software, in [`SoftMsrs`] order.
-const SOFT: [u32; 10] = [
+const SOFT: [u32; 9] = [
     IA32_MTRR_DEF_TYPE,
-    IA32_APIC_BASE,
     AMD_PERF_EVTSEL0,
     AMD_PERF_EVTSEL0 + 1,
     AMD_PERF_EVTSEL0 + 2,
@@ -98,7 +97,6 @@ impl Default for SoftMsrs {
     fn default() -> Self {
         let mut v = [0; SOFT.len()];
         v[0] = MTRR_DEF_TYPE_RESET;
-        v[1] = 0xfee0_0900; // APIC base: BSP, enabled, default address
         Self(v)
     }
 }
@@ -141,9 +139,6 @@ pub fn place(msr: u32, vendor: Vendor) -> Option<Place> {
         // decide).
         IA32_MTRRCAP => Place::Constant(0),
         IA32_MTRR_DEF_TYPE => Place::Software(0),
-        // CPUID.1:EDX.APIC: readable and writable (reserved bits checked), no effect: no local
-        // APIC is emulated yet.
-        IA32_APIC_BASE => Place::Software(1),
         // CPUID.1:EDX.MCA with MCG_CAP = 0: no banks, no MCG_CTL, no extended state. Linux's
         // `mcheck_cpu_init` reads MCG_CAP and clears MCG_STATUS.
         IA32_MCG_CAP | IA32_MCG_STATUS => Place::Constant(0),
@@ -161,7 +156,7 @@ pub fn place(msr: u32, vendor: Vendor) -> Option<Place> {
         // enabled event never overflows, so no PMI ever comes. Linux's perf probes them
         // (`check_hw_exists`) and the NMI watchdog then simply never fires.
         m if amd && (AMD_PERF_EVTSEL0..AMD_PERF_CTR0 + 4).contains(&m) => {
-            Place::Software(2 + (m - AMD_PERF_EVTSEL0) as usize)
+            Place::Software(1 + (m - AMD_PERF_EVTSEL0) as usize)
         }
         // AMD: read by `bsp_init_amd` (non-safe) when the invariant TSC is offered.
         AMD_HWCR if amd => Place::Constant(HWCR_VALUE),
@@ -275,10 +270,6 @@ pub fn check_write(msr: u32, value: u64, old: u64, ctx: &WriteCtx) -> Result<u64
         IA32_MTRR_DEF_TYPE if !matches!(value & 0xff, 0 | 1 | 4 | 5 | 6) => {
             Err("undefined MTRR default memory type")
         }
-        // Bits 7:0, 9 and 10 (x2APIC mode: not offered) and above MAXPHYADDR are reserved.
-        IA32_APIC_BASE if value & 0x6ff != 0 || value >> ctx.phys_bits.clamp(32, 52) != 0 => {
-            Err("reserved APIC_BASE bits")
-        }
         IA32_FEATURE_CONTROL => Err("IA32_FEATURE_CONTROL is locked"),
         IA32_MTRRCAP | IA32_MCG_CAP | IA32_PLATFORM_ID => Err("read-only MSR"),
         IA32_MCG_STATUS if value != 0 => Err("MCG_STATUS: only 0 may be written"),
@@ -337,8 +328,8 @@ mod tests {
         assert_eq!(place(AMD_HWCR, Amd), Some(Place::Constant(HWCR_VALUE)));
         assert_eq!(place(AMD_HWCR, Intel), None);
         assert_eq!(place(AMD_SYSCFG, Amd), Some(Place::Constant(0)));
-        assert_eq!(place(AMD_PERF_EVTSEL0, Amd), Some(Place::Software(2)));
-        assert_eq!(place(AMD_PERF_CTR0 + 3, Amd), Some(Place::Software(9)));
+        assert_eq!(place(AMD_PERF_EVTSEL0, Amd), Some(Place::Software(1)));
+        assert_eq!(place(AMD_PERF_CTR0 + 3, Amd), Some(Place::Software(8)));
         assert_eq!(place(AMD_PERF_CTR0 + 4, Amd), None);
         assert_eq!(place(AMD_PERF_EVTSEL0, Intel), None);
         // Hidden in CPUID, so absent: TSC_AUX (RDTSCP/RDPID), the Intel PMU, TSC deadline,
@@ -458,9 +449,6 @@ mod tests {
         assert!(ok(IA32_MCG_STATUS, 1).is_err());
         assert!(ok(IA32_MCG_CAP, 0).is_err());
         assert!(ok(IA32_MTRRCAP, 0).is_err());
-        assert_eq!(ok(IA32_APIC_BASE, 0xfee0_0900), Ok(0xfee0_0900));
-        assert!(ok(IA32_APIC_BASE, 0xfee0_0d00).is_err(), "x2APIC not offered");
-        assert!(ok(IA32_APIC_BASE, 0x100_fee0_0900).is_err(), "beyond MAXPHYADDR");
         assert_eq!(ok(AMD_PERF_EVTSEL0, 0x43_0076), Ok(0x43_0076));
         assert!(ok(AMD_PERF_EVTSEL0 + 2, 1 << 42).is_err());
         assert!(ok(AMD_PERF_EVTSEL0 + 2, 1 << 37).is_err());

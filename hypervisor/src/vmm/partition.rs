@@ -56,9 +56,9 @@ pub enum State {
     },
     /// Stopped with the guest's own shutdown status.
     Shutdown(u64),
-    /// Halted for good: HLT with interrupts off, and nothing (no NMI, no INIT) can wake it.
-    /// This is how a kernel without ACPI powers off.
-    Off,
+    /// Powered off: HLT with interrupts off, which nothing (no NMI, no INIT) can end (how a
+    /// kernel without ACPI powers off), or the ACPI soft-off request. Says which.
+    Off(&'static str),
     /// Stopped by the hypervisor for what the guest did.
     Killed(String),
 }
@@ -421,7 +421,7 @@ impl Partition {
 
     /// True once the partition no longer runs.
     pub fn stopped(&self) -> bool {
-        matches!(self.state, State::Shutdown(_) | State::Killed(_) | State::Off)
+        matches!(self.state, State::Shutdown(_) | State::Killed(_) | State::Off(_))
     }
 }
 

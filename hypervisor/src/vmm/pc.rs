@@ -2,10 +2,13 @@
 //! PIT with port 0x61 (its channel 0 on IRQ 0), the MC146818 RTC and CMOS at 0x70/0x71 (IRQ 8),
 //! running on the host's TSC and wall clock (`Platform`); system control port A (0x92, fast
 //! reset), PCI configuration ports that find no devices (0xCF8-0xCFF, with the reset control
-//! register 0xCF9) and the POST port 0x80 that kernels write for I/O delays.
+//! register 0xCF9), the POST port 0x80 that kernels write for I/O delays, and the ACPI
+//! power-management block (PM1a event and control, PM timer) that the partition's FADT
+//! describes (`loader::acpi`), through which an OS powers the partition off.
 
 use super::bus::Bus;
 use super::platform::{HostClock, Platform};
+use crate::devices::acpi_pm::{self, AcpiPm};
 use crate::devices::clock::Clock;
 use crate::devices::pcmisc::{PciNone, PostPort, SysCtlA};
 use crate::devices::pic8259::PicPair;
@@ -21,6 +24,7 @@ pub struct PcDevices {
     rtc: Shared<Rtc>,
     sysctl: Shared<SysCtlA>,
     pci: Shared<PciNone>,
+    pm: Shared<AcpiPm>,
     /// PIT periods that ended and whose IRQ 0 is not raised yet (at most [`MAX_LOST_TICKS`]).
     lost_ticks: core::cell::Cell<u64>,
     /// The TSC before which [`PcDevices::tick`] has nothing to do (0: look now). The exit path
@@ -56,7 +60,7 @@ impl PcDevices {
         io.attach(0x61..0x62, Box::new(PitPort61(pit.clone())));
         // The RTC's date: the host's, as read at boot (1970 where it held none).
         let (tsc, unix) = platform.wall_clock.unwrap_or((platform.start_tsc, 0));
-        let mut rtc = Rtc::new(clock, unix, tsc);
+        let mut rtc = Rtc::new(clock.clone(), unix, tsc);
         // CMOS memory sizes as a PC BIOS leaves them: base, 1-16 MiB and above 16 MiB, KiB.
         let kib = ram_bytes >> 10;
         rtc.set_memory_sizes(
@@ -71,11 +75,15 @@ impl PcDevices {
         let pci = shared(PciNone::new());
         io.attach(0xcf8..0xd00, Box::new(pci.clone()));
         io.attach(0x80..0x81, Box::new(PostPort::new()));
+        let pm = shared(AcpiPm::new(clock.clone()));
+        let pm_port = u64::from(super::loader::acpi::PM_PORT);
+        io.attach(pm_port..pm_port + acpi_pm::PORTS, Box::new(pm.clone()));
         Self {
             pit,
             rtc,
             sysctl,
             pci,
+            pm,
             lost_ticks: core::cell::Cell::new(0),
             due: core::cell::Cell::new(0),
             recheck_ticks: (hz / 100).max(1),
@@ -106,6 +114,11 @@ impl PcDevices {
         let a = self.sysctl.borrow_mut().reset_requested();
         let b = self.pci.borrow_mut().reset_requested();
         a || b
+    }
+
+    /// True once after the guest asked for soft-off (S5) at its ACPI PM1a control register.
+    pub fn poweroff_requested(&self) -> bool {
+        self.pm.borrow_mut().poweroff_requested()
     }
 
     /// Raises the devices' interrupts at `pic`: an IRQ 0 edge for each PIT period that ended,

@@ -107,7 +107,7 @@ pub fn state_name(s: &State) -> &'static str {
         State::Runnable => "running",
         State::Halted { .. } => "halted",
         State::Shutdown(_) => "shut down",
-        State::Off => "halted for good",
+        State::Off(_) => "off",
         State::Killed(_) => "killed",
     }
 }
@@ -147,10 +147,7 @@ pub fn report(parts: &mut [Partition], powered_off: bool) -> bool {
             State::Shutdown(s) => {
                 (format!("shut down with status {s}"), *s == 0 && p.config.expect == Expect::Exit)
             }
-            State::Off => (
-                "halted for good (HLT with interrupts off)".into(),
-                p.config.expect == Expect::Halt,
-            ),
+            State::Off(how) => (format!("powered off ({how})"), p.config.expect == Expect::Halt),
             State::Killed(why) => {
                 (format!("stopped by the hypervisor: {why}"), p.config.expect == Expect::Fault)
             }

@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn reads_the_partitions_exit_line() {
         let serial = "[linux] INIT-MARKER uptime=3.40\n\
-                      hypervisor: partition linux (id 0): halted for good (HLT with interrupts off) [as expected]\n    \
+                      hypervisor: partition linux (id 0): powered off (HLT with interrupts off) [as expected]\n    \
                       exits: 45449 total, cpuid 1247, io 38110\n\
                       hypervisor: power off: ok\n";
         assert_eq!(exit_line(serial).as_deref(), Some("exits: 45449 total, cpuid 1247, io 38110"));

@@ -1,6 +1,7 @@
 //! Guest-image loaders: check an image against the partition it is meant for, then copy it in
 //! through the caller's guest-memory accessor: [`elf`] (ELF64, our own guests' format, entered
 //! in 64-bit mode) and [`multiboot`] (multiboot 1 kernels, entered in 32-bit protected mode).
+pub mod acpi;
 pub mod elf;
 pub mod linux;
 pub mod multiboot;

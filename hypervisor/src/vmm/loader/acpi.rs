@@ -1,0 +1,209 @@
+//! The ACPI tables a guest partition finds as on a PC (ACPI 6.5 ch. 5): an RSDP in the BIOS
+//! area (found by the search of §5.2.5.1, 16-byte aligned in 0xE0000-0xFFFFF), an RSDT and
+//! XSDT listing one FADT, whose FACS, DSDT and fixed-hardware register blocks describe the
+//! partition's power-management ports ([`crate::devices::acpi_pm`]) and its reset register
+//! (0xCF9). The DSDT holds one object, `\_S5`, so that the OS can power the partition off
+//! the normal way (§7.4.2: SLP_TYPa = 5 with SLP_EN into PM1a_CNT).
+//!
+//! No MADT yet: a partition has one vCPU and no local APIC (CPUID hides it), so the OS uses
+//! the 8259 pair, as on a PC without an APIC.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// Where the tables go: the start of the BIOS area the e820 map reserves, which the RSDP
+/// search covers.
+pub const TABLES_GPA: u64 = 0xe_0000;
+/// The power-management block's first port (PM1a_EVT; PM1a_CNT at +4, PM_TMR at +8).
+pub const PM_PORT: u16 = 0x600;
+/// The SCI's IRQ (the PC convention; §5.2.9 SCI_INT).
+pub const SCI_IRQ: u16 = 9;
+
+/// Offsets of each table in the blob.
+const RSDP: usize = 0;
+const RSDT: usize = 0x40;
+const XSDT: usize = 0x80;
+const FACS: usize = 0xc0; // 64-byte aligned (§5.2.10)
+const FADT: usize = 0x100;
+const DSDT: usize = 0x240;
+
+const OEM_ID: &[u8; 6] = b"MICROH";
+const OEM_TABLE_ID: &[u8; 8] = b"MICROHV ";
+const CREATOR_ID: &[u8; 4] = b"MHV ";
+
+/// `Name (\_S5, Package (4) { 5, 5, 0, 0 })` in AML (§19.6.90, §20.2.5): NameOp, the name,
+/// PackageOp, PkgLength 8, four elements (BytePrefix 5, BytePrefix 5, ZeroOp, ZeroOp).
+const S5_AML: [u8; 14] = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0a, 5, 0x0a, 5, 0, 0];
+
+/// The tables, to be written at [`TABLES_GPA`] (their pointers assume that address).
+pub fn tables() -> Vec<u8> {
+    let base = TABLES_GPA;
+    let mut blob = vec![0u8; DSDT + 36 + S5_AML.len()];
+    let at = |off: usize| base + off as u64;
+
+    // DSDT.
+    let dsdt = &mut blob[DSDT..];
+    header(dsdt, b"DSDT", 36 + S5_AML.len(), 2);
+    dsdt[36..36 + S5_AML.len()].copy_from_slice(&S5_AML);
+    checksum(&mut dsdt[..36 + S5_AML.len()], 9);
+
+    // FACS (§5.2.10, version 2): no checksum.
+    let facs = &mut blob[FACS..FACS + 64];
+    facs[0..4].copy_from_slice(b"FACS");
+    put32(facs, 4, 64);
+    facs[32] = 2;
+
+    // FADT (§5.2.9, revision 6.5: 276 bytes).
+    let f = &mut blob[FADT..FADT + 276];
+    header(f, b"FACP", 276, 6);
+    put32(f, 36, at(FACS) as u32);
+    put32(f, 40, at(DSDT) as u32);
+    put16(f, 46, SCI_IRQ);
+    // SMI_CMD (48) stays 0: the hardware is in ACPI mode from reset.
+    let pm = u32::from(PM_PORT);
+    put32(f, 56, pm); // PM1a_EVT_BLK
+    put32(f, 64, pm + 4); // PM1a_CNT_BLK
+    put32(f, 76, pm + 8); // PM_TMR_BLK
+    f[88] = 4; // PM1_EVT_LEN
+    f[89] = 2; // PM1_CNT_LEN
+    f[91] = 4; // PM_TMR_LEN
+    put16(f, 96, 101); // P_LVL2_LAT > 100: no C2
+    put16(f, 98, 1001); // P_LVL3_LAT > 1000: no C3
+    f[108] = 0x32; // CENTURY: the RTC's CMOS byte 0x32
+    // IAPC_BOOT_ARCH: LEGACY_DEVICES, no 8042, VGA not present, no MSI, no ASPM.
+    put16(f, 109, 0b1_0101);
+    // Flags: WBINVD, PROC_C1, no fixed power or sleep button, TMR_VAL_EXT (32-bit timer),
+    // RESET_REG_SUP.
+    put32(f, 112, 1 | 1 << 2 | 1 << 4 | 1 << 5 | 1 << 8 | 1 << 10);
+    gas(f, 116, 8, 1, 0xcf9); // RESET_REG: the reset control register
+    f[128] = 0x06; // RESET_VALUE: full reset (RST_CPU | SYS_RST)
+    f[131] = 5; // FADT minor version
+    put64(f, 132, at(FACS));
+    put64(f, 140, at(DSDT));
+    gas(f, 148, 32, 2, u64::from(pm)); // X_PM1a_EVT_BLK
+    gas(f, 172, 16, 2, u64::from(pm + 4)); // X_PM1a_CNT_BLK
+    gas(f, 208, 32, 3, u64::from(pm + 8)); // X_PM_TMR_BLK
+    f[268..276].copy_from_slice(b"MicroHV\0"); // hypervisor vendor identity
+    checksum(f, 9);
+
+    // RSDT (32-bit pointers) and XSDT (64-bit), each listing the FADT.
+    let r = &mut blob[RSDT..RSDT + 40];
+    header(r, b"RSDT", 40, 1);
+    put32(r, 36, at(FADT) as u32);
+    checksum(r, 9);
+    let x = &mut blob[XSDT..XSDT + 44];
+    header(x, b"XSDT", 44, 1);
+    put64(x, 36, at(FADT));
+    checksum(x, 9);
+
+    // RSDP (§5.2.5.3, revision 2: 36 bytes, two checksums).
+    let p = &mut blob[RSDP..RSDP + 36];
+    p[0..8].copy_from_slice(b"RSD PTR ");
+    p[9..15].copy_from_slice(OEM_ID);
+    p[15] = 2;
+    put32(p, 16, at(RSDT) as u32);
+    put32(p, 20, 36);
+    put64(p, 24, at(XSDT));
+    checksum(&mut p[..20], 8);
+    checksum(p, 32);
+    blob
+}
+
+/// The common 36-byte header (§5.2.6), checksum left for [`checksum`].
+fn header(t: &mut [u8], sig: &[u8; 4], len: usize, revision: u8) {
+    t[0..4].copy_from_slice(sig);
+    put32(t, 4, len as u32);
+    t[8] = revision;
+    t[10..16].copy_from_slice(OEM_ID);
+    t[16..24].copy_from_slice(OEM_TABLE_ID);
+    put32(t, 24, 1);
+    t[28..32].copy_from_slice(CREATOR_ID);
+    put32(t, 32, 1);
+}
+
+/// A Generic Address Structure in system I/O space (§5.2.3.2): bit width, access size
+/// (1 byte, 2 word, 3 dword), port.
+fn gas(t: &mut [u8], off: usize, bits: u8, access: u8, port: u64) {
+    t[off] = 1;
+    t[off + 1] = bits;
+    t[off + 2] = 0;
+    t[off + 3] = access;
+    put64(t, off + 4, port);
+}
+
+/// Sets byte `at` so that all of `t` sums to 0 mod 256.
+fn checksum(t: &mut [u8], at: usize) {
+    t[at] = 0;
+    let sum = t.iter().fold(0u8, |s, b| s.wrapping_add(*b));
+    t[at] = sum.wrapping_neg();
+}
+
+fn put16(t: &mut [u8], off: usize, v: u16) {
+    t[off..off + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put32(t: &mut [u8], off: usize, v: u32) {
+    t[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put64(t: &mut [u8], off: usize, v: u64) {
+    t[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u32_at(b: &[u8], off: usize) -> u32 {
+        u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+    }
+    fn u64_at(b: &[u8], off: usize) -> u64 {
+        u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+    }
+    fn sums_to_zero(b: &[u8]) -> bool {
+        b.iter().fold(0u8, |s, x| s.wrapping_add(*x)) == 0
+    }
+    /// The table whose guest-physical address is `gpa`, by its own length.
+    fn table(blob: &[u8], gpa: u64) -> &[u8] {
+        let off = (gpa - TABLES_GPA) as usize;
+        &blob[off..off + u32_at(blob, off + 4) as usize]
+    }
+
+    /// Walks the tables as an OS does (ACPI §5.2.5-§5.2.9) and checks every checksum.
+    #[test]
+    fn an_os_finds_the_fadt_and_its_registers_from_the_rsdp() {
+        let blob = tables();
+        // The RSDP search: "RSD PTR " on a 16-byte boundary, both checksums.
+        let rsdp =
+            (0..blob.len()).step_by(16).find(|&o| blob[o..].starts_with(b"RSD PTR ")).unwrap();
+        let p = &blob[rsdp..rsdp + 36];
+        assert!(sums_to_zero(&p[..20]) && sums_to_zero(p));
+        assert_eq!(p[15], 2, "revision 2: the XSDT is there");
+        let xsdt = table(&blob, u64_at(p, 24));
+        let rsdt = table(&blob, u64::from(u32_at(p, 16)));
+        assert_eq!(&xsdt[..4], b"XSDT");
+        assert_eq!(&rsdt[..4], b"RSDT");
+        assert!(sums_to_zero(xsdt) && sums_to_zero(rsdt));
+        assert_eq!(u64_at(xsdt, 36), u64::from(u32_at(rsdt, 36)), "both list the FADT");
+        let fadt = table(&blob, u64_at(xsdt, 36));
+        assert_eq!(&fadt[..4], b"FACP");
+        assert_eq!(fadt.len(), 276);
+        assert!(sums_to_zero(fadt));
+        assert_eq!(u32_at(fadt, 64), u32::from(PM_PORT) + 4, "PM1a_CNT_BLK");
+        assert_eq!(u64_at(fadt, 172 + 4), u64::from(PM_PORT) + 4, "X_PM1a_CNT_BLK");
+        assert_eq!(u32_at(fadt, 76), u32::from(PM_PORT) + 8, "PM_TMR_BLK");
+        assert_eq!(u32_at(fadt, 48), 0, "no SMI_CMD: always in ACPI mode");
+        let dsdt = table(&blob, u64_at(fadt, 140));
+        assert_eq!(&dsdt[..4], b"DSDT");
+        assert!(sums_to_zero(dsdt));
+        assert_eq!(u64::from(u32_at(fadt, 40)), u64_at(fadt, 140), "DSDT and X_DSDT agree");
+        // \_S5's first element is the SLP_TYP the PM block powers off for.
+        let aml = &dsdt[36..];
+        assert_eq!(&aml[1..5], b"_S5_");
+        assert_eq!(u16::from(aml[9]), crate::devices::acpi_pm::S5_SLP_TYP);
+        let facs_gpa = u64_at(fadt, 132);
+        assert_eq!(facs_gpa % 64, 0, "FACS 64-byte aligned");
+        assert_eq!(&table(&blob, facs_gpa)[..4], b"FACS");
+        assert!(TABLES_GPA + blob.len() as u64 <= 0x10_0000, "inside the BIOS area");
+    }
+}
