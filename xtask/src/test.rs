@@ -800,6 +800,7 @@ mod tests {
             banner_after: None,
             elapsed: Duration::ZERO,
             input_left: None,
+            cpu_share: None,
         }
     }
 
@@ -836,7 +837,9 @@ mod tests {
             });
             assert!(called, "{INIT:?} has no `{call}`", INIT = crate::linux::INIT_SCRIPT);
         }
-        let mut good = String::from("[linux] INIT-MARKER uptime=0.42\n");
+        let mut good = String::from(
+            "[linux] INIT-MARKER uptime=0.42\n[linux] [    1.73] ACPI: PM: (supports S0 S5)\n",
+        );
         for c in &checks {
             good.push_str(&format!("[linux] PASS {c}\n"));
         }
@@ -847,7 +850,7 @@ mod tests {
         good.push_str(
             "[probe] probe: 30 checks, 0 failed\n\
              hypervisor: partition probe (id 1): shut down with status 0 [as expected]\n\
-             hypervisor: partition linux (id 0): shut down with status 0 [as expected]\n\
+             hypervisor: partition linux (id 0): powered off (ACPI soft-off, S5) [as expected]\n\
              hypervisor: power off: ok\n",
         );
         for name in ["svm-linux", "vmx-linux"] {
@@ -858,10 +861,12 @@ mod tests {
             let missing = good.replace("[linux] PASS tmpfs\n", "");
             assert!(check(case, &ran(&missing, Some(Outcome::Success))).is_err());
             let unexpected = good.replace(
-                "linux (id 0): shut down with status 0 [as expected]",
+                "linux (id 0): powered off (ACPI soft-off, S5) [as expected]",
                 "linux (id 0): still running [UNEXPECTED]",
             );
             assert!(check(case, &ran(&unexpected, Some(Outcome::Success))).is_err());
+            let no_acpi = good.replace("ACPI: PM: (supports S0 S5)", "ACPI: Interpreter disabled.");
+            assert!(check(case, &ran(&no_acpi, Some(Outcome::Success))).is_err());
         }
     }
 

@@ -116,9 +116,14 @@ mod tests {
 
     #[test]
     fn reads_this_process_cpu_time_and_reports() {
-        // This test's own process has used some CPU time by now.
-        let t = watch::cpu_time(std::process::id()).expect("/proc/self/stat is readable");
-        assert!(t > Duration::ZERO);
+        // Spin until this process has used at least one clock tick of CPU time (a few ms).
+        let start = std::time::Instant::now();
+        let mut t = Duration::ZERO;
+        while t == Duration::ZERO && start.elapsed() < Duration::from_secs(5) {
+            t = watch::cpu_time(std::process::id()).expect("/proc/self/stat is readable");
+            std::hint::black_box((0..10_000u64).sum::<u64>());
+        }
+        assert!(t > Duration::ZERO, "CPU time never grew: /proc/PID/stat misread");
         assert_eq!(watch::cpu_time(u32::MAX), None);
         let m = IdleCpu { hypervisor: 0.021, bare: 0.007, window: Duration::from_secs(31) };
         let r = report(&m);
