@@ -14,7 +14,8 @@ use alloc::vec::Vec;
 /// Where the tables go: the start of the BIOS area the e820 map reserves, which the RSDP
 /// search covers.
 pub const TABLES_GPA: u64 = 0xe_0000;
-/// The power-management block's first port (PM1a_EVT; PM1a_CNT at +4, PM_TMR at +8).
+/// The power-management block's first port (PM1a_EVT; PM1a_CNT at +4; its PM timer at +8 is
+/// not announced, see [`tables`]).
 pub const PM_PORT: u16 = 0x600;
 /// The SCI's IRQ (the PC convention; §5.2.9 SCI_INT).
 pub const SCI_IRQ: u16 = 9;
@@ -63,18 +64,20 @@ pub fn tables() -> Vec<u8> {
     let pm = u32::from(PM_PORT);
     put32(f, 56, pm); // PM1a_EVT_BLK
     put32(f, 64, pm + 4); // PM1a_CNT_BLK
-    put32(f, 76, pm + 8); // PM_TMR_BLK
+    // PM_TMR_BLK (76) and PM_TMR_LEN (91) stay 0: no PM timer is announced, though the block
+    // has one. Every read of it is an exit, and a kernel that picks it as its clocksource
+    // (Linux does once it finds its TSC unstable, which happens under Bochs, whose TSC counts
+    // instructions) spends its timer ticks in exits and falls behind for good. The TSC,
+    // whose rate the partition is told, is the clock to use.
     f[88] = 4; // PM1_EVT_LEN
     f[89] = 2; // PM1_CNT_LEN
-    f[91] = 4; // PM_TMR_LEN
     put16(f, 96, 101); // P_LVL2_LAT > 100: no C2
     put16(f, 98, 1001); // P_LVL3_LAT > 1000: no C3
     f[108] = 0x32; // CENTURY: the RTC's CMOS byte 0x32
     // IAPC_BOOT_ARCH: LEGACY_DEVICES, no 8042, VGA not present, no MSI, no ASPM.
     put16(f, 109, 0b1_0101);
-    // Flags: WBINVD, PROC_C1, no fixed power or sleep button, TMR_VAL_EXT (32-bit timer),
-    // RESET_REG_SUP.
-    put32(f, 112, 1 | 1 << 2 | 1 << 4 | 1 << 5 | 1 << 8 | 1 << 10);
+    // Flags: WBINVD, PROC_C1, no fixed power or sleep button, RESET_REG_SUP.
+    put32(f, 112, 1 | 1 << 2 | 1 << 4 | 1 << 5 | 1 << 10);
     gas(f, 116, 8, 1, 0xcf9); // RESET_REG: the reset control register
     f[128] = 0x06; // RESET_VALUE: full reset (RST_CPU | SYS_RST)
     f[131] = 5; // FADT minor version
@@ -82,7 +85,6 @@ pub fn tables() -> Vec<u8> {
     put64(f, 140, at(DSDT));
     gas(f, 148, 32, 2, u64::from(pm)); // X_PM1a_EVT_BLK
     gas(f, 172, 16, 2, u64::from(pm + 4)); // X_PM1a_CNT_BLK
-    gas(f, 208, 32, 3, u64::from(pm + 8)); // X_PM_TMR_BLK
     f[268..276].copy_from_slice(b"MicroHV\0"); // hypervisor vendor identity
     checksum(f, 9);
 
@@ -191,7 +193,7 @@ mod tests {
         assert!(sums_to_zero(fadt));
         assert_eq!(u32_at(fadt, 64), u32::from(PM_PORT) + 4, "PM1a_CNT_BLK");
         assert_eq!(u64_at(fadt, 172 + 4), u64::from(PM_PORT) + 4, "X_PM1a_CNT_BLK");
-        assert_eq!(u32_at(fadt, 76), u32::from(PM_PORT) + 8, "PM_TMR_BLK");
+        assert_eq!((u32_at(fadt, 76), fadt[91], u64_at(fadt, 212)), (0, 0, 0), "no PM timer");
         assert_eq!(u32_at(fadt, 48), 0, "no SMI_CMD: always in ACPI mode");
         let dsdt = table(&blob, u64_at(fadt, 140));
         assert_eq!(&dsdt[..4], b"DSDT");
