@@ -200,7 +200,7 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
         configs.len(),
         backend.name()
     );
-    let ok = crate::vmm::run::run_partitions(configs, backend.as_mut(), &modules, platform);
+    let ok = crate::vmm::launch::run_partitions(configs, backend.as_mut(), &modules, platform);
     drop(backend);
     finish(ok)
 }

@@ -3,10 +3,10 @@
 //! (Multiboot Specification 0.6.96 §3.2) and Linux bzImages (the x86 boot protocol,
 //! `Documentation/arch/x86/boot.rst`).
 
+use super::config::PartitionConfig;
 use super::loader::{acpi, elf, linux, multiboot};
 use super::manifest::ImageFormat;
 use super::memory::{BadAddress, GuestRam};
-use super::partition::PartitionConfig;
 use super::platform::Platform;
 use super::vcpu::{
     ACCESS_CODE32, ACCESS_CODE64, ACCESS_DATA, ACCESS_TSS64, Gprs, InitialState, Segment, reg,

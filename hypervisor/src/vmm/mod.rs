@@ -3,6 +3,7 @@
 //! [`vcpu::Backend`].
 pub mod admin;
 pub mod bus;
+pub mod config;
 pub mod cpuid;
 pub mod decode;
 pub mod dispatch;
@@ -10,6 +11,7 @@ pub mod exit;
 pub mod hypercall;
 pub mod image;
 pub mod interrupts;
+pub mod launch;
 pub mod loader;
 pub mod machine;
 pub mod manifest;

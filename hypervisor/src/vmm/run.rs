@@ -3,21 +3,16 @@
 
 use super::dispatch::{self, Flow};
 use super::interrupts;
-use super::machine::Machine;
 use super::manifest::Expect;
-use super::partition::{Partition, PartitionConfig, State};
+use super::partition::{Partition, State};
 use super::profile::{self, Stage};
-use super::vcpu::{Backend, Event, reg};
+use super::vcpu::{Event, reg};
 use crate::arch::x86::instr::rdtsc;
 use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
 
 /// TSC ticks a partition runs before another gets the CPU.
 pub const TIMESLICE_TICKS: u64 = 2_000_000;
-/// Host RAM the management partition leaves free beyond the manifest's other partitions: for
-/// the partitions it creates at run time (and their second-level tables, VMCS/VMCB, channels).
-pub const MGMT_KEEPS_FREE: u64 = 64 << 20;
 /// Exits handled in one slice before the scheduler looks at the others.
 const EXITS_PER_SLICE: u32 = 10_000;
 
@@ -164,52 +159,4 @@ pub fn report(parts: &mut [Partition], powered_off: bool) -> bool {
         print_stats(p);
     }
     all_ok
-}
-
-/// Builds `configs` (the management partition first: it takes the RAM the others leave) and runs
-/// them on `backend`; true when all ended as expected.
-pub fn run_partitions(
-    mut configs: Vec<PartitionConfig>,
-    backend: &mut dyn Backend,
-    modules: &[(String, &'static [u8])],
-    platform: super::platform::Platform,
-) -> bool {
-    configs.sort_by_key(|c| !c.management);
-    // The management partition takes the host RAM the others leave: keep theirs, and some for
-    // the partitions it creates later, their tables and channels.
-    let others: u64 = configs.iter().filter(|c| !c.management).map(|c| c.memory).sum();
-    for c in configs.iter_mut().filter(|c| c.management) {
-        c.keep_free = others + MGMT_KEEPS_FREE;
-    }
-    let mut m = Machine::new(backend, modules, platform);
-    let mut ok = true;
-    for c in configs {
-        let name = c.name.clone();
-        let id = m.next_id;
-        let tag = m.free_tag().expect("fewer partitions than tags");
-        match Partition::build(id, tag, c, m.backend, &m.platform) {
-            Ok(p) => {
-                log::info!(
-                    "partition {name} (id {id}): {} MiB RAM in {} block(s) from guest-physical {:#x}, entry {:#x}, {} {} table pages",
-                    p.map.iter().map(|b| b.1).sum::<u64>() >> 20,
-                    p.map.len(),
-                    p.map.first().map_or(0, |b| b.0),
-                    p.vcpu.rip(),
-                    m.backend.name(),
-                    p.slat.tables_used()
-                );
-                m.parts.push(p);
-                m.next_id += 1;
-            }
-            Err(e) => {
-                crate::println!("hypervisor: partition {name}: refused: {e}");
-                ok = false;
-            }
-        }
-    }
-    m.focus_management();
-    let powered_off = m.run();
-    let ended = report(&mut m.parts, powered_off) && ok;
-    profile::report();
-    ended
 }

@@ -1,0 +1,31 @@
+//! What a partition is made from: the manifest's entry (or the management partition's create
+//! call), resolved to the image bytes it names. Below the partition and the image loaders, which
+//! both read it.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// What a partition is made from (the manifest's entry, resolved).
+#[derive(Debug, Clone)]
+pub struct PartitionConfig {
+    pub name: String,
+    pub image: &'static [u8],
+    /// How the image is loaded and entered.
+    pub format: super::manifest::ImageFormat,
+    /// The initial RAM disk (Linux images).
+    pub initrd: Option<&'static [u8]>,
+    pub memory: u64,
+    pub cmdline: String,
+    /// How the partition must end for the run to count as a success (test scenarios).
+    pub expect: super::manifest::Expect,
+    /// What happens when it stops.
+    pub on_stop: super::manifest::OnStop,
+    /// The management partition: identity-mapped RAM (all the host RAM the others do not
+    /// use), privileged hypercalls, the devices in `devices`.
+    pub management: bool,
+    /// Management partition: host RAM bytes it leaves free for the other partitions (those in
+    /// the manifest and those it creates later).
+    pub keep_free: u64,
+    /// Devices handed to a management partition (manifest syntax, see `vmm::passthrough`).
+    pub devices: Vec<String>,
+}
