@@ -1,7 +1,8 @@
 //! The hypervisor's serial console on COM1, and the `log` facade on top of it.
 //!
-//! Lines are written with interrupts masked while the lock is held, so an exception handler that
-//! logs never deadlocks against the code it interrupted on this CPU. Before the UART is set up
+//! Lines are written with interrupts masked while the lock (a spin lock) is held, so an exception
+//! handler that logs never deadlocks against the code it interrupted on this CPU; `println!`
+//! and log records hold it for a whole line, so lines from different CPUs never mix. Before the UART is set up
 //! (or if its self-test fails) output is dropped, never a hang.
 
 use core::fmt::{self, Write};
@@ -44,6 +45,16 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
     with_console(|c| {
         close_open_line(c);
         let _ = c.write_fmt(args);
+    });
+}
+
+/// Writes formatted text and a newline to COM1 as one line: the lock is held for the whole
+/// line, so lines from different CPUs never mix.
+pub fn write_line(args: fmt::Arguments<'_>) {
+    with_console(|c| {
+        close_open_line(c);
+        let _ = c.write_fmt(args);
+        let _ = c.write_str("\n");
     });
 }
 
@@ -104,7 +115,7 @@ macro_rules! print {
 #[macro_export]
 macro_rules! println {
     () => { $crate::console::write_str("\n") };
-    ($($arg:tt)*) => {{ $crate::console::write_fmt(format_args!($($arg)*)); $crate::console::write_str("\n"); }};
+    ($($arg:tt)*) => { $crate::console::write_line(format_args!($($arg)*)) };
 }
 
 struct Logger;
@@ -118,7 +129,8 @@ impl log::Log for Logger {
         if self.enabled(record.metadata()) {
             with_console(|c| {
                 close_open_line(c);
-                let _ = writeln!(c, "[cpu0 {:5}] {}", record.level(), record.args());
+                let cpu = crate::arch::x86::smp::cpu_index();
+                let _ = writeln!(c, "[cpu{cpu} {:5}] {}", record.level(), record.args());
             });
         }
     }

@@ -71,6 +71,8 @@ struct Case {
     input: &'static [(&'static [&'static str], &'static str)],
     /// Attach the test disk (`image::test_disk`) as the primary ATA master.
     test_disk: bool,
+    /// Processors of the emulated machine.
+    cpus: u32,
 }
 
 /// A serial line containing any of these fails the case (a guest's failed check, a kernel
@@ -287,6 +289,70 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
+    },
+    Case {
+        name: "svm-smp4",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "probe",
+        expect: &[
+            Line("hypervisor: cpus: 4 of 4 up (APIC IDs 0 1 2 3), VMX/SVM on 3 of 3 APs"),
+            Line("[cpu1 INFO ] smp: cpu 1 (APIC ID 1) up: svm on"),
+            Line("[cpu2 INFO ] smp: cpu 2 (APIC ID 2) up: svm on"),
+            Line("[cpu3 INFO ] smp: cpu 3 (APIC ID 3) up: svm on"),
+            PROBE_PASSES,
+            PROBE_SUMMARY,
+            PROBE_EXIT,
+            POWER_OFF_OK,
+        ],
+        status: Expect::Success,
+        timeout_s: 120,
+        input: &[],
+        test_disk: false,
+        cpus: 4,
+    },
+    Case {
+        name: "qemu-uefi-smp4",
+        emulator: Choice::Qemu,
+        boot: Boot::Uefi,
+        cpu: None,
+        append: "",
+        scenario: scenario::NONE,
+        expect: &[
+            Line("booted via uefi"),
+            Line("hypervisor: cpus: 4 of 4 up (APIC IDs 0 1 2 3), VMX/SVM on 3 of 3 APs"),
+            AtLeast(3, " up: svm on"),
+            Line("hypervisor: power off: ok"),
+        ],
+        status: Expect::Success,
+        timeout_s: 120,
+        input: &[],
+        test_disk: false,
+        cpus: 4,
+    },
+    Case {
+        name: "vmx-smp2",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: None,
+        append: "",
+        scenario: "probe",
+        expect: &[
+            Line("hypervisor: cpus: 2 of 2 up (APIC IDs 0 1), VMX/SVM on 1 of 1 APs"),
+            Line("[cpu1 INFO ] smp: cpu 1 (APIC ID 1) up: vmx on"),
+            PROBE_PASSES,
+            PROBE_SUMMARY,
+            PROBE_EXIT,
+            POWER_OFF_OK,
+        ],
+        status: Expect::Success,
+        timeout_s: 400,
+        input: &[],
+        test_disk: false,
+        cpus: 2,
     },
     Case {
         name: "qemu-uefi",
@@ -304,6 +370,7 @@ const CASES: &[Case] = &[
         timeout_s: 120,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "bochs-multiboot",
@@ -321,6 +388,7 @@ const CASES: &[Case] = &[
         timeout_s: 180,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "bochs-uefi",
@@ -338,6 +406,7 @@ const CASES: &[Case] = &[
         timeout_s: 300,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "qemu-multiboot-fault-pf",
@@ -355,6 +424,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-probe-tigerlake",
@@ -368,6 +438,7 @@ const CASES: &[Case] = &[
         timeout_s: 180,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-probe-skylake",
@@ -381,6 +452,7 @@ const CASES: &[Case] = &[
         timeout_s: 180,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-attack",
@@ -394,6 +466,7 @@ const CASES: &[Case] = &[
         timeout_s: 180,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "svm-probe-qemu64",
@@ -407,6 +480,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "svm-probe-epyc",
@@ -420,6 +494,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-multiboot",
@@ -433,6 +508,7 @@ const CASES: &[Case] = &[
         timeout_s: 120,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "svm-multiboot",
@@ -446,6 +522,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-bare",
@@ -459,6 +536,7 @@ const CASES: &[Case] = &[
         timeout_s: 120,
         input: &[],
         test_disk: true,
+        cpus: 1,
     },
     Case {
         name: "svm-bare",
@@ -472,6 +550,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: true,
+        cpus: 1,
     },
     Case {
         name: "svm-attack",
@@ -485,6 +564,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-mgmt",
@@ -498,6 +578,7 @@ const CASES: &[Case] = &[
         timeout_s: 600,
         input: MGMT_INPUT,
         test_disk: true,
+        cpus: 1,
     },
     Case {
         name: "svm-mgmt",
@@ -511,6 +592,7 @@ const CASES: &[Case] = &[
         timeout_s: 180,
         input: MGMT_INPUT,
         test_disk: true,
+        cpus: 1,
     },
     Case {
         name: "svm-mgmt-linux",
@@ -524,6 +606,7 @@ const CASES: &[Case] = &[
         timeout_s: 240,
         input: MGMT_LINUX_INPUT,
         test_disk: true,
+        cpus: 1,
     },
     // Bad Linux partitions are refused by name and field; the probe beside them passes; the
     // run reports failure because the manifest's partitions did not all start.
@@ -549,6 +632,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     // Bare QEMU TCG boots this kernel to /init in 0.42 s of guest time (about 3 s wall, see
     // `cargo xtask linux --bare`). Bare Bochs (BIOS, GRUB) with `corei7_skylake_x` reaches the
@@ -568,6 +652,7 @@ const CASES: &[Case] = &[
         timeout_s: 240,
         input: LINUX_INPUT,
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-linux",
@@ -581,6 +666,7 @@ const CASES: &[Case] = &[
         timeout_s: 420,
         input: LINUX_INPUT,
         test_disk: false,
+        cpus: 1,
     },
 ];
 
@@ -710,7 +796,7 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
 /// Boots one case and checks it; `Ok` carries its timings.
 fn run_case(case: &Case) -> Result<String> {
     let modules = scenario::modules(case.scenario)?;
-    let p = run::prepare(&Spec {
+    let mut p = run::prepare(&Spec {
         choice: case.emulator,
         boot: case.boot,
         cpu: case.cpu,
@@ -723,11 +809,13 @@ fn run_case(case: &Case) -> Result<String> {
         input: case.input.iter().map(|(wait, send)| Step::new(wait, send)).collect(),
         test_disk: case.test_disk,
     })?;
+    p.launch.cpus = case.cpus;
     step::note(format!(
-        "{}: booting {} with {}",
+        "{}: booting {} with {}, {} CPU(s)",
         case.name,
         p.launch.image.describe(),
-        p.emulator.describe(case.cpu)
+        p.emulator.describe(case.cpu),
+        case.cpus
     ));
     let watch = Watch { timeout: Some(Duration::from_secs(case.timeout_s)), echo: false };
     let ran = watch::run(p.emulator.as_ref(), &p.launch, &watch)?;

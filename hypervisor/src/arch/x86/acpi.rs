@@ -110,15 +110,15 @@ pub fn parse_rsdp(mem: &dyn PhysRead, addr: u64) -> Result<Rsdp, AcpiError> {
     Ok(Rsdp { revision, rsdt, xsdt: u64_at(&b, 24) })
 }
 
-/// Searches for the RSDP as a BIOS-booted OS does (§5.2.5.1): the first KiB of the EBDA, then
-/// `0xE0000..0xFFFFF`, on 16-byte boundaries. Returns its address.
-pub fn find_rsdp(mem: &dyn PhysRead) -> Result<u64, AcpiError> {
-    let mut seg = [0u8; 2];
+/// Searches for the RSDP as a BIOS-booted OS does (§5.2.5.1): the first KiB of the EBDA (its
+/// real-mode segment is the BIOS data area's word at [`EBDA_SEGMENT_PTR`], which the caller
+/// read), then `0xE0000..0xFFFFF`, on 16-byte boundaries. Returns its address.
+pub fn find_rsdp(mem: &dyn PhysRead, ebda_segment: Option<u16>) -> Result<u64, AcpiError> {
     let mut areas = Vec::with_capacity(2);
-    if mem.read(EBDA_SEGMENT_PTR, &mut seg).is_ok() {
-        let ebda = u64::from(u16::from_le_bytes(seg)) << 4;
+    if let Some(seg) = ebda_segment {
+        let ebda = u64::from(seg) << 4;
         // An EBDA lies in conventional memory, below the 640 KiB mark.
-        if (0x400..0xa_0000).contains(&ebda) {
+        if (0x1000..0xa_0000).contains(&ebda) {
             areas.push(ebda..ebda + 1024);
         }
     }
@@ -129,8 +129,7 @@ pub fn find_rsdp(mem: &dyn PhysRead) -> Result<u64, AcpiError> {
             continue;
         }
         for off in (0..buf.len().saturating_sub(19)).step_by(16) {
-            if &buf[off..off + 8] == RSDP_SIG && parse_rsdp(mem, area.start + off as u64).is_ok()
-            {
+            if &buf[off..off + 8] == RSDP_SIG && parse_rsdp(mem, area.start + off as u64).is_ok() {
                 return Ok(area.start + off as u64);
             }
         }
@@ -244,10 +243,14 @@ pub fn read_madt(mem: &dyn PhysRead, addr: u64) -> Result<Madt, AcpiError> {
 }
 
 /// The MADT, from a handed-over RSDP address or, without one, the BIOS-area search.
-pub fn madt(mem: &dyn PhysRead, rsdp_addr: Option<u64>) -> Result<Madt, AcpiError> {
+pub fn madt(
+    mem: &dyn PhysRead,
+    rsdp_addr: Option<u64>,
+    ebda_segment: Option<u16>,
+) -> Result<Madt, AcpiError> {
     let addr = match rsdp_addr {
         Some(a) => a,
-        None => find_rsdp(mem)?,
+        None => find_rsdp(mem, ebda_segment)?,
     };
     let rsdp = parse_rsdp(mem, addr)?;
     read_madt(mem, find_madt(mem, &rsdp)?)

@@ -114,8 +114,8 @@ fn four_cpus() -> Vec<u8> {
 #[test]
 fn finds_cpus_through_the_bios_area() {
     let mem = machine(four_cpus());
-    assert_eq!(find_rsdp(&mem), Ok(0xf_5a40));
-    let m = madt(&mem, None).unwrap();
+    assert_eq!(find_rsdp(&mem, None), Ok(0xf_5a40));
+    let m = madt(&mem, None, None).unwrap();
     assert_eq!(m.lapic_addr, 0xfee0_0000);
     let ids: Vec<_> = m.cpus.iter().filter(|c| c.enabled).map(|c| c.apic_id).collect();
     assert_eq!(ids, [0, 1, 2, 0x100]);
@@ -127,32 +127,35 @@ fn finds_cpus_through_the_bios_area() {
 fn finds_the_rsdp_in_the_ebda_first() {
     let mut mem = machine(four_cpus());
     // EBDA at segment 0x9fc0 = 0x9fc00, with its own RSDP (revision 0: RSDT only).
-    mem.0[0].1[EBDA_SEGMENT_PTR as usize..][..2].copy_from_slice(&0x9fc0u16.to_le_bytes());
     let mut ebda = vec![0u8; 0x400];
     ebda[0x10..0x10 + 36].copy_from_slice(&rsdp(0, RSDT_AT as u32, 0));
     mem.0.push((0x9_fc00, ebda));
-    assert_eq!(find_rsdp(&mem), Ok(0x9_fc10));
-    assert_eq!(madt(&mem, None).unwrap().cpus.len(), 5);
+    assert_eq!(find_rsdp(&mem, Some(0x9fc0)), Ok(0x9_fc10));
+    assert_eq!(find_rsdp(&mem, None), Ok(0xf_5a40), "without the segment: the BIOS area");
+    // A segment pointing at page 0 or above 640 KiB is not searched.
+    assert_eq!(find_rsdp(&mem, Some(0x40)), Ok(0xf_5a40));
+    assert_eq!(find_rsdp(&mem, Some(0xc000)), Ok(0xf_5a40));
+    assert_eq!(madt(&mem, None, Some(0x9fc0)).unwrap().cpus.len(), 5);
 }
 
 #[test]
 fn uses_a_handed_over_rsdp() {
     let mut mem = machine(four_cpus());
     mem.0.push((0x100_0000, rsdp(2, 0, XSDT_AT)));
-    assert_eq!(madt(&mem, Some(0x100_0000)).unwrap().cpus.len(), 5);
-    assert_eq!(madt(&mem, Some(0x100_0004)), Err(AcpiError::BadSignature("RSDP")));
-    assert_eq!(madt(&mem, Some(0x200_0000)), Err(AcpiError::Unreadable(0x200_0000)));
+    assert_eq!(madt(&mem, Some(0x100_0000), None).unwrap().cpus.len(), 5);
+    assert_eq!(madt(&mem, Some(0x100_0004), None), Err(AcpiError::BadSignature("RSDP")));
+    assert_eq!(madt(&mem, Some(0x200_0000), None), Err(AcpiError::Unreadable(0x200_0000)));
 }
 
 #[test]
 fn a_bad_checksum_is_an_error() {
     let mut t = four_cpus();
     t[40] ^= 1;
-    assert_eq!(madt(&machine(t), None), Err(AcpiError::Checksum("APIC")));
+    assert_eq!(madt(&machine(t), None, None), Err(AcpiError::Checksum("APIC")));
     // An RSDP with a broken checksum is not found at all.
     let mut mem = machine(four_cpus());
     mem.0[1].1[0x1_5a40 + 9] ^= 0xff;
-    assert_eq!(find_rsdp(&mem), Err(AcpiError::NoRsdp));
+    assert_eq!(find_rsdp(&mem, None), Err(AcpiError::NoRsdp));
     // Revision 2: the extended checksum counts too.
     let mut r = rsdp(2, 0, XSDT_AT);
     r[33] ^= 1;
@@ -173,15 +176,15 @@ fn bad_entries_are_errors_not_loops() {
 fn bad_lengths_and_signatures_are_errors() {
     let mut t = four_cpus();
     t[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-    assert_eq!(madt(&machine(t), None), Err(AcpiError::BadLength("APIC")));
+    assert_eq!(madt(&machine(t), None, None), Err(AcpiError::BadLength("APIC")));
     let mut t = four_cpus();
     t[4..8].copy_from_slice(&10u32.to_le_bytes());
-    assert_eq!(madt(&machine(t), None), Err(AcpiError::BadLength("APIC")));
+    assert_eq!(madt(&machine(t), None, None), Err(AcpiError::BadLength("APIC")));
     // A MADT longer than the readable memory.
     let mut t = four_cpus();
     let len = t.len() as u32 + 64;
     t[4..8].copy_from_slice(&len.to_le_bytes());
-    assert_eq!(madt(&machine(t), None), Err(AcpiError::Unreadable(MADT_AT)));
+    assert_eq!(madt(&machine(t), None, None), Err(AcpiError::Unreadable(MADT_AT)));
     let mem = machine(four_cpus());
     let rsdp = Rsdp { revision: 2, rsdt: 0, xsdt: MADT_AT };
     assert_eq!(find_madt(&mem, &rsdp), Err(AcpiError::BadSignature("XSDT")));
@@ -197,7 +200,7 @@ fn no_madt_listed() {
         t[HEADER + len..HEADER + 2 * len].copy_from_slice(&first);
         fix_checksum(t, 9);
     }
-    assert_eq!(madt(&mem, None), Err(AcpiError::NoMadt));
+    assert_eq!(madt(&mem, None, None), Err(AcpiError::NoMadt));
     assert_eq!(
         find_madt(&mem, &Rsdp { revision: 0, rsdt: RSDT_AT as u32, xsdt: 0 }),
         Err(AcpiError::NoMadt)
@@ -206,6 +209,6 @@ fn no_madt_listed() {
 
 #[test]
 fn no_rsdp_anywhere() {
-    assert_eq!(find_rsdp(&Mem::default()), Err(AcpiError::NoRsdp));
-    assert_eq!(madt(&Mem(vec![(0, vec![0; 0x1000])]), None), Err(AcpiError::NoRsdp));
+    assert_eq!(find_rsdp(&Mem::default(), None), Err(AcpiError::NoRsdp));
+    assert_eq!(madt(&Mem(vec![(0, vec![0; 0x1000])]), None, None), Err(AcpiError::NoRsdp));
 }

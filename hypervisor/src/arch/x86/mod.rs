@@ -11,4 +11,6 @@ pub mod lapic;
 pub mod paging;
 pub mod pic;
 pub mod power;
+pub mod smp;
 pub mod time;
+pub mod trampoline;
