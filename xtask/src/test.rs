@@ -30,6 +30,10 @@ pub struct TestArgs {
     /// List the checks and cases, run nothing.
     #[arg(long)]
     pub list: bool,
+    /// Boot every case's machine with this many CPUs instead of the case's own count (at
+    /// least the case's: the SMP cases keep theirs), to check the cases on bigger machines.
+    #[arg(long)]
+    pub cpus: Option<u32>,
 }
 
 /// How a case must end.
@@ -774,7 +778,7 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         match build::kernels() {
             Ok(()) => {
                 for case in cases {
-                    tally.record(case.name, run_case(case));
+                    tally.record(case.name, run_case(case, args.cpus));
                 }
                 if gate {
                     let start = Instant::now();
@@ -794,7 +798,8 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
 }
 
 /// Boots one case and checks it; `Ok` carries its timings.
-fn run_case(case: &Case) -> Result<String> {
+fn run_case(case: &Case, cpus: Option<u32>) -> Result<String> {
+    let cpus = cpus.map_or(case.cpus, |n| n.max(case.cpus));
     let modules = scenario::modules(case.scenario)?;
     let mut p = run::prepare(&Spec {
         choice: case.emulator,
@@ -809,13 +814,13 @@ fn run_case(case: &Case) -> Result<String> {
         input: case.input.iter().map(|(wait, send)| Step::new(wait, send)).collect(),
         test_disk: case.test_disk,
     })?;
-    p.launch.cpus = case.cpus;
+    p.launch.cpus = cpus;
     step::note(format!(
         "{}: booting {} with {}, {} CPU(s)",
         case.name,
         p.launch.image.describe(),
         p.emulator.describe(case.cpu),
-        case.cpus
+        cpus
     ));
     let watch = Watch { timeout: Some(Duration::from_secs(case.timeout_s)), echo: false };
     let ran = watch::run(p.emulator.as_ref(), &p.launch, &watch)?;

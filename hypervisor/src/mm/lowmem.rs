@@ -40,6 +40,7 @@ pub fn pick(usable: &[Range<u64>], reserved: &[Range<u64>], pages: u64) -> Optio
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::single_range_in_vec_init)]
     use super::*;
 
     #[test]
