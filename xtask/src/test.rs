@@ -303,7 +303,9 @@ const CASES: &[Case] = &[
         append: "",
         scenario: "probe",
         expect: &[
-            Line("hypervisor: cpus: 4 of 4 up (APIC IDs 0 1 2 3), VMX/SVM on 3 of 3 APs"),
+            Line(
+                "hypervisor: cpus: 4 of 4 up (APIC IDs 0 1 2 3), VMX/SVM on 3 of 3 APs, 3 woken by IPI",
+            ),
             Line("[cpu1 INFO ] smp: cpu 1 (APIC ID 1) up: svm on"),
             Line("[cpu2 INFO ] smp: cpu 2 (APIC ID 2) up: svm on"),
             Line("[cpu3 INFO ] smp: cpu 3 (APIC ID 3) up: svm on"),
@@ -327,7 +329,9 @@ const CASES: &[Case] = &[
         scenario: scenario::NONE,
         expect: &[
             Line("booted via uefi"),
-            Line("hypervisor: cpus: 4 of 4 up (APIC IDs 0 1 2 3), VMX/SVM on 3 of 3 APs"),
+            Line(
+                "hypervisor: cpus: 4 of 4 up (APIC IDs 0 1 2 3), VMX/SVM on 3 of 3 APs, 3 woken by IPI",
+            ),
             AtLeast(3, " up: svm on"),
             Line("hypervisor: power off: ok"),
         ],
@@ -345,7 +349,9 @@ const CASES: &[Case] = &[
         append: "",
         scenario: "probe",
         expect: &[
-            Line("hypervisor: cpus: 2 of 2 up (APIC IDs 0 1), VMX/SVM on 1 of 1 APs"),
+            Line(
+                "hypervisor: cpus: 2 of 2 up (APIC IDs 0 1), VMX/SVM on 1 of 1 APs, 1 woken by IPI",
+            ),
             Line("[cpu1 INFO ] smp: cpu 1 (APIC ID 1) up: vmx on"),
             PROBE_PASSES,
             PROBE_SUMMARY,

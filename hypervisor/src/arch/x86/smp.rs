@@ -190,6 +190,8 @@ pub struct Summary {
     pub up: Vec<u32>,
     /// Of the APs up, how many have VMX/SVM on.
     pub virt_on: usize,
+    /// Of those, how many ran a job posted to their mailbox after halting ([`check_wake`]).
+    pub woken: usize,
 }
 
 /// Finds the processors and starts every AP. `rsdp` is the boot path's RSDP address (UEFI), or
@@ -284,7 +286,38 @@ pub fn start_aps(
         }
     }
     tramp.release();
+    s.woken = check_wake(tsc_hz);
     s
+}
+
+/// What each AP's wake-up check job saw as its own CPU index (plus one; 0: not run).
+static WAKE_ANSWERS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+
+/// Posts a job to every ready AP (each halted in its idle loop by now) and counts the APs that
+/// ran it on themselves within 1 s: the mailbox, the wake-up IPI and [`cpu_index`] work.
+fn check_wake(tsc_hz: u64) -> usize {
+    let cpus = ready_cpus();
+    for &i in &cpus {
+        let job: Work = Box::new(move || WAKE_ANSWERS[i].store(cpu_index() + 1, Ordering::Release));
+        if run_on(i, job).is_err() {
+            warn!("smp: cpu {i} refused a job");
+        }
+    }
+    let hz = if tsc_hz == 0 { 1_000_000_000 } else { tsc_hz };
+    let t0 = rdtsc();
+    let answered = |i: &usize| WAKE_ANSWERS[*i].load(Ordering::Acquire) != 0;
+    while !cpus.iter().all(answered) && rdtsc().wrapping_sub(t0) < hz {
+        core::hint::spin_loop();
+    }
+    let mut ok = 0;
+    for &i in &cpus {
+        match WAKE_ANSWERS[i].load(Ordering::Acquire) {
+            0 => warn!("smp: cpu {i} did not run the job posted to it"),
+            n if n == i + 1 => ok += 1,
+            n => warn!("smp: the job posted to cpu {i} ran on cpu {}", n - 1),
+        }
+    }
+    ok
 }
 
 /// The first Rust an AP runs (from the trampoline, on its own stack, interrupts off).
