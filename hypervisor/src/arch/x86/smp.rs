@@ -4,7 +4,8 @@
 //! application processor (AP) then waits for work: `sti; hlt` until a wake-up IPI
 //! ([`WAKE_VECTOR`]) says its mailbox holds a job ([`run_on`]).
 //!
-//! CPU indices: 0 is the boot CPU; the APs that came up follow in MADT order. [`cpu_index`]
+//! CPU indices: 0 is the boot CPU; each AP tried gets the next index in MADT order (one that
+//! did not start keeps its index, unused). [`cpu_index`]
 //! maps this CPU's APIC ID to its index (the log prefix uses it).
 
 use super::acpi::{self, AcpiError, PhysRead};
