@@ -96,12 +96,19 @@ pub fn flush() {
 }
 
 /// Forces the console lock free, for the exception path when the fault hit while it was held.
+/// Another CPU may hold it for a line it is writing: that one gets a moment to finish first.
 ///
 /// # Safety
-/// Only for the fatal-exception path on a single CPU, which never returns to the interrupted
-/// writer.
+/// Only for the fatal paths (exception, panic), which never return to the interrupted writer.
 pub unsafe fn force_unlock() {
-    // SAFETY: the caller is the fatal path; the interrupted holder never runs again.
+    for _ in 0..1_000_000 {
+        if !CONSOLE.is_locked() {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    // SAFETY: the caller is a fatal path; the holder (this CPU's interrupted writer, or a CPU
+    // that stopped mid-line) has had its chance and the report must come out.
     unsafe { CONSOLE.force_unlock() };
 }
 
