@@ -10,6 +10,7 @@ pub mod instr;
 pub mod lapic;
 pub mod paging;
 pub mod pic;
+pub mod pins;
 pub mod power;
 pub mod smp;
 pub mod time;

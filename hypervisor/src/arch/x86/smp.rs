@@ -74,6 +74,11 @@ pub fn cpu_index() -> usize {
     (1..n).find(|&i| CPUS[i].apic_id.load(Ordering::Relaxed) == id).unwrap_or(0)
 }
 
+/// CPU index slots in use: the boot CPU and every AP tried (for `pins::Pins::new`).
+pub fn cpu_slots() -> usize {
+    SLOTS.load(Ordering::Acquire).min(MAX_CPUS)
+}
+
 /// Indices of the CPUs that take work ([`run_on`]): the APs with VMX/SVM on.
 pub fn ready_cpus() -> Vec<usize> {
     let n = SLOTS.load(Ordering::Acquire).min(MAX_CPUS);
