@@ -160,13 +160,14 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
         smp::start_aps(info.rsdp, ebda_segment, &usable, &reserved, mapped_end, platform.tsc_hz);
     let ids: Vec<String> = cpus.up.iter().map(|id| alloc::format!("{id}")).collect();
     println!(
-        "hypervisor: cpus: {} of {} up (APIC IDs {}), VMX/SVM on {} of {} APs, {} woken by IPI",
+        "hypervisor: cpus: {} of {} up (APIC IDs {}), VMX/SVM on {} of {} APs, {} woken by IPI, {} ran a guest",
         cpus.up.len(),
         cpus.listed.max(1),
         ids.join(" "),
         cpus.virt_on,
         cpus.up.len() - 1,
-        cpus.woken
+        cpus.woken,
+        cpus.ran_guest
     );
 
     match opts.fault {

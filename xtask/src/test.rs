@@ -304,7 +304,7 @@ const CASES: &[Case] = &[
         scenario: "probe",
         expect: &[
             Line(
-                "hypervisor: cpus: 4 of 4 up (APIC IDs 0 1 2 3), VMX/SVM on 3 of 3 APs, 3 woken by IPI",
+                "hypervisor: cpus: 4 of 4 up (APIC IDs 0 1 2 3), VMX/SVM on 3 of 3 APs, 3 woken by IPI, 3 ran a guest",
             ),
             Line("[cpu1 INFO ] smp: cpu 1 (APIC ID 1) up: svm on"),
             Line("[cpu2 INFO ] smp: cpu 2 (APIC ID 2) up: svm on"),
@@ -330,7 +330,7 @@ const CASES: &[Case] = &[
         expect: &[
             Line("booted via uefi"),
             Line(
-                "hypervisor: cpus: 4 of 4 up (APIC IDs 0 1 2 3), VMX/SVM on 3 of 3 APs, 3 woken by IPI",
+                "hypervisor: cpus: 4 of 4 up (APIC IDs 0 1 2 3), VMX/SVM on 3 of 3 APs, 3 woken by IPI, 3 ran a guest",
             ),
             AtLeast(3, " up: svm on"),
             Line("hypervisor: power off: ok"),
@@ -350,7 +350,7 @@ const CASES: &[Case] = &[
         scenario: "probe",
         expect: &[
             Line(
-                "hypervisor: cpus: 2 of 2 up (APIC IDs 0 1), VMX/SVM on 1 of 1 APs, 1 woken by IPI",
+                "hypervisor: cpus: 2 of 2 up (APIC IDs 0 1), VMX/SVM on 1 of 1 APs, 1 woken by IPI, 1 ran a guest",
             ),
             Line("[cpu1 INFO ] smp: cpu 1 (APIC ID 1) up: vmx on"),
             PROBE_PASSES,

@@ -18,7 +18,7 @@ use crate::mm::lowmem;
 use crate::vmm::vcpu::Backend;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use log::{info, warn};
 
 /// Most CPUs the hypervisor starts.
@@ -28,7 +28,8 @@ pub const WAKE_VECTOR: u8 = 0xee;
 /// Pages of each AP's stack.
 const STACK_PAGES: u64 = 16;
 
-/// A job for an AP: runs on it, with interrupts enabled.
+/// A job for an AP: runs on it, with interrupts disabled (as the boot CPU runs partitions;
+/// a wake-up IPI posted meanwhile waits in the APIC until the AP halts again).
 pub type Work = Box<dyn FnOnce() + Send>;
 
 /// A VMX or SVM backend enabled on one CPU.
@@ -100,7 +101,7 @@ pub enum RunOnError {
     Busy(Work),
 }
 
-/// Posts `work` to AP `index` and wakes it. The AP runs it with interrupts enabled; a job may
+/// Posts `work` to AP `index` and wakes it. The AP runs it with interrupts disabled; a job may
 /// run for as long as it likes (a partition's run loop), the AP takes the next once it returns.
 pub fn run_on(index: usize, work: Work) -> Result<(), RunOnError> {
     let Some(c) =
@@ -198,6 +199,8 @@ pub struct Summary {
     pub virt_on: usize,
     /// Of those, how many ran a job posted to their mailbox after halting ([`check_wake`]).
     pub woken: usize,
+    /// Of those, how many entered a guest on their own VMX/SVM and got its HLT back.
+    pub ran_guest: usize,
 }
 
 /// Finds the processors and starts every AP. `rsdp` is the boot path's RSDP address (UEFI), or
@@ -292,19 +295,28 @@ pub fn start_aps(
         }
     }
     tramp.release();
-    s.woken = check_wake(tsc_hz);
+    (s.woken, s.ran_guest) = check_wake(tsc_hz);
     s
 }
 
-/// What each AP's wake-up check job saw as its own CPU index (plus one; 0: not run).
+/// What each AP's check job saw as its own CPU index (plus one; 0: not run).
 static WAKE_ANSWERS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+/// Whether each AP's check job got a guest's HLT back.
+static GUEST_RAN: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 /// Posts a job to every ready AP (each halted in its idle loop by now) and counts the APs that
-/// ran it on themselves within 1 s: the mailbox, the wake-up IPI and [`cpu_index`] work.
-fn check_wake(tsc_hz: u64) -> usize {
+/// ran it on themselves within 1 s (the mailbox, the wake-up IPI and [`cpu_index`] work), and
+/// those that also ran a guest there ([`guest_check`]).
+fn check_wake(tsc_hz: u64) -> (usize, usize) {
     let cpus = ready_cpus();
     for &i in &cpus {
-        let job: Work = Box::new(move || WAKE_ANSWERS[i].store(cpu_index() + 1, Ordering::Release));
+        let job: Work = Box::new(move || {
+            match guest_check() {
+                Ok(()) => GUEST_RAN[i].store(true, Ordering::Relaxed),
+                Err(e) => warn!("smp: cpu {i}: a guest did not run here: {e}"),
+            }
+            WAKE_ANSWERS[i].store(cpu_index() + 1, Ordering::Release)
+        });
         if run_on(i, job).is_err() {
             warn!("smp: cpu {i} refused a job");
         }
@@ -315,15 +327,60 @@ fn check_wake(tsc_hz: u64) -> usize {
     while !cpus.iter().all(answered) && rdtsc().wrapping_sub(t0) < hz {
         core::hint::spin_loop();
     }
-    let mut ok = 0;
+    let (mut woken, mut ran) = (0, 0);
     for &i in &cpus {
         match WAKE_ANSWERS[i].load(Ordering::Acquire) {
             0 => warn!("smp: cpu {i} did not run the job posted to it"),
-            n if n == i + 1 => ok += 1,
+            n if n == i + 1 => woken += 1,
             n => warn!("smp: the job posted to cpu {i} ran on cpu {}", n - 1),
         }
+        ran += usize::from(GUEST_RAN[i].load(Ordering::Relaxed));
     }
-    ok
+    (woken, ran)
+}
+
+/// On an AP: builds a one-page guest (32-bit flat protected mode, paging off, `hlt` at its
+/// entry) with this CPU's backend, runs it until its HLT exit and tears it down. Proves that
+/// VMXON/VMCS (or EFER.SVME/VMCB) and the per-CPU host state (GDTR, TR) work here.
+fn guest_check() -> Result<(), &'static str> {
+    use crate::arch::x86::paging::HostPages;
+    use crate::vmm::exit::VmExit;
+    use crate::vmm::vcpu::{
+        ACCESS_CODE32, ACCESS_DATA, ACCESS_TSS64, InitialState, Segment, VcpuConfig,
+    };
+    const ENTRY: u64 = 0x1000;
+    let page = HostPages::alloc_zeroed(1).ok_or("out of memory")?;
+    // SAFETY: the frame was just allocated for this check alone.
+    unsafe { HostPages::page_mut(page)[0] = 0xf4 }; // hlt
+    let flat = |selector, access| Segment { selector, base: 0, limit: 0xffff_ffff, access };
+    let initial = InitialState {
+        rip: ENTRY,
+        rflags: 2,
+        cr0: 0x11, // ET | PE
+        cs: flat(0x10, ACCESS_CODE32),
+        data: flat(0x18, ACCESS_DATA),
+        tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
+        ..InitialState::default()
+    };
+    let result = with_backend(|b| -> Result<(), &'static str> {
+        let mut slat = b.new_second_level()?;
+        slat.map(ENTRY, page.0, 0x1000).map_err(|_| "second-level map failed")?;
+        let mut vcpu = b.create_vcpu(&VcpuConfig { initial, slat_root: slat.root(), tag: 1 })?;
+        vcpu.flush_second_level();
+        // Preemptions and host interrupts may come first; the HLT must come soon.
+        for _ in 0..100 {
+            match vcpu.run().map_err(|e| e.what)? {
+                VmExit::Hlt => return Ok(()),
+                VmExit::Preempted | VmExit::HostInterrupt => {}
+                _ => return Err("an exit other than HLT"),
+            }
+        }
+        Err("no HLT exit")
+    })
+    .unwrap_or(Err("no backend on this CPU"));
+    lapic::disarm();
+    HostPages::free(page, 1);
+    result
 }
 
 /// The first Rust an AP runs (from the trampoline, on its own stack, interrupts off).
@@ -363,17 +420,15 @@ extern "C" fn ap_main(index: u64) -> ! {
     idle(i)
 }
 
-/// An AP's idle loop: take a job from the mailbox, or halt with interrupts on until an IPI.
+/// An AP's idle loop: take a job from the mailbox and run it (interrupts off, as the boot
+/// CPU runs partitions), or halt with interrupts on until an IPI.
 fn idle(i: usize) -> ! {
     use x86_64::instructions::interrupts;
     loop {
         interrupts::disable();
         let job = CPUS[i].mailbox.lock().take();
         match job {
-            Some(job) => {
-                interrupts::enable();
-                job();
-            }
+            Some(job) => job(),
             // STI's one-instruction shadow makes the check and the HLT one step: a wake-up IPI
             // posted after the check ends the HLT (SDM vol. 2B, STI).
             None => interrupts::enable_and_hlt(),
