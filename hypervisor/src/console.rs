@@ -1,7 +1,8 @@
 //! The hypervisor's serial console on COM1, and the `log` facade on top of it.
 //!
-//! Lines are written with interrupts masked while the lock is held, so an exception handler that
-//! logs never deadlocks against the code it interrupted on this CPU. Before the UART is set up
+//! Lines are written with interrupts masked while the lock (a spin lock) is held, so an exception
+//! handler that logs never deadlocks against the code it interrupted on this CPU; `println!`
+//! and log records hold it for a whole line, so lines from different CPUs never mix. Before the UART is set up
 //! (or if its self-test fails) output is dropped, never a hang.
 
 use core::fmt::{self, Write};
@@ -44,6 +45,16 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
     with_console(|c| {
         close_open_line(c);
         let _ = c.write_fmt(args);
+    });
+}
+
+/// Writes formatted text and a newline to COM1 as one line: the lock is held for the whole
+/// line, so lines from different CPUs never mix.
+pub fn write_line(args: fmt::Arguments<'_>) {
+    with_console(|c| {
+        close_open_line(c);
+        let _ = c.write_fmt(args);
+        let _ = c.write_str("\n");
     });
 }
 
@@ -103,12 +114,19 @@ pub fn flush() {
 }
 
 /// Forces the console lock free, for the exception path when the fault hit while it was held.
+/// Another CPU may hold it for a line it is writing: that one gets a moment to finish first.
 ///
 /// # Safety
-/// Only for the fatal-exception path on a single CPU, which never returns to the interrupted
-/// writer.
+/// Only for the fatal paths (exception, panic), which never return to the interrupted writer.
 pub unsafe fn force_unlock() {
-    // SAFETY: the caller is the fatal path; the interrupted holder never runs again.
+    for _ in 0..1_000_000 {
+        if !CONSOLE.is_locked() {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    // SAFETY: the caller is a fatal path; the holder (this CPU's interrupted writer, or a CPU
+    // that stopped mid-line) has had its chance and the report must come out.
     unsafe { CONSOLE.force_unlock() };
 }
 
@@ -122,7 +140,7 @@ macro_rules! print {
 #[macro_export]
 macro_rules! println {
     () => { $crate::console::write_str("\n") };
-    ($($arg:tt)*) => {{ $crate::console::write_fmt(format_args!($($arg)*)); $crate::console::write_str("\n"); }};
+    ($($arg:tt)*) => { $crate::console::write_line(format_args!($($arg)*)) };
 }
 
 struct Logger;
@@ -136,7 +154,8 @@ impl log::Log for Logger {
         if self.enabled(record.metadata()) {
             with_console(|c| {
                 close_open_line(c);
-                let _ = writeln!(c, "[cpu0 {:5}] {}", record.level(), record.args());
+                let cpu = crate::arch::x86::smp::cpu_index();
+                let _ = writeln!(c, "[cpu{cpu} {:5}] {}", record.level(), record.args());
             });
         }
     }

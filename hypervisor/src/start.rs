@@ -1,7 +1,7 @@
 //! From the boot path's [`BootInfo`] to running partitions: the hypervisor's `main`.
 
 use crate::arch::vmx::VmxBackend;
-use crate::arch::x86::{cpu, gdt, idt, paging, power};
+use crate::arch::x86::{cpu, gdt, idt, paging, power, smp};
 use crate::bootinfo::{BootInfo, PhysRange};
 use crate::cmdline::{self, FAULT_ADDRESS, Fault};
 use crate::mm::addr::{PAGE_SIZE, align_down, align_up};
@@ -85,6 +85,8 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
         warn!("{problems} command-line problem(s): see above");
     }
 
+    // The BIOS data area (page 0) is unmapped once the hypervisor's own tables are live.
+    let ebda_segment = (phys_offset == 0).then(smp::bda_ebda_segment);
     let cpu = cpu::detect();
     println!(
         "hypervisor: cpu: {} family {:#x} model {:#x} stepping {} \"{}\"",
@@ -153,6 +155,20 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
     }
     let low_ram_end = align_down(low.min(0xa_0000), PAGE_SIZE);
     let mut platform = measure_platform(start_tsc, calibration, low_ram_end, ram_top_below_4g);
+    let mapped_end = align_up(ram_end.max(4 << 30), 1 << 30);
+    let cpus =
+        smp::start_aps(info.rsdp, ebda_segment, &usable, &reserved, mapped_end, platform.tsc_hz);
+    let ids: Vec<String> = cpus.up.iter().map(|id| alloc::format!("{id}")).collect();
+    println!(
+        "hypervisor: cpus: {} of {} up (APIC IDs {}), VMX/SVM on {} of {} APs, {} woken by IPI, {} ran a guest",
+        cpus.up.len(),
+        cpus.listed.max(1),
+        ids.join(" "),
+        cpus.virt_on,
+        cpus.up.len() - 1,
+        cpus.woken,
+        cpus.ran_guest
+    );
 
     match opts.fault {
         Some(Fault::PageFault) => {

@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// (default tigerlake; e.g. corei7_skylake_x).
     #[arg(long)]
     pub cpu: Option<String>,
+    /// Processors of the emulated machine (QEMU -smp, Bochs cpu count).
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
     /// Guest-physical memory of the emulated machine, in MiB.
     #[arg(long, default_value_t = 256)]
     pub memory: u32,
@@ -101,6 +104,7 @@ pub fn prepare(spec: &Spec) -> Result<Prepared> {
         image,
         cpu: spec.cpu.map(str::to_string),
         memory_mib: spec.memory_mib,
+        cpus: 1,
         headless: spec.headless,
         gdb: spec.gdb,
         icount: false,
@@ -131,7 +135,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         // Under Bochs UEFI the boot disk is the primary master: no test disk.
         None => !bochs_uefi && scenario::has_management(name)?,
     };
-    let p = prepare(&Spec {
+    let mut p = prepare(&Spec {
         choice: args.emulator,
         boot: args.boot,
         cpu: args.cpu.as_deref(),
@@ -144,6 +148,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         input,
         test_disk,
     })?;
+    p.launch.cpus = args.cpus;
     let what = p.emulator.describe(args.cpu.as_deref());
     if args.gdb {
         let kernel = image::kernel_for(args.boot);

@@ -30,6 +30,10 @@ pub struct TestArgs {
     /// List the checks and cases, run nothing.
     #[arg(long)]
     pub list: bool,
+    /// Boot every case's machine with this many CPUs instead of the case's own count (at
+    /// least the case's: the SMP cases keep theirs), to check the cases on bigger machines.
+    #[arg(long)]
+    pub cpus: Option<u32>,
 }
 
 /// How a case must end.
@@ -71,6 +75,8 @@ struct Case {
     input: &'static [(&'static [&'static str], &'static str)],
     /// Attach the test disk (`image::test_disk`) as the primary ATA master.
     test_disk: bool,
+    /// Processors of the emulated machine.
+    cpus: u32,
 }
 
 /// A serial line containing any of these fails the case (a guest's failed check, a kernel
@@ -289,6 +295,76 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
+    },
+    Case {
+        name: "svm-smp4",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "probe",
+        expect: &[
+            Line(
+                "hypervisor: cpus: 4 of 4 up (APIC IDs 0 1 2 3), VMX/SVM on 3 of 3 APs, 3 woken by IPI, 3 ran a guest",
+            ),
+            Line("[cpu1 INFO ] smp: cpu 1 (APIC ID 1) up: svm on"),
+            Line("[cpu2 INFO ] smp: cpu 2 (APIC ID 2) up: svm on"),
+            Line("[cpu3 INFO ] smp: cpu 3 (APIC ID 3) up: svm on"),
+            PROBE_PASSES,
+            PROBE_SUMMARY,
+            PROBE_EXIT,
+            POWER_OFF_OK,
+        ],
+        status: Expect::Success,
+        timeout_s: 120,
+        input: &[],
+        test_disk: false,
+        cpus: 4,
+    },
+    Case {
+        name: "qemu-uefi-smp4",
+        emulator: Choice::Qemu,
+        boot: Boot::Uefi,
+        cpu: None,
+        append: "",
+        scenario: scenario::NONE,
+        expect: &[
+            Line("booted via uefi"),
+            Line(
+                "hypervisor: cpus: 4 of 4 up (APIC IDs 0 1 2 3), VMX/SVM on 3 of 3 APs, 3 woken by IPI, 3 ran a guest",
+            ),
+            AtLeast(3, " up: svm on"),
+            Line("hypervisor: power off: ok"),
+        ],
+        status: Expect::Success,
+        timeout_s: 120,
+        input: &[],
+        test_disk: false,
+        cpus: 4,
+    },
+    Case {
+        name: "vmx-smp2",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: None,
+        append: "",
+        scenario: "probe",
+        expect: &[
+            Line(
+                "hypervisor: cpus: 2 of 2 up (APIC IDs 0 1), VMX/SVM on 1 of 1 APs, 1 woken by IPI, 1 ran a guest",
+            ),
+            Line("[cpu1 INFO ] smp: cpu 1 (APIC ID 1) up: vmx on"),
+            PROBE_PASSES,
+            PROBE_SUMMARY,
+            PROBE_EXIT,
+            POWER_OFF_OK,
+        ],
+        status: Expect::Success,
+        timeout_s: 400,
+        input: &[],
+        test_disk: false,
+        cpus: 2,
     },
     Case {
         name: "qemu-uefi",
@@ -306,6 +382,7 @@ const CASES: &[Case] = &[
         timeout_s: 120,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "bochs-multiboot",
@@ -323,6 +400,7 @@ const CASES: &[Case] = &[
         timeout_s: 180,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "bochs-uefi",
@@ -340,6 +418,7 @@ const CASES: &[Case] = &[
         timeout_s: 300,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "qemu-multiboot-fault-pf",
@@ -357,6 +436,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-probe-tigerlake",
@@ -370,6 +450,7 @@ const CASES: &[Case] = &[
         timeout_s: 180,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-probe-skylake",
@@ -383,6 +464,7 @@ const CASES: &[Case] = &[
         timeout_s: 180,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-attack",
@@ -396,6 +478,7 @@ const CASES: &[Case] = &[
         timeout_s: 180,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "svm-probe-qemu64",
@@ -409,6 +492,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "svm-probe-epyc",
@@ -422,6 +506,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-multiboot",
@@ -435,6 +520,7 @@ const CASES: &[Case] = &[
         timeout_s: 120,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "svm-multiboot",
@@ -448,6 +534,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-bare",
@@ -461,6 +548,7 @@ const CASES: &[Case] = &[
         timeout_s: 120,
         input: &[],
         test_disk: true,
+        cpus: 1,
     },
     Case {
         name: "svm-bare",
@@ -474,6 +562,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: true,
+        cpus: 1,
     },
     Case {
         name: "svm-attack",
@@ -487,6 +576,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-mgmt",
@@ -500,6 +590,7 @@ const CASES: &[Case] = &[
         timeout_s: 600,
         input: MGMT_INPUT,
         test_disk: true,
+        cpus: 1,
     },
     Case {
         name: "svm-mgmt",
@@ -513,6 +604,7 @@ const CASES: &[Case] = &[
         timeout_s: 180,
         input: MGMT_INPUT,
         test_disk: true,
+        cpus: 1,
     },
     Case {
         name: "svm-mgmt-linux",
@@ -526,6 +618,7 @@ const CASES: &[Case] = &[
         timeout_s: 240,
         input: MGMT_LINUX_INPUT,
         test_disk: true,
+        cpus: 1,
     },
     // Bad Linux partitions are refused by name and field; the probe beside them passes; the
     // run reports failure because the manifest's partitions did not all start.
@@ -551,6 +644,7 @@ const CASES: &[Case] = &[
         timeout_s: 60,
         input: &[],
         test_disk: false,
+        cpus: 1,
     },
     // Bare QEMU TCG boots this kernel to /init in 0.42 s of guest time (about 3 s wall, see
     // `cargo xtask linux --bare`). Bare Bochs (BIOS, GRUB) with `corei7_skylake_x` reaches the
@@ -570,6 +664,7 @@ const CASES: &[Case] = &[
         timeout_s: 240,
         input: LINUX_INPUT,
         test_disk: false,
+        cpus: 1,
     },
     Case {
         name: "vmx-linux",
@@ -583,6 +678,7 @@ const CASES: &[Case] = &[
         timeout_s: 420,
         input: LINUX_INPUT,
         test_disk: false,
+        cpus: 1,
     },
 ];
 
@@ -690,7 +786,7 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         match build::kernels() {
             Ok(()) => {
                 for case in cases {
-                    tally.record(case.name, run_case(case));
+                    tally.record(case.name, run_case(case, args.cpus));
                 }
                 if gate {
                     let start = Instant::now();
@@ -710,9 +806,10 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
 }
 
 /// Boots one case and checks it; `Ok` carries its timings.
-fn run_case(case: &Case) -> Result<String> {
+fn run_case(case: &Case, cpus: Option<u32>) -> Result<String> {
+    let cpus = cpus.map_or(case.cpus, |n| n.max(case.cpus));
     let modules = scenario::modules(case.scenario)?;
-    let p = run::prepare(&Spec {
+    let mut p = run::prepare(&Spec {
         choice: case.emulator,
         boot: case.boot,
         cpu: case.cpu,
@@ -725,11 +822,13 @@ fn run_case(case: &Case) -> Result<String> {
         input: case.input.iter().map(|(wait, send)| Step::new(wait, send)).collect(),
         test_disk: case.test_disk,
     })?;
+    p.launch.cpus = cpus;
     step::note(format!(
-        "{}: booting {} with {}",
+        "{}: booting {} with {}, {} CPU(s)",
         case.name,
         p.launch.image.describe(),
-        p.emulator.describe(case.cpu)
+        p.emulator.describe(case.cpu),
+        cpus
     ));
     let watch =
         Watch { timeout: Some(Duration::from_secs(case.timeout_s)), echo: false, cpu_window: None };

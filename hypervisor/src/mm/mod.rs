@@ -2,4 +2,5 @@
 //! serves the hypervisor's own tables, EPT and NPT through an entry format each.
 pub mod addr;
 pub mod frames;
+pub mod lowmem;
 pub mod pagetable;

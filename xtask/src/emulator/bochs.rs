@@ -99,7 +99,8 @@ fn bochsrc(launch: &Launch, com1: Option<&Endpoint>) -> Result<String> {
     let cpu = launch.cpu.as_deref().unwrap_or(DEFAULT_CPU);
     let mem = launch.memory_mib;
     let mut rc = String::new();
-    let _ = writeln!(rc, "cpu: model={cpu}, reset_on_triple_fault=0");
+    let count = launch.cpus.max(1);
+    let _ = writeln!(rc, "cpu: model={cpu}, count={count}, reset_on_triple_fault=0");
     let _ = writeln!(rc, "memory: guest={mem}, host={mem}");
     rc.push_str("clock: sync=none\n");
     rc.push_str("display_library: rfb, options=\"timeout=0\"\n");

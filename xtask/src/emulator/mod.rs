@@ -41,6 +41,8 @@ pub struct Launch {
     /// The emulator's CPU model; `None` for its default.
     pub cpu: Option<String>,
     pub memory_mib: u32,
+    /// Processors of the emulated machine (QEMU `-smp`, Bochs `cpu: count=`).
+    pub cpus: u32,
     /// No terminal: serial to a file, nothing read from stdin.
     pub headless: bool,
     /// Wait for gdb on :1234 before the first instruction (QEMU only).

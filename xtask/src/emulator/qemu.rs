@@ -62,7 +62,8 @@ impl Emulator for Qemu {
         let mut cmd = Command::new(deps::path(deps::QEMU));
         cmd.args(["-m", &launch.memory_mib.to_string()])
             .args(["-cpu", self.cpu(launch.cpu.as_deref())])
-            .args(["-smp", "1", "-no-reboot", "-display", "none", "-nic", "none"])
+            .args(["-smp", &launch.cpus.max(1).to_string()])
+            .args(["-no-reboot", "-display", "none", "-nic", "none"])
             .arg("-device")
             .arg(format!("isa-debug-exit,iobase={QEMU_EXIT_PORT:#x},iosize=0x04"));
         if self.kvm {

@@ -180,6 +180,8 @@ irq_stub!(irq14, 14);
 irq_stub!(irq15, 15);
 // The host APIC timer's stub, calling `lapic::timer_entry` with its vector.
 irq_stub!(apic_timer, 0xef, super::lapic::timer_entry);
+// The wake-up IPI's stub (an idle AP's `hlt` ends; `smp::wake_entry` ends the interrupt).
+irq_stub!(apic_wake, 0xee, super::smp::wake_entry);
 
 /// SDM Vol. 3A, Table 6-1: exception mnemonics by vector.
 pub fn exception_name(vector: u64) -> &'static str {
@@ -212,7 +214,7 @@ pub fn exception_name(vector: u64) -> &'static str {
 
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
-/// Builds and loads the IDT.
+/// Builds the IDT (once) and loads it on this CPU: every CPU shares the one table.
 pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
@@ -257,6 +259,7 @@ pub fn init() {
         for v in OTHER_FIRST..=u8::MAX {
             let stub = match v {
                 super::lapic::TIMER_VECTOR => apic_timer as *const () as u64,
+                super::smp::WAKE_VECTOR => apic_wake as *const () as u64,
                 super::lapic::SPURIOUS_VECTOR => apic_spurious as *const () as u64,
                 _ => others + u64::from(v - OTHER_FIRST) * OTHER_STUB_BYTES,
             };

@@ -16,7 +16,10 @@ pub const SPURIOUS_VECTOR: u8 = 0xff;
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
+const REG_ID: u64 = 0x20;
 const REG_EOI: u64 = 0xb0;
+const REG_ICR_LOW: u64 = 0x300;
+const REG_ICR_HIGH: u64 = 0x310;
 const REG_SVR: u64 = 0xf0;
 const REG_ISR: u64 = 0x100;
 const REG_LVT_TIMER: u64 = 0x320;
@@ -160,6 +163,73 @@ pub extern "C" fn unexpected_entry(vector: u64) {
             write(REG_EOI, 0);
         }
     }
+}
+
+// Interprocessor interrupts (SDM vol. 3A §11.6.1, Figure 11-12: the interrupt command register).
+const ICR_FIXED: u32 = 0b000 << 8;
+const ICR_INIT: u32 = 0b101 << 8;
+const ICR_STARTUP: u32 = 0b110 << 8;
+const ICR_SEND_PENDING: u32 = 1 << 12;
+const ICR_ASSERT: u32 = 1 << 14;
+const ICR_LEVEL: u32 = 1 << 15;
+
+/// True once [`init`] found an enabled xAPIC.
+pub fn present() -> bool {
+    BASE.load(Ordering::Relaxed) != 0
+}
+
+/// This CPU's local APIC ID (xAPIC: bits 31-24 of the ID register), where there is an APIC.
+pub fn id() -> Option<u32> {
+    present().then(|| read(REG_ID) >> 24)
+}
+
+/// Software-enables this CPU's APIC (an application processor's comes out of INIT disabled,
+/// SDM vol. 3A §11.4.7.2), with the spurious vector, so it accepts fixed IPIs. The register
+/// page is the same address on every CPU; each CPU reaches its own APIC there.
+pub fn enable_this_cpu() {
+    if present() {
+        write(REG_SVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
+        write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    }
+}
+
+/// Ends the interrupt in service on this CPU.
+pub fn eoi() {
+    if present() {
+        write(REG_EOI, 0);
+    }
+}
+
+/// Sends one IPI to `apic_id` and waits (up to `spins` reads) until the APIC has sent it.
+/// Returns false when there is no APIC or the send stayed pending.
+fn send_ipi(apic_id: u32, command: u32, spins: u32) -> bool {
+    if !present() || apic_id > 0xff {
+        return false;
+    }
+    // The high half first: writing the low half sends (§11.6.1).
+    write(REG_ICR_HIGH, apic_id << 24);
+    write(REG_ICR_LOW, command);
+    (0..spins).any(|_| {
+        core::hint::spin_loop();
+        read(REG_ICR_LOW) & ICR_SEND_PENDING == 0
+    })
+}
+
+/// INIT IPI to `apic_id` (level assert), then the de-assert older APICs need (§11.6.1).
+pub fn send_init(apic_id: u32) -> bool {
+    send_ipi(apic_id, ICR_INIT | ICR_ASSERT | ICR_LEVEL, 1_000_000)
+        && send_ipi(apic_id, ICR_INIT | ICR_LEVEL, 1_000_000)
+}
+
+/// Start-up IPI to `apic_id`: the processor starts in real mode at `page << 12` (CS:IP =
+/// `page << 8`:0000).
+pub fn send_sipi(apic_id: u32, page: u8) -> bool {
+    send_ipi(apic_id, ICR_STARTUP | ICR_ASSERT | u32::from(page), 1_000_000)
+}
+
+/// Fixed IPI at `vector` to `apic_id` (edge-triggered).
+pub fn send_fixed(apic_id: u32, vector: u8) -> bool {
+    send_ipi(apic_id, ICR_FIXED | ICR_ASSERT | u32::from(vector), 1_000_000)
 }
 
 #[cfg(test)]

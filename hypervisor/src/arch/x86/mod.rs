@@ -2,6 +2,7 @@
 //!
 //! Every `unsafe` block that touches the machine lives below this folder (and in the vendor
 //! backends' entry stubs), each with the reason it is sound.
+pub mod acpi;
 pub mod cpu;
 pub mod gdt;
 pub mod idt;
@@ -9,5 +10,8 @@ pub mod instr;
 pub mod lapic;
 pub mod paging;
 pub mod pic;
+pub mod pins;
 pub mod power;
+pub mod smp;
 pub mod time;
+pub mod trampoline;
