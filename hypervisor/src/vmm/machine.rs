@@ -2,6 +2,8 @@
 //! round-robin on this CPU; and the console: which partition typed input goes to (Ctrl-A three
 //! times cycles, as in Xen) and the hypervisor's debug keys.
 
+mod admin;
+
 use super::dispatch::Flow;
 use super::manifest::OnStop;
 use super::partition::{Partition, State};
@@ -348,10 +350,7 @@ impl<'a> Machine<'a> {
         match self.focus {
             Focus::Hypervisor => println!("hypervisor: console: debug keys (h for help)"),
             Focus::Partition(id) => {
-                println!(
-                    "hypervisor: console: input to {}",
-                    super::admin::describe(&self.parts, id)
-                );
+                println!("hypervisor: console: input to {}", admin::describe(&self.parts, id));
                 // Its prompt, if it waits at one.
                 if let Some(p) = self.parts.iter_mut().find(|p| p.id == id) {
                     p.show_partial_line();
@@ -442,8 +441,8 @@ impl<'a> Machine<'a> {
                         "  channel {} at {:#x}: {} <-> {}",
                         c.id,
                         c.page.0,
-                        super::admin::describe(&self.parts, c.ends[0]),
-                        super::admin::describe(&self.parts, c.ends[1])
+                        admin::describe(&self.parts, c.ends[0]),
+                        admin::describe(&self.parts, c.ends[1])
                     );
                 }
             }

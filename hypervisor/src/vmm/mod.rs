@@ -1,7 +1,6 @@
 //! The vendor-neutral core: vCPUs and their exits, partitions, guest memory, hypercalls and
 //! the device buses. Intel and AMD are reached only through [`vcpu::Vcpu`] and
 //! [`vcpu::Backend`].
-pub mod admin;
 pub mod bus;
 pub mod config;
 pub mod cpuid;

@@ -3,9 +3,9 @@
 //! (`dispatch`); [`Machine::admin`] carries them out with every argument checked and writes
 //! the status (and result) into the caller's registers.
 
-use super::machine::{Channel, Machine};
-use super::partition::{Partition, PartitionConfig, State};
-use super::vcpu::reg;
+use super::{Channel, Machine};
+use crate::vmm::partition::{Partition, PartitionConfig, State};
+use crate::vmm::vcpu::reg;
 use alloc::format;
 use alloc::string::String;
 use hvabi::hypercall::{Call, CreateRequest, PartitionInfo, StatsRecord, Status, state};
@@ -120,7 +120,7 @@ impl Machine<'_> {
             }
             Err(s) => g.0[reg::RAX] = s as u64,
         }
-        super::dispatch::skip_public(p);
+        crate::vmm::dispatch::skip_public(p);
     }
 
     fn index_of(&self, id: u64) -> Result<usize, Status> {
@@ -173,12 +173,12 @@ impl Machine<'_> {
             return Err(Status::InvalidArgument);
         }
         let image = self.module(image_name).ok_or(Status::NotFound)?;
-        use super::manifest::ImageFormat;
+        use crate::vmm::manifest::ImageFormat;
         // ELF64 (our guests) and Linux bzImages say what they are; anything else is tried as a
         // multiboot kernel.
         let format = if image.get(..5) == Some(b"\x7fELF\x02") {
             ImageFormat::Elf64
-        } else if super::loader::linux::is_bzimage(image) {
+        } else if crate::vmm::loader::linux::is_bzimage(image) {
             ImageFormat::Linux
         } else {
             ImageFormat::Multiboot
@@ -200,9 +200,9 @@ impl Machine<'_> {
             format,
             memory: req.memory_mib << 20,
             cmdline: String::from(cmdline),
-            expect: super::manifest::Expect::Exit,
+            expect: crate::vmm::manifest::Expect::Exit,
             initrd,
-            on_stop: super::manifest::OnStop::Destroy,
+            on_stop: crate::vmm::manifest::OnStop::Destroy,
             management: false,
             keep_free: 0,
             devices: alloc::vec::Vec::new(),
@@ -253,7 +253,7 @@ impl Machine<'_> {
             p.name,
             p.state
         );
-        super::run::print_stats(&p);
+        crate::vmm::run::print_stats(&p);
         drop(p);
         // Its channels go too: unmapped from the surviving end, their pages freed.
         let (gone, kept): (alloc::vec::Vec<Channel>, _) =
