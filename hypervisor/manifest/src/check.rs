@@ -1,8 +1,6 @@
 //! Every rule of the manifest, once: the `toml` crate reads the text into spanned tables, and
 //! the checks here turn them into a [`Manifest`] or the first error, in the order written.
 
-use alloc::borrow::ToOwned;
-use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -11,12 +9,128 @@ use core::ops::Range;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use toml::{Spanned, Value};
+use toml::Spanned;
 
 use crate::error::{ManifestError, shorten, tame};
 use crate::*;
 
-type Table = BTreeMap<Spanned<String>, Spanned<Value>>;
+/// A value as written, reduced to what the checks need (smaller in the hypervisor than
+/// `toml::Value`, whose tables, floats and dates it never uses).
+#[derive(Debug)]
+enum Value {
+    String(String),
+    Integer(i64),
+    Boolean,
+    Array(Vec<Value>),
+    /// A float, a date-time or a table: only its kind is shown.
+    Other(&'static str),
+}
+
+impl Value {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// How toml hands a date-time to serde: a map with this one key.
+const DATETIME_KEY: &str = "$__toml_private_datetime";
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a TOML value")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.into()))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Integer(n))
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Value, E> {
+        Ok(i64::try_from(n).map_or(Value::Other("an integer"), Value::Integer))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Other("a float"))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Boolean)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // Nesting is bounded before parsing (`depth`), so this recursion is too.
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element::<Value>()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut kind = "a table";
+        while let Some(key) = map.next_key::<String>()? {
+            if key == DATETIME_KEY {
+                kind = "a date-time";
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(Value::Other(kind))
+    }
+}
+
+/// A table's keys and values, each with its place, in no particular order.
+#[derive(Default)]
+struct Table(Vec<(Spanned<String>, Spanned<Value>)>);
+
+impl Table {
+    fn iter(&self) -> impl Iterator<Item = &(Spanned<String>, Spanned<Value>)> {
+        self.0.iter()
+    }
+}
+
+impl<'de> Deserialize<'de> for Table {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(TableVisitor)
+    }
+}
+
+struct TableVisitor;
+
+impl<'de> Visitor<'de> for TableVisitor {
+    type Value = Table;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Table, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<Spanned<String>>()? {
+            entries.push((key, map.next_value::<Spanned<Value>>()?));
+        }
+        Ok(Table(entries))
+    }
+}
 
 /// The document as written: the top-level keys with their places, the partition tables, and
 /// the first unknown key.
@@ -194,7 +308,7 @@ pub(crate) fn manifest(text: &str) -> Result<Manifest, ManifestError> {
                         .and_then(|_| modules.add(image, line))
                         .map_err(|why| top_err(span.clone(), "images", why))?;
                 }
-                m.images = list.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+                m.images = list.iter().filter_map(|v| v.as_str().map(String::from)).collect();
                 m.images_at = Some(at(span));
             }
             (key, v) => {
@@ -265,11 +379,9 @@ fn kind(v: &Value) -> &'static str {
     match v {
         Value::String(_) => "a string",
         Value::Integer(_) => "an integer",
-        Value::Float(_) => "a float",
-        Value::Boolean(_) => "a boolean",
-        Value::Datetime(_) => "a date-time",
+        Value::Boolean => "a boolean",
         Value::Array(_) => "an array",
-        Value::Table(_) => "a table",
+        Value::Other(kind) => kind,
     }
 }
 
