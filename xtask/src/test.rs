@@ -199,6 +199,29 @@ const MGMT: &[Want] = &[
     POWER_OFF_OK,
 ];
 
+/// A first run as a new user has it: the default scenario (`mgmt`, `scenario::default_name`)
+/// and only what its screen says to type. The shell and the chan guest each say what to type,
+/// chan waits for its channel without failing, and no line reports a failure ([`FORBIDDEN`]).
+const FIRST_RUN_INPUT: &[(&[&str], &str)] = &[
+    (
+        &[
+            "^[mgmt] mgmt: shell ready: type `help`",
+            "^[chan] chan: partition * waits for a channel: type `chan chan`",
+        ],
+        "help\r",
+    ),
+    (&["ends this partition, and with it the run"], "chan chan\r"),
+    (&["^PASS chan-echo"], "shutdown\r"),
+];
+
+const FIRST_RUN: &[Want] = &[
+    Line("[mgmt] mgmt: shell ready: type `help` for the commands"),
+    LineWith(&["[chan] chan: partition ", " waits for a channel: type `chan chan` at the"]),
+    Line("[mgmt] commands:"),
+    Line("[chan] PASS chan-echo"),
+    POWER_OFF_OK,
+];
+
 /// `scenarios/bare.toml`: a kernel made for the bare PC, unchanged, as the management partition
 /// with `devices = ["all"]`: its multiboot entry, its IRQ 14 through its own (virtual) 8259s,
 /// the disk's sector 0, the PCI functions it sees, its debug-exit write ending its partition;
@@ -510,6 +533,19 @@ const CASES: &[Case] = &[
         status: Expect::Success,
         timeout_s: 180,
         input: MGMT_INPUT,
+        test_disk: true,
+    },
+    Case {
+        name: "svm-first-run",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "mgmt",
+        expect: FIRST_RUN,
+        status: Expect::Success,
+        timeout_s: 180,
+        input: FIRST_RUN_INPUT,
         test_disk: true,
     },
     Case {
