@@ -153,7 +153,10 @@ pub fn ensure_rust(components: &[&str], target: bool) -> Result<()> {
         if !installed.lines().any(|l| l.trim() == KERNEL_TARGET) {
             step::step(&format!("rustup target add {KERNEL_TARGET}"), || {
                 let log = step::log_file("rustup-target");
-                step::run_logged(Command::new("rustup").args(["target", "add", KERNEL_TARGET]), &log)
+                step::run_logged(
+                    Command::new("rustup").args(["target", "add", KERNEL_TARGET]),
+                    &log,
+                )
             })?;
         }
     }

@@ -239,7 +239,9 @@ mod tests {
         bad.args(["-c", "for i in $(seq 1 100); do echo line $i; done; echo why >&2; exit 3"]);
         let e = format!("{:#}", run_logged(&mut bad, &log).unwrap_err());
         assert!(e.starts_with("`sh -c for i in"), "{e}");
-        assert!(e.contains(&format!("its whole output is in {}, the last 40 lines:", log.display())));
+        assert!(
+            e.contains(&format!("its whole output is in {}, the last 40 lines:", log.display()))
+        );
         assert!(e.ends_with("line 99\nline 100\nwhy") && !e.contains("line 61\n"), "{e}");
         assert!(std::fs::read_to_string(&log).unwrap().starts_with("line 1\n"));
         let _ = std::fs::remove_file(&log);
