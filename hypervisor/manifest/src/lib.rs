@@ -21,6 +21,7 @@ extern crate alloc;
 mod check;
 mod depth;
 mod error;
+mod read;
 #[cfg(test)]
 mod tests;
 
