@@ -48,7 +48,7 @@ fn workspace_members(manifest: &str) -> Option<Vec<String>> {
 }
 
 /// The bare-metal crates besides the guests: clippy checks them for the kernel target.
-pub const KERNEL_CRATES: &[&str] = &["boot", "hypervisor", "hvabi"];
+pub const KERNEL_CRATES: &[&str] = &["boot", "hypervisor", "hvabi", "hvmanifest"];
 
 /// Multiboot1 kernel (ELF with the a.out kludge), booted directly by QEMU and by GRUB.
 pub const MULTIBOOT_BIN: &str = "hv-multiboot";

@@ -111,14 +111,19 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
         );
     }
     step::note(format!("missing {}: installing {}", what.join(", "), packages.join(" ")));
+    // One line per step with its time; apt-get's own output goes to a log, shown on failure.
     static UPDATE: Once = Once::new();
     let mut update = Ok(());
     UPDATE.call_once(|| {
-        update = step::step("apt-get update", || step::run(apt().args(["update", "-q"])));
+        let log = step::log_file("apt-get-update");
+        let label = format!("apt-get update (output: {})", step::shown(&log));
+        update = step::step(&label, || step::run_logged(apt().args(["update", "-q"]), &log));
     });
     update?;
-    step::step(&install, || {
-        step::run(apt().args(["install", "-y", "-q", "--no-install-recommends"]).args(&packages))
+    let log = step::log_file("apt-get-install");
+    step::step(&format!("{install} (output: {})", step::shown(&log)), || {
+        let args = ["install", "-y", "-q", "--no-install-recommends"];
+        step::run_logged(apt().args(args).args(&packages), &log)
     })?;
     let still: Vec<&str> = needs.iter().filter(|n| !n.present()).map(Need::what).collect();
     if !still.is_empty() {
@@ -147,7 +152,11 @@ pub fn ensure_rust(components: &[&str], target: bool) -> Result<()> {
             step::capture(Command::new("rustup").args(["target", "list", "--installed"]))?;
         if !installed.lines().any(|l| l.trim() == KERNEL_TARGET) {
             step::step(&format!("rustup target add {KERNEL_TARGET}"), || {
-                step::run(Command::new("rustup").args(["target", "add", KERNEL_TARGET]))
+                let log = step::log_file("rustup-target");
+                step::run_logged(
+                    Command::new("rustup").args(["target", "add", KERNEL_TARGET]),
+                    &log,
+                )
             })?;
         }
     }
@@ -167,7 +176,8 @@ pub fn ensure_rust(components: &[&str], target: bool) -> Result<()> {
         .collect();
     if !missing.is_empty() {
         step::step(&format!("rustup component add {}", missing.join(" ")), || {
-            step::run(Command::new("rustup").args(["component", "add"]).args(&missing))
+            let log = step::log_file("rustup-component");
+            step::run_logged(Command::new("rustup").args(["component", "add"]).args(&missing), &log)
         })?;
     }
     Ok(())

@@ -1,8 +1,8 @@
 //! Scenarios: which partitions boot. `--scenario NAME` is the partition manifest
-//! `scenarios/NAME.toml` (format: `docs/guests.md`; the kernel's parser in
-//! `hypervisor/src/vmm/manifest.rs` has the final word). The xtask reads it with the `toml`
-//! crate and checks it before anything boots, so that a typo is an error here, naming the file,
-//! line, partition and field, and not a refused partition at the end of a slow boot.
+//! `scenarios/NAME.toml` (format: `docs/guests.md`). The xtask checks it with the hypervisor's
+//! own schema crate (`hvmanifest`, `hypervisor/manifest`) before anything boots, so that a typo
+//! is an error here, naming the file, line, partition and field, and not a refused partition at
+//! the end of a slow boot. It then checks the text it sends once more, as the hypervisor will.
 //!
 //! A scenario's boot modules are `manifest` (the file's bytes) and each distinct image the
 //! partitions name, under that name. An image is a guest crate (`build::GUEST_CRATES`, its
@@ -18,14 +18,11 @@
 //!
 //! `none` is built in: the hypervisor alone, no modules (the boot tests use it).
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
-use toml::Spanned;
 
 use crate::build;
 use crate::image::Module;
@@ -40,27 +37,7 @@ pub const DEFAULT_FILE: &str = "default";
 /// shell on the console, and guests.
 pub const MGMT: &str = "mgmt";
 /// The module name under which the manifest travels (the kernel's `start::MANIFEST_MODULE`).
-pub const MANIFEST_MODULE: &str = "manifest";
-
-/// Mirrors of the kernel's limits (`hypervisor/src/vmm/manifest.rs`), so that a manifest the
-/// kernel would refuse is refused here, before a boot.
-const NAME_MAX: usize = 31;
-const IMAGE_MAX: usize = hvabi::pack::NAME_LEN - 1;
-const CMDLINE_MAX: usize = 255;
-const LINUX_CMDLINE_MAX: usize = 2047;
-const DEVICE_MAX: usize = 63;
-const MEMORY_MIB: Range<i64> = 2..1025;
-const TIMESLICE_US: Range<i64> = 10..1_000_001;
-const MAX_PARTITIONS: usize = 64;
-
-const ROLES: &[&str] = &["management", "guest"];
-const FORMATS: &[&str] = &["elf64", "multiboot", "linux"];
-const ON_STOP: &[&str] = &["destroy", "restart", "poweroff"];
-const EXPECT: &[&str] = &["exit", "fault", "halt"];
-const PARTITION_KEYS: &[&str] = &[
-    "name", "role", "image", "format", "initrd", "memory", "vcpus", "cmdline", "devices",
-    "on_stop", "expect",
-];
+pub const MANIFEST_MODULE: &str = hvmanifest::MANIFEST_MODULE;
 
 /// The folder of the scenario files.
 pub fn dir() -> PathBuf {
@@ -185,378 +162,68 @@ struct Checked {
     management: bool,
 }
 
-type Table = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Doc {
-    name: Option<Spanned<toml::Value>>,
-    timeslice_us: Option<Spanned<toml::Value>>,
-    /// The xtask's own key: more boot modules than the partitions name (images the management
-    /// partition creates partitions from). Taken out of the manifest the kernel gets.
-    images: Option<Spanned<toml::Value>>,
-    #[serde(default)]
-    partition: Vec<Spanned<Table>>,
-}
-
-/// 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    1 + text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count()
-}
-
-/// Validates manifest `text` (from `file`, for messages); `resolve` finds an image's file;
-/// `now` (Unix seconds) replaces `@now` in `microhv.date=@now`.
+/// Checks manifest `text` (from `file`, for messages) with the schema crate; `resolve` finds an
+/// image's file; `now` (Unix seconds) replaces `@now` in `microhv.date=@now`. The text the
+/// hypervisor gets has each path image under its module name and the date filled in, on the
+/// same lines, and is checked again.
 fn check(
     text: &str,
     file: &str,
     resolve: &dyn Fn(&str) -> Result<PathBuf, String>,
     now: u64,
 ) -> Result<Checked> {
-    let at = |span: Range<usize>| format!("{file} line {}", line_of(text, span.start));
-    let doc: Doc = toml::from_str(text).map_err(|e| {
-        let place = e.span().map(&at).unwrap_or_else(|| file.to_string());
-        anyhow::anyhow!("{place}: {}", e.message().trim_end())
-    })?;
-
-    if let Some(v) = &doc.name {
-        match v.get_ref() {
-            toml::Value::String(s) if !s.is_empty() && s.len() <= 63 => {}
-            toml::Value::String(s) => {
-                bail!("{}: field name: {s:?} is not 1..=63 characters", at(v.span()))
-            }
-            other => {
-                bail!("{}: field name: expected a string, found {}", at(v.span()), kind(other))
-            }
-        }
-    }
-    if let Some(v) = &doc.timeslice_us {
-        match v.get_ref() {
-            toml::Value::Integer(n) if TIMESLICE_US.contains(n) => {}
-            toml::Value::Integer(n) => bail!(
-                "{}: field timeslice_us: {n} is outside {}..={}",
-                at(v.span()),
-                TIMESLICE_US.start,
-                TIMESLICE_US.end - 1
-            ),
-            other => bail!(
-                "{}: field timeslice_us: expected an integer, found {}",
-                at(v.span()),
-                kind(other)
-            ),
-        }
-    }
-    if doc.partition.is_empty() {
-        bail!("{file}: no partitions (add a [[partition]] table)");
-    }
-    if doc.partition.len() > MAX_PARTITIONS {
-        bail!("{file}: more than {MAX_PARTITIONS} partitions");
-    }
-
-    let mut names: Vec<(String, usize)> = Vec::new();
-    let mut management: Option<String> = None;
+    let m = hvmanifest::parse(text).map_err(|e| anyhow::anyhow!("{}", e.located(file)))?;
     let mut images: Vec<(String, PathBuf)> = Vec::new();
-    // (byte range of an image string, the module name it becomes)
-    let mut renames: Vec<(Range<usize>, String)> = Vec::new();
-    // (byte range of an `@now`, the time it becomes)
-    let mut dates: Vec<(Range<usize>, String)> = Vec::new();
-    for (index, table) in doc.partition.iter().enumerate() {
-        let header = line_of(text, table.span().start);
-        let fields = table.get_ref();
-        let get = |key: &str| fields.iter().find(|(k, _)| k.get_ref() == key).map(|(_, v)| v);
-        let label = match get("name").map(|v| v.get_ref()) {
-            Some(toml::Value::String(s)) if valid_name(s) => format!("{s:?}"),
-            _ => format!("#{}", index + 1),
-        };
-        let fail = |span: Range<usize>, field: &str, why: String| {
-            anyhow::anyhow!("{}: partition {label}: field {field}: {why}", at(span))
-        };
-        if let Some((key, _)) =
-            fields.iter().find(|(k, _)| !PARTITION_KEYS.contains(&&**k.get_ref()))
-        {
-            bail!(
-                "{}: partition {label}: unknown field {:?} (fields: {})",
-                at(key.span()),
-                key.get_ref(),
-                PARTITION_KEYS.join(", ")
-            );
+    // (byte range, replacement) of the text the hypervisor gets.
+    let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+    let mut add = |image: &str, place: &str| -> Result<String> {
+        let path = resolve(image).map_err(|why| anyhow::anyhow!("{file} line {place}: {why}"))?;
+        // The schema checked the module name, and that one module is one image.
+        let module = hvmanifest::module_name(image).map_err(anyhow::Error::msg)?.to_string();
+        if !images.iter().any(|(m, _)| *m == module) {
+            images.push((module.clone(), path));
         }
-        let string = |key: &'static str| -> Result<Option<(&str, Range<usize>)>> {
-            match get(key) {
-                None => Ok(None),
-                Some(v) => match v.get_ref() {
-                    toml::Value::String(s) => Ok(Some((s.as_str(), v.span()))),
-                    other => Err(fail(
-                        v.span(),
-                        key,
-                        format!("expected a string, found {}", kind(other)),
-                    )),
-                },
-            }
-        };
-        let integer = |key: &'static str| -> Result<Option<(i64, Range<usize>)>> {
-            match get(key) {
-                None => Ok(None),
-                Some(v) => match v.get_ref() {
-                    toml::Value::Integer(n) => Ok(Some((*n, v.span()))),
-                    other => Err(fail(
-                        v.span(),
-                        key,
-                        format!("expected an integer, found {}", kind(other)),
-                    )),
-                },
-            }
-        };
-        let keyword = |key: &'static str, all: &[&str]| -> Result<Option<String>> {
-            match string(key)? {
-                Some((s, _)) if all.contains(&s) => Ok(Some(s.to_string())),
-                Some((s, span)) => {
-                    Err(fail(span, key, format!("{s:?} is not one of {}", all.join(", "))))
-                }
-                None => Ok(None),
-            }
-        };
-
-        let Some((name, span)) = string("name")? else {
-            bail!(
-                "{file} line {header}: partition {label}: field name: missing: every partition needs a name"
-            );
-        };
-        if !valid_name(name) {
-            return Err(fail(
-                span,
-                "name",
-                format!("{name:?} is not 1..={NAME_MAX} characters of a-z, 0-9, _ and -"),
-            ));
+        Ok(module)
+    };
+    if let Some(at) = &m.images_at {
+        let mut modules = Vec::new();
+        for image in &m.images {
+            modules.push(format!("{:?}", add(image, &format!("{}: field images", at.line))?));
         }
-        if let Some((_, line)) = names.iter().find(|(n, _)| n == name) {
-            return Err(fail(
-                span,
-                "name",
-                format!("{name:?} is already the name of the partition on line {line}"),
-            ));
-        }
-        names.push((name.to_string(), header));
-
-        let role = keyword("role", ROLES)?;
-        if role.as_deref() == Some("management") {
-            if let Some(first) = &management {
-                let span = get("role").expect("checked").span();
-                return Err(fail(
-                    span,
-                    "role",
-                    format!("a second management partition (the first is {first:?})"),
-                ));
-            }
-            management = Some(name.to_string());
-        }
-        let format = keyword("format", FORMATS)?;
-        let is_linux = format.as_deref() == Some("linux");
-        keyword("on_stop", ON_STOP)?;
-        keyword("expect", EXPECT)?;
-        if let Some((n, span)) = integer("memory")?
-            && (!MEMORY_MIB.contains(&n) || n % 2 != 0)
-        {
-            return Err(fail(
-                span,
-                "memory",
-                format!(
-                    "{n} MiB: want an even number of MiB in {}..={}",
-                    MEMORY_MIB.start,
-                    MEMORY_MIB.end - 1
-                ),
-            ));
-        }
-        if let Some((n, span)) = integer("vcpus")?
-            && n != 1
-        {
-            return Err(fail(span, "vcpus", format!("{n} vCPUs; a partition has exactly 1")));
-        }
-        if let Some((s, span)) = string("cmdline")? {
-            // `microhv.date=@now` as written in the file (a string with escapes keeps `@now`).
-            let date = format!("{}{}", linux::DATE_KEY, linux::NOW);
-            for (at, _) in text[span.clone()].match_indices(&date) {
-                let start = span.start + at + linux::DATE_KEY.len();
-                dates.push((start..start + linux::NOW.len(), now.to_string()));
-            }
-            let s = linux::expand(s, now);
-            let max = if is_linux { LINUX_CMDLINE_MAX } else { CMDLINE_MAX };
-            if s.len() > max {
-                return Err(fail(
-                    span,
-                    "cmdline",
-                    format!(
-                        "{} bytes long (with @now expanded); at most {max} for this format",
-                        s.len()
-                    ),
-                ));
-            }
-            if s.chars().any(char::is_control) {
-                return Err(fail(span, "cmdline", "control characters are not allowed".into()));
-            }
-        }
-        if let Some(v) = get("devices") {
-            let toml::Value::Array(list) = v.get_ref() else {
-                return Err(fail(
-                    v.span(),
-                    "devices",
-                    format!("expected an array of strings, found {}", kind(v.get_ref())),
-                ));
-            };
-            let mut seen = Vec::new();
-            for d in list {
-                let toml::Value::String(d) = d else {
-                    return Err(fail(v.span(), "devices", "arrays may hold only strings".into()));
-                };
-                if d.is_empty() || d.len() > DEVICE_MAX || !d.bytes().all(|b| b.is_ascii_graphic())
-                {
-                    return Err(fail(
-                        v.span(),
-                        "devices",
-                        format!(
-                            "{d:?} is not 1..={DEVICE_MAX} printable characters without spaces"
-                        ),
-                    ));
-                }
-                if seen.contains(&d) {
-                    return Err(fail(v.span(), "devices", format!("{d:?} is listed twice")));
-                }
-                seen.push(d);
-            }
-            if !list.is_empty() && role.as_deref() != Some("management") {
-                return Err(fail(
-                    v.span(),
-                    "devices",
-                    "devices are handed only to the management partition (role = \"management\")"
-                        .into(),
-                ));
-            }
-        }
-
-        let Some((image, span)) = string("image")? else {
-            bail!(
-                "{file} line {header}: partition {label}: field image: missing: every partition needs an image"
-            );
-        };
-        let initrd = string("initrd")?;
-        if let Some((_, span)) = &initrd
-            && format.as_deref() != Some("linux")
-        {
-            return Err(fail(
-                span.clone(),
-                "initrd",
-                "an initrd goes only with format = \"linux\"".into(),
-            ));
-        }
-        // The image and the initrd travel as boot modules, each under its file name.
-        let files = [("image", (image, span))].into_iter().chain(initrd.map(|i| ("initrd", i)));
-        for (field, (image, span)) in files {
-            let path = resolve(image).map_err(|why| fail(span.clone(), field, why))?;
-            let module = module_name(image).map_err(|why| fail(span.clone(), field, why))?;
-            if module != image {
-                renames.push((span.clone(), module.clone()));
-            }
-            match images.iter().find(|(m, _)| *m == module) {
-                Some((_, other)) if *other != path => {
-                    return Err(fail(
-                        span,
-                        field,
-                        format!(
-                            "module name {module:?} is already taken by {}",
-                            rel(other).display()
-                        ),
-                    ));
-                }
-                Some(_) => {}
-                None => images.push((module, path)),
-            }
-        }
+        // One line per line of the array as written, so that line numbers still match.
+        let newlines = text[at.span.clone()].matches('\n').count();
+        edits.push((at.span.clone(), format!("[{}{}]", modules.join(", "), "\n".repeat(newlines))));
     }
-
-    // (byte range, replacement) of the text the kernel gets: renamed images, `@now`, the
-    // `images` key.
-    let mut edits: Vec<(Range<usize>, String)> =
-        renames.into_iter().map(|(span, name)| (span, format!("\"{name}\""))).collect();
-    edits.extend(dates);
-    if let Some(v) = &doc.images {
-        let toml::Value::Array(list) = v.get_ref() else {
-            bail!(
-                "{}: field images: expected an array of strings, found {}",
-                at(v.span()),
-                kind(v.get_ref())
-            );
-        };
-        for item in list {
-            let toml::Value::String(image) = item else {
-                bail!("{}: field images: arrays may hold only strings", at(v.span()));
-            };
-            let path = resolve(image)
-                .map_err(|why| anyhow::anyhow!("{}: field images: {why}", at(v.span())))?;
-            let module = module_name(image)
-                .map_err(|why| anyhow::anyhow!("{}: field images: {why}", at(v.span())))?;
-            match images.iter().find(|(m, _)| *m == module) {
-                Some((_, other)) if *other != path => bail!(
-                    "{}: field images: module name {module:?} is already taken by {}",
-                    at(v.span()),
-                    rel(other).display()
-                ),
-                Some(_) => {}
-                None => images.push((module, path)),
+    for p in &m.partitions {
+        let files = [("image", &p.image, &p.image_at)]
+            .into_iter()
+            .chain(p.initrd.as_ref().map(|i| ("initrd", i, &p.initrd_at)));
+        for (field, image, at) in files {
+            let module =
+                add(image, &format!("{}: partition {:?}: field {field}", at.line, p.name))?;
+            if module != *image {
+                edits.push((at.span.clone(), format!("\"{module}\"")));
             }
         }
-        // The kernel's parser knows no `images`: the key's lines become a comment and blank
-        // lines, so that the kernel's line numbers still match the file's.
-        let start = text[..v.span().start].rfind('\n').map_or(0, |i| i + 1);
-        let end = text[v.span().end..].find('\n').map_or(text.len(), |i| i + v.span().end);
-        let newlines = text[start..end].matches('\n').count();
-        edits.push((start..end, format!("# images: packed by the xtask{}", "\n".repeat(newlines))));
+        // `microhv.date=@now` as written in the file (a string with escapes keeps `@now`).
+        let date = format!("{}{}", linux::DATE_KEY, linux::NOW);
+        let span = p.cmdline_at.span.clone();
+        for (at, _) in text[span.clone()].match_indices(&date) {
+            let start = span.start + at + linux::DATE_KEY.len();
+            edits.push((start..start + linux::NOW.len(), now.to_string()));
+        }
     }
     let mut rewritten = text.to_string();
     edits.sort_by_key(|(span, _)| std::cmp::Reverse(span.start));
     for (span, with) in edits {
         rewritten.replace_range(span, &with);
     }
-    Ok(Checked { rewritten, images, management: management.is_some() })
-}
-
-/// The boot module an image travels as: its file name (multiboot names a module by its
-/// string's last path component), checked against the kernel's rules.
-fn module_name(image: &str) -> Result<String, String> {
-    let module = if image.contains('/') {
-        Path::new(image).file_name().and_then(|n| n.to_str()).unwrap_or("").to_string()
-    } else {
-        image.to_string()
-    };
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
-    if module.is_empty()
-        || module.len() > IMAGE_MAX
-        || !module.chars().all(ok_char)
-        || module == MANIFEST_MODULE
-        || module == hvabi::pack::CMDLINE_ENTRY
-    {
-        return Err(format!(
-            "module name {module:?}: want 1..={IMAGE_MAX} of A-Z, a-z, 0-9, '.', '_', '-', \
-             and not {MANIFEST_MODULE:?} or {:?}",
-            hvabi::pack::CMDLINE_ENTRY
-        ));
+    if rewritten != text {
+        hvmanifest::parse(&rewritten).map_err(|e| {
+            anyhow::anyhow!("{} (as sent: @now expanded, images renamed)", e.located(file))
+        })?;
     }
-    Ok(module)
-}
-
-fn valid_name(s: &str) -> bool {
-    (1..=NAME_MAX).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
-fn kind(v: &toml::Value) -> &'static str {
-    match v {
-        toml::Value::String(_) => "a string",
-        toml::Value::Integer(_) => "an integer",
-        toml::Value::Float(_) => "a float",
-        toml::Value::Boolean(_) => "a boolean",
-        toml::Value::Datetime(_) => "a date-time",
-        toml::Value::Array(_) => "an array",
-        toml::Value::Table(_) => "a table",
-    }
+    Ok(Checked { rewritten, images, management: m.management().is_some() })
 }
 
 #[cfg(test)]
@@ -622,6 +289,19 @@ mod tests {
         let clash = "[[partition]]\nname = \"a\"\nimage = \"dir/guest.elf\"\n\
                      [[partition]]\nname = \"b\"\nimage = \"other/guest.elf\"\n";
         assert!(err(clash).contains("s.toml line 6: partition \"b\": field image: module name"));
+        // `images` keeps its lines: the hypervisor's line numbers are the file's.
+        let text = "images = [\n  \"dir/guest.elf\",\n  \"probe\",\n]\n[[partition]]\nname = \"a\"\nimage = \"attack\"\n";
+        let c = check(text, "s.toml", &fake, NOW).unwrap();
+        assert_eq!(
+            c.rewritten,
+            "images = [\"guest.elf\", \"probe\"\n\n\n]\n[[partition]]\nname = \"a\"\nimage = \"attack\"\n"
+        );
+        let names: Vec<&str> = c.images.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["guest.elf", "probe", "attack"]);
+        assert_eq!(
+            err("images = [\"nope\"]\n[[partition]]\nname = \"a\"\nimage = \"probe\"\n"),
+            "s.toml line 1: field images: \"nope\" is neither a guest crate nor a file"
+        );
     }
 
     #[test]
@@ -635,8 +315,9 @@ mod tests {
             one("memory = \"4\""),
             "s.toml line 4: partition \"p\": field memory: expected an integer, found a string"
         );
-        assert!(
-            one("memory = 3").starts_with("s.toml line 4: partition \"p\": field memory: 3 MiB")
+        assert_eq!(
+            one("memory = 3"),
+            "s.toml line 4: partition \"p\": field memory: 3 is not a multiple of 2 MiB"
         );
         assert!(
             one("expect = \"crash\"").contains("field expect: \"crash\" is not one of exit, fault")
@@ -662,7 +343,9 @@ mod tests {
         let twice = "[[partition]]\nname = \"p\"\nimage = \"probe\"\n\
                      [[partition]]\nname = \"p\"\nimage = \"probe\"\n";
         assert!(err(twice).contains("line 5: partition \"p\": field name: \"p\" is already"));
-        assert!(err("nam = 1\n[[partition]]\n").starts_with("s.toml line 1: unknown field `nam`"));
+        assert!(
+            err("nam = 1\n[[partition]]\n").starts_with("s.toml line 1: unknown field \"nam\"")
+        );
         assert!(err("timeslice_us = 1\n").contains("field timeslice_us: 1 is outside"));
         assert_eq!(err("name = \"x\"\n"), "s.toml: no partitions (add a [[partition]] table)");
         assert!(err("[[partition]\n").starts_with("s.toml line 1:"));
@@ -684,7 +367,8 @@ mod tests {
         assert_eq!(names, ["vmlinuz", "initrd"]);
         assert_eq!(
             one("initrd = \"k/initrd\""),
-            "s.toml line 4: partition \"p\": field initrd: an initrd goes only with format = \"linux\""
+            "s.toml line 4: partition \"p\": field initrd: an initrd is for Linux images \
+             (format = \"linux\"); this one is elf64"
         );
         assert!(
             one("format = \"linux\"\ninitrd = \"gone\"")
@@ -693,7 +377,11 @@ mod tests {
         assert!(one("format = \"linux\"\ninitrd = 3").contains("field initrd: expected a string"));
         // The length counts the expanded time: 4 characters become 10.
         let long = format!("cmdline = \"{}microhv.date=@now\"", "a".repeat(255 - 17));
-        assert!(one(&long).contains("field cmdline: 261 bytes long (with @now expanded)"));
+        assert_eq!(
+            one(&long),
+            "s.toml line 4: partition \"p\": field cmdline: 261 bytes long; at most 255 for format \
+             elf64 (2047 for linux) (as sent: @now expanded, images renamed)"
+        );
     }
 
     #[test]

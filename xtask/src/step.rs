@@ -130,6 +130,49 @@ fn forward(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<()> 
     })
 }
 
+/// Where [`run_logged`] keeps the output of command `name`: `target/xtask/logs/NAME.log`.
+pub fn log_file(name: &str) -> PathBuf {
+    work_dir().join("logs").join(format!("{name}.log"))
+}
+
+/// A path as messages show it: relative to the workspace root where it is inside.
+pub fn shown(path: &Path) -> String {
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+}
+
+/// Lines of a failed command's log that its error shows.
+const LOG_TAIL: usize = 40;
+
+/// Runs `cmd` to completion with its output (stdout and stderr) in the file `log`, not on the
+/// terminal: for installers, whose hundreds of lines matter only when they fail. A failure is
+/// an error that names the log and shows its last lines.
+pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<()> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .with_context(|| format!("cannot start `{}`", show(cmd)))?;
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+        bail!(
+            "`{}` failed ({status}); its whole output is in {}, the last {} lines:\n{}",
+            show(cmd),
+            shown(log),
+            tail.len(),
+            tail.join("\n")
+        );
+    }
+    Ok(())
+}
+
 /// Runs `cmd` and returns its stdout; for queries such as `rustup target list --installed`.
 pub fn capture(cmd: &mut Command) -> Result<String> {
     let out = cmd
@@ -179,4 +222,28 @@ pub fn lock(path: &Path) -> Result<std::fs::File> {
         file.lock().with_context(|| format!("locking {}", lock_path.display()))?;
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_output_stays_in_the_log_until_a_failure() {
+        let log = std::env::temp_dir().join(format!("xtask-run-logged-{}.log", std::process::id()));
+        let mut ok = Command::new("sh");
+        ok.args(["-c", "echo chatty; echo more >&2"]);
+        run_logged(&mut ok, &log).unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "chatty\nmore\n");
+        let mut bad = Command::new("sh");
+        bad.args(["-c", "for i in $(seq 1 100); do echo line $i; done; echo why >&2; exit 3"]);
+        let e = format!("{:#}", run_logged(&mut bad, &log).unwrap_err());
+        assert!(e.starts_with("`sh -c for i in"), "{e}");
+        assert!(
+            e.contains(&format!("its whole output is in {}, the last 40 lines:", log.display()))
+        );
+        assert!(e.ends_with("line 99\nline 100\nwhy") && !e.contains("line 61\n"), "{e}");
+        assert!(std::fs::read_to_string(&log).unwrap().starts_with("line 1\n"));
+        let _ = std::fs::remove_file(&log);
+    }
 }

@@ -1,7 +1,7 @@
 //! The chan guest: a partner for the management partition's channel echo (`hvabi::channel`).
 //!
-//! It waits until the management partition creates a channel with it (`chan NAME` in the
-//! shell), sends 16 messages of 1 to 1024 bytes (a sequence number, then a pattern), and checks
+//! It waits, quietly and without end, until the management partition creates a channel with
+//! it (`chan NAME` in the shell: its first line says so), sends 16 messages of 1 to 1024 bytes (a sequence number, then a pattern), and checks
 //! that each comes back unchanged: `PASS chan-echo 16 messages`. With `bench=1` on its command
 //! line it then times round trips of 64- and 1024-byte messages with RDTSC and prints
 //! `BENCH chan-64 TICKS` and `BENCH chan-1024 TICKS` (ticks per message, the format of the
@@ -22,12 +22,10 @@ const CHANNEL_VECTOR: u8 = 0x41;
 /// TSC ticks of one nap while an echo is late.
 const NAP_TICKS: u64 = 2_000_000;
 /// Waiting for the channel: naps that double from the first to the longest (about 1 and 30 ms
-/// on hardware), for at most this many naps or TSC ticks, whichever ends first (tens of
-/// seconds: the shell's user or the test's script has to type `chan NAME`).
+/// on hardware). The wait has no end: a person at the shell creates the channel when they
+/// choose (the test's script at once), and a partition waiting for its partner is no failure.
 const CHANNEL_FIRST_NAP: u64 = 2_000_000;
 const CHANNEL_LONGEST_NAP: u64 = 64_000_000;
-const CHANNEL_NAPS: u32 = 5_000;
-const CHANNEL_TICKS: u64 = 100_000_000_000;
 /// Waiting for one echo (or for room in the ring): polls and TSC ticks.
 const ECHO_POLLS: u32 = 100_000;
 const ECHO_TICKS: u64 = 20_000_000_000;
@@ -67,24 +65,19 @@ fn fill(msg: &mut [u8], seq: u32) {
     }
 }
 
-/// Polls for the channel the management partition creates with us.
+/// Polls, quietly and for as long as it takes, for the channel the management partition
+/// creates with us.
 fn wait_for_channel() -> Result<u64, Failure> {
-    let start = rdtsc();
     let mut nap_ticks = CHANNEL_FIRST_NAP;
-    for naps in 0..CHANNEL_NAPS {
+    loop {
         match hc::channel_query() {
             Ok(id) => return Ok(id),
             Err(Status::NotFound) => {}
             Err(s) => return Err(guest_rt::why!("ChannelQuery: {s:?}")),
         }
-        let waited = rdtsc().wrapping_sub(start);
-        if waited > CHANNEL_TICKS {
-            return Err(guest_rt::why!("no channel after {naps} polls ({waited} TSC ticks)"));
-        }
         nap(nap_ticks);
         nap_ticks = (nap_ticks * 2).min(CHANNEL_LONGEST_NAP);
     }
-    Err(guest_rt::why!("no channel after {CHANNEL_NAPS} polls"))
 }
 
 /// Waits for the other end: the first polls yield, the later ones nap. Gives up after
@@ -168,9 +161,11 @@ fn main(info: &'static StartInfo) -> u64 {
     register_handler(TIMER_VECTOR, on_wakeup);
     register_handler(CHANNEL_VECTOR, on_wakeup);
     let bench_too = info.cmdline().split_ascii_whitespace().any(|w| w == "bench=1");
+    // Said once: what the person at the console types to go on.
     println!(
-        "chan: partition {}, waiting for the management partition's channel",
-        info.partition_id
+        "chan: partition {} waits for a channel: type `chan {}` at the management shell (mgmt>)",
+        info.partition_id,
+        info.name()
     );
     let id = match wait_for_channel() {
         Ok(id) => id,

@@ -47,6 +47,11 @@ pub fn run() -> ! {
     let own_id = hc::partition_id().value;
     let mut editor = LineEditor::new();
     let mut channels = Channels::new();
+    // The first screen says what to type.
+    println!(
+        "mgmt: shell ready: type `help` for the commands, `list` for the partitions; \
+         Ctrl-A three times switches the console (next partition, then the hypervisor's keys)"
+    );
     print!("{PROMPT}");
     loop {
         let mut busy = false;

@@ -15,7 +15,7 @@
 pub mod bare;
 pub mod initramfs;
 
-pub use bare::{BareFigures, Check, DATE_KEY, NOW, bare_reference, expand, now};
+pub use bare::{BareFigures, Check, DATE_KEY, NOW, bare_reference, now};
 
 use std::fs;
 use std::path::{Path, PathBuf};
