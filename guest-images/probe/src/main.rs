@@ -10,6 +10,7 @@ mod entry;
 mod hypercalls;
 mod memory;
 mod msrs;
+mod remap;
 
 use guest_rt::{Checks, StartInfo, println};
 
@@ -26,6 +27,7 @@ fn main(info: &'static StartInfo) -> u64 {
     let mut c = Checks::new();
     entry::run(&mut c, info);
     cpu::run(&mut c);
+    remap::run(&mut c, info);
     msrs::run(&mut c, info);
     devices::run(&mut c, info);
     hypercalls::run(&mut c, info);

@@ -6,9 +6,10 @@ use super::decode::{self, MAX_INSN_LEN};
 use super::exit::{Access, IoAccess, VmExit};
 use super::hypercall;
 use super::msr::{self, Place};
-use super::partition::{InsnCache, Partition, State};
+use super::code_site::CodeSite;
+use super::partition::{Partition, State};
 use super::profile::{self, Stage};
-use super::vcpu::{CpuidSite, Event, reg};
+use super::vcpu::{Event, reg};
 use alloc::format;
 
 /// What the run loop does after an exit.
@@ -149,15 +150,8 @@ fn cpuid(p: &mut Partition) -> Flow {
     g.0[reg::RDX] = u64::from(r.edx);
     let decoded = p.vcpu.next_rip().is_none();
     let flow = skip(p);
-    if decoded && let Some(c) = p.insn_cache {
-        let host = p.ram.host_addr(c.gpa, u64::from(c.len));
-        p.vcpu.set_cpuid_site(host.map(|host| CpuidSite {
-            rip: c.rip,
-            cr3: c.cr3,
-            host,
-            len: c.len,
-            bytes: c.bytes,
-        }));
+    if decoded {
+        p.vcpu.set_cpuid_site(p.insn_cache);
     }
     flow
 }
@@ -210,30 +204,26 @@ fn fetch(p: &Partition, buf: &mut [u8; MAX_INSN_LEN]) -> Option<usize> {
 }
 
 /// The length of the instruction at RIP, decoded from guest memory (no next RIP from the
-/// CPU): from [`InsnCache`] when the same bytes sit at the same place as last time.
+/// CPU): from the [`CodeSite`] cache when it is still the same instruction there.
 fn decoded_len(p: &mut Partition) -> Option<usize> {
     let (rip, cr3) = (p.vcpu.rip(), p.vcpu.cr(3));
-    if let Some(c) = p.insn_cache
-        && c.rip == rip
-        && c.cr3 == cr3
-        && p.ram.slice(c.gpa, u64::from(c.len)).is_ok_and(|b| b == &c.bytes[..usize::from(c.len)])
-    {
+    // SAFETY: the site was captured from this partition's RAM, which lives as long as it.
+    if let Some(c) = p.insn_cache.filter(|c| unsafe { c.still_valid(rip, cr3) }) {
         return Some(usize::from(c.len));
     }
     let mut buf = [0; MAX_INSN_LEN];
     let n = fetch(p, &mut buf)?;
     let len = decode::insn_len(&buf[..n], p.vcpu.mode()).ok()?;
     let paging = p.vcpu.cr(0) & (1 << 31) != 0;
-    let gpa = if paging { p.ram.translate_4level(cr3, rip) } else { Some(rip) };
-    // Only an instruction inside one page has all its bytes at `gpa`.
-    p.insn_cache = gpa.filter(|_| (rip & 0xfff) as usize + len <= 4096).map(|gpa| InsnCache {
-        rip,
-        cr3,
-        gpa,
-        len: len as u8,
-        bytes: buf[..MAX_INSN_LEN].try_into().unwrap_or([0; MAX_INSN_LEN]),
-    });
+    p.insn_cache = CodeSite::capture(&p.ram, rip, cr3, paging, len);
     Some(len)
+}
+
+/// Drops what the core cached about the guest's code: the paging mode may have changed (a
+/// write to CR0, CR4 or EFER; see [`CodeSite`]).
+fn forget_code_sites(p: &mut Partition) {
+    p.insn_cache = None;
+    p.vcpu.set_cpuid_site(None);
 }
 
 /// Moves RIP past the instruction that exited and ends any interrupt shadow.
@@ -325,7 +315,12 @@ fn wrmsr(p: &mut Partition) -> Flow {
         }
     };
     match place {
-        Place::Hardware(h) => p.vcpu.set_msr(h, v),
+        Place::Hardware(h) => {
+            if h == super::vcpu::HwMsr::Efer {
+                forget_code_sites(p);
+            }
+            p.vcpu.set_msr(h, v)
+        }
         Place::Software(i) => p.msrs.set(i, v),
         Place::Constant(_) | Place::Tsc => {}
     }
@@ -391,6 +386,9 @@ fn cr_access(p: &mut Partition, cr: u8, write: bool, gpr: Option<u8>) -> Flow {
         return refuse_gp(p, format_args!("MOV CR{cr} <- {v:#x} ({why})"));
     }
     p.vcpu.set_cr(cr, v);
+    if cr != 3 && cr != 8 {
+        forget_code_sites(p);
+    }
     skip(p)
 }
 

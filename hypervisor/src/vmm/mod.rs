@@ -3,6 +3,7 @@
 //! [`vcpu::Backend`].
 pub mod admin;
 pub mod bus;
+pub mod code_site;
 pub mod cpuid;
 pub mod decode;
 pub mod dispatch;

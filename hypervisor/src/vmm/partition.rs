@@ -124,23 +124,9 @@ pub struct Partition {
     pub refused: u64,
     console: Vec<u8>,
     /// The last instruction whose length the core decoded (CPUs without a next RIP).
-    pub insn_cache: Option<InsnCache>,
+    pub insn_cache: Option<super::code_site::CodeSite>,
     /// Recent console output, for the management partition's ConsoleRead.
     pub history: alloc::collections::VecDeque<u8>,
-}
-
-/// The length of the instruction last decoded at `rip` under `cr3`, with its bytes: a later
-/// exit at the same place whose bytes (at the same guest-physical address) are unchanged has
-/// the same length, without a page walk or a decode. A guest that remaps the page holding
-/// `rip` without changing CR3 is caught by the byte comparison unless the new page holds the
-/// very same bytes there, in which case the length is the same too.
-#[derive(Clone, Copy, Debug)]
-pub struct InsnCache {
-    pub rip: u64,
-    pub cr3: u64,
-    pub gpa: u64,
-    pub len: u8,
-    pub bytes: [u8; 15],
 }
 
 /// RAM blocks `(gpa, hpa, len)` to map, and the host frames allocated for them.

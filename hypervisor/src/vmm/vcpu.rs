@@ -4,6 +4,7 @@
 //! The core drives a vCPU only through these: run it, read and change its registers, inject an
 //! event, choose what causes exits. Nothing above this file knows a VMCS from a VMCB.
 
+use super::code_site::CodeSite;
 use super::exit::VmExit;
 use alloc::boxed::Box;
 use core::fmt;
@@ -143,7 +144,7 @@ pub trait Vcpu {
     }
     /// Where the last CPUID the core emulated lies, when the CPU gives no next RIP: the backend
     /// may then handle later CPUID exits there on its fast path (SVM without NRIP save).
-    fn set_cpuid_site(&mut self, _site: Option<CpuidSite>) {}
+    fn set_cpuid_site(&mut self, _site: Option<CodeSite>) {}
     /// The general registers (RSP included, kept in step with the hardware state).
     fn gprs(&mut self) -> &mut Gprs;
     fn rip(&self) -> u64;
@@ -206,19 +207,6 @@ pub trait SecondLevel {
     fn root(&self) -> u64;
     /// Table pages in use.
     fn tables_used(&self) -> usize;
-}
-
-/// A CPUID instruction's place and bytes, as the core decoded them (see
-/// [`Vcpu::set_cpuid_site`]). A later CPUID exit at `rip` under `cr3` whose bytes at host
-/// address `host` still equal `bytes[..len]` is the same instruction.
-#[derive(Clone, Copy, Debug)]
-pub struct CpuidSite {
-    pub rip: u64,
-    pub cr3: u64,
-    /// Host (identity-mapped) address of the instruction's bytes in the partition's RAM.
-    pub host: u64,
-    pub len: u8,
-    pub bytes: [u8; 15],
 }
 
 /// What the backend needs to know to build a vCPU.

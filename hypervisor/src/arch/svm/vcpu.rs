@@ -34,7 +34,8 @@ use crate::arch::x86::instr::rdtsc;
 use crate::arch::x86::paging::HostPages;
 use crate::mm::addr::{HostPhys, PAGE_SIZE};
 use crate::vmm::exit::VmExit;
-use crate::vmm::vcpu::{CpuMode, CpuidSite, EntryError, Event, Gprs, HwMsr, Vcpu, VcpuConfig, reg};
+use crate::vmm::code_site::CodeSite;
+use crate::vmm::vcpu::{CpuMode, EntryError, Event, Gprs, HwMsr, Vcpu, VcpuConfig, reg};
 use core::fmt;
 
 const RFLAGS_IF: u64 = 1 << 9;
@@ -67,7 +68,7 @@ pub struct SvmVcpu {
     /// TSC ticks a run may last (0: no limit); see [`Vcpu::set_timeslice`].
     timeslice: u64,
     /// Where the core last decoded a CPUID (no NRIP save): the fast path's length source.
-    cpuid_site: Option<CpuidSite>,
+    cpuid_site: Option<CodeSite>,
     /// CPUID exits the fast path handled since the core last asked.
     fast_exits: u64,
 }
@@ -180,7 +181,7 @@ impl SvmVcpu {
         let mut fast = FastCtx {
             vmcb,
             nrip_save: self.nrip_save,
-            site: self.cpuid_site,
+            site: self.cpuid_site.as_ref().map_or(core::ptr::null(), |s| s as *const CodeSite),
             start,
             timeslice: self.timeslice,
             handled: 0,
@@ -240,7 +241,7 @@ impl Vcpu for SvmVcpu {
         core::mem::take(&mut self.fast_exits)
     }
 
-    fn set_cpuid_site(&mut self, site: Option<CpuidSite>) {
+    fn set_cpuid_site(&mut self, site: Option<CodeSite>) {
         self.cpuid_site = site;
     }
 
