@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod control;
 mod cpu;
 mod devices;
 mod entry;
@@ -28,6 +29,7 @@ fn main(info: &'static StartInfo) -> u64 {
     entry::run(&mut c, info);
     cpu::run(&mut c);
     remap::run(&mut c, info);
+    control::run(&mut c);
     msrs::run(&mut c, info);
     devices::run(&mut c, info);
     hypercalls::run(&mut c, info);

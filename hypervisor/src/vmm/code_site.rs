@@ -17,7 +17,7 @@
 //! exists in 64-bit mode (elsewhere 0x40-0x4f is an instruction of its own, which does not exit).
 //!
 //! [`CodeSite::still_valid`] is on the SVM exit fast path, so it is written as straight-line,
-//! branch-free loads and compares: four entries and two instruction words, whatever the page
+//! branch-free loads and compares: four entries and one instruction word, whatever the page
 //! size.
 
 use super::memory::GuestRam;
@@ -28,6 +28,7 @@ const IGNORED: u64 = (1 << 5) | (1 << 6);
 const PRESENT: u64 = 1;
 const PAGE_SIZE_BIT: u64 = 1 << 7;
 const ADDR: u64 = 0x000f_ffff_ffff_f000;
+const PAGE: u64 = 4096;
 
 /// What an unused walk slot points at: a constant 0, which always matches.
 static NO_ENTRY: u64 = 0;
@@ -44,60 +45,73 @@ pub struct CodeSite {
     /// Host addresses of the entries the walk read (PML4E first), and their values without the
     /// [`IGNORED`] bits; unused slots point at [`NO_ENTRY`] and hold 0.
     walk: [(u64, u64); 4],
-    /// A 16-byte window of host memory in the instruction's page that holds the instruction,
+    /// An 8-byte window of host memory in the instruction's page that holds the instruction,
     /// its bytes there, and which of them are the instruction's.
     window: u64,
-    bytes: [u64; 2],
-    mask: [u64; 2],
+    bytes: u64,
+    mask: u64,
+}
+
+/// A walk of the guest's 4-level page tables to one linear address (SDM Vol. 3A §4.5): the
+/// guest-physical address it reaches and the entries it read.
+#[derive(Clone, Copy, Debug)]
+pub struct Walk {
+    pub gpa: u64,
+    entries: [(u64, u64); 4],
+}
+
+impl Walk {
+    /// Walks to `la` under `cr3` (or takes `la` as it is without `paging`); `None` when an
+    /// entry is not present or a table lies outside RAM.
+    pub fn new(ram: &GuestRam, la: u64, cr3: u64, paging: bool) -> Option<Self> {
+        let mut entries = [(&raw const NO_ENTRY as u64, 0); 4];
+        if !paging {
+            return Some(Self { gpa: la, entries });
+        }
+        let mut table = cr3 & ADDR;
+        for (i, level) in (1..=4u32).rev().enumerate() {
+            let at = table + ((la >> (12 + 9 * (level - 1))) & 0x1ff) * 8;
+            let entry = ram.slice(at, 8).ok()?;
+            let host = entry.as_ptr() as u64;
+            let e = u64::from_le_bytes(entry.try_into().ok()?);
+            if e & PRESENT == 0 {
+                return None;
+            }
+            entries[i] = (host, e & !IGNORED);
+            if level == 1 || (level <= 3 && e & PAGE_SIZE_BIT != 0) {
+                let mask = (1u64 << (12 + 9 * (level - 1))) - 1;
+                return Some(Self { gpa: (e & ADDR & !mask) | (la & mask), entries });
+            }
+            table = e & ADDR;
+        }
+        None
+    }
 }
 
 impl CodeSite {
     /// The site of the `len`-byte instruction at `rip`, translated through `cr3`'s 4-level
     /// tables when `paging`; `None` when it cannot be cached: a table or the instruction
-    /// outside RAM, or the instruction across a page boundary.
+    /// outside RAM, the instruction across a page boundary, or longer than 8 bytes (one word to
+    /// compare on the fast path; the instructions that exit rarely are).
     pub fn capture(ram: &GuestRam, rip: u64, cr3: u64, paging: bool, len: usize) -> Option<Self> {
-        const PAGE: u64 = 4096;
-        if len == 0 || len > 15 || (rip & (PAGE - 1)) as usize + len > PAGE as usize {
+        Self::from_walk(ram, rip, cr3, &Walk::new(ram, rip, cr3, paging)?, len)
+    }
+
+    /// [`Self::capture`] with the walk to `rip` already done.
+    pub fn from_walk(ram: &GuestRam, rip: u64, cr3: u64, w: &Walk, len: usize) -> Option<Self> {
+        if len == 0 || len > 8 || (rip & (PAGE - 1)) as usize + len > PAGE as usize {
             return None;
         }
-        let mut walk = [(&raw const NO_ENTRY as u64, 0); 4];
-        let gpa = if paging {
-            let mut table = cr3 & ADDR;
-            let mut found = None;
-            for (i, level) in (1..=4u32).rev().enumerate() {
-                let at = table + ((rip >> (12 + 9 * (level - 1))) & 0x1ff) * 8;
-                let host = ram.host_addr(at, 8)?;
-                let e = ram.read_u64(at).ok()?;
-                if e & PRESENT == 0 {
-                    return None;
-                }
-                walk[i] = (host, e & !IGNORED);
-                if level == 1 || (level <= 3 && e & PAGE_SIZE_BIT != 0) {
-                    let mask = (1u64 << (12 + 9 * (level - 1))) - 1;
-                    found = Some((e & ADDR & !mask) | (rip & mask));
-                    break;
-                }
-                table = e & ADDR;
-            }
-            found?
-        } else {
-            rip
-        };
-        // The window: from the instruction's first byte, or the page's last 16 bytes when it
+        let gpa = w.gpa;
+        // The window: from the instruction's first byte, or the page's last 8 bytes when it
         // lies near the page's end; either way inside the page.
-        let page = gpa & !(PAGE - 1);
-        let start = gpa.min(page + PAGE - 16);
-        let window = ram.host_addr(start, 16)?;
-        let raw = ram.slice(start, 16).ok()?;
-        let offset = (gpa - start) as usize;
-        let mut wanted = [0u8; 16];
-        wanted[offset..offset + len].fill(0xff);
-        let word = |b: &[u8], i: usize| {
-            u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]))
-        };
-        let mask = [word(&wanted, 0), word(&wanted, 1)];
-        let bytes = [word(raw, 0) & mask[0], word(raw, 1) & mask[1]];
-        Some(Self { rip, cr3, gpa, len: len as u8, walk, window, bytes, mask })
+        let start = gpa.min((gpa | (PAGE - 1)) - 7);
+        let raw = ram.slice(start, 8).ok()?;
+        let window = raw.as_ptr() as u64;
+        let shift = 8 * (gpa - start);
+        let mask = (u64::MAX >> (64 - 8 * len as u64)) << shift;
+        let bytes = u64::from_le_bytes(raw.try_into().ok()?) & mask;
+        Some(Self { rip, cr3, gpa, len: len as u8, walk: w.entries, window, bytes, mask })
     }
 
     /// True when an exit at `rip` under `cr3` is this instruction (module comment).
@@ -111,16 +125,14 @@ impl CodeSite {
         if self.rip != rip || self.cr3 != cr3 {
             return false;
         }
-        let mut diff = 0;
+        let mut walk = 0;
         for &(host, value) in &self.walk {
             // SAFETY: the caller's promise; `host` is an 8-aligned entry in RAM or NO_ENTRY.
-            diff |= (unsafe { (host as *const u64).read_volatile() } ^ value) & !IGNORED;
+            walk |= unsafe { (host as *const u64).read_volatile() } ^ value;
         }
-        for i in 0..2 {
-            // SAFETY: the caller's promise; the window lies inside one page of RAM.
-            let now = unsafe { (self.window as *const u64).add(i).read_unaligned() };
-            diff |= (now ^ self.bytes[i]) & self.mask[i];
-        }
+        // SAFETY: the caller's promise; the window lies inside one page of RAM.
+        let now = unsafe { (self.window as *const u64).read_unaligned() };
+        let diff = (walk & !IGNORED) | ((now ^ self.bytes) & self.mask);
         diff == 0
     }
 }
@@ -202,10 +214,11 @@ mod tests {
         let s = CodeSite::capture(&r, 0x5010, 0x1000, true, 3).unwrap();
         r.write(0x800f, &[0x90]).unwrap();
         r.write(0x8013, &[0xcc; 13]).unwrap();
+        assert!(CodeSite::capture(&r, 0x5010, 0x1000, true, 9).is_none(), "longer than 8");
         assert!(valid(&s, 0x5010, 0x1000), "bytes outside the instruction");
         r.write(0x8010, &[0x66]).unwrap();
         assert!(!valid(&s, 0x5010, 0x1000), "its first byte changed");
-        // Near the end of a page: the window is the page's last 16 bytes.
+        // Near the end of a page: the window is the page's last 8 bytes.
         r.write(0x8ffd, &CPUID3).unwrap();
         let end = CodeSite::capture(&r, 0x5ffd, 0x1000, true, 3).unwrap();
         assert!(valid(&end, 0x5ffd, 0x1000));

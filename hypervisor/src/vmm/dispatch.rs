@@ -1,12 +1,13 @@
 //! Exit handling, written once for both backends: each [`VmExit`] is emulated, forwarded to a
 //! device, answered with an injected fault, or ends the partition with a report.
 
+use super::code_site::{CodeSite, Walk};
 use super::cpuid::{Regs, guest_cpuid};
+use super::cr::{self, CR4_OSXSAVE};
 use super::decode::{self, MAX_INSN_LEN};
 use super::exit::{Access, IoAccess, VmExit};
 use super::hypercall;
 use super::msr::{self, Place};
-use super::code_site::CodeSite;
 use super::partition::{Partition, State};
 use super::profile::{self, Stage};
 use super::vcpu::{Event, reg};
@@ -25,30 +26,7 @@ pub enum Flow {
     Admin(hvabi::hypercall::Call),
 }
 
-const CR4_VMXE: u64 = 1 << 13;
 const RFLAGS_IF: u64 = 1 << 9;
-const CR4_SMXE: u64 = 1 << 14;
-const CR4_OSXSAVE: u64 = 1 << 18;
-
-/// CR4 bits a guest may set (SDM Vol. 3A §2.5), VMXE and SMXE excluded: VME PVI TSD DE PSE PAE
-/// MCE PGE PCE OSFXSR OSXMMEXCPT always; UMIP FSGSBASE PCIDE OSXSAVE SMEP SMAP where the CPU
-/// has the feature (each is reserved, #GP on setting it, where it does not).
-fn cr4_guest_bits() -> u64 {
-    let l1 = core::arch::x86_64::__cpuid_count(1, 0);
-    let l7 = core::arch::x86_64::__cpuid_count(7, 0);
-    let has = |reg: u32, bit: u32| reg & (1 << bit) != 0;
-    [
-        (has(l7.ecx, 2), 1 << 11),
-        (has(l7.ebx, 0), 1 << 16),
-        (has(l1.ecx, 17), 1 << 17),
-        (has(l1.ecx, 26), CR4_OSXSAVE),
-        (has(l7.ebx, 7), 1 << 20),
-        (has(l7.ebx, 20), 1 << 21),
-    ]
-    .iter()
-    .filter(|(present, _)| *present)
-    .fold(0x7ff, |bits, (_, bit)| bits | bit)
-}
 
 /// Handles one exit.
 pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
@@ -208,14 +186,25 @@ fn fetch(p: &Partition, buf: &mut [u8; MAX_INSN_LEN]) -> Option<usize> {
 fn decoded_len(p: &mut Partition) -> Option<usize> {
     let (rip, cr3) = (p.vcpu.rip(), p.vcpu.cr(3));
     // SAFETY: the site was captured from this partition's RAM, which lives as long as it.
-    if let Some(c) = p.insn_cache.filter(|c| unsafe { c.still_valid(rip, cr3) }) {
+    if let Some(c) = &p.insn_cache
+        && unsafe { c.still_valid(rip, cr3) }
+    {
         return Some(usize::from(c.len));
     }
-    let mut buf = [0; MAX_INSN_LEN];
-    let n = fetch(p, &mut buf)?;
-    let len = decode::insn_len(&buf[..n], p.vcpu.mode()).ok()?;
+    // One walk serves the fetch (when the bytes lie in one page) and the new site.
     let paging = p.vcpu.cr(0) & (1 << 31) != 0;
-    p.insn_cache = CodeSite::capture(&p.ram, rip, cr3, paging, len);
+    let walk = Walk::new(&p.ram, rip, cr3, paging);
+    let mut buf = [0; MAX_INSN_LEN];
+    let in_page = MAX_INSN_LEN.min((4096 - (rip & 0xfff)) as usize);
+    let n = match walk.map(|w| p.ram.slice(w.gpa, in_page as u64)) {
+        Some(Ok(b)) if in_page == MAX_INSN_LEN => {
+            buf.copy_from_slice(b);
+            MAX_INSN_LEN
+        }
+        _ => fetch(p, &mut buf)?,
+    };
+    let len = decode::insn_len(&buf[..n], p.vcpu.mode()).ok()?;
+    p.insn_cache = walk.and_then(|w| CodeSite::from_walk(&p.ram, rip, cr3, &w, len));
     Some(len)
 }
 
@@ -328,63 +317,54 @@ fn wrmsr(p: &mut Partition) -> Flow {
 }
 
 fn cr_access(p: &mut Partition, cr: u8, write: bool, gpr: Option<u8>) -> Flow {
-    let gpr = match gpr {
-        Some(g) => usize::from(g),
-        None => {
-            // The exit did not name the register (SVM without decode assists): decode it.
-            let mut buf = [0; MAX_INSN_LEN];
-            let insn = fetch(p, &mut buf)
-                .and_then(|n| decode::decode_mov_cr(&buf[..n], p.vcpu.mode()).ok());
-            match insn {
-                Some(i) if i.cr == cr && i.write == write => usize::from(i.gpr),
-                _ => {
-                    p.kill(format!(
-                        "CR{cr} exit at RIP {:#x}: the instruction is not a MOV CR{cr}",
-                        p.vcpu.rip()
-                    ));
-                    return Flow::Stopped;
-                }
-            }
-        }
-    };
-    if !write {
+    if let (false, Some(g)) = (write, gpr) {
         let v = p.vcpu.cr(cr);
-        p.vcpu.gprs().0[gpr] = v;
+        p.vcpu.gprs().0[usize::from(g)] = v;
         return skip(p);
     }
-    let v = p.vcpu.gprs().0[gpr];
-    let long_mode = p.vcpu.msr(super::vcpu::HwMsr::Efer) & (1 << 10) != 0;
-    let bad = match cr {
-        0 => {
-            if v >> 32 != 0 {
-                Some("reserved CR0 bits")
-            } else if v & (1 << 31) != 0 && v & 1 == 0 {
-                Some("CR0.PG without CR0.PE")
-            } else if v & (1 << 29) != 0 && v & (1 << 30) == 0 {
-                Some("CR0.NW without CR0.CD")
-            } else if long_mode && v & (1 << 31) == 0 {
-                Some("leaving long mode is not supported")
-            } else {
-                None
+    // The operand: the named register, else the decoded instruction's (SVM without decode
+    // assists; and CLTS and LMSW, which the CR0 write intercept also catches, APM §15.9).
+    let value = match gpr {
+        Some(g) => p.vcpu.gprs().0[usize::from(g)],
+        None => {
+            let mut buf = [0; MAX_INSN_LEN];
+            let n = fetch(p, &mut buf).unwrap_or(0);
+            let (bytes, mode) = (&buf[..n], p.vcpu.mode());
+            match decode::decode_mov_cr(bytes, mode) {
+                Ok(i) if i.cr == cr && !i.write && !write => {
+                    let v = p.vcpu.cr(cr);
+                    p.vcpu.gprs().0[usize::from(i.gpr)] = v;
+                    return skip(p);
+                }
+                Ok(i) if i.cr == cr && i.write && write => p.vcpu.gprs().0[usize::from(i.gpr)],
+                _ => match decode::decode_cr0_write(bytes, mode) {
+                    Ok(decode::Cr0Write::Clts) if cr == 0 && write => p.vcpu.cr(0) & !cr::CR0_TS,
+                    Ok(decode::Cr0Write::Lmsw { gpr: Some(g) }) if cr == 0 && write => {
+                        cr::lmsw(p.vcpu.cr(0), p.vcpu.gprs().0[usize::from(g)])
+                    }
+                    _ => {
+                        p.kill(format!(
+                            "CR{cr} exit at RIP {:#x}: not a MOV CR{cr}, CLTS or LMSW from a register",
+                            p.vcpu.rip()
+                        ));
+                        return Flow::Stopped;
+                    }
+                },
             }
         }
-        4 => {
-            if v & (CR4_VMXE | CR4_SMXE) != 0 {
-                Some("CR4.VMXE/SMXE: VMX and SMX are not offered")
-            } else if v & !cr4_guest_bits() != 0 {
-                Some("reserved CR4 bits")
-            } else if long_mode && v & (1 << 5) == 0 {
-                Some("clearing CR4.PAE in long mode")
-            } else {
-                None
-            }
-        }
-        3 | 8 => None,
-        _ => Some("no such control register"),
     };
-    if let Some(why) = bad {
-        return refuse_gp(p, format_args!("MOV CR{cr} <- {v:#x} ({why})"));
-    }
+    let state = cr::CrState {
+        cr0: p.vcpu.cr(0),
+        cr3: p.vcpu.cr(3),
+        cr4: p.vcpu.cr(4),
+        efer: p.vcpu.msr(super::vcpu::HwMsr::Efer),
+        cr4_allowed: cr::cr4_guest_bits(),
+        maxphyaddr: cr::maxphyaddr(),
+    };
+    let v = match cr::check_write(cr, value, &state) {
+        Ok(v) => v,
+        Err(why) => return refuse_gp(p, format_args!("MOV CR{cr} <- {value:#x} ({why})")),
+    };
     p.vcpu.set_cr(cr, v);
     if cr != 3 && cr != 8 {
         forget_code_sites(p);

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod bus;
 pub mod code_site;
 pub mod cpuid;
+pub mod cr;
 pub mod decode;
 pub mod dispatch;
 pub mod exit;

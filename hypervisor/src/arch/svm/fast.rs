@@ -10,8 +10,8 @@
 
 use super::vmcb::{INTERRUPT_SHADOW, TLB_FLUSH_NOTHING, Vmcb};
 use crate::arch::x86::instr::rdtsc;
-use crate::vmm::cpuid::{Regs, guest_cpuid};
 use crate::vmm::code_site::CodeSite;
+use crate::vmm::cpuid::{Regs, guest_cpuid};
 use crate::vmm::vcpu::{Gprs, reg};
 
 /// SVM exit code of CPUID (APM Vol. 2 Appendix C).

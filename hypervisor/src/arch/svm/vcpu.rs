@@ -7,10 +7,12 @@
 //! - VMRUN, VMMCALL, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA: the guest's EFER.SVME is
 //!   really set (VMRUN demands it), so these would run without an intercept;
 //! - INTR, NMI (host events), INIT and SHUTDOWN (the partition's end);
-//! - writes to CR4 (§15.9): SVM fixes none of CR4's bits, but the core must refuse the ones the
-//!   CPU lacks and VMXE/SMXE, and QEMU TCG (6.x to 9.x) ends the run with VMEXIT_INVALID on a
-//!   reserved CR4 bit instead of raising #GP. Without decode assists the exit does not name the
-//!   source register; the core decodes the MOV.
+//! - writes to CR0, CR3 and CR4 (§15.9): SVM fixes none of their bits, but the core must refuse
+//!   the ones the architecture forbids (CR0.NW without CD, CR0 bits 63:32, PG cleared in long
+//!   mode, CR3 bits above MAXPHYADDR) and the CR4 bits the CPU lacks and VMXE/SMXE, and QEMU TCG (6.x to 9.x) ends the run with
+//!   VMEXIT_INVALID on such a value instead of raising #GP. The CR0 write intercept catches
+//!   CLTS and LMSW too. Without decode assists the exit does not name the source register; the
+//!   core decodes the instruction.
 //!
 //! The other control registers are the guest's own under nested paging (VMRUN loads them).
 //! CR8 is V_TPR (V_INTR_MASKING, §15.21.1).
@@ -33,14 +35,15 @@ use super::vmcb::{
 use crate::arch::x86::instr::rdtsc;
 use crate::arch::x86::paging::HostPages;
 use crate::mm::addr::{HostPhys, PAGE_SIZE};
-use crate::vmm::exit::VmExit;
 use crate::vmm::code_site::CodeSite;
+use crate::vmm::exit::VmExit;
 use crate::vmm::vcpu::{CpuMode, EntryError, Event, Gprs, HwMsr, Vcpu, VcpuConfig, reg};
 use core::fmt;
 
 const RFLAGS_IF: u64 = 1 << 9;
 const RFLAGS_VM: u64 = 1 << 17;
 const EFER_LMA: u64 = 1 << 10;
+const EFER_LME: u64 = 1 << 8;
 /// Attribute bits of CS (packed format): L and D/B.
 const ATTRIB_L: u16 = 1 << 9;
 const ATTRIB_DB: u16 = 1 << 10;
@@ -123,8 +126,9 @@ impl SvmVcpu {
             | I1::INVLPGA
             | I1::IOIO_PROT
             | I1::MSR_PROT;
-        // Bits 31:16 of the CR intercept word are writes to CR0..CR15 (§15.9).
-        c.intercept_cr = 1 << (16 + 4);
+        // Bits 31:16 of the CR intercept word are writes to CR0..CR15 (§15.9): CR0 (MOV,
+        // CLTS, LMSW), CR3 and CR4, so that the core's checks run (`vmm/cr.rs`).
+        c.intercept_cr = (1 << 16) | (1 << (16 + 3)) | (1 << (16 + 4));
         c.intercept2 = I2::VMRUN
             | I2::VMMCALL
             | I2::VMLOAD
@@ -280,7 +284,18 @@ impl Vcpu for SvmVcpu {
     fn set_cr(&mut self, n: u8, val: u64) {
         let v = self.vmcb_mut();
         match n {
-            0 => v.save.cr0 = val,
+            0 => {
+                // Turning paging on with EFER.LME set activates long mode (EFER.LMA), turning
+                // it off leaves it (APM Vol. 2 §14.6.1); the CPU does this on a MOV that did
+                // not exit, VMRUN takes EFER as it is.
+                const PG: u64 = 1 << 31;
+                if (v.save.cr0 ^ val) & PG != 0 {
+                    let lma = val & PG != 0 && v.save.efer & EFER_LME != 0;
+                    v.save.efer =
+                        if lma { v.save.efer | EFER_LMA } else { v.save.efer & !EFER_LMA };
+                }
+                v.save.cr0 = val;
+            }
             3 => v.save.cr3 = val,
             4 => v.save.cr4 = val,
             8 => {
