@@ -6,6 +6,7 @@
 
 mod control;
 mod cpu;
+mod debug;
 mod devices;
 mod entry;
 mod hypercalls;
@@ -30,6 +31,7 @@ fn main(info: &'static StartInfo) -> u64 {
     cpu::run(&mut c);
     remap::run(&mut c, info);
     control::run(&mut c);
+    debug::run(&mut c);
     msrs::run(&mut c, info);
     devices::run(&mut c, info);
     hypercalls::run(&mut c, info);

@@ -27,6 +27,8 @@ pub enum Flow {
 }
 
 const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_TF: u64 = 1 << 8;
+const RFLAGS_RF: u64 = 1 << 16;
 
 /// Handles one exit.
 pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
@@ -81,7 +83,7 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
                 exit.name(),
                 p.vcpu.rip()
             );
-            p.vcpu.inject(Event::UD);
+            raise(p, Event::UD);
             Flow::Continue
         }
         VmExit::Io(io) => port_io(p, io),
@@ -233,14 +235,34 @@ fn skip(p: &mut Partition) -> Flow {
         },
     };
     p.vcpu.set_rip(next);
-    p.vcpu.clear_interrupt_shadow();
+    completed(p);
     Flow::Continue
+}
+
+/// An emulated instruction completed (RIP already past it): its interrupt shadow ends, and
+/// under single-step the #DB trap follows (SDM Vol. 3B §17.3.1.4).
+fn completed(p: &mut Partition) {
+    p.vcpu.clear_interrupt_shadow();
+    if p.vcpu.rflags() & RFLAGS_TF != 0 {
+        p.vcpu.single_step_trap();
+    }
+}
+
+/// Injects exception `e` as the CPU would raise it: a fault saves RFLAGS with RF set (SDM
+/// Vol. 3A §6.13; neither VM entry nor VMRUN does it for an injected event, SDM Vol. 3C
+/// §27.6.1.1, APM Vol. 2 §15.20).
+pub fn raise(p: &mut Partition, e: Event) {
+    if e.is_fault() {
+        let rflags = p.vcpu.rflags();
+        p.vcpu.set_rflags(rflags | RFLAGS_RF);
+    }
+    p.vcpu.inject(e);
 }
 
 fn refuse_gp(p: &mut Partition, what: core::fmt::Arguments<'_>) -> Flow {
     p.refused += 1;
     log::info!("partition {}: {what}: #GP injected", p.name);
-    p.vcpu.inject(Event::GP0);
+    raise(p, Event::GP0);
     Flow::Continue
 }
 
@@ -374,7 +396,7 @@ fn cr_access(p: &mut Partition, cr: u8, write: bool, gpr: Option<u8>) -> Flow {
 
 fn xsetbv(p: &mut Partition) -> Flow {
     if p.vcpu.cr(4) & CR4_OSXSAVE == 0 {
-        p.vcpu.inject(Event::UD);
+        raise(p, Event::UD);
         return Flow::Continue;
     }
     let g = p.vcpu.gprs();
@@ -465,7 +487,7 @@ fn paging(p: &mut Partition, gpa: u64, access: Access) -> Flow {
         }
         let rip = p.vcpu.rip() + insn.len as u64;
         p.vcpu.set_rip(rip);
-        p.vcpu.clear_interrupt_shadow();
+        completed(p);
         return Flow::Continue;
     }
     report_last_exits(p);

@@ -45,6 +45,7 @@ pub enum Event {
 
 /// Exception vectors the core injects.
 pub mod vector {
+    pub const DB: u8 = 1;
     pub const UD: u8 = 6;
     pub const GP: u8 = 13;
 }
@@ -54,6 +55,17 @@ impl Event {
     pub const GP0: Self = Self::Exception { vector: vector::GP, error_code: Some(0) };
     /// #UD.
     pub const UD: Self = Self::Exception { vector: vector::UD, error_code: None };
+
+    /// A fault-class exception (SDM Vol. 3A §6.5, Table 6-1): #DE, #BR, #UD, #NM, #TS, #NP,
+    /// #SS, #GP, #PF, #MF, #AC, #XM, #VE, #CP. The CPU saves RFLAGS with RF set when it
+    /// delivers one (§6.13, §17.3.1.1); #DB (fault or trap), #BP and #OF (traps), #DF and #MC
+    /// (aborts) are not.
+    pub const fn is_fault(self) -> bool {
+        matches!(
+            self,
+            Self::Exception { vector: 0 | 5 | 6 | 7 | 10..=14 | 16 | 17 | 19..=21, .. }
+        )
+    }
 }
 
 pub use super::decode::CpuMode;
@@ -168,6 +180,9 @@ pub trait Vcpu {
     fn cpl(&self) -> u8;
     /// Queues an event for the next entry (one at a time).
     fn inject(&mut self, e: Event);
+    /// An instruction the core emulated completed with RFLAGS.TF set: deliver the single-step
+    /// #DB (DR6.BS, SDM Vol. 3B §17.3.1.4) before the guest's next instruction.
+    fn single_step_trap(&mut self);
     /// True when an event is queued and not yet delivered.
     fn event_pending(&self) -> bool;
     /// True when the guest would accept an external interrupt now (RFLAGS.IF and no
@@ -227,4 +242,22 @@ pub trait Backend {
     fn new_second_level(&mut self) -> Result<Box<dyn SecondLevel>, &'static str>;
     /// A new vCPU in `config`'s initial state.
     fn create_vcpu(&mut self, config: &VcpuConfig) -> Result<Box<dyn Vcpu>, &'static str>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Event;
+
+    #[test]
+    fn faults_are_the_fault_class_vectors() {
+        let fault = |v| Event::Exception { vector: v, error_code: None }.is_fault();
+        for v in [0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21] {
+            assert!(fault(v), "vector {v}");
+        }
+        for v in [1, 2, 3, 4, 8, 9, 15, 18, 22, 31] {
+            assert!(!fault(v), "vector {v}");
+        }
+        assert!(Event::GP0.is_fault() && Event::UD.is_fault());
+        assert!(!Event::Interrupt { vector: 14 }.is_fault(), "an interrupt is no fault");
+    }
 }

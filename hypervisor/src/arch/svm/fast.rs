@@ -1,6 +1,7 @@
 //! The exit fast path, as on VMX (`arch/vmx/fast.rs`): a CPUID exit with nothing pending is
 //! answered inside the world-switch stub ([`super::entry::svm_run`]) and the guest resumes at
-//! once, without returning to the run loop. The answer is the core's own [`guest_cpuid`].
+//! once, without returning to the run loop. A CPUID under single-step (RFLAGS.TF) goes the
+//! normal way, which delivers the #DB. The answer is the core's own [`guest_cpuid`].
 //!
 //! The instruction's length comes from NRIP save (APM Vol. 2 §15.7.1) where the CPU has it.
 //! Without it (QEMU TCG) it comes from the site the core last decoded
@@ -19,6 +20,8 @@ const EXIT_CPUID: u64 = 0x72;
 /// EXITINTINFO.V: an event was being delivered when the exit happened (§15.7.2).
 const EXITINTINFO_VALID: u64 = 1 << 31;
 const CR4_OSXSAVE: u64 = 1 << 18;
+/// RFLAGS.TF: the core delivers the single-step #DB after an emulated instruction.
+const RFLAGS_TF: u64 = 1 << 8;
 
 /// What the stub's fast path needs of the vCPU, for one [`super::entry::svm_run`].
 #[derive(Debug)]
@@ -47,6 +50,7 @@ pub extern "C" fn svm_fast_exit(g: &mut Gprs, ctx: &mut FastCtx) -> u64 {
     if c.exit_code != EXIT_CPUID
         || c.exit_int_info & EXITINTINFO_VALID != 0
         || c.int_state & INTERRUPT_SHADOW != 0
+        || v.save.rflags & RFLAGS_TF != 0
         || (ctx.timeslice != 0 && rdtsc().wrapping_sub(ctx.start) >= ctx.timeslice)
     {
         return 0;

@@ -41,6 +41,8 @@ use crate::vmm::vcpu::{CpuMode, EntryError, Event, Gprs, HwMsr, Vcpu, VcpuConfig
 use core::fmt;
 
 const RFLAGS_IF: u64 = 1 << 9;
+/// DR6.BS: the #DB was a single step (SDM Vol. 3B §17.2.3).
+const DR6_BS: u64 = 1 << 14;
 const RFLAGS_VM: u64 = 1 << 17;
 const EFER_LMA: u64 = 1 << 10;
 const EFER_LME: u64 = 1 << 8;
@@ -372,6 +374,13 @@ impl Vcpu for SvmVcpu {
 
     fn inject(&mut self, e: Event) {
         self.pending = Some(e);
+    }
+    fn single_step_trap(&mut self) {
+        // DR6 is in the VMCB (loaded by VMRUN); the #DB goes in through EVENTINJ (§15.20).
+        self.vmcb_mut().save.dr6 |= DR6_BS;
+        if self.pending.is_none() {
+            self.pending = Some(Event::Exception { vector: 1, error_code: None });
+        }
     }
     fn event_pending(&self) -> bool {
         self.pending.is_some()

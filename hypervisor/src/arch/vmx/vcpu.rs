@@ -474,6 +474,14 @@ impl Vcpu for VmxVcpu {
     fn inject(&mut self, e: Event) {
         self.pending = Some(e);
     }
+    fn single_step_trap(&mut self) {
+        // The pending debug exceptions field: with BS set and RFLAGS.TF the CPU delivers the
+        // #DB right after VM entry, with DR6.BS (SDM Vol. 3C §27.7.3; the guest's DR6 is not
+        // in the VMCS).
+        let v = self.current();
+        let pending = v.read(F::GuestPendingDebugExceptions);
+        v.write(F::GuestPendingDebugExceptions, pending | (1 << 14));
+    }
     fn event_pending(&self) -> bool {
         self.pending.is_some()
     }
