@@ -30,6 +30,7 @@ fn main(info: &'static StartInfo) -> u64 {
     entry::run(&mut c, info);
     cpu::run(&mut c);
     remap::run(&mut c, info);
+    remap::run_edges(&mut c, info);
     control::run(&mut c);
     debug::run(&mut c);
     msrs::run(&mut c, info);

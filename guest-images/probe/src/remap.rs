@@ -10,6 +10,7 @@
 
 use core::arch::asm;
 
+use guest_rt::exception::{GP, PF};
 use guest_rt::paging::{self, Caching, PAGE_2M};
 use guest_rt::{Checks, StartInfo, checks::Why, ensure, expect_exception, image_range};
 
@@ -105,5 +106,81 @@ fn remapped(a: u64, b: u64, op: u8) -> Result<(), Why> {
         (a as *mut [u8; 16]).write_volatile(old_a);
         (b as *mut [u8; 16]).write_volatile(old_b);
     }
+    result
+}
+
+/// The last canonical 2 MiB page of the lower half (PML4 slot 255).
+const TOP_VA: u64 = 0x0000_7fff_ffe0_0000;
+
+/// Instructions at the end of what is mapped (issue 13, item 9): a CPUID in the last two bytes
+/// before an unmapped page, and before the end of the canonical lower half. The hypervisor
+/// reads up to 15 bytes to find its length; it must not end the partition because the bytes
+/// after the instruction cannot be read. The CPU then faults fetching the next instruction:
+/// #PF at the unmapped page (CR2 its address), #GP or #PF at the non-canonical address.
+pub fn run_edges(c: &mut Checks, info: &StartInfo) {
+    let a = info.ram_size - 3 * PAGE_2M;
+    let (_, image_end) = image_range();
+    if a < image_end.next_multiple_of(PAGE_2M) {
+        c.check("fetch-edge-unmapped", Err::<(), _>(guest_rt::why!("RAM too small")));
+        return;
+    }
+    c.check(
+        "fetch-edge-unmapped",
+        at_edge(VA, a, |e| {
+            faulted_at(e, PF)?;
+            let cr2 = e.map_or(0, |e| e.cr2);
+            ensure!(cr2 == VA + PAGE_2M, "CR2 {cr2:#x}, want {:#x}", VA + PAGE_2M)
+        }),
+    );
+    c.check(
+        "fetch-edge-canonical",
+        at_edge(TOP_VA, a, |e| faulted_at(e, GP).or_else(|_| faulted_at(e, PF))),
+    );
+}
+
+fn faulted_at(e: Option<guest_rt::Exception>, vector: u8) -> Result<(), Why> {
+    match e {
+        Some(e) if e.vector == vector => Ok(()),
+        Some(e) => Err(guest_rt::why!("raised {e}")),
+        None => Err(guest_rt::why!("no exception")),
+    }
+}
+
+/// Maps `va` to frame `pa` (the next 2 MiB stay unmapped or are not canonical), puts CPUID in
+/// its last two bytes and calls it; `judge` sees what the fetch after it raised.
+fn at_edge(
+    va: u64,
+    pa: u64,
+    judge: impl FnOnce(Option<guest_rt::Exception>) -> Result<(), Why>,
+) -> Result<(), Why> {
+    let at = (pa + PAGE_2M - 2) as *mut [u8; 2];
+    // SAFETY: the frame's last two bytes are RAM nothing else uses now; they are put back.
+    let old = unsafe { at.read_volatile() };
+    // SAFETY: as above.
+    unsafe { at.write_volatile([0x0f, 0xa2]) };
+    // SAFETY: nothing else lives at `va`; the frame is RAM.
+    let mapped = unsafe { paging::map_2m(va, pa, Caching::WriteBack) };
+    let result = mapped.map_err(|e| guest_rt::why!("mapping {va:#x}: {e}")).and_then(|()| {
+        let target = va + PAGE_2M - 2;
+        let e = expect_exception(|| {
+            // SAFETY: CPUID then a fault fetching the next instruction, which
+            // expect_exception catches; RBX is saved, the other registers CPUID writes are
+            // declared.
+            unsafe {
+                asm!(
+                    "push rbx",
+                    "call {f}",
+                    "pop rbx",
+                    f = in(reg) target,
+                    inout("rax") 0u64 => _,
+                    out("rcx") _,
+                    out("rdx") _,
+                )
+            }
+        });
+        judge(e)
+    });
+    // SAFETY: as above.
+    unsafe { at.write_volatile(old) };
     result
 }

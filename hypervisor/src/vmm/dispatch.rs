@@ -4,13 +4,14 @@
 use super::code_site::{CodeSite, Walk};
 use super::cpuid::{Regs, guest_cpuid};
 use super::cr::{self, CR4_OSXSAVE};
-use super::decode::{self, MAX_INSN_LEN};
+use super::decode::{self, DecodeError, MAX_INSN_LEN};
 use super::exit::{Access, IoAccess, VmExit};
+use super::fetch::{self, Fetched};
 use super::hypercall;
 use super::msr::{self, Place};
 use super::partition::{Partition, State};
 use super::profile::{self, Stage};
-use super::vcpu::{Event, reg};
+use super::vcpu::{Event, HwMsr, reg};
 use alloc::format;
 
 /// What the run loop does after an exit.
@@ -29,6 +30,8 @@ pub enum Flow {
 const RFLAGS_IF: u64 = 1 << 9;
 const RFLAGS_TF: u64 = 1 << 8;
 const RFLAGS_RF: u64 = 1 << 16;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
 
 /// Handles one exit.
 pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
@@ -163,51 +166,61 @@ pub fn report_last_exits(p: &Partition) {
     }
 }
 
-/// Reads up to 15 bytes of the instruction at the guest's RIP.
-fn fetch(p: &Partition, buf: &mut [u8; MAX_INSN_LEN]) -> Option<usize> {
-    let rip = p.vcpu.rip();
+/// Reads up to 15 bytes of the instruction at the guest's RIP ([`fetch::fetch`]).
+fn fetch_at_rip(p: &Partition, buf: &mut [u8; MAX_INSN_LEN]) -> Fetched {
     let paging = p.vcpu.cr(0) & (1 << 31) != 0;
-    let mut n = 0;
-    while n < MAX_INSN_LEN {
-        let la = rip.wrapping_add(n as u64);
-        let gpa = if paging { p.ram.translate_4level(p.vcpu.cr(3), la)? } else { la };
-        let in_page = (4096 - (la & 0xfff)) as usize;
-        let take = in_page.min(MAX_INSN_LEN - n);
-        match p.ram.slice(gpa, take as u64) {
-            Ok(b) => buf[n..n + take].copy_from_slice(b),
-            Err(_) if n > 0 => break,
-            Err(_) => return None,
+    let long_mode = p.vcpu.msr(HwMsr::Efer) & EFER_LMA != 0;
+    fetch::fetch(&p.ram, p.vcpu.rip(), p.vcpu.cr(3), paging, long_mode, buf)
+}
+
+/// The bytes at RIP did not decode (`err`): when they ended before the instruction did, the
+/// guest gets the fault fetching the next byte raises (issue 13, item 9); otherwise the
+/// partition ends, with `what` in its report.
+fn fault_or_kill(p: &mut Partition, got: Fetched, err: DecodeError, what: &str) -> Flow {
+    if let (DecodeError::Truncated, Some(fault)) = (err, got.fault) {
+        let nxe = p.vcpu.msr(HwMsr::Efer) & EFER_NXE != 0;
+        let (e, cr2) = fault.event(p.vcpu.cpl(), nxe);
+        log::info!(
+            "partition {}: the instruction at RIP {:#x} runs into {fault:?}: fault injected",
+            p.name,
+            p.vcpu.rip()
+        );
+        if let Some(cr2) = cr2 {
+            p.vcpu.set_cr(2, cr2);
         }
-        n += take;
+        raise(p, e);
+        return Flow::Continue;
     }
-    Some(n)
+    p.kill(format!("{what} at RIP {:#x}: {err}", p.vcpu.rip()));
+    Flow::Stopped
 }
 
 /// The length of the instruction at RIP, decoded from guest memory (no next RIP from the
 /// CPU): from the [`CodeSite`] cache when it is still the same instruction there.
-fn decoded_len(p: &mut Partition) -> Option<usize> {
+fn decoded_len(p: &mut Partition) -> Result<usize, Flow> {
     let (rip, cr3) = (p.vcpu.rip(), p.vcpu.cr(3));
-    // SAFETY: the site was captured from this partition's RAM, which lives as long as it.
     if let Some(c) = &p.insn_cache
+        // SAFETY: the site was captured from this partition's RAM, which lives as long as it.
         && unsafe { c.still_valid(rip, cr3) }
     {
-        return Some(usize::from(c.len));
+        return Ok(usize::from(c.len));
     }
-    // One walk serves the fetch (when the bytes lie in one page) and the new site.
+    // One walk serves the fetch (when all 15 bytes lie in one page) and the new site.
     let paging = p.vcpu.cr(0) & (1 << 31) != 0;
     let walk = Walk::new(&p.ram, rip, cr3, paging);
     let mut buf = [0; MAX_INSN_LEN];
     let in_page = MAX_INSN_LEN.min((4096 - (rip & 0xfff)) as usize);
-    let n = match walk.map(|w| p.ram.slice(w.gpa, in_page as u64)) {
+    let got = match walk.map(|w| p.ram.slice(w.gpa, in_page as u64)) {
         Some(Ok(b)) if in_page == MAX_INSN_LEN => {
             buf.copy_from_slice(b);
-            MAX_INSN_LEN
+            Fetched { n: MAX_INSN_LEN, fault: None }
         }
-        _ => fetch(p, &mut buf)?,
+        _ => fetch_at_rip(p, &mut buf),
     };
-    let len = decode::insn_len(&buf[..n], p.vcpu.mode()).ok()?;
+    let len = decode::insn_len(&buf[..got.n], p.vcpu.mode())
+        .map_err(|e| fault_or_kill(p, got, e, "cannot decode the instruction"))?;
     p.insn_cache = walk.and_then(|w| CodeSite::from_walk(&p.ram, rip, cr3, &w, len));
-    Some(len)
+    Ok(len)
 }
 
 /// Drops what the core cached about the guest's code: the paging mode may have changed (a
@@ -227,11 +240,8 @@ fn skip(p: &mut Partition) -> Flow {
     let next = match p.vcpu.next_rip() {
         Some(n) => n,
         None => match decoded_len(p) {
-            Some(len) => p.vcpu.rip() + len as u64,
-            None => {
-                p.kill(format!("cannot decode the instruction at RIP {:#x}", p.vcpu.rip()));
-                return Flow::Stopped;
-            }
+            Ok(len) => p.vcpu.rip() + len as u64,
+            Err(flow) => return flow,
         },
     };
     p.vcpu.set_rip(next);
@@ -350,8 +360,8 @@ fn cr_access(p: &mut Partition, cr: u8, write: bool, gpr: Option<u8>) -> Flow {
         Some(g) => p.vcpu.gprs().0[usize::from(g)],
         None => {
             let mut buf = [0; MAX_INSN_LEN];
-            let n = fetch(p, &mut buf).unwrap_or(0);
-            let (bytes, mode) = (&buf[..n], p.vcpu.mode());
+            let got = fetch_at_rip(p, &mut buf);
+            let (bytes, mode) = (&buf[..got.n], p.vcpu.mode());
             match decode::decode_mov_cr(bytes, mode) {
                 Ok(i) if i.cr == cr && !i.write && !write => {
                     let v = p.vcpu.cr(cr);
@@ -364,12 +374,15 @@ fn cr_access(p: &mut Partition, cr: u8, write: bool, gpr: Option<u8>) -> Flow {
                     Ok(decode::Cr0Write::Lmsw { gpr: Some(g) }) if cr == 0 && write => {
                         cr::lmsw(p.vcpu.cr(0), p.vcpu.gprs().0[usize::from(g)])
                     }
-                    _ => {
-                        p.kill(format!(
-                            "CR{cr} exit at RIP {:#x}: not a MOV CR{cr}, CLTS or LMSW from a register",
-                            p.vcpu.rip()
-                        ));
-                        return Flow::Stopped;
+                    Err(e) => {
+                        let what = format!("CR{cr} exit: not a MOV CR{cr}, CLTS or LMSW");
+                        return fault_or_kill(p, got, e, &what);
+                    }
+                    Ok(_) => {
+                        let e = DecodeError::Unsupported { opcode: 0x0f01 };
+                        let what =
+                            format!("CR{cr} exit: not a MOV CR{cr}, CLTS or LMSW from a register");
+                        return fault_or_kill(p, got, e, &what);
                     }
                 },
             }
@@ -466,14 +479,13 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
 fn paging(p: &mut Partition, gpa: u64, access: Access) -> Flow {
     if access != Access::Fetch && p.mmio.claims(gpa) {
         let mut buf = [0; MAX_INSN_LEN];
-        let insn =
-            fetch(p, &mut buf).and_then(|n| decode::decode_mmio(&buf[..n], p.vcpu.mode()).ok());
-        let Some(insn) = insn else {
-            p.kill(format!(
-                "MMIO {access} of {gpa:#x} by an instruction it cannot emulate at RIP {:#x}",
-                p.vcpu.rip()
-            ));
-            return Flow::Stopped;
+        let got = fetch_at_rip(p, &mut buf);
+        let insn = match decode::decode_mmio(&buf[..got.n], p.vcpu.mode()) {
+            Ok(insn) => insn,
+            Err(e) => {
+                let what = format!("MMIO {access} of {gpa:#x} by an instruction it cannot emulate");
+                return fault_or_kill(p, got, e, &what);
+            }
         };
         let gprs = *p.vcpu.gprs();
         if let Some(v) = insn.store_value(|n| gprs.0[n as usize]) {

@@ -9,6 +9,7 @@ pub mod cr;
 pub mod decode;
 pub mod dispatch;
 pub mod exit;
+pub mod fetch;
 pub mod hypercall;
 pub mod image;
 pub mod interrupts;

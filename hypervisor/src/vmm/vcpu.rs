@@ -168,7 +168,8 @@ pub trait Vcpu {
     fn next_rip(&self) -> Option<u64>;
     /// The guest's view of CR0, CR2, CR3, CR4 or CR8.
     fn cr(&self, n: u8) -> u64;
-    /// A guest write to CR0, CR3, CR4 or CR8, already validated by the core.
+    /// A guest write to CR0, CR3, CR4 or CR8, already validated by the core; or CR2, for a #PF
+    /// the core injects.
     fn set_cr(&mut self, n: u8, v: u64);
     /// The guest's value of a hardware-held MSR.
     fn msr(&self, m: HwMsr) -> u64;

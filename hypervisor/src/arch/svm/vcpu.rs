@@ -298,6 +298,11 @@ impl Vcpu for SvmVcpu {
                 }
                 v.save.cr0 = val;
             }
+            2 => {
+                // Loaded by VMRUN (an injected #PF's address); no TLB effect.
+                v.save.cr2 = val;
+                return;
+            }
             3 => v.save.cr3 = val,
             4 => v.save.cr4 = val,
             8 => {

@@ -38,6 +38,9 @@ pub struct VmxVcpu {
     rflags: u64,
     /// Length of the instruction that caused the last exit (0 when not reported).
     exit_insn_len: u64,
+    /// A CR2 for the guest's next entry (an injected #PF): VMX does not switch CR2, so the
+    /// guest's is the CPU's own, written just before entry.
+    cr2: Option<u64>,
     pending: Option<Event>,
     proc: u32,
     bitmaps: HostPhys,
@@ -83,6 +86,7 @@ impl VmxVcpu {
             rip: config.initial.rip,
             rflags: config.initial.rflags,
             exit_insn_len: 0,
+            cr2: None,
             pending: None,
             proc: c.proc,
             bitmaps,
@@ -303,6 +307,11 @@ impl Vcpu for VmxVcpu {
             v.write(F::PreemptionTimerValue, ticks.clamp(1, u64::from(u32::MAX)));
         }
         self.msrs.activate();
+        if let Some(cr2) = self.cr2.take() {
+            // SAFETY: CR2 only reports page-fault addresses; the host takes none between here
+            // and VM entry, so the guest finds this value.
+            unsafe { core::arch::asm!("mov cr2, {}", in(reg) cr2, options(nostack, nomem)) };
+        }
         // SAFETY: this vCPU's VMCS is current and was set up by `setup` with HOST_RIP =
         // vmx_exit; `launched` tracks VMLAUNCH vs VMRESUME for it.
         let failed = unsafe { vmx_enter(&mut self.gprs, u64::from(self.launched)) };
@@ -413,6 +422,7 @@ impl Vcpu for VmxVcpu {
                 v.write(F::GuestCr4, self.cr4_fixed.apply(val));
             }
             8 => self.cr8 = val & 0xf,
+            2 => self.cr2 = Some(val),
             _ => {}
         }
     }
