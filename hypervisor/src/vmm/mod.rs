@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod bus;
 pub mod code_site;
+pub mod console_limit;
 pub mod cpuid;
 pub mod cr;
 pub mod decode;

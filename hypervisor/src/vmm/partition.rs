@@ -125,6 +125,8 @@ pub struct Partition {
     console: Vec<u8>,
     /// The last instruction whose length the core decoded (CPUs without a next RIP).
     pub insn_cache: Option<super::code_site::CodeSite>,
+    /// The console output budget.
+    console_limit: super::console_limit::ConsoleLimit,
     /// Recent console output, for the management partition's ConsoleRead.
     pub history: alloc::collections::VecDeque<u8>,
 }
@@ -247,6 +249,7 @@ impl Partition {
             refused: 0,
             console: Vec::new(),
             insn_cache: None,
+            console_limit: super::console_limit::ConsoleLimit::new(crate::arch::x86::instr::rdtsc()),
             history: alloc::collections::VecDeque::new(),
         })
     }
@@ -302,7 +305,13 @@ impl Partition {
     /// Appends console bytes; complete lines go to COM1 prefixed with the partition's name
     /// (a partial line waits for [`Partition::show_partial_line`]).
     pub fn console_bytes(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+        let now = crate::arch::x86::instr::rdtsc();
+        let khz = u64::from(super::cpuid::tsc_khz());
+        let n = self.console_limit.admit(now, khz, bytes.len() as u64) as usize;
+        if n > 0 {
+            self.note_dropped();
+        }
+        for &b in &bytes[..n] {
             if self.history.len() >= HISTORY_BYTES {
                 self.history.pop_front();
             }
@@ -332,10 +341,30 @@ impl Partition {
         self.console.clear();
     }
 
-    /// Prints what is buffered of the current console line and ends it.
+    /// Prints what is buffered of the current console line and ends it, and what the rate
+    /// limit dropped.
     pub fn flush_console(&mut self) {
         if !self.console.is_empty() {
             self.emit_console(true);
+        }
+        self.note_dropped();
+    }
+
+    /// Says how much console output the rate limit dropped since it last said
+    /// ([`super::console_limit`]).
+    fn note_dropped(&mut self) {
+        let dropped = self.console_limit.take_dropped();
+        if dropped > 0 {
+            if !self.console.is_empty() {
+                self.emit_console(true);
+            }
+            let note = format!("[{dropped} bytes dropped]");
+            crate::console::write_partition_line(
+                self.id,
+                &format!("[{}] ", self.name),
+                &note,
+                true,
+            );
         }
     }
 
