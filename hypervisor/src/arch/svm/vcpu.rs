@@ -81,6 +81,7 @@ pub struct SvmVcpu {
 impl SvmVcpu {
     pub(super) fn new(
         config: &VcpuConfig,
+        asid: u32,
         host_state: u64,
         nrip_save: bool,
     ) -> Result<Self, &'static str> {
@@ -108,6 +109,7 @@ impl SvmVcpu {
             timeslice: 0,
         };
         vcpu.setup(config);
+        vcpu.vmcb_mut().control.guest_asid = asid;
         Ok(vcpu)
     }
 
@@ -146,7 +148,6 @@ impl SvmVcpu {
             | I2::XSETBV;
         c.iopm_base_pa = iopm;
         c.msrpm_base_pa = msrpm;
-        c.guest_asid = u32::from(config.tag);
         c.int_ctl = IntCtl::V_INTR_MASKING;
         c.np_control = NP_ENABLE;
         c.n_cr3 = config.slat_root;
@@ -177,7 +178,10 @@ impl SvmVcpu {
     fn run_once(&mut self, start: u64) -> Result<VmExit, EntryError> {
         let (rax, rsp) = (self.gprs.0[reg::RAX], self.gprs.0[reg::RSP]);
         let event = self.pending.take().map_or(0, event_inj);
-        let flush = core::mem::take(&mut self.flush);
+        // Another vCPU may have run with this ASID since (more vCPUs than ASIDs, `asid.rs`).
+        let asid = self.vmcb().control.guest_asid;
+        let flush =
+            core::mem::take(&mut self.flush) | super::asid::OWNERS.claim(asid, self.pages.0);
         let c = &mut self.vmcb_mut().control;
         c.event_inj = event;
         c.tlb_control = if flush { TLB_FLUSH_ALL } else { TLB_FLUSH_NOTHING };
