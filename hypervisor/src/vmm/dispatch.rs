@@ -30,7 +30,6 @@ pub enum Flow {
 const RFLAGS_IF: u64 = 1 << 9;
 const RFLAGS_TF: u64 = 1 << 8;
 const RFLAGS_RF: u64 = 1 << 16;
-const EFER_LMA: u64 = 1 << 10;
 const EFER_NXE: u64 = 1 << 11;
 
 /// Handles one exit.
@@ -169,8 +168,7 @@ pub fn report_last_exits(p: &Partition) {
 /// Reads up to 15 bytes of the instruction at the guest's RIP ([`fetch::fetch`]).
 fn fetch_at_rip(p: &Partition, buf: &mut [u8; MAX_INSN_LEN]) -> Fetched {
     let paging = p.vcpu.cr(0) & (1 << 31) != 0;
-    let long_mode = p.vcpu.msr(HwMsr::Efer) & EFER_LMA != 0;
-    fetch::fetch(&p.ram, p.vcpu.rip(), p.vcpu.cr(3), paging, long_mode, buf)
+    fetch::fetch(&p.ram, p.vcpu.rip(), p.vcpu.cr(3), paging, buf)
 }
 
 /// The bytes at RIP did not decode (`err`): when they ended before the instruction did, the

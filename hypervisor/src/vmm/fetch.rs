@@ -8,7 +8,6 @@
 //! #GP(0) for a non-canonical address (SDM Vol. 3A §6.15, "General Protection Exception"),
 //! else #PF with CR2 the address and an instruction-fetch error code (§4.7).
 
-use super::code_site::Walk;
 use super::decode::MAX_INSN_LEN;
 use super::memory::GuestRam;
 use super::vcpu::Event;
@@ -48,29 +47,28 @@ pub struct Fetched {
     pub fault: Option<FetchFault>,
 }
 
-/// Reads up to 15 bytes at `rip` into `buf`: through `cr3`'s 4-level tables when `paging`, and
-/// with canonical addresses when `long_mode`.
+/// Reads up to 15 bytes at `rip` into `buf`, through `cr3`'s 4-level tables when `paging`.
+/// Outside long mode RIP is below 4 GiB, so every address is canonical there too.
 pub fn fetch(
     ram: &GuestRam,
     rip: u64,
     cr3: u64,
     paging: bool,
-    long_mode: bool,
     buf: &mut [u8; MAX_INSN_LEN],
 ) -> Fetched {
     let mut n = 0;
     while n < MAX_INSN_LEN {
         let la = rip.wrapping_add(n as u64);
-        let la = if long_mode { la } else { la & 0xffff_ffff };
-        if long_mode && ((la as i64) << 16 >> 16) as u64 != la {
+        if ((la as i64) << 16 >> 16) as u64 != la {
             return Fetched { n, fault: Some(FetchFault::NonCanonical) };
         }
         let not_present = Fetched { n, fault: Some(FetchFault::NotPresent { la }) };
-        let Some(w) = Walk::new(ram, la, cr3, paging) else {
+        let gpa = if paging { ram.translate_4level(cr3, la) } else { Some(la) };
+        let Some(gpa) = gpa else {
             return not_present;
         };
         let take = ((4096 - (la & 0xfff)) as usize).min(MAX_INSN_LEN - n);
-        match ram.slice(w.gpa, take as u64) {
+        match ram.slice(gpa, take as u64) {
             Ok(b) => buf[n..n + take].copy_from_slice(b),
             // Not RAM (a device, nothing): the CPU would not execute from there either; the
             // exit names what it was, the partition's RAM is what this reads.
@@ -108,11 +106,11 @@ mod tests {
         let mut mem = vec![0u8; 0x10000];
         let r = ram(&mut mem);
         let mut buf = [0; MAX_INSN_LEN];
-        let f = fetch(&r, 0x5ffd, 0x1000, true, true, &mut buf);
+        let f = fetch(&r, 0x5ffd, 0x1000, true, &mut buf);
         assert_eq!(f, Fetched { n: 3, fault: Some(FetchFault::NotPresent { la: 0x6000 }) });
-        let f = fetch(&r, 0x5000, 0x1000, true, true, &mut buf);
+        let f = fetch(&r, 0x5000, 0x1000, true, &mut buf);
         assert_eq!(f, Fetched { n: 15, fault: None });
-        let f = fetch(&r, 0x6000, 0x1000, true, true, &mut buf);
+        let f = fetch(&r, 0x6000, 0x1000, true, &mut buf);
         assert_eq!(f, Fetched { n: 0, fault: Some(FetchFault::NotPresent { la: 0x6000 }) });
     }
 
@@ -121,9 +119,9 @@ mod tests {
         let mut mem = vec![0u8; 0x10000];
         let r = ram(&mut mem);
         let mut buf = [0; MAX_INSN_LEN];
-        let f = fetch(&r, 0x7fff_ffff_fffd, 0x1000, true, true, &mut buf);
+        let f = fetch(&r, 0x7fff_ffff_fffd, 0x1000, true, &mut buf);
         assert_eq!(f, Fetched { n: 3, fault: Some(FetchFault::NonCanonical) });
-        let f = fetch(&r, 0x8000_0000_0000, 0x1000, true, true, &mut buf);
+        let f = fetch(&r, 0x8000_0000_0000, 0x1000, true, &mut buf);
         assert_eq!(f, Fetched { n: 0, fault: Some(FetchFault::NonCanonical) });
     }
 
@@ -146,7 +144,7 @@ mod tests {
         let mut mem = vec![0u8; 0x10000];
         let r = ram(&mut mem);
         let mut buf = [0; MAX_INSN_LEN];
-        let f = fetch(&r, 0xfffa, 0, false, false, &mut buf);
+        let f = fetch(&r, 0xfffa, 0, false, &mut buf);
         assert_eq!(f, Fetched { n: 6, fault: Some(FetchFault::NotPresent { la: 0x10000 }) });
     }
 }
