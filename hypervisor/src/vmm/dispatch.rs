@@ -28,7 +28,6 @@ pub enum Flow {
 }
 
 const RFLAGS_IF: u64 = 1 << 9;
-const RFLAGS_TF: u64 = 1 << 8;
 const RFLAGS_RF: u64 = 1 << 16;
 const EFER_NXE: u64 = 1 << 11;
 
@@ -250,10 +249,7 @@ fn skip(p: &mut Partition) -> Flow {
 /// An emulated instruction completed (RIP already past it): its interrupt shadow ends, and
 /// under single-step the #DB trap follows (SDM Vol. 3B §17.3.1.4).
 fn completed(p: &mut Partition) {
-    p.vcpu.clear_interrupt_shadow();
-    if p.vcpu.rflags() & RFLAGS_TF != 0 {
-        p.vcpu.single_step_trap();
-    }
+    p.vcpu.instruction_completed();
 }
 
 /// Injects exception `e` as the CPU would raise it: a fault saves RFLAGS with RF set (SDM

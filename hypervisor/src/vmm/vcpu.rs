@@ -181,16 +181,16 @@ pub trait Vcpu {
     fn cpl(&self) -> u8;
     /// Queues an event for the next entry (one at a time).
     fn inject(&mut self, e: Event);
-    /// An instruction the core emulated completed with RFLAGS.TF set: deliver the single-step
-    /// #DB (DR6.BS, SDM Vol. 3B §17.3.1.4) before the guest's next instruction.
-    fn single_step_trap(&mut self);
     /// True when an event is queued and not yet delivered.
     fn event_pending(&self) -> bool;
     /// True when the guest would accept an external interrupt now (RFLAGS.IF and no
     /// STI/MOV-SS shadow).
     fn interruptible(&self) -> bool;
-    /// Ends an STI/MOV-SS interrupt shadow (after the core emulated the next instruction).
-    fn clear_interrupt_shadow(&mut self);
+    /// An instruction the core emulated completed (RIP is past it): ends an STI/MOV-SS
+    /// interrupt shadow and, with RFLAGS.TF set, delivers the single-step #DB (DR6.BS, SDM
+    /// Vol. 3B §17.3.1.4) before the guest's next instruction. One call for both: it is on
+    /// every emulated instruction's path.
+    fn instruction_completed(&mut self);
     /// Exit as soon as the guest can take an interrupt.
     fn set_interrupt_window_exiting(&mut self, on: bool);
     /// Ends the next run after about `ticks` TSC ticks of guest time (0 = no limit).

@@ -47,6 +47,7 @@ use crate::vmm::vcpu::{CpuMode, EntryError, Event, Gprs, HwMsr, Vcpu, VcpuConfig
 use core::fmt;
 
 const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_TF: u64 = 1 << 8;
 /// DR6.BS: the #DB was a single step (SDM Vol. 3B §17.2.3).
 const DR6_BS: u64 = 1 << 14;
 const RFLAGS_VM: u64 = 1 << 17;
@@ -398,13 +399,6 @@ impl Vcpu for SvmVcpu {
     fn inject(&mut self, e: Event) {
         self.pending = Some(e);
     }
-    fn single_step_trap(&mut self) {
-        // DR6 is in the VMCB (loaded by VMRUN); the #DB goes in through EVENTINJ (§15.20).
-        self.vmcb_mut().save.dr6 |= DR6_BS;
-        if self.pending.is_none() {
-            self.pending = Some(Event::Exception { vector: 1, error_code: None });
-        }
-    }
     fn event_pending(&self) -> bool {
         self.pending.is_some()
     }
@@ -414,8 +408,16 @@ impl Vcpu for SvmVcpu {
         v.save.rflags & RFLAGS_IF != 0 && v.control.int_state & INTERRUPT_SHADOW == 0
     }
 
-    fn clear_interrupt_shadow(&mut self) {
-        self.vmcb_mut().control.int_state &= !INTERRUPT_SHADOW;
+    fn instruction_completed(&mut self) {
+        let v = self.vmcb_mut();
+        v.control.int_state &= !INTERRUPT_SHADOW;
+        if v.save.rflags & RFLAGS_TF != 0 {
+            // DR6 is in the VMCB (loaded by VMRUN); the #DB goes in through EVENTINJ (§15.20).
+            v.save.dr6 |= DR6_BS;
+            if self.pending.is_none() {
+                self.pending = Some(Event::Exception { vector: 1, error_code: None });
+            }
+        }
     }
 
     /// A virtual interrupt that ignores V_TPR and is intercepted (VINTR) as soon as the guest

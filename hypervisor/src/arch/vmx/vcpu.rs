@@ -16,6 +16,7 @@ use alloc::boxed::Box;
 use core::fmt;
 
 const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_TF: u64 = 1 << 8;
 /// CR0.CD and CR0.NW: VM entry does not load them (SDM §27.3.2.1), so the host keeps them and
 /// the guest sees and changes only its read shadow.
 const CR0_CD_NW: u64 = (1 << 30) | (1 << 29);
@@ -484,14 +485,6 @@ impl Vcpu for VmxVcpu {
     fn inject(&mut self, e: Event) {
         self.pending = Some(e);
     }
-    fn single_step_trap(&mut self) {
-        // The pending debug exceptions field: with BS set and RFLAGS.TF the CPU delivers the
-        // #DB right after VM entry, with DR6.BS (SDM Vol. 3C §27.7.3; the guest's DR6 is not
-        // in the VMCS).
-        let v = self.current();
-        let pending = v.read(F::GuestPendingDebugExceptions);
-        v.write(F::GuestPendingDebugExceptions, pending | (1 << 14));
-    }
     fn event_pending(&self) -> bool {
         self.pending.is_some()
     }
@@ -501,11 +494,18 @@ impl Vcpu for VmxVcpu {
             && self.current().read(F::GuestInterruptibility) & BLOCKING_STI_MOVSS == 0
     }
 
-    fn clear_interrupt_shadow(&mut self) {
+    fn instruction_completed(&mut self) {
         let v = self.current();
         let s = v.read(F::GuestInterruptibility);
         if s & BLOCKING_STI_MOVSS != 0 {
             v.write(F::GuestInterruptibility, s & !BLOCKING_STI_MOVSS);
+        }
+        if self.rflags & RFLAGS_TF != 0 {
+            // The pending debug exceptions field: with BS set and RFLAGS.TF the CPU delivers
+            // the #DB right after VM entry, with DR6.BS (SDM Vol. 3C §27.7.3; the guest's DR6
+            // is not in the VMCS).
+            let pending = v.read(F::GuestPendingDebugExceptions);
+            v.write(F::GuestPendingDebugExceptions, pending | (1 << 14));
         }
     }
 
