@@ -74,6 +74,12 @@ pub fn run(c: &mut Checks, info: &StartInfo) {
     c.check("hc-yield", status(hc::yield_now(), Status::Success));
     privileged(c);
     c.check("timer-bad-vector", status(hc::set_timer(1000, 5), Status::InvalidArgument));
+    // A delay no run would see expire is refused (docs/hypercalls.md): otherwise `sti; hlt`
+    // after it would sleep for ever and the run would never end.
+    c.check(
+        "timer-endless-refused",
+        status(hc::set_timer(u64::MAX, TIMER_VECTOR), Status::InvalidArgument),
+    );
     timer(c);
 }
 

@@ -4,12 +4,15 @@
 #![no_std]
 #![no_main]
 
+mod control;
 mod cpu;
+mod debug;
 mod devices;
 mod entry;
 mod hypercalls;
 mod memory;
 mod msrs;
+mod remap;
 
 use guest_rt::{Checks, StartInfo, println};
 
@@ -26,6 +29,10 @@ fn main(info: &'static StartInfo) -> u64 {
     let mut c = Checks::new();
     entry::run(&mut c, info);
     cpu::run(&mut c);
+    remap::run(&mut c, info);
+    remap::run_edges(&mut c, info);
+    control::run(&mut c);
+    debug::run(&mut c);
     msrs::run(&mut c, info);
     devices::run(&mut c, info);
     hypercalls::run(&mut c, info);

@@ -118,6 +118,11 @@ static BUS_KHZ: AtomicU32 = AtomicU32::new(0);
 
 /// Records the host TSC frequency measured at boot (guests run on the host's TSC, unscaled and
 /// unoffset): leaves 0x15, 0x16 and 0x4000_0010 report it. 0 means unknown.
+/// The TSC frequency in kHz set at boot (0: unknown).
+pub fn tsc_khz() -> u32 {
+    TSC_KHZ.load(Ordering::Relaxed)
+}
+
 pub fn set_tsc_khz(khz: u32) {
     TSC_KHZ.store(khz, Ordering::Relaxed);
 }

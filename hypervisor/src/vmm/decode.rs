@@ -493,6 +493,37 @@ pub fn decode_mov_cr(bytes: &[u8], mode: CpuMode) -> Result<MovCr, DecodeError> 
     Ok(MovCr { len: d.pos, cr, write: op2 == 0x22, gpr })
 }
 
+/// The instructions other than MOV that write CR0: the CR0 write intercept catches them too
+/// (APM Vol. 2 §15.9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cr0Write {
+    /// CLTS (0F 06): clears CR0.TS.
+    Clts,
+    /// LMSW (0F 01 /6) from a general-purpose register (ModR/M.rm with REX.B), or from memory
+    /// (`None`).
+    Lmsw { gpr: Option<u8> },
+}
+
+/// Decodes CLTS or LMSW, for CR0 write exits that are not a MOV to CR0.
+pub fn decode_cr0_write(bytes: &[u8], mode: CpuMode) -> Result<Cr0Write, DecodeError> {
+    let (mut d, op) = Decoder::new(bytes, mode)?;
+    if op != 0x0f {
+        return Err(DecodeError::Unsupported { opcode: u32::from(op) });
+    }
+    match d.byte()? {
+        0x06 => Ok(Cr0Write::Clts),
+        0x01 => {
+            let m = d.byte()?;
+            if (m >> 3) & 7 != 6 {
+                return Err(DecodeError::Unsupported { opcode: 0x0f0100 | u32::from(m) });
+            }
+            let gpr = (m >> 6 == 3).then(|| (m & 7) | if d.rex_bit(1) { 8 } else { 0 });
+            Ok(Cr0Write::Lmsw { gpr })
+        }
+        op2 => Err(DecodeError::Unsupported { opcode: 0x0f00 | u32::from(op2) }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::CpuMode::{Long64, Protected16, Protected32, Real};
@@ -521,6 +552,21 @@ mod tests {
             decode_mov_cr(&hex("41 0f 22 e1"), Protected32),
             Err(DecodeError::Unsupported { .. })
         ));
+    }
+
+    #[test]
+    fn clts_and_lmsw_write_cr0() {
+        assert_eq!(decode_cr0_write(&hex("0f 06"), Long64), Ok(Cr0Write::Clts));
+        assert_eq!(decode_cr0_write(&hex("0f 01 f0"), Long64), Ok(Cr0Write::Lmsw { gpr: Some(0) }));
+        assert_eq!(
+            decode_cr0_write(&hex("41 0f 01 f3"), Long64),
+            Ok(Cr0Write::Lmsw { gpr: Some(11) })
+        );
+        assert_eq!(decode_cr0_write(&hex("0f 01 30"), Long64), Ok(Cr0Write::Lmsw { gpr: None }));
+        // SMSW (0f 01 /4) and MOV CR0 are not these.
+        assert!(decode_cr0_write(&hex("0f 01 e0"), Long64).is_err());
+        assert!(decode_cr0_write(&hex("0f 22 c0"), Long64).is_err());
+        assert_eq!(decode_cr0_write(&hex("0f 01"), Long64), Err(DecodeError::Truncated));
     }
 
     /// Parses "0f 01 d9" into bytes.

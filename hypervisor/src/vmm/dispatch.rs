@@ -1,14 +1,17 @@
 //! Exit handling, written once for both backends: each [`VmExit`] is emulated, forwarded to a
 //! device, answered with an injected fault, or ends the partition with a report.
 
+use super::code_site::{CodeSite, Walk};
 use super::cpuid::{Regs, guest_cpuid};
-use super::decode::{self, MAX_INSN_LEN};
+use super::cr::{self, CR4_OSXSAVE};
+use super::decode::{self, DecodeError, MAX_INSN_LEN};
 use super::exit::{Access, IoAccess, VmExit};
+use super::fetch::{self, Fetched};
 use super::hypercall;
 use super::msr::{self, Place};
-use super::partition::{InsnCache, Partition, State};
+use super::partition::{Partition, State};
 use super::profile::{self, Stage};
-use super::vcpu::{CpuidSite, Event, reg};
+use super::vcpu::{Event, HwMsr, reg};
 use alloc::format;
 
 /// What the run loop does after an exit.
@@ -24,34 +27,13 @@ pub enum Flow {
     Admin(hvabi::hypercall::Call),
 }
 
-const CR4_VMXE: u64 = 1 << 13;
 const RFLAGS_IF: u64 = 1 << 9;
-const CR4_SMXE: u64 = 1 << 14;
-const CR4_OSXSAVE: u64 = 1 << 18;
+const RFLAGS_RF: u64 = 1 << 16;
+const EFER_NXE: u64 = 1 << 11;
 
-/// CR4 bits a guest may set (SDM Vol. 3A §2.5), VMXE and SMXE excluded: VME PVI TSD DE PSE PAE
-/// MCE PGE PCE OSFXSR OSXMMEXCPT always; UMIP FSGSBASE PCIDE OSXSAVE SMEP SMAP where the CPU
-/// has the feature (each is reserved, #GP on setting it, where it does not).
 /// How a partition powered off, for [`State::Off`].
 const OFF_BY_HLT: &str = "HLT with interrupts off";
 const OFF_BY_ACPI: &str = "ACPI soft-off, S5";
-
-fn cr4_guest_bits() -> u64 {
-    let l1 = core::arch::x86_64::__cpuid_count(1, 0);
-    let l7 = core::arch::x86_64::__cpuid_count(7, 0);
-    let has = |reg: u32, bit: u32| reg & (1 << bit) != 0;
-    [
-        (has(l7.ecx, 2), 1 << 11),
-        (has(l7.ebx, 0), 1 << 16),
-        (has(l1.ecx, 17), 1 << 17),
-        (has(l1.ecx, 26), CR4_OSXSAVE),
-        (has(l7.ebx, 7), 1 << 20),
-        (has(l7.ebx, 20), 1 << 21),
-    ]
-    .iter()
-    .filter(|(present, _)| *present)
-    .fold(0x7ff, |bits, (_, bit)| bits | bit)
-}
 
 /// Handles one exit.
 pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
@@ -106,7 +88,7 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
                 exit.name(),
                 p.vcpu.rip()
             );
-            p.vcpu.inject(Event::UD);
+            raise(p, Event::UD);
             Flow::Continue
         }
         VmExit::Io(io) => port_io(p, io),
@@ -153,15 +135,8 @@ fn cpuid(p: &mut Partition) -> Flow {
     g.0[reg::RDX] = u64::from(r.edx);
     let decoded = p.vcpu.next_rip().is_none();
     let flow = skip(p);
-    if decoded && let Some(c) = p.insn_cache {
-        let host = p.ram.host_addr(c.gpa, u64::from(c.len));
-        p.vcpu.set_cpuid_site(host.map(|host| CpuidSite {
-            rip: c.rip,
-            cr3: c.cr3,
-            host,
-            len: c.len,
-            bytes: c.bytes,
-        }));
+    if decoded {
+        p.vcpu.set_cpuid_site(p.insn_cache);
     }
     flow
 }
@@ -193,51 +168,67 @@ pub fn report_last_exits(p: &Partition) {
     }
 }
 
-/// Reads up to 15 bytes of the instruction at the guest's RIP.
-fn fetch(p: &Partition, buf: &mut [u8; MAX_INSN_LEN]) -> Option<usize> {
-    let rip = p.vcpu.rip();
+/// Reads up to 15 bytes of the instruction at the guest's RIP ([`fetch::fetch`]).
+fn fetch_at_rip(p: &Partition, buf: &mut [u8; MAX_INSN_LEN]) -> Fetched {
     let paging = p.vcpu.cr(0) & (1 << 31) != 0;
-    let mut n = 0;
-    while n < MAX_INSN_LEN {
-        let la = rip.wrapping_add(n as u64);
-        let gpa = if paging { p.ram.translate_4level(p.vcpu.cr(3), la)? } else { la };
-        let in_page = (4096 - (la & 0xfff)) as usize;
-        let take = in_page.min(MAX_INSN_LEN - n);
-        match p.ram.slice(gpa, take as u64) {
-            Ok(b) => buf[n..n + take].copy_from_slice(b),
-            Err(_) if n > 0 => break,
-            Err(_) => return None,
+    fetch::fetch(&p.ram, p.vcpu.rip(), p.vcpu.cr(3), paging, buf)
+}
+
+/// The bytes at RIP did not decode (`err`): when they ended before the instruction did, the
+/// guest gets the fault fetching the next byte raises (issue 13, item 9); otherwise the
+/// partition ends, with `what` in its report.
+fn fault_or_kill(p: &mut Partition, got: Fetched, err: DecodeError, what: &str) -> Flow {
+    if let (DecodeError::Truncated, Some(fault)) = (err, got.fault) {
+        let nxe = p.vcpu.msr(HwMsr::Efer) & EFER_NXE != 0;
+        let (e, cr2) = fault.event(p.vcpu.cpl(), nxe);
+        log::info!(
+            "partition {}: the instruction at RIP {:#x} runs into {fault:?}: fault injected",
+            p.name,
+            p.vcpu.rip()
+        );
+        if let Some(cr2) = cr2 {
+            p.vcpu.set_cr(2, cr2);
         }
-        n += take;
+        raise(p, e);
+        return Flow::Continue;
     }
-    Some(n)
+    p.kill(format!("{what} at RIP {:#x}: {err}", p.vcpu.rip()));
+    Flow::Stopped
 }
 
 /// The length of the instruction at RIP, decoded from guest memory (no next RIP from the
-/// CPU): from [`InsnCache`] when the same bytes sit at the same place as last time.
-fn decoded_len(p: &mut Partition) -> Option<usize> {
+/// CPU): from the [`CodeSite`] cache when it is still the same instruction there.
+fn decoded_len(p: &mut Partition) -> Result<usize, Flow> {
     let (rip, cr3) = (p.vcpu.rip(), p.vcpu.cr(3));
-    if let Some(c) = p.insn_cache
-        && c.rip == rip
-        && c.cr3 == cr3
-        && p.ram.slice(c.gpa, u64::from(c.len)).is_ok_and(|b| b == &c.bytes[..usize::from(c.len)])
+    if let Some(c) = &p.insn_cache
+        // SAFETY: the site was captured from this partition's RAM, which lives as long as it.
+        && unsafe { c.still_valid(rip, cr3) }
     {
-        return Some(usize::from(c.len));
+        return Ok(usize::from(c.len));
     }
-    let mut buf = [0; MAX_INSN_LEN];
-    let n = fetch(p, &mut buf)?;
-    let len = decode::insn_len(&buf[..n], p.vcpu.mode()).ok()?;
+    // One walk serves the fetch (when all 15 bytes lie in one page) and the new site.
     let paging = p.vcpu.cr(0) & (1 << 31) != 0;
-    let gpa = if paging { p.ram.translate_4level(cr3, rip) } else { Some(rip) };
-    // Only an instruction inside one page has all its bytes at `gpa`.
-    p.insn_cache = gpa.filter(|_| (rip & 0xfff) as usize + len <= 4096).map(|gpa| InsnCache {
-        rip,
-        cr3,
-        gpa,
-        len: len as u8,
-        bytes: buf[..MAX_INSN_LEN].try_into().unwrap_or([0; MAX_INSN_LEN]),
-    });
-    Some(len)
+    let walk = Walk::new(&p.ram, rip, cr3, paging);
+    let mut buf = [0; MAX_INSN_LEN];
+    let in_page = MAX_INSN_LEN.min((4096 - (rip & 0xfff)) as usize);
+    let got = match walk.map(|w| p.ram.slice(w.gpa, in_page as u64)) {
+        Some(Ok(b)) if in_page == MAX_INSN_LEN => {
+            buf.copy_from_slice(b);
+            Fetched { n: MAX_INSN_LEN, fault: None }
+        }
+        _ => fetch_at_rip(p, &mut buf),
+    };
+    let len = decode::insn_len(&buf[..got.n], p.vcpu.mode())
+        .map_err(|e| fault_or_kill(p, got, e, "cannot decode the instruction"))?;
+    p.insn_cache = walk.and_then(|w| CodeSite::from_walk(&p.ram, rip, cr3, &w, len));
+    Ok(len)
+}
+
+/// Drops what the core cached about the guest's code: the paging mode may have changed (a
+/// write to CR0, CR4 or EFER; see [`CodeSite`]).
+fn forget_code_sites(p: &mut Partition) {
+    p.insn_cache = None;
+    p.vcpu.set_cpuid_site(None);
 }
 
 /// Moves RIP past the instruction that exited and ends any interrupt shadow.
@@ -250,22 +241,36 @@ fn skip(p: &mut Partition) -> Flow {
     let next = match p.vcpu.next_rip() {
         Some(n) => n,
         None => match decoded_len(p) {
-            Some(len) => p.vcpu.rip() + len as u64,
-            None => {
-                p.kill(format!("cannot decode the instruction at RIP {:#x}", p.vcpu.rip()));
-                return Flow::Stopped;
-            }
+            Ok(len) => p.vcpu.rip() + len as u64,
+            Err(flow) => return flow,
         },
     };
     p.vcpu.set_rip(next);
-    p.vcpu.clear_interrupt_shadow();
+    completed(p);
     Flow::Continue
+}
+
+/// An emulated instruction completed (RIP already past it): its interrupt shadow ends, and
+/// under single-step the #DB trap follows (SDM Vol. 3B §17.3.1.4).
+fn completed(p: &mut Partition) {
+    p.vcpu.instruction_completed();
+}
+
+/// Injects exception `e` as the CPU would raise it: a fault saves RFLAGS with RF set (SDM
+/// Vol. 3A §6.13; neither VM entry nor VMRUN does it for an injected event, SDM Vol. 3C
+/// §27.6.1.1, APM Vol. 2 §15.20).
+pub fn raise(p: &mut Partition, e: Event) {
+    if e.is_fault() {
+        let rflags = p.vcpu.rflags();
+        p.vcpu.set_rflags(rflags | RFLAGS_RF);
+    }
+    p.vcpu.inject(e);
 }
 
 fn refuse_gp(p: &mut Partition, what: core::fmt::Arguments<'_>) -> Flow {
     p.refused += 1;
     log::info!("partition {}: {what}: #GP injected", p.name);
-    p.vcpu.inject(Event::GP0);
+    raise(p, Event::GP0);
     Flow::Continue
 }
 
@@ -329,7 +334,12 @@ fn wrmsr(p: &mut Partition) -> Flow {
         }
     };
     match place {
-        Place::Hardware(h) => p.vcpu.set_msr(h, v),
+        Place::Hardware(h) => {
+            if h == super::vcpu::HwMsr::Efer {
+                forget_code_sites(p);
+            }
+            p.vcpu.set_msr(h, v)
+        }
         Place::Software(i) => p.msrs.set(i, v),
         Place::Constant(_) | Place::Tsc => {}
     }
@@ -337,70 +347,67 @@ fn wrmsr(p: &mut Partition) -> Flow {
 }
 
 fn cr_access(p: &mut Partition, cr: u8, write: bool, gpr: Option<u8>) -> Flow {
-    let gpr = match gpr {
-        Some(g) => usize::from(g),
-        None => {
-            // The exit did not name the register (SVM without decode assists): decode it.
-            let mut buf = [0; MAX_INSN_LEN];
-            let insn = fetch(p, &mut buf)
-                .and_then(|n| decode::decode_mov_cr(&buf[..n], p.vcpu.mode()).ok());
-            match insn {
-                Some(i) if i.cr == cr && i.write == write => usize::from(i.gpr),
-                _ => {
-                    p.kill(format!(
-                        "CR{cr} exit at RIP {:#x}: the instruction is not a MOV CR{cr}",
-                        p.vcpu.rip()
-                    ));
-                    return Flow::Stopped;
-                }
-            }
-        }
-    };
-    if !write {
+    if let (false, Some(g)) = (write, gpr) {
         let v = p.vcpu.cr(cr);
-        p.vcpu.gprs().0[gpr] = v;
+        p.vcpu.gprs().0[usize::from(g)] = v;
         return skip(p);
     }
-    let v = p.vcpu.gprs().0[gpr];
-    let long_mode = p.vcpu.msr(super::vcpu::HwMsr::Efer) & (1 << 10) != 0;
-    let bad = match cr {
-        0 => {
-            if v >> 32 != 0 {
-                Some("reserved CR0 bits")
-            } else if v & (1 << 31) != 0 && v & 1 == 0 {
-                Some("CR0.PG without CR0.PE")
-            } else if v & (1 << 29) != 0 && v & (1 << 30) == 0 {
-                Some("CR0.NW without CR0.CD")
-            } else if long_mode && v & (1 << 31) == 0 {
-                Some("leaving long mode is not supported")
-            } else {
-                None
+    // The operand: the named register, else the decoded instruction's (SVM without decode
+    // assists; and CLTS and LMSW, which the CR0 write intercept also catches, APM §15.9).
+    let value = match gpr {
+        Some(g) => p.vcpu.gprs().0[usize::from(g)],
+        None => {
+            let mut buf = [0; MAX_INSN_LEN];
+            let got = fetch_at_rip(p, &mut buf);
+            let (bytes, mode) = (&buf[..got.n], p.vcpu.mode());
+            match decode::decode_mov_cr(bytes, mode) {
+                Ok(i) if i.cr == cr && !i.write && !write => {
+                    let v = p.vcpu.cr(cr);
+                    p.vcpu.gprs().0[usize::from(i.gpr)] = v;
+                    return skip(p);
+                }
+                Ok(i) if i.cr == cr && i.write && write => p.vcpu.gprs().0[usize::from(i.gpr)],
+                _ => match decode::decode_cr0_write(bytes, mode) {
+                    Ok(decode::Cr0Write::Clts) if cr == 0 && write => p.vcpu.cr(0) & !cr::CR0_TS,
+                    Ok(decode::Cr0Write::Lmsw { gpr: Some(g) }) if cr == 0 && write => {
+                        cr::lmsw(p.vcpu.cr(0), p.vcpu.gprs().0[usize::from(g)])
+                    }
+                    Err(e) => {
+                        let what = format!("CR{cr} exit: not a MOV CR{cr}, CLTS or LMSW");
+                        return fault_or_kill(p, got, e, &what);
+                    }
+                    Ok(_) => {
+                        let e = DecodeError::Unsupported { opcode: 0x0f01 };
+                        let what =
+                            format!("CR{cr} exit: not a MOV CR{cr}, CLTS or LMSW from a register");
+                        return fault_or_kill(p, got, e, &what);
+                    }
+                },
             }
         }
-        4 => {
-            if v & (CR4_VMXE | CR4_SMXE) != 0 {
-                Some("CR4.VMXE/SMXE: VMX and SMX are not offered")
-            } else if v & !cr4_guest_bits() != 0 {
-                Some("reserved CR4 bits")
-            } else if long_mode && v & (1 << 5) == 0 {
-                Some("clearing CR4.PAE in long mode")
-            } else {
-                None
-            }
-        }
-        3 | 8 => None,
-        _ => Some("no such control register"),
     };
-    if let Some(why) = bad {
-        return refuse_gp(p, format_args!("MOV CR{cr} <- {v:#x} ({why})"));
-    }
+    let state = cr::CrState {
+        cr0: p.vcpu.cr(0),
+        cr3: p.vcpu.cr(3),
+        cr4: p.vcpu.cr(4),
+        efer: p.vcpu.msr(super::vcpu::HwMsr::Efer),
+        cr4_allowed: cr::cr4_guest_bits(),
+        maxphyaddr: cr::maxphyaddr(),
+    };
+    let v = match cr::check_write(cr, value, &state) {
+        Ok(v) => v,
+        Err(why) => return refuse_gp(p, format_args!("MOV CR{cr} <- {value:#x} ({why})")),
+    };
     p.vcpu.set_cr(cr, v);
+    if cr != 3 && cr != 8 {
+        forget_code_sites(p);
+    }
     skip(p)
 }
 
 fn xsetbv(p: &mut Partition) -> Flow {
     if p.vcpu.cr(4) & CR4_OSXSAVE == 0 {
-        p.vcpu.inject(Event::UD);
+        raise(p, Event::UD);
         return Flow::Continue;
     }
     let g = p.vcpu.gprs();
@@ -476,14 +483,13 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
 fn paging(p: &mut Partition, gpa: u64, access: Access) -> Flow {
     if access != Access::Fetch && p.mmio.claims(gpa) {
         let mut buf = [0; MAX_INSN_LEN];
-        let insn =
-            fetch(p, &mut buf).and_then(|n| decode::decode_mmio(&buf[..n], p.vcpu.mode()).ok());
-        let Some(insn) = insn else {
-            p.kill(format!(
-                "MMIO {access} of {gpa:#x} by an instruction it cannot emulate at RIP {:#x}",
-                p.vcpu.rip()
-            ));
-            return Flow::Stopped;
+        let got = fetch_at_rip(p, &mut buf);
+        let insn = match decode::decode_mmio(&buf[..got.n], p.vcpu.mode()) {
+            Ok(insn) => insn,
+            Err(e) => {
+                let what = format!("MMIO {access} of {gpa:#x} by an instruction it cannot emulate");
+                return fault_or_kill(p, got, e, &what);
+            }
         };
         let gprs = *p.vcpu.gprs();
         if let Some(v) = insn.store_value(|n| gprs.0[n as usize]) {
@@ -497,7 +503,7 @@ fn paging(p: &mut Partition, gpa: u64, access: Access) -> Flow {
         }
         let rip = p.vcpu.rip() + insn.len as u64;
         p.vcpu.set_rip(rip);
-        p.vcpu.clear_interrupt_shadow();
+        completed(p);
         return Flow::Continue;
     }
     report_last_exits(p);

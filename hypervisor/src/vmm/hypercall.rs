@@ -9,6 +9,18 @@ use hvabi::hypercall::{Call, Status, VERSION};
 /// Longest console write accepted in one call.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
 
+/// Longest `SetTimer` delay, in TSC ticks: 2^48 (78 hours at 1 GHz). A longer one, which no
+/// run would see expire (`u64::MAX` above all), is `InvalidArgument` and leaves the timer as it
+/// was, so that a guest cannot halt "until then" and keep a run from ever ending: with no
+/// timer armed, HLT with nothing to wake it ends the partition.
+pub const TIMER_DELAY_MAX: u64 = 1 << 48;
+
+/// The deadline of a `SetTimer` of `delay` ticks at TSC `now`; `None` when the delay is longer
+/// than [`TIMER_DELAY_MAX`].
+pub fn timer_deadline(now: u64, delay: u64) -> Option<u64> {
+    (delay <= TIMER_DELAY_MAX).then(|| now.saturating_add(delay))
+}
+
 /// Handles the hypercall in the partition's registers.
 pub fn handle(p: &mut Partition) -> Flow {
     let g = *p.vcpu.gprs();
@@ -73,9 +85,11 @@ pub fn handle(p: &mut Partition) -> Flow {
                 Status::Success
             } else if !(32..=255).contains(&a2) {
                 Status::InvalidArgument
-            } else {
-                p.timer = Some((crate::arch::x86::instr::rdtsc().saturating_add(a1), a2 as u8));
+            } else if let Some(at) = timer_deadline(crate::arch::x86::instr::rdtsc(), a1) {
+                p.timer = Some((at, a2 as u8));
                 Status::Success
+            } else {
+                Status::InvalidArgument
             }
         }
         None => {
@@ -93,4 +107,18 @@ pub fn handle(p: &mut Partition) -> Flow {
     }
     let next = super::dispatch::skip_public(p);
     if next != Flow::Continue { next } else { flow }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_delays_are_capped() {
+        assert_eq!(timer_deadline(100, 1), Some(101));
+        assert_eq!(timer_deadline(100, TIMER_DELAY_MAX), Some(100 + TIMER_DELAY_MAX));
+        assert_eq!(timer_deadline(u64::MAX - 1, TIMER_DELAY_MAX), Some(u64::MAX));
+        assert_eq!(timer_deadline(100, TIMER_DELAY_MAX + 1), None);
+        assert_eq!(timer_deadline(0, u64::MAX), None);
+    }
 }

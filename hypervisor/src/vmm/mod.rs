@@ -2,11 +2,15 @@
 //! the device buses. Intel and AMD are reached only through [`vcpu::Vcpu`] and
 //! [`vcpu::Backend`].
 pub mod bus;
+pub mod code_site;
 pub mod config;
+pub mod console_limit;
 pub mod cpuid;
+pub mod cr;
 pub mod decode;
 pub mod dispatch;
 pub mod exit;
+pub mod fetch;
 pub mod hypercall;
 pub mod image;
 pub mod interrupts;

@@ -101,23 +101,11 @@ pub struct Partition {
     pub refused: u64,
     console: Vec<u8>,
     /// The last instruction whose length the core decoded (CPUs without a next RIP).
-    pub insn_cache: Option<InsnCache>,
+    pub insn_cache: Option<super::code_site::CodeSite>,
+    /// The console output budget.
+    console_limit: super::console_limit::ConsoleLimit,
     /// Recent console output, for the management partition's ConsoleRead.
     pub history: alloc::collections::VecDeque<u8>,
-}
-
-/// The length of the instruction last decoded at `rip` under `cr3`, with its bytes: a later
-/// exit at the same place whose bytes (at the same guest-physical address) are unchanged has
-/// the same length, without a page walk or a decode. A guest that remaps the page holding
-/// `rip` without changing CR3 is caught by the byte comparison unless the new page holds the
-/// very same bytes there, in which case the length is the same too.
-#[derive(Clone, Copy, Debug)]
-pub struct InsnCache {
-    pub rip: u64,
-    pub cr3: u64,
-    pub gpa: u64,
-    pub len: u8,
-    pub bytes: [u8; 15],
 }
 
 /// RAM blocks `(gpa, hpa, len)` to map, and the host frames allocated for them.
@@ -238,6 +226,7 @@ impl Partition {
             refused: 0,
             console: Vec::new(),
             insn_cache: None,
+            console_limit: super::console_limit::ConsoleLimit::new(crate::arch::x86::instr::rdtsc()),
             history: alloc::collections::VecDeque::new(),
         })
     }
@@ -293,7 +282,13 @@ impl Partition {
     /// Appends console bytes; complete lines go to COM1 prefixed with the partition's name
     /// (a partial line waits for [`Partition::show_partial_line`]).
     pub fn console_bytes(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+        let now = crate::arch::x86::instr::rdtsc();
+        let khz = u64::from(super::cpuid::tsc_khz());
+        let n = self.console_limit.admit(now, khz, bytes.len() as u64) as usize;
+        if n > 0 {
+            self.note_dropped();
+        }
+        for &b in &bytes[..n] {
             if self.history.len() >= HISTORY_BYTES {
                 self.history.pop_front();
             }
@@ -323,10 +318,30 @@ impl Partition {
         self.console.clear();
     }
 
-    /// Prints what is buffered of the current console line and ends it.
+    /// Prints what is buffered of the current console line and ends it, and what the rate
+    /// limit dropped.
     pub fn flush_console(&mut self) {
         if !self.console.is_empty() {
             self.emit_console(true);
+        }
+        self.note_dropped();
+    }
+
+    /// Says how much console output the rate limit dropped since it last said
+    /// ([`super::console_limit`]).
+    fn note_dropped(&mut self) {
+        let dropped = self.console_limit.take_dropped();
+        if dropped > 0 {
+            if !self.console.is_empty() {
+                self.emit_console(true);
+            }
+            let note = format!("[{dropped} bytes dropped]");
+            crate::console::write_partition_line(
+                self.id,
+                &format!("[{}] ", self.name),
+                &note,
+                true,
+            );
         }
     }
 

@@ -4,6 +4,7 @@
 //! The core drives a vCPU only through these: run it, read and change its registers, inject an
 //! event, choose what causes exits. Nothing above this file knows a VMCS from a VMCB.
 
+use super::code_site::CodeSite;
 use super::exit::VmExit;
 use alloc::boxed::Box;
 use core::fmt;
@@ -44,6 +45,7 @@ pub enum Event {
 
 /// Exception vectors the core injects.
 pub mod vector {
+    pub const DB: u8 = 1;
     pub const UD: u8 = 6;
     pub const GP: u8 = 13;
 }
@@ -53,6 +55,17 @@ impl Event {
     pub const GP0: Self = Self::Exception { vector: vector::GP, error_code: Some(0) };
     /// #UD.
     pub const UD: Self = Self::Exception { vector: vector::UD, error_code: None };
+
+    /// A fault-class exception (SDM Vol. 3A §6.5, Table 6-1): #DE, #BR, #UD, #NM, #TS, #NP,
+    /// #SS, #GP, #PF, #MF, #AC, #XM, #VE, #CP. The CPU saves RFLAGS with RF set when it
+    /// delivers one (§6.13, §17.3.1.1); #DB (fault or trap), #BP and #OF (traps), #DF and #MC
+    /// (aborts) are not.
+    pub const fn is_fault(self) -> bool {
+        matches!(
+            self,
+            Self::Exception { vector: 0 | 5 | 6 | 7 | 10..=14 | 16 | 17 | 19..=21, .. }
+        )
+    }
 }
 
 pub use super::decode::CpuMode;
@@ -143,7 +156,7 @@ pub trait Vcpu {
     }
     /// Where the last CPUID the core emulated lies, when the CPU gives no next RIP: the backend
     /// may then handle later CPUID exits there on its fast path (SVM without NRIP save).
-    fn set_cpuid_site(&mut self, _site: Option<CpuidSite>) {}
+    fn set_cpuid_site(&mut self, _site: Option<CodeSite>) {}
     /// The general registers (RSP included, kept in step with the hardware state).
     fn gprs(&mut self) -> &mut Gprs;
     fn rip(&self) -> u64;
@@ -155,7 +168,8 @@ pub trait Vcpu {
     fn next_rip(&self) -> Option<u64>;
     /// The guest's view of CR0, CR2, CR3, CR4 or CR8.
     fn cr(&self, n: u8) -> u64;
-    /// A guest write to CR0, CR3, CR4 or CR8, already validated by the core.
+    /// A guest write to CR0, CR3, CR4 or CR8, already validated by the core; or CR2, for a #PF
+    /// the core injects.
     fn set_cr(&mut self, n: u8, v: u64);
     /// The guest's value of a hardware-held MSR.
     fn msr(&self, m: HwMsr) -> u64;
@@ -172,8 +186,11 @@ pub trait Vcpu {
     /// True when the guest would accept an external interrupt now (RFLAGS.IF and no
     /// STI/MOV-SS shadow).
     fn interruptible(&self) -> bool;
-    /// Ends an STI/MOV-SS interrupt shadow (after the core emulated the next instruction).
-    fn clear_interrupt_shadow(&mut self);
+    /// An instruction the core emulated completed (RIP is past it): ends an STI/MOV-SS
+    /// interrupt shadow and, with RFLAGS.TF set, delivers the single-step #DB (DR6.BS, SDM
+    /// Vol. 3B §17.3.1.4) before the guest's next instruction. One call for both: it is on
+    /// every emulated instruction's path.
+    fn instruction_completed(&mut self);
     /// Exit as soon as the guest can take an interrupt.
     fn set_interrupt_window_exiting(&mut self, on: bool);
     /// Ends the next run after about `ticks` TSC ticks of guest time (0 = no limit).
@@ -208,19 +225,6 @@ pub trait SecondLevel {
     fn tables_used(&self) -> usize;
 }
 
-/// A CPUID instruction's place and bytes, as the core decoded them (see
-/// [`Vcpu::set_cpuid_site`]). A later CPUID exit at `rip` under `cr3` whose bytes at host
-/// address `host` still equal `bytes[..len]` is the same instruction.
-#[derive(Clone, Copy, Debug)]
-pub struct CpuidSite {
-    pub rip: u64,
-    pub cr3: u64,
-    /// Host (identity-mapped) address of the instruction's bytes in the partition's RAM.
-    pub host: u64,
-    pub len: u8,
-    pub bytes: [u8; 15],
-}
-
 /// What the backend needs to know to build a vCPU.
 #[derive(Debug)]
 pub struct VcpuConfig {
@@ -239,4 +243,22 @@ pub trait Backend {
     fn new_second_level(&mut self) -> Result<Box<dyn SecondLevel>, &'static str>;
     /// A new vCPU in `config`'s initial state.
     fn create_vcpu(&mut self, config: &VcpuConfig) -> Result<Box<dyn Vcpu>, &'static str>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Event;
+
+    #[test]
+    fn faults_are_the_fault_class_vectors() {
+        let fault = |v| Event::Exception { vector: v, error_code: None }.is_fault();
+        for v in [0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21] {
+            assert!(fault(v), "vector {v}");
+        }
+        for v in [1, 2, 3, 4, 8, 9, 15, 18, 22, 31] {
+            assert!(!fault(v), "vector {v}");
+        }
+        assert!(Event::GP0.is_fault() && Event::UD.is_fault());
+        assert!(!Event::Interrupt { vector: 14 }.is_fault(), "an interrupt is no fault");
+    }
 }

@@ -123,6 +123,31 @@ pub fn decode(code: u64, info1: u64, info2: u64) -> Result<VmExit, EntryError> {
     })
 }
 
+/// Which of VMRUN's control-register checks (APM Vol. 2 §15.5.1) the guest state fails, where
+/// the guest itself wrote the register without an intercept: CR0 bits 63:32 or NW without CD,
+/// CR3 bits at or above MAXPHYADDR in long mode (a MOV CR3 QEMU TCG does not check), CR4 bits
+/// 63:32. `None`: none of these (another check failed).
+pub fn invalid_state(
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+    maxphyaddr: u8,
+) -> Option<&'static str> {
+    const CR0_NW: u64 = 1 << 29;
+    const CR0_CD: u64 = 1 << 30;
+    const EFER_LMA: u64 = 1 << 10;
+    if cr0 >> 32 != 0 || (cr0 & CR0_NW != 0 && cr0 & CR0_CD == 0) {
+        Some("CR0 has reserved bits or NW without CD")
+    } else if efer & EFER_LMA != 0 && cr3 >> maxphyaddr.min(52) != 0 {
+        Some("CR3 has bits set above MAXPHYADDR (a MOV to CR3 the CPU did not refuse)")
+    } else if cr4 >> 32 != 0 {
+        Some("CR4 has reserved bits")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::code::*;
@@ -179,6 +204,16 @@ mod tests {
             decode(CR0_WRITE + 4, 0, 0),
             Ok(VmExit::CrAccess { cr: 4, write: true, gpr: None })
         );
+    }
+
+    #[test]
+    fn invalid_state_names_the_register() {
+        let (cr0, cr3, cr4, efer) = (0x8001_0033, 0x2000, 0x20, 0xd00);
+        assert_eq!(invalid_state(cr0, cr3, cr4, efer, 40), None);
+        assert!(invalid_state(cr0, cr3 | 1 << 62, cr4, efer, 40).unwrap().contains("CR3"));
+        assert!(invalid_state(cr0 | 1 << 29, cr3, cr4, efer, 40).unwrap().contains("CR0"));
+        assert!(invalid_state(cr0, cr3, cr4 | 1 << 32, efer, 40).unwrap().contains("CR4"));
+        assert_eq!(invalid_state(cr0, 1 << 40, cr4, 0, 40), None, "32-bit CR3 outside long mode");
     }
 
     #[test]

@@ -1,23 +1,27 @@
 //! The exit fast path, as on VMX (`arch/vmx/fast.rs`): a CPUID exit with nothing pending is
 //! answered inside the world-switch stub ([`super::entry::svm_run`]) and the guest resumes at
-//! once, without returning to the run loop. The answer is the core's own [`guest_cpuid`].
+//! once, without returning to the run loop. A CPUID under single-step (RFLAGS.TF) goes the
+//! normal way, which delivers the #DB. The answer is the core's own [`guest_cpuid`].
 //!
 //! The instruction's length comes from NRIP save (APM Vol. 2 §15.7.1) where the CPU has it.
 //! Without it (QEMU TCG) it comes from the site the core last decoded
-//! ([`crate::vmm::vcpu::CpuidSite`]): the same RIP under the same CR3 with the same bytes at
-//! the same place in the partition's RAM is the same instruction. Anything else (an interrupt
+//! ([`crate::vmm::code_site::CodeSite`]): the same RIP under the same CR3, through the same
+//! page-table entries, with the same bytes there, is the same instruction. Anything else (an interrupt
 //! shadow, an event being delivered again, the end of the time slice) goes the normal way.
 
 use super::vmcb::{INTERRUPT_SHADOW, TLB_FLUSH_NOTHING, Vmcb};
 use crate::arch::x86::instr::rdtsc;
+use crate::vmm::code_site::CodeSite;
 use crate::vmm::cpuid::{Regs, guest_cpuid};
-use crate::vmm::vcpu::{CpuidSite, Gprs, reg};
+use crate::vmm::vcpu::{Gprs, reg};
 
 /// SVM exit code of CPUID (APM Vol. 2 Appendix C).
 const EXIT_CPUID: u64 = 0x72;
 /// EXITINTINFO.V: an event was being delivered when the exit happened (§15.7.2).
 const EXITINTINFO_VALID: u64 = 1 << 31;
 const CR4_OSXSAVE: u64 = 1 << 18;
+/// RFLAGS.TF: the core delivers the single-step #DB after an emulated instruction.
+const RFLAGS_TF: u64 = 1 << 8;
 
 /// What the stub's fast path needs of the vCPU, for one [`super::entry::svm_run`].
 #[derive(Debug)]
@@ -25,7 +29,8 @@ const CR4_OSXSAVE: u64 = 1 << 18;
 pub struct FastCtx {
     pub vmcb: *mut Vmcb,
     pub nrip_save: bool,
-    pub site: Option<CpuidSite>,
+    /// The vCPU's [`CodeSite`] (null: none), valid for the run.
+    pub site: *const CodeSite,
     /// TSC at the start of the run and the time slice (0: none).
     pub start: u64,
     pub timeslice: u64,
@@ -45,6 +50,7 @@ pub extern "C" fn svm_fast_exit(g: &mut Gprs, ctx: &mut FastCtx) -> u64 {
     if c.exit_code != EXIT_CPUID
         || c.exit_int_info & EXITINTINFO_VALID != 0
         || c.int_state & INTERRUPT_SHADOW != 0
+        || v.save.rflags & RFLAGS_TF != 0
         || (ctx.timeslice != 0 && rdtsc().wrapping_sub(ctx.start) >= ctx.timeslice)
     {
         return 0;
@@ -53,18 +59,11 @@ pub extern "C" fn svm_fast_exit(g: &mut Gprs, ctx: &mut FastCtx) -> u64 {
     let next = if ctx.nrip_save && c.next_rip != 0 {
         c.next_rip
     } else {
-        match &ctx.site {
-            Some(s) if s.rip == rip && s.cr3 == v.save.cr3 => {
-                let len = usize::from(s.len);
-                // SAFETY: `host` is where the partition's RAM holds the instruction, as the
-                // core found it; that RAM outlives the vCPU, and the guest is not running.
-                let now = unsafe { core::slice::from_raw_parts(s.host as *const u8, len) };
-                // Byte by byte: short, and no call to memcmp on this path.
-                if !now.iter().zip(&s.bytes[..len]).all(|(a, b)| a == b) {
-                    return 0;
-                }
-                rip + len as u64
-            }
+        // SAFETY: `site` is null or the vCPU's site, alive and unchanged during the run.
+        match unsafe { ctx.site.as_ref() } {
+            // SAFETY: the site was captured from this partition's RAM, which outlives its
+            // vCPU; the guest is not running.
+            Some(s) if unsafe { s.still_valid(rip, v.save.cr3) } => rip + u64::from(s.len),
             _ => return 0,
         }
     };

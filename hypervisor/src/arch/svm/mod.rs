@@ -7,6 +7,7 @@
 //! CPU may lack is nested paging, ASIDs and NRIP save; without the last (QEMU TCG) the core
 //! decodes each exiting instruction's length itself.
 
+mod asid;
 pub mod entry;
 pub mod exit;
 pub mod fast;
@@ -93,10 +94,10 @@ impl Backend for SvmBackend {
     }
 
     fn create_vcpu(&mut self, config: &VcpuConfig) -> Result<Box<dyn Vcpu>, &'static str> {
-        // ASID 0 is the host's; VMRUN refuses it (§15.5.1, §15.16).
-        if config.tag == 0 || u32::from(config.tag) >= self.asids {
-            return Err("the vCPU's tag is not a guest ASID (1 to CPUID Fn8000_000A EBX - 1)");
-        }
-        Ok(Box::new(vcpu::SvmVcpu::new(config, self.host_state.0, self.nrip_save)?))
+        // ASID 0 is the host's; VMRUN refuses it (§15.5.1, §15.16). More vCPUs than ASIDs
+        // share them, flushed on each switch (`asid.rs`).
+        let asid = asid::for_tag(config.tag, self.asids)
+            .ok_or("the vCPU's tag is 0 or the CPU has no guest ASID")?;
+        Ok(Box::new(vcpu::SvmVcpu::new(config, asid, self.host_state.0, self.nrip_save)?))
     }
 }

@@ -20,6 +20,7 @@ pub static ENABLED: AtomicBool = AtomicBool::new(false);
 pub static HANDLED: AtomicU64 = AtomicU64::new(0);
 
 const CR4_OSXSAVE: u64 = 1 << 18;
+const RFLAGS_TF: u64 = 1 << 8;
 
 /// Called by the exit stub with the guest's registers; true (1) when the exit was handled
 /// and the guest can resume.
@@ -30,8 +31,12 @@ pub extern "C" fn vmx_fast_exit(g: &mut Gprs) -> u64 {
     // SAFETY: called only from `vmx_exit`, right after a VM exit of the current VMCS; these
     // fields exist on every VMX CPU.
     unsafe {
+        // Under single-step (RFLAGS.TF) the normal way delivers the #DB: one test of
+        // interruptibility and TF together.
         if vmread_unchecked(ReadOnly::ExitReason as u32) != u64::from(reason::CPUID)
-            || vmread_unchecked(Field::GuestInterruptibility as u32) != 0
+            || vmread_unchecked(Field::GuestInterruptibility as u32)
+                | (vmread_unchecked(Field::GuestRflags as u32) & RFLAGS_TF)
+                != 0
         {
             return 0;
         }

@@ -16,6 +16,7 @@ use alloc::boxed::Box;
 use core::fmt;
 
 const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_TF: u64 = 1 << 8;
 /// CR0.CD and CR0.NW: VM entry does not load them (SDM §27.3.2.1), so the host keeps them and
 /// the guest sees and changes only its read shadow.
 const CR0_CD_NW: u64 = (1 << 30) | (1 << 29);
@@ -38,6 +39,9 @@ pub struct VmxVcpu {
     rflags: u64,
     /// Length of the instruction that caused the last exit (0 when not reported).
     exit_insn_len: u64,
+    /// A CR2 for the guest's next entry (an injected #PF): VMX does not switch CR2, so the
+    /// guest's is the CPU's own, written just before entry.
+    cr2: Option<u64>,
     pending: Option<Event>,
     proc: u32,
     bitmaps: HostPhys,
@@ -83,6 +87,7 @@ impl VmxVcpu {
             rip: config.initial.rip,
             rflags: config.initial.rflags,
             exit_insn_len: 0,
+            cr2: None,
             pending: None,
             proc: c.proc,
             bitmaps,
@@ -303,6 +308,11 @@ impl Vcpu for VmxVcpu {
             v.write(F::PreemptionTimerValue, ticks.clamp(1, u64::from(u32::MAX)));
         }
         self.msrs.activate();
+        if let Some(cr2) = self.cr2.take() {
+            // SAFETY: CR2 only reports page-fault addresses; the host takes none between here
+            // and VM entry, so the guest finds this value.
+            unsafe { core::arch::asm!("mov cr2, {}", in(reg) cr2, options(nostack, nomem)) };
+        }
         // SAFETY: this vCPU's VMCS is current and was set up by `setup` with HOST_RIP =
         // vmx_exit; `launched` tracks VMLAUNCH vs VMRESUME for it.
         let failed = unsafe { vmx_enter(&mut self.gprs, u64::from(self.launched)) };
@@ -413,6 +423,7 @@ impl Vcpu for VmxVcpu {
                 v.write(F::GuestCr4, self.cr4_fixed.apply(val));
             }
             8 => self.cr8 = val & 0xf,
+            2 => self.cr2 = Some(val),
             _ => {}
         }
     }
@@ -483,11 +494,18 @@ impl Vcpu for VmxVcpu {
             && self.current().read(F::GuestInterruptibility) & BLOCKING_STI_MOVSS == 0
     }
 
-    fn clear_interrupt_shadow(&mut self) {
+    fn instruction_completed(&mut self) {
         let v = self.current();
         let s = v.read(F::GuestInterruptibility);
         if s & BLOCKING_STI_MOVSS != 0 {
             v.write(F::GuestInterruptibility, s & !BLOCKING_STI_MOVSS);
+        }
+        if self.rflags & RFLAGS_TF != 0 {
+            // The pending debug exceptions field: with BS set and RFLAGS.TF the CPU delivers
+            // the #DB right after VM entry, with DR6.BS (SDM Vol. 3C §27.7.3; the guest's DR6
+            // is not in the VMCS).
+            let pending = v.read(F::GuestPendingDebugExceptions);
+            v.write(F::GuestPendingDebugExceptions, pending | (1 << 14));
         }
     }
 

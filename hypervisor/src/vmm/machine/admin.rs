@@ -150,7 +150,11 @@ impl Machine<'_> {
             })
             .collect();
         let caller = &mut self.parts[i];
-        caller.ram.slice(gpa, infos.len() as u64 * size).map_err(|_| Status::BadAddress)?;
+        // Nothing to write (a buffer too small for one record, RSI = 0 to ask for the count):
+        // the address is not looked at.
+        if !infos.is_empty() {
+            caller.ram.slice(gpa, infos.len() as u64 * size).map_err(|_| Status::BadAddress)?;
+        }
         for (k, info) in infos.iter().enumerate() {
             caller
                 .ram
