@@ -1,8 +1,8 @@
 //! Hypercall dispatch (the ABI is `hvabi::hypercall`; the table is `docs/hypercalls.md`).
 //! Every argument is checked; buffers are read only through the caller's own RAM map.
 
-use super::dispatch::Flow;
 use super::partition::{Partition, State};
+use super::step::{self, Flow};
 use super::vcpu::reg;
 use hvabi::hypercall::{Call, Status, VERSION};
 
@@ -105,7 +105,7 @@ pub fn handle(p: &mut Partition) -> Flow {
     if flow == Flow::Stopped {
         return flow;
     }
-    let next = super::dispatch::skip_public(p);
+    let next = step::skip(p);
     if next != Flow::Continue { next } else { flow }
 }
 

@@ -26,4 +26,5 @@ pub mod pc;
 pub mod platform;
 pub mod profile;
 pub mod run;
+pub mod step;
 pub mod vcpu;

@@ -1,5 +1,5 @@
 //! Where a slow-path exit's ticks go: with the `exit-profile` feature the run loop
-//! ([`super::run::run_slice`]) reads the TSC at the boundary of each [`Stage`] and sums the
+//! (`run::run_slice`) reads the TSC at the boundary of each [`Stage`] and sums the
 //! ticks per stage and exit kind; [`report`] prints the averages as `EXIT-PROFILE` lines, which
 //! `cargo xtask bench --profile` reads. Without the feature every function here is empty and
 //! inlined away: the gated bench figures are measured on a kernel without a single mark.

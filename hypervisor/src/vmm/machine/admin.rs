@@ -120,7 +120,7 @@ impl Machine<'_> {
             }
             Err(s) => g.0[reg::RAX] = s as u64,
         }
-        crate::vmm::dispatch::skip_public(p);
+        crate::vmm::step::skip(p);
     }
 
     fn index_of(&self, id: u64) -> Result<usize, Status> {
