@@ -22,3 +22,4 @@ pub mod platform;
 pub mod profile;
 pub mod run;
 pub mod vcpu;
+pub mod xcr0;
