@@ -71,7 +71,9 @@ fn parse_args() -> Result<Args, String> {
                 let s: f64 = value("--time")?.parse().map_err(|e| format!("--time: {e}"))?;
                 a.time = Some(Duration::from_secs_f64(s));
             }
-            "--runs" => a.runs = Some(value("--runs")?.parse().map_err(|e| format!("--runs: {e}"))?),
+            "--runs" => {
+                a.runs = Some(value("--runs")?.parse().map_err(|e| format!("--runs: {e}"))?)
+            }
             "--seed" => {
                 a.seed = value("--seed")?.parse().map_err(|e| format!("--seed: {e}"))?;
                 seeded = true;
@@ -152,7 +154,12 @@ fn run_one(t: &'static Target, input: &[u8]) -> u64 {
 }
 
 /// Fuzzes `t` until `deadline` or `runs` inputs; returns (inputs run, distinct outcomes).
-fn fuzz(t: &'static Target, rng: &mut Rng, deadline: Option<Instant>, runs: Option<u64>) -> (u64, usize) {
+fn fuzz(
+    t: &'static Target,
+    rng: &mut Rng,
+    deadline: Option<Instant>,
+    runs: Option<u64>,
+) -> (u64, usize) {
     let mut pool = load_corpus(t.name);
     let mut outcomes = HashSet::new();
     let mut n = 0u64;
@@ -165,7 +172,9 @@ fn fuzz(t: &'static Target, rng: &mut Rng, deadline: Option<Instant>, runs: Opti
     }
     let corpus_len = pool.len();
     loop {
-        if runs.is_some_and(|r| n >= r) || (n % 64 == 0 && deadline.is_some_and(|d| Instant::now() >= d)) {
+        if runs.is_some_and(|r| n >= r)
+            || (n.is_multiple_of(64) && deadline.is_some_and(|d| Instant::now() >= d))
+        {
             break;
         }
         let mut input = if rng.below(16) == 0 {
@@ -208,7 +217,9 @@ fn main() -> ExitCode {
             let dir = corpus_dir(t.name);
             for (i, s) in seeds::seeds(t.name).iter().enumerate() {
                 let path = dir.join(format!("seed-{i}"));
-                if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, s)) {
+                if let Err(e) =
+                    std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, s))
+                {
                     eprintln!("hvfuzz: writing {}: {e}", path.display());
                     return ExitCode::FAILURE;
                 }

@@ -31,22 +31,22 @@ fn with_head(head: &[u8], body: &[u8]) -> Vec<u8> {
 /// A mode byte (3 = 64-bit, 2 = 32-bit) and the bytes of instructions that exit or touch MMIO.
 fn decode() -> Vec<Vec<u8>> {
     let insns: [&[u8]; 16] = [
-        &[3, 0x0f, 0xa2],                               // cpuid
-        &[3, 0x2e, 0x0f, 0xa2],                         // cs cpuid
-        &[3, 0x0f, 0x01, 0xd9],                         // vmmcall
-        &[3, 0x0f, 0x01, 0xc1],                         // vmcall
-        &[3, 0x0f, 0x30],                               // wrmsr
-        &[3, 0xec],                                     // in al, dx
-        &[3, 0xf3, 0x6e],                               // rep outsb
-        &[3, 0x8b, 0x03],                               // mov eax, [rbx]
-        &[3, 0x48, 0x89, 0x44, 0x8b, 0x10],             // mov [rbx+rcx*4+0x10], rax
+        &[3, 0x0f, 0xa2],                                     // cpuid
+        &[3, 0x2e, 0x0f, 0xa2],                               // cs cpuid
+        &[3, 0x0f, 0x01, 0xd9],                               // vmmcall
+        &[3, 0x0f, 0x01, 0xc1],                               // vmcall
+        &[3, 0x0f, 0x30],                                     // wrmsr
+        &[3, 0xec],                                           // in al, dx
+        &[3, 0xf3, 0x6e],                                     // rep outsb
+        &[3, 0x8b, 0x03],                                     // mov eax, [rbx]
+        &[3, 0x48, 0x89, 0x44, 0x8b, 0x10],                   // mov [rbx+rcx*4+0x10], rax
         &[3, 0xc7, 0x80, 0, 1, 0, 0, 0x78, 0x56, 0x34, 0x12], // mov dword [rax+0x100], imm32
-        &[3, 0x48, 0xa1, 0, 0, 0xb0, 0xfe, 0, 0, 0, 0], // movabs rax, [0xfeb00000]
-        &[3, 0x0f, 0xb6, 0x07],                         // movzx eax, byte [rdi]
-        &[3, 0x48, 0x63, 0x06],                         // movsxd rax, dword [rsi]
-        &[3, 0x0f, 0x22, 0xc0],                         // mov cr0, rax
-        &[2, 0x66, 0x8b, 0x05, 0, 0, 0xb0, 0xfe],       // mov ax, [0xfeb00000] (32-bit)
-        &[0, 0x8b, 0x07],                               // mov ax, [bx] (real mode)
+        &[3, 0x48, 0xa1, 0, 0, 0xb0, 0xfe, 0, 0, 0, 0],       // movabs rax, [0xfeb00000]
+        &[3, 0x0f, 0xb6, 0x07],                               // movzx eax, byte [rdi]
+        &[3, 0x48, 0x63, 0x06],                               // movsxd rax, dword [rsi]
+        &[3, 0x0f, 0x22, 0xc0],                               // mov cr0, rax
+        &[2, 0x66, 0x8b, 0x05, 0, 0, 0xb0, 0xfe],             // mov ax, [0xfeb00000] (32-bit)
+        &[0, 0x8b, 0x07],                                     // mov ax, [bx] (real mode)
     ];
     insns.iter().map(|i| i.to_vec()).collect()
 }

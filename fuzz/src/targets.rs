@@ -57,7 +57,7 @@ fn decode(data: &[u8]) -> u64 {
         [usize::from(m & 3)];
     let len = decode::insn_len(bytes, mode);
     if let Ok(n) = len {
-        assert!(n >= 1 && n <= MAX_INSN_LEN && n <= bytes.len(), "length {n} of {bytes:02x?}");
+        assert!((1..=MAX_INSN_LEN).contains(&n) && n <= bytes.len(), "length {n} of {bytes:02x?}");
     }
     let mmio = decode::decode_mmio(bytes, mode);
     if let Ok(insn) = mmio {
@@ -70,7 +70,12 @@ fn decode(data: &[u8]) -> u64 {
     if let Ok(c) = cr {
         assert!(c.cr < 16 && c.gpr < 16 && c.len <= MAX_INSN_LEN, "{c:?} of {bytes:02x?}");
     }
-    sig(&[len.map_or(99, |n| n as u64), u64::from(mmio.is_ok()), u64::from(cr.is_ok()), u64::from(m & 3)])
+    sig(&[
+        len.map_or(99, |n| n as u64),
+        u64::from(mmio.is_ok()),
+        u64::from(cr.is_ok()),
+        u64::from(m & 3),
+    ])
 }
 
 /// The manifest parser, through its public entry point only (it is being rewritten): any bytes
@@ -118,7 +123,8 @@ fn elf(data: &[u8]) -> u64 {
             let extent = img.extent();
             assert!(extent.end <= size, "extent {extent:x?} past RAM {size:#x}");
             assert!(img.segments.iter().any(|s| s.range().contains(&img.entry)), "entry outside");
-            let _ = img.load_into(|gpa, b| ram.write(gpa, b.len() as u64), |gpa, n| ram.write(gpa, n));
+            let _ =
+                img.load_into(|gpa, b| ram.write(gpa, b.len() as u64), |gpa, n| ram.write(gpa, n));
             sig(&[1, img.segments.len() as u64])
         }
         Err(e) => sig(&[2, format!("{e:?}").len() as u64]),
@@ -210,10 +216,8 @@ fn pack(data: &[u8]) -> u64 {
     let outcome = match Pack::parse(data) {
         Ok(p) => {
             assert_eq!(p.entries().count(), p.len());
-            for (name, bytes) in p.entries() {
-                assert!(!name.is_empty());
-                assert_eq!(p.get(name).map(<[u8]>::len).is_some(), true, "{name}");
-                let _ = bytes;
+            for (name, _) in p.entries() {
+                assert!(!name.is_empty() && p.get(name).is_some(), "entry {name:?}");
             }
             sig(&[1, p.len() as u64])
         }

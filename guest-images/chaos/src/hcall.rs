@@ -58,6 +58,10 @@ pub fn run(ctx: &mut Ctx) {
         return;
     }
     let mut args = [gpa(ctx), length(ctx), ctx.rng.next(), ctx.rng.next()];
+    if ctx.rng.chance(1, 4) {
+        // Small ids: this partition's, its neighbours', channel 0 and 1.
+        args[0] = ctx.rng.below(4);
+    }
     if call == Call::ConsoleWrite as u64 {
         let (addr, len) = (args[0], args[1]);
         let inside = len != 0 && addr.checked_add(len).is_some_and(|end| end <= ctx.ram_size);
@@ -70,10 +74,6 @@ pub fn run(ctx: &mut Ctx) {
         // Mostly a delay that comes due during the run, at a vector in or out of range.
         args[0] = ctx.rng.below(2_000_000);
         args[1] = ctx.rng.below(300);
-    }
-    if ctx.rng.chance(1, 4) {
-        // Small ids: this partition's, its neighbours', channel 0 and 1.
-        args[0] = ctx.rng.below(4);
     }
     ctx.catch(|| {
         // SAFETY: no call this partition may make writes guest memory (the ones that do are

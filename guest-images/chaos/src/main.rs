@@ -33,6 +33,8 @@ use rng::Rng;
 guest_rt::entry!(main);
 
 const DEFAULT_OPS: u64 = 20_000;
+/// An operation that takes longer than this is named on the console (a hint where time goes).
+const SLOW_OP_TICKS: u64 = 50_000_000;
 
 /// What every operation gets: the generator, the partition's RAM size, the tallies.
 pub struct Ctx {
@@ -145,6 +147,7 @@ fn main(info: &'static StartInfo) -> u64 {
         failures: 0,
     };
     let mut drawn = [0u64; OPS.len()];
+    let mut ticks = [0u64; OPS.len()];
     for n in 0..ops {
         let i = draw(ctx.rng.below(TOTAL_WEIGHT));
         drawn[i] += 1;
@@ -152,16 +155,32 @@ fn main(info: &'static StartInfo) -> u64 {
         if ctx.tracing {
             println!("chaos: op {n}: {}", OPS[i].name);
         }
+        let start = instr::rdtsc();
         (OPS[i].run)(&mut ctx);
+        let took = instr::rdtsc().wrapping_sub(start);
+        ticks[i] += took;
+        if took > SLOW_OP_TICKS {
+            println!("chaos: op {n} ({}) took {took} TSC ticks", OPS[i].name);
+        }
         if (n + 1) % 10_000 == 0 && n + 1 < ops {
             println!("chaos: {} operations, {} faults caught so far", n + 1, ctx.faults);
         }
     }
     instr::cli();
     control::restore_debug();
-    let mut by_kind = [0u8; 400];
-    let by_kind = tally(&mut by_kind, &drawn);
-    println!("chaos: by kind: {by_kind}");
+    // Two lines: the hypervisor's console cuts longer ones.
+    for half in [0..OPS.len() / 2, OPS.len() / 2..OPS.len()] {
+        let mut buf = [0u8; 200];
+        println!("chaos: by kind: {}", tally(&mut buf, &OPS[half.clone()], &drawn[half.clone()]));
+    }
+    for half in [0..OPS.len() / 2, OPS.len() / 2..OPS.len()] {
+        let mut avg = [0u64; OPS.len()];
+        for i in half.clone() {
+            avg[i] = ticks[i] / drawn[i].max(1);
+        }
+        let mut buf = [0u8; 200];
+        println!("chaos: TSC ticks per op: {}", tally(&mut buf, &OPS[half.clone()], &avg[half]));
+    }
     println!(
         "chaos: {ops} operations, {} faults caught, {} interrupts, {} integrity failures",
         ctx.faults,
@@ -188,7 +207,7 @@ fn draw(mut pick: u64) -> usize {
 }
 
 /// `name value, ...` for each operation, in `buf`.
-fn tally<'a>(buf: &'a mut [u8], drawn: &[u64]) -> &'a str {
+fn tally<'a>(buf: &'a mut [u8], ops: &[Op], drawn: &[u64]) -> &'a str {
     struct W<'b>(&'b mut [u8], usize);
     impl core::fmt::Write for W<'_> {
         fn write_str(&mut self, s: &str) -> core::fmt::Result {
@@ -199,7 +218,7 @@ fn tally<'a>(buf: &'a mut [u8], drawn: &[u64]) -> &'a str {
         }
     }
     let mut w = W(buf, 0);
-    for (i, (op, n)) in OPS.iter().zip(drawn).enumerate() {
+    for (i, (op, n)) in ops.iter().zip(drawn).enumerate() {
         let sep = if i == 0 { "" } else { ", " };
         let _ = core::fmt::Write::write_fmt(&mut w, format_args!("{sep}{} {n}", op.name));
     }
