@@ -107,9 +107,15 @@ pub fn data(ctx: &mut Ctx) {
     // SAFETY: the entry is the window's own; nothing else of the guest lives there.
     unsafe { pte(slot).write_volatile(entry) };
     let mut got = None;
+    let cr3 = instr::read_cr3();
     let e = ctx.catch(|| {
         got = Some(read_through(va, flush));
     });
+    if instr::read_cr3() != cr3 {
+        // The #PF of an unmapped page skipped the switch back from the copy.
+        // SAFETY: the guest's own tables, as before the operation.
+        unsafe { instr::write_cr3(cr3) };
+    }
     if matches!(flush, Flush::None) {
         return;
     }

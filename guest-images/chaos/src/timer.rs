@@ -8,7 +8,11 @@
 //! 8259 pair at vectors below 32: random port writes may have set its vector base to 8 (as
 //! firmware leaves it), where an IRQ looks like an exception with an error code to the
 //! runtime's stubs; so the pair is initialised at 0x20/0x28 (random masks) before interrupts
-//! are enabled.
+//! are enabled. An interrupt rate the guest cannot keep up with: random port writes may have
+//! set the PIT or the RTC's periodic interrupt faster than its handler runs (under Bochs a tick
+//! of the PIT at its fastest is a few instructions), and then, as on a PC, it never leaves its
+//! handler (seed 1, operation 34 097); so the PIT's channel 0 is set to 18.2 Hz (mode 2,
+//! count 65536) and the RTC's line stays masked while interrupts are on.
 
 use guest_rt::{hypercall, instr};
 
@@ -40,7 +44,11 @@ pub fn run(ctx: &mut Ctx) {
             instr::outb(data, 0x01);
         }
         instr::outb(0x21, masks as u8);
-        instr::outb(0xa1, (masks >> 8) as u8);
+        instr::outb(0xa1, (masks >> 8) as u8 | 0x01);
+        // PIT channel 0: lobyte/hibyte, mode 2, count 0 (= 65536) (8254 data sheet).
+        instr::outb(0x43, 0x34);
+        instr::outb(0x40, 0);
+        instr::outb(0x40, 0);
     }
     if ctx.tracing {
         guest_rt::println!(
