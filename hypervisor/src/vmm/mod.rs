@@ -23,3 +23,4 @@ pub mod platform;
 pub mod profile;
 pub mod run;
 pub mod vcpu;
+pub mod xcr0;
