@@ -3,12 +3,13 @@
 //! One binary, one module per concern: `build` (cargo builds), `image` (GRUB ISO, UEFI disk),
 //! `emulator` (QEMU and Bochs behind one trait, the watched run), `kvm` (nested KVM detection),
 //! `deps` (installing what is missing), `linux` (the Linux guest's kernel and initramfs), `run`,
-//! `test`, `bench`; `step` holds progress output and the nested cargo command.
+//! `test`, `bench`, `fuzz`; `step` holds progress output and the nested cargo command.
 
 mod bench;
 mod build;
 mod deps;
 mod emulator;
+mod fuzz;
 mod image;
 mod kvm;
 mod linux;
@@ -46,6 +47,9 @@ enum Command {
     /// Fetch Debian's cloud kernel and busybox-static into target/linux/ and build the
     /// initramfs (done on demand by any scenario that names them); print the versions.
     Linux(linux::LinuxArgs),
+    /// Fuzz the hypervisor's parsers and device models on the host (`fuzz/`): every target
+    /// or those named, for a time or a number of inputs, or replay a saved crash.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::test(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Linux(args) => linux::command(&args),
+        Command::Fuzz(args) => fuzz::command(&args),
     };
     match result {
         Ok(code) => code,

@@ -161,6 +161,22 @@ const ATTACK: &[Want] = &[
     Line("hypervisor: partition neighbour (id 7): shut down with status 0 [as expected]"),
     POWER_OFF_OK,
 ];
+/// `scenarios/chaos.toml`: the chaos guest runs its operations, catches every fault and
+/// passes (no integrity failure: a `FAIL` line would fail the case anyway), ends as its
+/// manifest expects, and the probe beside it passes every check as it does alone (`PROBE`'s
+/// lines); the power-off is clean. A hypervisor panic, a hang (the timeout) or a changed probe
+/// fails the case.
+const CHAOS: &[Want] = &[
+    LineWith(&["[chaos] chaos: seed ", ", ops "]),
+    LineWith(&["[chaos] chaos: ", " operations, ", " faults caught, ", ", 0 integrity failures"]),
+    Line("[chaos] PASS chaos"),
+    Line("hypervisor: partition chaos (id 1): shut down with status 0 [as expected]"),
+    PROBE_PASSES,
+    PROBE_SUMMARY,
+    PROBE_EXIT,
+    POWER_OFF_OK,
+];
+
 /// The management shell session of the mgmt cases (`scenarios/mgmt.toml`): list, create two
 /// probe partitions and start them, destroy one, open a channel to `chan` and wait for the echo
 /// test and the surviving probe, then list, show statistics and shut down (the management
@@ -533,6 +549,36 @@ const CASES: &[Case] = &[
         test_disk: false,
         cpus: 1,
     },
+    // The chaos guest (`scenarios/chaos.toml`) with the log at `warn`: its tens of thousands
+    // of refused MSRs and ports would each be an `info` line on a slow serial port.
+    Case {
+        name: "svm-chaos",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "loglevel=warn",
+        scenario: "chaos",
+        expect: CHAOS,
+        status: Expect::Success,
+        timeout_s: 120,
+        input: &[],
+        test_disk: false,
+        cpus: 1,
+    },
+    Case {
+        name: "vmx-chaos",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: None,
+        append: "loglevel=warn",
+        scenario: "chaos",
+        expect: CHAOS,
+        status: Expect::Success,
+        timeout_s: 180,
+        input: &[],
+        test_disk: false,
+        cpus: 1,
+    },
     Case {
         name: "vmx-multiboot",
         emulator: Choice::Bochs,
@@ -754,6 +800,15 @@ const HOST_CHECKS: &[HostCheck] = &[
             a
         },
         components: &["clippy"],
+    },
+    // The fuzzers (`cargo xtask fuzz`), bounded: about a minute over every target.
+    HostCheck {
+        name: "fuzz",
+        args: || {
+            let time = crate::fuzz::BOUNDED_SECS.to_string();
+            crate::fuzz::cargo_args(&["--time".to_string(), time])
+        },
+        components: &[],
     },
     HostCheck {
         name: "rustfmt",

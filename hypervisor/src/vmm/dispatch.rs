@@ -269,13 +269,13 @@ fn xsetbv(p: &mut Partition) -> Flow {
     let (index, v) = (g.0[reg::RCX] as u32, (g.0[reg::RDX] << 32) | (g.0[reg::RAX] & 0xffff_ffff));
     let h = core::arch::x86_64::__cpuid_count(0xd, 0);
     let supported = (u64::from(h.edx) << 32) | u64::from(h.eax);
-    if index != 0 || v & 1 == 0 || v & !supported != 0 || (v & 4 != 0 && v & 2 == 0) {
-        return refuse_gp(p, format_args!("XSETBV XCR{index} <- {v:#x} invalid"));
+    if let Err(why) = super::xcr0::check(index, v, supported) {
+        return refuse_gp(p, format_args!("XSETBV XCR{index} <- {v:#x} ({why})"));
     }
     p.xcr0 = v;
-    // SAFETY: the value passed the SDM's XSETBV checks against what the CPU supports, the host
-    // runs with CR4.OSXSAVE set whenever a guest can have it (it is a guest CR4 bit on top of
-    // the host's), and the host itself uses no extended state.
+    // SAFETY: the value passed every XSETBV check of the SDM (`xcr0::check`) against what the
+    // CPU supports, the host runs with CR4.OSXSAVE set whenever a guest can have it (it is a
+    // guest CR4 bit on top of the host's), and the host itself uses no extended state.
     unsafe {
         core::arch::asm!("xsetbv", in("ecx") 0, in("eax") v as u32, in("edx") (v >> 32) as u32)
     };

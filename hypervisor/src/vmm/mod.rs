@@ -28,3 +28,4 @@ pub mod profile;
 pub mod run;
 pub mod step;
 pub mod vcpu;
+pub mod xcr0;
