@@ -162,12 +162,9 @@ const CPUIDS: [&[u8]; 4] = [
 
 pub fn code(ctx: &mut Ctx) {
     let page = ctx.rng.below(CODE_PAGES as u64) as usize;
-    // Until issue 13 finding 3 is fixed (on the `conform` branch now), SVM gets one length
-    // only unless `strict=1`: with QEMU 7.2 TCG (no NRIP save) the stale length resumes the
-    // guest mid-instruction (#UD, #PF at a wild address), as the issue says; seed 1 hits it
-    // three times in 20,000 operations.
-    let lengths = if ctx.strict || guest_rt::hypercall::uses_vmcall() { CPUIDS.len() } else { 1 };
-    let cpuid = CPUIDS[ctx.rng.below(lengths as u64) as usize];
+    // Every length on both backends: issue 13 finding 3 (a stale length under SVM without
+    // NRIP save after a remap) is fixed by the code-site check of the page-table walk.
+    let cpuid = CPUIDS[ctx.rng.below(CPUIDS.len() as u64) as usize];
     let offset = ctx.rng.pick(&[0usize, 0, 0x10, 0x7f0]);
     let mark = 0x600d_0000 | (ctx.rng.next() as u32 & 0xffff);
     let mut code = [0x90u8; 16];
