@@ -28,6 +28,9 @@ impl<T: Device> Device for Rc<RefCell<T>> {
     fn write(&mut self, offset: u64, size: u8, value: u64) {
         self.borrow_mut().write(offset, size, value)
     }
+    fn produces_output(&self) -> bool {
+        self.borrow().produces_output()
+    }
     fn take_output(&mut self, out: &mut alloc::vec::Vec<u8>) {
         self.borrow_mut().take_output(out)
     }

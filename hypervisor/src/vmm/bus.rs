@@ -16,6 +16,11 @@ pub trait Device {
     fn write(&mut self, offset: u64, size: u8, value: u64);
     /// Console bytes the device produced since the last call (a UART's output).
     fn take_output(&mut self, _out: &mut Vec<u8>) {}
+    /// True for a device that can produce output ([`Device::take_output`]): the bus asks only
+    /// those, after every write.
+    fn produces_output(&self) -> bool {
+        false
+    }
     /// The device model as a UART, for console input.
     fn as_uart(&mut self) -> Option<&mut Uart16550> {
         None
@@ -26,6 +31,8 @@ pub trait Device {
 #[derive(Default)]
 pub struct Bus {
     devices: Vec<(Range<u64>, Box<dyn Device>)>,
+    /// Indices in `devices` of those that produce output.
+    with_output: Vec<usize>,
     /// Accesses that hit no device.
     pub absent: u64,
     /// The address of the last such access (for the statistics).
@@ -39,6 +46,9 @@ impl Bus {
             self.devices.iter().all(|(r, _)| r.end <= range.start || r.start >= range.end),
             "overlapping device ranges"
         );
+        if dev.produces_output() {
+            self.with_output.push(self.devices.len());
+        }
         self.devices.push((range, dev));
     }
 
@@ -76,8 +86,8 @@ impl Bus {
 
     /// Every device's pending console output, appended to `out`.
     pub fn take_output(&mut self, out: &mut Vec<u8>) {
-        for (_, d) in &mut self.devices {
-            d.take_output(out);
+        for &i in &self.with_output {
+            self.devices[i].1.take_output(out);
         }
     }
 
@@ -100,6 +110,9 @@ impl Device for Uart16550 {
         for i in 0..u64::from(size) {
             Uart16550::write(self, (offset + i) as u8, (value >> (8 * i)) as u8);
         }
+    }
+    fn produces_output(&self) -> bool {
+        true
     }
     fn take_output(&mut self, out: &mut Vec<u8>) {
         out.extend(self.drain_output());

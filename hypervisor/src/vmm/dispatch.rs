@@ -301,7 +301,7 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
     }
     // The partition's own 8259 pair (byte registers), else its port bus.
     let pic = matches!(io.port, 0x20 | 0x21 | 0xa0 | 0xa1) && io.size == 1;
-    if !pic && !p.io.claims(port) {
+    if !pic && log::log_enabled!(log::Level::Debug) && !p.io.claims(port) {
         log::debug!("partition {}: port {:#x} absent", p.name, io.port);
     }
     if io.write {
@@ -311,14 +311,7 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         } else {
             p.io.write(port, io.size, v);
             p.drain_devices();
-            if p.pc.as_ref().is_some_and(super::pc::PcDevices::reset_requested) {
-                p.kill(format!("reset requested through port {:#x}", io.port));
-                return Flow::Stopped;
-            }
-            if p.pc.as_ref().is_some_and(super::pc::PcDevices::poweroff_requested) {
-                p.flush_console();
-                log::info!("partition {}: powered off through ACPI (S5)", p.name);
-                p.state = State::Off(OFF_BY_ACPI);
+            if super::pc::PcDevices::controls_power(io.port) && power_request(p, io.port) {
                 return Flow::Stopped;
             }
         }
@@ -333,6 +326,22 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
     }
     p.sync_irq_lines();
     skip(p)
+}
+
+/// After a write to a port that controls power: stops the partition when the guest asked for
+/// a reset (the partition ends; its `on_stop` applies) or for ACPI soft-off; true then.
+fn power_request(p: &mut Partition, port: u16) -> bool {
+    let Some(pc) = &p.pc else { return false };
+    if pc.reset_requested() {
+        p.kill(format!("reset requested through port {port:#x}"));
+    } else if pc.poweroff_requested() {
+        p.flush_console();
+        log::info!("partition {}: powered off through ACPI (S5)", p.name);
+        p.state = State::Off(OFF_BY_ACPI);
+    } else {
+        return false;
+    }
+    true
 }
 
 fn paging(p: &mut Partition, gpa: u64, access: Access) -> Flow {

@@ -109,6 +109,14 @@ impl PcDevices {
         self.due.set(0);
     }
 
+    /// True for the ports through which a guest asks for a reset or a power-off (port 0x92,
+    /// the PCI ports with 0xCF9, the ACPI PM1a control register): only a write to one of
+    /// them needs [`PcDevices::reset_requested`] and [`PcDevices::poweroff_requested`] asked.
+    pub fn controls_power(port: u16) -> bool {
+        let pm = super::loader::acpi::PM_PORT;
+        matches!(port, 0x92 | 0xcf8..=0xcff) || (pm..pm + acpi_pm::PORTS as u16).contains(&port)
+    }
+
     /// True once after the guest asked for a reset (port 0x92 bit 0, or 0xCF9 bit 2).
     pub fn reset_requested(&self) -> bool {
         let a = self.sysctl.borrow_mut().reset_requested();

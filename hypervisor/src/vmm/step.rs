@@ -56,6 +56,7 @@ pub fn report_last_exits(p: &Partition) {
 }
 
 /// Reads up to 15 bytes of the instruction at the guest's RIP ([`fetch::fetch`]).
+#[inline]
 pub fn fetch_at_rip(p: &Partition, buf: &mut [u8; MAX_INSN_LEN]) -> Fetched {
     let paging = p.vcpu.cr(0) & (1 << 31) != 0;
     fetch::fetch(&p.ram, p.vcpu.rip(), p.vcpu.cr(3), paging, buf)
@@ -85,6 +86,7 @@ pub fn fault_or_kill(p: &mut Partition, got: Fetched, err: DecodeError, what: &s
 
 /// The length of the instruction at RIP, decoded from guest memory (no next RIP from the
 /// CPU): from the [`CodeSite`] cache when it is still the same instruction there.
+#[inline]
 pub fn decoded_len(p: &mut Partition) -> Result<usize, Flow> {
     let (rip, cr3) = (p.vcpu.rip(), p.vcpu.cr(3));
     if let Some(c) = &p.insn_cache
@@ -124,6 +126,7 @@ pub fn skip_public(p: &mut Partition) -> Flow {
     skip(p)
 }
 
+#[inline]
 pub fn skip(p: &mut Partition) -> Flow {
     let next = match p.vcpu.next_rip() {
         Some(n) => n,
@@ -139,6 +142,7 @@ pub fn skip(p: &mut Partition) -> Flow {
 
 /// An emulated instruction completed (RIP already past it): its interrupt shadow ends, and
 /// under single-step the #DB trap follows (SDM Vol. 3B §17.3.1.4).
+#[inline]
 pub fn completed(p: &mut Partition) {
     p.vcpu.instruction_completed();
 }
@@ -146,6 +150,7 @@ pub fn completed(p: &mut Partition) {
 /// Injects exception `e` as the CPU would raise it: a fault saves RFLAGS with RF set (SDM
 /// Vol. 3A §6.13; neither VM entry nor VMRUN does it for an injected event, SDM Vol. 3C
 /// §27.6.1.1, APM Vol. 2 §15.20).
+#[inline]
 pub fn raise(p: &mut Partition, e: Event) {
     if e.is_fault() {
         let rflags = p.vcpu.rflags();

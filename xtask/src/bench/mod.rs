@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// each stage of a slow-path exit takes; no figures, no gate.
     #[arg(long, conflicts_with_all = ["check", "update_baseline", "json"])]
     pub profile: bool,
+    /// Only this backend's exit and channel figures (`vmx` or `svm`): for trying a change on
+    /// one emulator; the gate needs both.
+    #[arg(long, value_parser = ["vmx", "svm"], conflicts_with_all = ["check", "update_baseline", "profile", "idle"])]
+    pub backend: Option<String>,
     /// Only the idle-cpu figure: the emulator's host CPU share while every partition waits.
     #[arg(long, conflicts_with_all = ["check", "update_baseline", "profile"])]
     pub idle: bool,
@@ -152,7 +156,7 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
         print!("{}", idle::report(&m));
         return Ok(ExitCode::SUCCESS);
     }
-    let (rows, failed) = measure_all();
+    let (rows, failed) = measure_all(args.backend.as_deref());
     let (channel, exits): (Vec<&Row>, Vec<&Row>) =
         rows.iter().partition(|r| r.message_bytes.is_some());
     if args.json {
@@ -172,7 +176,7 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
     }
     let mut failed = failed;
     // Not gated (`bench/linux.rs` says why): measured for the report only.
-    if !args.check && !args.update_baseline {
+    if !args.check && !args.update_baseline && args.backend.is_none() {
         match linux::measure() {
             Ok(b) if args.json => println!(
                 "{{\"bench\": \"linux-boot\", \"backend\": \"svm\", \"emulator\": \"qemu-icount\", \"hypervisor_s\": {}, \"bare_s\": {}, \"ratio\": {:.4}}}",
@@ -248,7 +252,7 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
 /// and compares it with the baseline; `Ok` says how many figures held, `Err` carries the table.
 pub fn check() -> Result<String> {
     let baseline = gate::load(&gate::path())?;
-    let (rows, failed) = measure_all();
+    let (rows, failed) = measure_all(None);
     let (verdict, failed) = judge(&baseline, figures(&rows), failed);
     let report = verdict.report();
     if !failed.is_empty() {
@@ -285,17 +289,18 @@ fn judge(
     step::note(
         "bench gate: not passed on the first run; measuring once more (the lower reading counts)",
     );
-    let (rows, again) = measure_all();
+    let (rows, again) = measure_all(None);
     let figures = gate::lower(&first, &figures(&rows));
     let failed = failed.into_iter().filter(|f| again.contains(f)).collect();
     (gate::compare(baseline, &figures), failed)
 }
 
 /// Every figure of both backends, and the runs that gave none.
-fn measure_all() -> (Vec<Row>, Vec<String>) {
+/// Every figure of every backend (or of `only`).
+fn measure_all(only: Option<&str>) -> (Vec<Row>, Vec<String>) {
     let mut rows = Vec::new();
     let mut failed = Vec::new();
-    for b in BACKENDS {
+    for b in BACKENDS.iter().filter(|b| only.is_none_or(|o| o == b.backend)) {
         match measure(b) {
             Ok(r) => rows.extend(r),
             Err(e) => {
