@@ -19,6 +19,7 @@ use crate::scenario;
 use crate::step;
 
 mod cases;
+mod wants;
 use cases::*;
 
 #[derive(Args, Debug)]

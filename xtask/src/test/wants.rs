@@ -1,0 +1,241 @@
+//! What the serial log of each end-to-end case must hold (and must not), and what its input
+//! script types.
+
+use super::cases::{AtLeast, Line, LineWith, Want};
+
+/// A serial line containing any of these fails the case (a guest's failed check, a kernel
+/// panic, a partition that did not end as its manifest expected, a byte the hypervisor took for
+/// a debug key it does not know: no case types one, so it is a stray byte on COM1, as the UART
+/// self-test's `7` under Bochs was).
+pub const FORBIDDEN: &[&str] = &["FAIL", "PANIC", "[UNEXPECTED]", "hypervisor: no debug key"];
+
+/// What every probe run must print: each check passed (there are 30 or so; fewer than 25 means
+/// checks went missing), the probe's own summary, its clean shutdown.
+pub const PROBE_PASSES: Want = AtLeast(25, "[probe] PASS ");
+pub const PROBE_SUMMARY: Want = LineWith(&["[probe] probe: ", " checks, 0 failed"]);
+pub const PROBE_EXIT: Want =
+    Line("hypervisor: partition probe (id 0): shut down with status 0 [as expected]");
+pub const POWER_OFF_OK: Want = Line("hypervisor: power off: ok");
+
+/// `scenarios/probe.toml`: one probe that passes every check.
+pub const PROBE: &[Want] = &[PROBE_PASSES, PROBE_SUMMARY, PROBE_EXIT, POWER_OFF_OK];
+
+/// `scenarios/attack.toml`: the hypervisor refuses each forbidden access (its log lines) and
+/// stops each attack partition (its `stopped:` warning and its final report), while the
+/// neighbouring probe passes every check. RIPs and addresses are left out: they move with the
+/// code.
+/// `scenarios/multiboot.toml`: a 32-bit multiboot 1 kernel, unchanged, passes its entry checks.
+pub const MULTIBOOT: &[Want] = &[
+    AtLeast(5, "[mb32] PASS "),
+    Line("[mb32] mb32: cmdline \"console=ttyS0 quiet\", loader \"microhv\""),
+    Line("hypervisor: partition mb32 (id 0): shut down with status 0 [as expected]"),
+    POWER_OFF_OK,
+];
+
+pub const ATTACK: &[Want] = &[
+    Line("partition attack-msr: RDMSR 0x480 refused: #GP injected"),
+    Line("partition attack-msr: WRMSR 0xc0010114 <- 0x10 refused: #GP injected"),
+    LineWith(&["partition attack-msr: virt-insn at RIP ", ": #UD injected"]),
+    Line("partition attack-msr: stopped: triple fault at RIP "),
+    Line("partition attack-triple: stopped: triple fault at RIP "),
+    Line("partition attack-oob-read: stopped: read of guest-physical 0x100000000 outside its RAM"),
+    Line("partition attack-oob-write: stopped: write of guest-physical 0x400000 outside its RAM"),
+    Line("partition attack-hv-memory: stopped: read of guest-physical 0x900000 outside its RAM"),
+    Line("partition attack-mmio-hole: stopped: read of guest-physical 0xfec00000 outside its RAM"),
+    // The page walk through CR3 reads (Bochs' EPT) or sets an accessed bit (QEMU's NPT).
+    LineWith(&[
+        "partition attack-cr3: stopped: ",
+        " of guest-physical 0x100000000 outside its RAM",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-msr (id 0): stopped by the hypervisor: triple fault",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-triple (id 1): stopped by the hypervisor: triple fault",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-oob-read (id 2): stopped by the hypervisor: ",
+        "outside its RAM",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-oob-write (id 3): stopped by the hypervisor: ",
+        "outside its RAM",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-hv-memory (id 4): stopped by the hypervisor: ",
+        "outside its RAM",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-mmio-hole (id 5): stopped by the hypervisor: ",
+        "outside its RAM",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-cr3 (id 6): stopped by the hypervisor: ",
+        "outside its RAM",
+        "[as expected]",
+    ]),
+    AtLeast(25, "[neighbour] PASS "),
+    LineWith(&["[neighbour] probe: ", " checks, 0 failed"]),
+    Line("hypervisor: partition neighbour (id 7): shut down with status 0 [as expected]"),
+    POWER_OFF_OK,
+];
+/// `scenarios/chaos.toml`: the chaos guest runs its operations, catches every fault and
+/// passes (no integrity failure: a `FAIL` line would fail the case anyway), ends as its
+/// manifest expects, and the probe beside it passes every check as it does alone (`PROBE`'s
+/// lines); the power-off is clean. A hypervisor panic, a hang (the timeout) or a changed probe
+/// fails the case.
+pub const CHAOS: &[Want] = &[
+    LineWith(&["[chaos] chaos: seed ", ", ops "]),
+    LineWith(&["[chaos] chaos: ", " operations, ", " faults caught, ", ", 0 integrity failures"]),
+    Line("[chaos] PASS chaos"),
+    Line("hypervisor: partition chaos (id 1): shut down with status 0 [as expected]"),
+    PROBE_PASSES,
+    PROBE_SUMMARY,
+    PROBE_EXIT,
+    POWER_OFF_OK,
+];
+
+/// The management shell session of the mgmt cases (`scenarios/mgmt.toml`): list, create two
+/// probe partitions and start them, destroy one, open a channel to `chan` and wait for the echo
+/// test and the surviving probe, then list, show statistics and shut down (the management
+/// partition's `on_stop = "poweroff"` ends the run).
+///
+/// Each command is typed once the previous one's answer is on the console, not the prompt: an
+/// answer is there whether or not the hypervisor shows a partial line (the prompt has no
+/// newline), and a line of the shell's may be cut by other partitions' output. The first command
+/// starts with Ctrl-C, which drops whatever stray byte is in the line (Bochs' COM1 hands the
+/// hypervisor one byte left over from its UART self-test). g2's summary may come before
+/// `destroyed g1` (g2 runs while the shell waits for its turn): `^` looks for it anywhere.
+pub const MGMT_INPUT: &[(&[&str], &str)] = &[
+    (&["[mgmt] mgmt: pci: * functions"], "\x03list\r"),
+    (&["[mgmt] * partitions"], "create g1 probe\r"),
+    (&["[mgmt] created g1 (id "], "create g2 probe\r"),
+    (&["[mgmt] created g2 (id "], "start g1\r"),
+    (&["[mgmt] started g1"], "start g2\r"),
+    (&["[mgmt] started g2"], "destroy g1\r"),
+    (&["[mgmt] destroyed g1"], "chan chan\r"),
+    (&["^[g2] probe: * checks, 0 failed", "PASS chan-echo"], "list\r"),
+    (&["[mgmt] * partitions"], "stats g2\r"),
+    (&["[mgmt] stats g2: "], "shutdown\r"),
+];
+
+/// What the mgmt session must print: the passed-through disk (its IRQ 14 forwarded through
+/// the virtual PIC exactly once) and PCI function, each command's
+/// answer, the hypervisor's own report of the destruction, the echo over the channel, the
+/// surviving probe's checks (among them that a guest's privileged call is refused and the ATA
+/// ports it was not given read as absent), and a clean power-off.
+pub const MGMT: &[Want] = &[
+    Line("mgmt: disk: IRQ 14 taken 1 time(s) at vector 0x2e"),
+    Line("host IRQ lines 0xc000: 1 interrupts forwarded"),
+    Line("mgmt: disk: sector 0 starts \"MICROHV TEST DISK\", signature 0xaa55"),
+    LineWith(&["mgmt: pci: ", " functions"]),
+    Line("created g1 (id "),
+    Line("created g2 (id "),
+    Line("destroyed g1"),
+    Line("channel "),
+    Line("PASS chan-echo"),
+    LineWith(&["[g2] probe: ", " checks, 0 failed"]),
+    Line("[g2] PASS hc-partition-list-denied"),
+    Line("[g2] PASS port-absent-inb"),
+    LineWith(&["hypervisor: partition g1 (id ", ") destroyed by mgmt"]),
+    POWER_OFF_OK,
+];
+
+/// A first run as a new user has it: the default scenario (`mgmt`, `scenario::default_name`)
+/// and only what its screen says to type. The shell and the chan guest each say what to type,
+/// chan waits for its channel without failing, and no line reports a failure ([`FORBIDDEN`]).
+pub const FIRST_RUN_INPUT: &[(&[&str], &str)] = &[
+    (
+        &[
+            "^[mgmt] mgmt: shell ready: type `help`",
+            "^[chan] chan: partition * waits for a channel: type `chan chan`",
+        ],
+        "help\r",
+    ),
+    (&["ends this partition, and with it the run"], "chan chan\r"),
+    (&["^PASS chan-echo"], "shutdown\r"),
+];
+
+pub const FIRST_RUN: &[Want] = &[
+    Line("[mgmt] mgmt: shell ready: type `help` for the commands"),
+    LineWith(&["[chan] chan: partition ", " waits for a channel: type `chan chan` at the"]),
+    Line("[mgmt] commands:"),
+    Line("[chan] PASS chan-echo"),
+    POWER_OFF_OK,
+];
+
+/// `scenarios/bare.toml`: a kernel made for the bare PC, unchanged, as the management partition
+/// with `devices = ["all"]`: its multiboot entry, its IRQ 14 through its own (virtual) 8259s,
+/// the disk's sector 0, the PCI functions it sees, its debug-exit write ending its partition;
+/// the probe beside it passes every check.
+pub const BARE: &[Want] = &[
+    LineWith(&["[bare] bare: multiboot ok, mem_upper ", " KiB"]),
+    Line("[bare] bare: irq 14 received 1 time(s), vector 0x2e"),
+    Line("[bare] bare: disk: sector 0 starts \"MICROHV TEST DISK\", signature 0xaa55"),
+    Line("[bare] bare: pci 00:01.1 8086:7010 class 01.01"),
+    Line("[bare] bare: done"),
+    Line("partition bare: wrote 0x0 to the debug-exit port"),
+    Line("hypervisor: partition bare (id 0): shut down with status 0 [as expected]"),
+    LineWith(&["host IRQ lines 0xffea: ", " interrupts forwarded"]),
+    LineWith(&["[probe] probe: ", " checks, 0 failed"]),
+    Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
+    POWER_OFF_OK,
+];
+
+/// `scenarios/linux.toml`: Debian's stock kernel (`linux::provision`) boots to its `/init`,
+/// which prints its marker and passes each check (`guest-images/linux/init`); the probe beside
+/// it passes every check; the shell `/init` starts takes typed input (Ctrl-A three times gives
+/// it the console) and `poweroff -f` powers the partition off through the ACPI tables and
+/// power-management block it is given (`loader::acpi`, `devices::acpi_pm`).
+pub const LINUX: &[Want] = &[
+    Line("[linux] INIT-MARKER uptime="),
+    LineWith(&["[linux] ", "ACPI: PM: (supports S0 S5)"]),
+    Line("[linux] PASS uname-r"),
+    Line("[linux] PASS cpuinfo-hypervisor"),
+    Line("[linux] PASS timer-ticks"),
+    Line("[linux] PASS date"),
+    Line("[linux] PASS tmpfs"),
+    Line("[linux] ALL-CHECKS-DONE passed=5 failed=0"),
+    PROBE_PASSES,
+    PROBE_SUMMARY,
+    Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
+    Line("hypervisor: partition linux (id 0): powered off (ACPI soft-off, S5) [as expected]"),
+    POWER_OFF_OK,
+];
+pub const LINUX_INPUT: &[(&[&str], &str)] = &[
+    (&["[linux] ALL-CHECKS-DONE"], "\x01\x01\x01"),
+    (&["hypervisor: console: input to "], "poweroff -f\r"),
+];
+
+/// `scenarios/mgmt-linux.toml`: the management shell creates a Linux partition from the
+/// kernel and initramfs modules, starts it, reads its statistics once its checks pass, and
+/// destroys it while its shell waits.
+pub const MGMT_LINUX_INPUT: &[(&[&str], &str)] = &[
+    (
+        &["[mgmt] mgmt: pci: * functions"],
+        "\x03create lx vmlinuz+initrd.gz 96 console=ttyS0 acpi=off panic=-1 cryptomgr.notests\r",
+    ),
+    (&["[mgmt] created lx (id "], "start lx\r"),
+    (&["[lx] shell on the console"], "stats lx\r"),
+    (&["[mgmt] stats lx: "], "destroy lx\r"),
+    (&["[mgmt] destroyed lx"], "shutdown\r"),
+];
+pub const MGMT_LINUX: &[Want] = &[
+    Line("created lx (id "),
+    Line("[lx] INIT-MARKER uptime="),
+    Line("[lx] PASS uname-r"),
+    Line("[lx] PASS cpuinfo-hypervisor"),
+    Line("[lx] PASS timer-ticks"),
+    Line("[lx] PASS date"),
+    Line("[lx] PASS tmpfs"),
+    Line("[lx] ALL-CHECKS-DONE passed=5 failed=0"),
+    Line("[mgmt] stats lx: "),
+    Line("destroyed lx"),
+    POWER_OFF_OK,
+];
