@@ -1,19 +1,16 @@
-//! SplitMix64, the driver's only source of randomness: a run is replayed by its seed.
+//! The driver's only source of randomness (`hvabi::rng`, SplitMix64): a run is replayed by its
+//! seed.
 
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(hvabi::rng::SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(hvabi::rng::SplitMix64::new(seed))
     }
 
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (`n` > 0).

@@ -1,21 +1,17 @@
-//! SplitMix64 (Steele, Lea, Flood: "Fast splittable pseudorandom number generators", 2014):
-//! one 64-bit word of state, every seed a full-period stream, so a seed replays exactly.
+//! The chaos guest's random choices, drawn from `hvabi::rng` (SplitMix64), so that a seed
+//! replays a run exactly.
 
 /// The generator.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(hvabi::rng::SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(hvabi::rng::SplitMix64::new(seed))
     }
 
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (`n` > 0; the modulo bias is irrelevant here).

@@ -10,4 +10,5 @@ pub mod channel;
 pub mod exit;
 pub mod hypercall;
 pub mod pack;
+pub mod rng;
 pub mod start;
