@@ -205,6 +205,13 @@ fn list() {
                 println!("  ({} more not shown)", table.total - table.len);
             }
             println!("{} partitions", table.total);
+            // The count alone (no buffer, address 0) must agree: a hypervisor that checked the
+            // address of a buffer it does not write would refuse it (issue 13, finding 6).
+            match hc::partition_count() {
+                Ok(n) if n == table.total => {}
+                Ok(n) => println!("FAIL list: PartitionList without a buffer counts {n}"),
+                Err(s) => println!("FAIL list: PartitionList without a buffer: {s:?}"),
+            }
         }
         Err(s) => fail("list", Refused("list", s)),
     }

@@ -155,6 +155,12 @@ pub fn partition_list(buf: &mut [PartitionInfo]) -> Result<usize, Status> {
     call3(Call::PartitionList, buf.as_mut_ptr() as u64, bytes, 0).result().map(|n| n as usize)
 }
 
+/// `PartitionList` (management only) with no buffer (address 0, length 0): only the number of
+/// partitions; the hypervisor does not look at an address it writes nothing to.
+pub fn partition_count() -> Result<usize, Status> {
+    call3(Call::PartitionList, 0, 0, 0).result().map(|n| n as usize)
+}
+
 /// `PartitionCreate` (management only): a new partition, stopped until [`partition_start`];
 /// returns its id.
 pub fn partition_create(req: &CreateRequest) -> Result<u64, Status> {
