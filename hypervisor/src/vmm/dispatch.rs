@@ -59,6 +59,7 @@ pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
                 p.state = State::Halted { until: p.next_deadline().unwrap_or(u64::MAX) };
                 Flow::Yield
             } else {
+                report_last_exits(p);
                 p.kill(format!(
                     "HLT at RIP {:#x} with no timer armed and no interrupt source: it would never wake",
                     p.vcpu.rip()

@@ -52,6 +52,10 @@ impl ExitRing {
         self.entries[self.next % 16] = (rip, Some(e));
         self.next += 1;
     }
+    /// The latest.
+    pub fn last(&self) -> Option<VmExit> {
+        self.entries[(self.next + 15) % 16].1
+    }
     /// Oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (u64, VmExit)> + '_ {
         (0..16).filter_map(move |i| {
