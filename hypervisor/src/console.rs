@@ -16,10 +16,18 @@ pub const COM1: u16 = 0x3f8;
 
 static CONSOLE: Mutex<Option<Uart16550Tty<PioBackend>>> = Mutex::new(None);
 
-/// Empty polls after which COM1's receiver counts as quiet once the UART is set up, and the
-/// most polls spent waiting for that (see [`init`]).
-const QUIET_POLLS: u32 = 10_000;
-const SETTLE_POLLS_MAX: u32 = 100_000;
+/// TSC ticks without a received byte after which COM1's receiver counts as quiet once the UART
+/// is set up, and the most ticks spent waiting for that (see [`settle_receiver`]). Under Bochs,
+/// whose TSC counts instructions, the stray byte came about 20,000 ticks after the self-test.
+const QUIET_TICKS: u64 = 100_000;
+const SETTLE_TICKS_MAX: u64 = 1_000_000;
+/// Bytes [`settle_receiver`] dropped.
+static STRAY: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes COM1 received (and the hypervisor dropped) right after its self-test.
+pub fn stray_bytes() -> u64 {
+    STRAY.load(Ordering::Relaxed)
+}
 
 /// Sets up COM1 (115200 8N1). Returns false when the UART failed its loopback self-test.
 pub fn init() -> bool {
@@ -33,7 +41,7 @@ pub fn init() -> bool {
     ok
 }
 
-/// Drops what COM1 receives until it has been quiet for [`QUIET_POLLS`] polls.
+/// Drops what COM1 receives until it has been quiet for [`QUIET_TICKS`].
 ///
 /// The UART's loopback self-test (`uart_16550`'s `test_loopback`, whose message ends in
 /// "1337") can leave a byte behind: Bochs' 16550 model loops the message's last byte back a
@@ -42,23 +50,28 @@ pub fn init() -> bool {
 /// reached the debug keys as `no debug key '7'` (or the focused partition's console). Nothing
 /// typed before the banner is meant for anyone, so dropping it loses nothing.
 ///
-/// Each poll is one read of the line status register (and of the receive buffer when it says
-/// data is ready), not a trip through the UART crate and the lock: this runs before anything
-/// else can use COM1, and it is on the boot path the benchmarks time.
+/// The wait is in TSC ticks, not polls: how long a poll takes is nobody's promise (a poll
+/// through the UART crate and its lock took ten times the instructions of a bare LSR read, and
+/// a count of bare reads then ended before Bochs' byte came). Each poll is one read of the line
+/// status register (and of the receive buffer when it says data is ready): this runs before
+/// anything else can use COM1.
 fn settle_receiver() {
-    let mut quiet = 0;
-    for _ in 0..SETTLE_POLLS_MAX {
-        if quiet == QUIET_POLLS {
-            break;
+    use crate::arch::x86::instr::{inb, rdtsc};
+    let start = rdtsc();
+    let mut last = start;
+    loop {
+        let now = rdtsc();
+        if now.wrapping_sub(last) >= QUIET_TICKS || now.wrapping_sub(start) >= SETTLE_TICKS_MAX {
+            return;
         }
         // SAFETY: COM1 belongs to the hypervisor and nothing else runs yet; reading LSR (and
         // RBR when LSR.DR is set) only takes a received byte (PC16550D datasheet, LSR bit 0).
-        let ready = unsafe { crate::arch::x86::instr::inb(COM1 + 5) } & 1 != 0;
-        if ready {
+        if unsafe { inb(COM1 + 5) } & 1 != 0 {
             // SAFETY: as above: the byte is dropped.
-            unsafe { crate::arch::x86::instr::inb(COM1) };
+            unsafe { inb(COM1) };
+            STRAY.fetch_add(1, Ordering::Relaxed);
+            last = now;
         }
-        quiet = if ready { 0 } else { quiet + 1 };
     }
 }
 

@@ -66,6 +66,9 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
     if !uart_ok {
         warn!("COM1 failed its loopback self-test");
     }
+    if console::stray_bytes() > 0 {
+        info!("COM1: {} stray byte(s) after the UART self-test dropped", console::stray_bytes());
+    }
     if info.cmdline_truncated {
         warn!("kernel command line longer than {} bytes: cut", crate::bootinfo::MAX_CMDLINE);
     }
