@@ -338,7 +338,9 @@ pub(super) fn entry_gpa(
     code()
         .find_map(|((_, s), &v)| {
             let offset = entry.checked_sub(v)?;
-            (offset < s.mem_size).then_some(s.gpa + offset)
+            // `then`, not `then_some`: the sum exists only for an offset inside the segment
+            // (an entry far past it overflowed here; the fuzzer's find).
+            (offset < s.mem_size).then(|| s.gpa + offset)
         })
         .ok_or(ElfError::EntryNotInCode { entry })
 }
