@@ -12,6 +12,8 @@ use crate::step;
 
 /// The bounded run in `cargo xtask test`, in seconds, shared among the targets.
 pub const BOUNDED_SECS: u32 = 60;
+/// Its seed (`--seed`).
+pub const BOUNDED_SEED: u64 = 1;
 
 #[derive(Args, Debug)]
 pub struct FuzzArgs {
