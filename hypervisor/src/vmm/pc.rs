@@ -17,6 +17,14 @@ use crate::devices::rtc::Rtc;
 use crate::devices::shared::{Shared, shared};
 use alloc::boxed::Box;
 use alloc::rc::Rc;
+use core::ops::Range;
+
+/// Port ranges of the devices through which a guest asks for a reset or a power-off: system
+/// control port A, the PCI configuration ports (with 0xCF9), the ACPI PM block.
+const SYSCTL_PORTS: Range<u64> = 0x92..0x93;
+const PCI_PORTS: Range<u64> = 0xcf8..0xd00;
+const PM_PORTS: Range<u64> =
+    super::loader::acpi::PM_PORT as u64..super::loader::acpi::PM_PORT as u64 + acpi_pm::PORTS;
 
 /// A guest partition's PC devices, shared with its port bus.
 pub struct PcDevices {
@@ -71,13 +79,12 @@ impl PcDevices {
         let rtc = shared(rtc);
         io.attach(0x70..0x72, Box::new(rtc.clone()));
         let sysctl = shared(SysCtlA::new());
-        io.attach(0x92..0x93, Box::new(sysctl.clone()));
+        io.attach(SYSCTL_PORTS, Box::new(sysctl.clone()));
         let pci = shared(PciNone::new());
-        io.attach(0xcf8..0xd00, Box::new(pci.clone()));
+        io.attach(PCI_PORTS, Box::new(pci.clone()));
         io.attach(0x80..0x81, Box::new(PostPort::new()));
         let pm = shared(AcpiPm::new(clock.clone()));
-        let pm_port = u64::from(super::loader::acpi::PM_PORT);
-        io.attach(pm_port..pm_port + acpi_pm::PORTS, Box::new(pm.clone()));
+        io.attach(PM_PORTS, Box::new(pm.clone()));
         Self {
             pit,
             rtc,
@@ -113,8 +120,8 @@ impl PcDevices {
     /// the PCI ports with 0xCF9, the ACPI PM1a control register): only a write to one of
     /// them needs [`PcDevices::reset_requested`] and [`PcDevices::poweroff_requested`] asked.
     pub fn controls_power(port: u16) -> bool {
-        let pm = super::loader::acpi::PM_PORT;
-        matches!(port, 0x92 | 0xcf8..=0xcff) || (pm..pm + acpi_pm::PORTS as u16).contains(&port)
+        let port = u64::from(port);
+        [SYSCTL_PORTS, PCI_PORTS, PM_PORTS].iter().any(|r| r.contains(&port))
     }
 
     /// True once after the guest asked for a reset (port 0x92 bit 0, or 0xCF9 bit 2).
@@ -274,6 +281,15 @@ mod tests {
         io.write(0x92, 1, 0x01);
         assert!(pc.reset_requested());
         assert!(!pc.reset_requested(), "once");
+        // Soft-off through PM1a_CNT (SLP_TYP 5, SLP_EN), and which ports the core asks after.
+        io.write(0x604, 2, 0x3400);
+        assert!(pc.poweroff_requested());
+        for port in [0x92, 0xcf9, 0x604, 0x605] {
+            assert!(PcDevices::controls_power(port), "{port:#x}");
+        }
+        for port in [0x80, 0x3ff, 0x61, 0x600 + acpi_pm::PORTS as u16] {
+            assert!(!PcDevices::controls_power(port), "{port:#x}");
+        }
     }
 
     #[test]
