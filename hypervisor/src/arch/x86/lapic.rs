@@ -7,7 +7,7 @@
 //! the CPU through LINT0 in virtual-wire mode, which this leaves as it is.
 
 use super::instr::{rdmsr, rdtsc};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// The timer's vector.
 pub const TIMER_VECTOR: u8 = 0xef;
@@ -37,8 +37,6 @@ static BASE: AtomicU64 = AtomicU64::new(0);
 static TIMER_PER_TSC: AtomicU64 = AtomicU64::new(0);
 /// The TSC when [`init`] started the timer counting.
 static START_TSC: AtomicU64 = AtomicU64::new(0);
-/// Set by the timer's interrupt, taken by [`take_expired`].
-static EXPIRED: AtomicBool = AtomicBool::new(false);
 /// Interrupts at vectors nothing expects, and the last such vector.
 static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
 static LAST_UNEXPECTED: AtomicU64 = AtomicU64::new(0);
@@ -121,7 +119,6 @@ pub fn arm(tsc_ticks: u64) {
     if ratio == 0 {
         return;
     }
-    EXPIRED.store(false, Ordering::Relaxed);
     write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
     write(REG_TIMER_INITIAL, counts(tsc_ticks, ratio));
 }
@@ -133,20 +130,14 @@ pub fn disarm() {
     }
 }
 
-/// True once since the timer last fired.
-pub fn take_expired() -> bool {
-    EXPIRED.swap(false, Ordering::Relaxed)
-}
-
 /// Interrupts at unexpected vectors so far, and the last one's vector.
 pub fn unexpected() -> (u64, u8) {
     (UNEXPECTED.load(Ordering::Relaxed), LAST_UNEXPECTED.load(Ordering::Relaxed) as u8)
 }
 
-/// The timer's interrupt (from its IDT stub, interrupts off, with the vector): note it and
-/// end it.
+/// The timer's interrupt (from its IDT stub, interrupts off, with the vector): it has done its
+/// work by arriving (an SVM guest exits, an idle HLT ends); end it.
 pub extern "C" fn timer_entry(_vector: u64) {
-    EXPIRED.store(true, Ordering::Relaxed);
     write(REG_EOI, 0);
 }
 
