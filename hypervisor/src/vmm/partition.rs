@@ -92,6 +92,8 @@ pub struct Partition {
     pub vectors: super::interrupts::VectorSet,
     /// Its virtual 8259 pair: the UART on IRQ 4, owned host lines on theirs.
     pub pic: PicPair,
+    /// Its vCPU's local APIC (`vmm/vlapic.rs`).
+    pub lapic: super::vlapic::Vlapic,
     /// The PC devices of a guest partition (PIT, RTC); the management partition has the
     /// machine's own.
     pub pc: Option<super::pc::PcDevices>,
@@ -223,6 +225,11 @@ impl Partition {
             timer: None,
             vectors: Default::default(),
             pic: PicPair::default(),
+            lapic: super::vlapic::Vlapic::new(
+                alloc::rc::Rc::new(super::platform::HostClock { hz: platform.tsc_hz_or_nominal() }),
+                0,
+                true,
+            ),
             pc,
             irq_lines,
             bound_channels: 0,
@@ -368,7 +375,7 @@ impl Partition {
 
     /// True when an interrupt waits that the guest could take once it sets RFLAGS.IF.
     pub fn interrupt_pending(&self) -> bool {
-        super::interrupts::next(&self.vectors, &self.pic).is_some()
+        super::interrupts::next(&self.vectors, &self.pic, &self.lapic).is_some()
     }
 
     /// True when something could still interrupt the partition: a timer, a bound channel, or
@@ -376,6 +383,7 @@ impl Partition {
     pub fn can_be_woken(&self) -> bool {
         let wired = self.irq_lines | (1 << 4);
         self.timer.is_some()
+            || self.lapic.next_deadline().is_some()
             || self.pc.as_ref().is_some_and(|pc| pc.can_wake(self.pic.unmasked()))
             || self.bound_channels > 0
             || self.interrupt_pending()
@@ -383,20 +391,19 @@ impl Partition {
     }
 
     /// The earliest TSC at which something raises an interrupt by itself (the timer
-    /// hypercall's deadline, the PIT's next tick), for a halted vCPU's wake-up.
+    /// hypercall's deadline, the local APIC timer, the PIT's next tick), for a halted vCPU's
+    /// wake-up and the length of its time slice.
     pub fn next_deadline(&self) -> Option<u64> {
         let timer = self.timer.map(|(deadline, _)| deadline);
         let unmasked = self.pic.unmasked();
         let devices = self.pc.as_ref().and_then(|pc| pc.next_interrupt(unmasked));
-        match (timer, devices) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [timer, devices, self.lapic.next_deadline()].into_iter().flatten().min()
     }
 
-    /// Moves what came due into the interrupt inputs: the timer hypercall's vector, the PC
-    /// devices' IRQ lines.
+    /// Moves what came due into the interrupt inputs: the timer hypercall's vector, the local
+    /// APIC timer's, the PC devices' IRQ lines.
     pub fn tick(&mut self, now: u64) {
+        self.lapic.apic.tick(now);
         if let Some((deadline, vector)) = self.timer
             && now >= deadline
         {

@@ -22,17 +22,22 @@ const EXITS_PER_SLICE: u32 = 10_000;
 fn deliver_events(p: &mut Partition) {
     p.tick(rdtsc());
     // Nothing requested anywhere, the common case: no need to rank the sources.
-    if p.vectors.is_empty() && !p.pic.any_requested() {
+    if p.vectors.is_empty() && !p.pic.any_requested() && !p.lapic.apic.has_requests() {
         return;
     }
-    let Some(source) = interrupts::next(&p.vectors, &p.pic) else { return };
+    if p.lapic.apic.has_requests() {
+        // A MOV to CR8 (the TPR) does not always exit: take it before ranking.
+        let cr8 = p.vcpu.cr(8);
+        p.lapic.sync_cr8(cr8);
+    }
+    let Some(source) = interrupts::next(&p.vectors, &p.pic, &p.lapic) else { return };
     if halts_next(p) {
         // The HLT exits at once and the interrupt wakes it: the same to the guest.
         p.vcpu.set_interrupt_window_exiting(false);
         return;
     }
     if !p.vcpu.event_pending() && p.vcpu.interruptible() {
-        let vector = interrupts::take(source, &mut p.vectors, &mut p.pic);
+        let vector = interrupts::take(source, &mut p.vectors, &mut p.pic, &mut p.lapic);
         p.vcpu.inject(Event::Interrupt { vector });
         // A PIT tick may wait behind the one just taken.
         if let Some(pc) = &p.pc {
