@@ -240,6 +240,31 @@ impl Vlapic {
         }
     }
 
+    /// One line for reports: mode, SVR, TPR, the highest requested and in-service vectors,
+    /// the timer and LINT0 entries and the timer's next expiry.
+    pub fn describe(&mut self) -> alloc::string::String {
+        let mode = match (self.enabled(), self.apic.x2apic()) {
+            (false, _) => "disabled",
+            (true, false) => "xAPIC",
+            (true, true) => "x2APIC",
+        };
+        let top = |a: &mut Lapic, base: u32| {
+            (0..8u32).rev().find_map(|i| {
+                let w = a.read(base + i * 16);
+                (w != 0).then(|| i * 32 + 31 - w.leading_zeros())
+            })
+        };
+        let (irr, isr) = (top(&mut self.apic, reg::IRR), top(&mut self.apic, reg::ISR));
+        alloc::format!(
+            "local APIC {mode}, SVR {:#x}, TPR {:#x}, IRR top {irr:x?}, ISR top {isr:x?}, LVT timer {:#x}, LINT0 {:#x}, timer due {:?}",
+            self.apic.read(reg::SVR),
+            self.apic.tpr(),
+            self.apic.read(reg::LVT_TIMER),
+            self.apic.read(reg::LVT_LINT0),
+            self.apic.next_deadline(),
+        )
+    }
+
     /// Takes a pending NMI.
     pub fn take_nmi(&mut self) -> bool {
         core::mem::take(&mut self.nmi)
