@@ -55,8 +55,9 @@ pub enum Source {
 /// The interrupt the vCPU should take next, if any: the highest vector among the direct
 /// ones, the local APIC's (above its PPR, SDM Vol. 3A §11.8.3) and the 8259 pair's, the
 /// last only while the APIC lets ExtINT through (virtual wire, [`Vlapic::extint_open`]).
-pub fn next(direct: &VectorSet, pic: &PicPair, apic: &Vlapic) -> Option<Source> {
-    let pic = if apic.extint_open() { pic.pending_vector() } else { None };
+/// `pic` is the 8259 pair where this vCPU has it wired (the bootstrap processor).
+pub fn next(direct: &VectorSet, pic: Option<&PicPair>, apic: &Vlapic) -> Option<Source> {
+    let pic = pic.filter(|_| apic.extint_open()).and_then(PicPair::pending_vector);
     [direct.highest().map(Source::Direct), apic.pending().map(Source::Apic), pic.map(Source::Pic)]
         .into_iter()
         .flatten()
@@ -113,11 +114,11 @@ mod tests {
         let mut a = apic();
         d.set(0x40);
         d.set(0x31);
-        let first = next(&d, &pic, &a).unwrap();
+        let first = next(&d, Some(&pic), &a).unwrap();
         assert_eq!(take(first, &mut d, &mut pic, &mut a), 0x40);
-        let second = next(&d, &pic, &a).unwrap();
+        let second = next(&d, Some(&pic), &a).unwrap();
         assert_eq!(take(second, &mut d, &mut pic, &mut a), 0x31);
-        assert_eq!(next(&d, &pic, &a), None);
+        assert_eq!(next(&d, Some(&pic), &a), None);
     }
 
     #[test]
@@ -128,12 +129,12 @@ mod tests {
         pic.write(0x21, 0xfe); // IRQ 0 unmasked, at the BIOS vector 8
         pic.set_irq(0, true);
         d.set(0x30);
-        assert_eq!(next(&d, &pic, &a), Some(Source::Direct(0x30)));
+        assert_eq!(next(&d, Some(&pic), &a), Some(Source::Direct(0x30)));
         d.clear(0x30);
-        let s = next(&d, &pic, &a).unwrap();
+        let s = next(&d, Some(&pic), &a).unwrap();
         assert_eq!(s, Source::Pic(0x08));
         assert_eq!(take(s, &mut d, &mut pic, &mut a), 0x08);
-        assert_eq!(next(&d, &pic, &a), None, "in service");
+        assert_eq!(next(&d, Some(&pic), &a), None, "in service");
     }
 
     #[test]
@@ -147,27 +148,27 @@ mod tests {
         a.apic.accept(0x50, false);
         d.set(0x30);
         // Firmware state: virtual wire, the PIC passes; the APIC's 0x50 is highest.
-        let s = next(&d, &pic, &a).unwrap();
+        let s = next(&d, Some(&pic), &a).unwrap();
         assert_eq!(s, Source::Apic(0x50));
         assert_eq!(take(s, &mut d, &mut pic, &mut a), 0x50);
         assert_eq!(a.apic.read(reg::ISR + 0x20) >> 16 & 1, 1, "acknowledged into ISR");
-        assert_eq!(next(&d, &pic, &a), Some(Source::Direct(0x30)));
+        assert_eq!(next(&d, Some(&pic), &a), Some(Source::Direct(0x30)));
         // LINT0 masked: the 8259 no longer reaches the CPU.
         d.clear(0x30);
         a.apic.write(reg::LVT_LINT0, 0x1_0700);
-        assert_eq!(next(&d, &pic, &a), None);
+        assert_eq!(next(&d, Some(&pic), &a), None);
         // Software-disabled APIC: out of the way again.
         a.apic.write(reg::SVR, 0xff);
-        assert_eq!(next(&d, &pic, &a), Some(Source::Pic(0x08)));
+        assert_eq!(next(&d, Some(&pic), &a), Some(Source::Pic(0x08)));
         a.apic.write(reg::SVR, 0x1ff);
         a.apic.write(reg::LVT_LINT0, 0x700);
-        assert_eq!(next(&d, &pic, &a), Some(Source::Pic(0x08)));
+        assert_eq!(next(&d, Some(&pic), &a), Some(Source::Pic(0x08)));
         // TPR above a request holds it back until lowered; EOI ends the one in service.
         a.apic.write(reg::EOI, 0);
         a.apic.accept(0x61, false);
         a.apic.write(reg::TPR, 0x70);
-        assert_eq!(next(&d, &pic, &a), Some(Source::Pic(0x08)));
+        assert_eq!(next(&d, Some(&pic), &a), Some(Source::Pic(0x08)));
         a.apic.write(reg::TPR, 0);
-        assert_eq!(next(&d, &pic, &a), Some(Source::Apic(0x61)));
+        assert_eq!(next(&d, Some(&pic), &a), Some(Source::Apic(0x61)));
     }
 }

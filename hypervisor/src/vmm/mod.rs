@@ -28,5 +28,6 @@ pub mod profile;
 pub mod run;
 pub mod step;
 pub mod vcpu;
+pub mod vcpu_slot;
 pub mod vlapic;
 pub mod xcr0;

@@ -276,68 +276,79 @@ pub fn claims(gpa: u64) -> bool {
     (APIC_BASE..APIC_BASE + APIC_PAGE_SIZE).contains(&gpa)
 }
 
-/// Takes a CR8 write the backend kept into the TPR.
-fn sync_from_cr8(p: &mut Partition) {
-    let cr8 = p.vcpu.cr(8);
-    p.lapic.sync_cr8(cr8);
+/// Takes a CR8 write the backend kept into vCPU `vc`'s TPR.
+fn sync_from_cr8(p: &mut Partition, vc: usize) {
+    let slot = &mut p.vcpus[vc];
+    let cr8 = slot.vcpu.cr(8);
+    slot.lapic.sync_cr8(cr8);
 }
 
 /// After a TPR write through the APIC: CR8 follows.
-fn sync_to_cr8(p: &mut Partition) {
-    let cr8 = p.lapic.sync_cr8(p.vcpu.cr(8));
-    if cr8 != p.vcpu.cr(8) {
-        p.vcpu.set_cr(8, cr8);
+fn sync_to_cr8(p: &mut Partition, vc: usize) {
+    let slot = &mut p.vcpus[vc];
+    let old = slot.vcpu.cr(8);
+    let cr8 = slot.lapic.sync_cr8(old);
+    if cr8 != old {
+        slot.vcpu.set_cr(8, cr8);
     }
 }
 
-/// A read of `size` bytes at `gpa` in the APIC page.
-pub fn mmio_read(p: &mut Partition, gpa: u64, size: u8) -> u64 {
-    sync_from_cr8(p);
-    p.lapic.mmio_read(gpa - APIC_BASE, size)
+/// A read of `size` bytes at `gpa` in vCPU `vc`'s APIC page.
+pub fn mmio_read(p: &mut Partition, vc: usize, gpa: u64, size: u8) -> u64 {
+    sync_from_cr8(p, vc);
+    p.vcpus[vc].lapic.mmio_read(gpa - APIC_BASE, size)
 }
 
-/// A write at `gpa` in the APIC page.
-pub fn mmio_write(p: &mut Partition, gpa: u64, size: u8, v: u64) {
-    sync_from_cr8(p);
-    let ipi = p.lapic.mmio_write(gpa - APIC_BASE, size, v);
-    after_write(p, ipi);
+/// A write at `gpa` in vCPU `vc`'s APIC page.
+pub fn mmio_write(p: &mut Partition, vc: usize, gpa: u64, size: u8, v: u64) {
+    sync_from_cr8(p, vc);
+    let ipi = p.vcpus[vc].lapic.mmio_write(gpa - APIC_BASE, size, v);
+    after_write(p, vc, ipi);
 }
 
-fn after_write(p: &mut Partition, ipi: Option<Ipi>) {
-    sync_to_cr8(p);
+fn after_write(p: &mut Partition, vc: usize, ipi: Option<Ipi>) {
+    sync_to_cr8(p, vc);
     if let Some(ipi) = ipi {
-        route(p, &ipi);
+        route(p, vc, &ipi);
     }
 }
 
-/// Routes an IPI the vCPU sent: to itself when it is a destination (a partition has one
-/// vCPU); INIT and start-up to itself change nothing here, an NMI waits in the APIC.
-fn route(p: &mut Partition, ipi: &Ipi) {
-    if p.lapic.is_target(ipi.dest, true) {
-        let effect = p.lapic.deliver_ipi(ipi);
+/// Routes an IPI vCPU `from` sent to every vCPU of the partition it names (§11.6.2): fixed
+/// and lowest-priority vectors go into each receiver's IRR (lowest priority is delivered to
+/// every receiver, which §11.6.2.4 allows only as a model-specific choice; a partition has
+/// few vCPUs), an NMI waits in the receiver's APIC. INIT and start-up are left to the
+/// partition's vCPU start-up code, which is not there yet: they are logged.
+pub fn route(p: &mut Partition, from: usize, ipi: &Ipi) {
+    for to in 0..p.vcpus.len() {
+        let lapic = &mut p.vcpus[to].lapic;
+        if !lapic.is_target(ipi.dest, to == from) {
+            continue;
+        }
+        let effect = lapic.deliver_ipi(ipi);
         if !matches!(effect, IpiEffect::Requested) {
-            log::debug!("partition {}: IPI {ipi:?} to itself: {effect:?}", p.name);
+            log::debug!("partition {}: IPI {ipi:?} from vCPU {from} to {to}: {effect:?}", p.name);
         }
     }
 }
 
-/// RDMSR of IA32_APIC_BASE, IA32_TSC_DEADLINE or an x2APIC MSR; `None`: #GP.
-pub fn rdmsr(p: &mut Partition, msr: u32) -> Option<u64> {
+/// RDMSR by vCPU `vc` of IA32_APIC_BASE, IA32_TSC_DEADLINE or an x2APIC MSR; `None`: #GP.
+pub fn rdmsr(p: &mut Partition, vc: usize, msr: u32) -> Option<u64> {
     match msr {
-        super::msr::IA32_APIC_BASE => Some(p.lapic.base()),
-        IA32_TSC_DEADLINE => Some(p.lapic.apic.tsc_deadline()),
+        super::msr::IA32_APIC_BASE => Some(p.vcpus[vc].lapic.base()),
+        IA32_TSC_DEADLINE => Some(p.vcpus[vc].lapic.apic.tsc_deadline()),
         m => {
-            sync_from_cr8(p);
-            p.lapic.read_msr(m)
+            sync_from_cr8(p, vc);
+            p.vcpus[vc].lapic.read_msr(m)
         }
     }
 }
 
-/// WRMSR of IA32_APIC_BASE, IA32_TSC_DEADLINE or an x2APIC MSR; `Err`: #GP, with why.
-pub fn wrmsr(p: &mut Partition, msr: u32, v: u64) -> Result<(), &'static str> {
+/// WRMSR by vCPU `vc` of IA32_APIC_BASE, IA32_TSC_DEADLINE or an x2APIC MSR; `Err`: #GP,
+/// with why.
+pub fn wrmsr(p: &mut Partition, vc: usize, msr: u32, v: u64) -> Result<(), &'static str> {
     match msr {
         super::msr::IA32_APIC_BASE => {
-            let r = p.lapic.set_base(v);
+            let r = p.vcpus[vc].lapic.set_base(v);
             if r == Err(BaseError::Moved) {
                 log::warn!(
                     "partition {}: IA32_APIC_BASE <- {v:#x}: {} (#GP)",
@@ -348,13 +359,13 @@ pub fn wrmsr(p: &mut Partition, msr: u32, v: u64) -> Result<(), &'static str> {
             r.map_err(BaseError::why)
         }
         IA32_TSC_DEADLINE => {
-            p.lapic.apic.set_tsc_deadline(v);
+            p.vcpus[vc].lapic.apic.set_tsc_deadline(v);
             Ok(())
         }
         m => {
-            sync_from_cr8(p);
-            let ipi = p.lapic.write_msr(m, v).map_err(|_| "x2APIC register refused")?;
-            after_write(p, ipi);
+            sync_from_cr8(p, vc);
+            let ipi = p.vcpus[vc].lapic.write_msr(m, v).map_err(|_| "x2APIC register refused")?;
+            after_write(p, vc, ipi);
             Ok(())
         }
     }
