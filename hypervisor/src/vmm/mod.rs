@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod hypercall;
 pub mod image;
 pub mod interrupts;
+pub mod ipi;
 pub mod launch;
 pub mod loader;
 pub mod machine;

@@ -185,6 +185,8 @@ fn run_vcpu(p: &mut Partition, v: usize) -> Flow {
         let flow = dispatch::handle(p, v, exit);
         profile::mark(Stage::Handler);
         match flow {
+            // An INIT it sent itself leaves it waiting for a SIPI.
+            Flow::Continue if p.vcpus[v].run != RunState::Runnable => return Flow::Yield,
             Flow::Continue => {}
             other => return other,
         }
