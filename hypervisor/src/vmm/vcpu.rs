@@ -178,6 +178,9 @@ pub trait Vcpu {
     fn set_msr(&mut self, m: HwMsr, v: u64);
     /// The guest's execution mode.
     fn mode(&self) -> CpuMode;
+    /// CS's base: outside 64-bit mode, the instruction at RIP is at linear CS.base + RIP
+    /// (SDM Vol. 3A §3.4.3; real mode: CS × 16).
+    fn cs_base(&self) -> u64;
     /// The guest's current privilege level (SS.DPL on VMX, SDM vol. 3C §25.4.1; the VMCB's
     /// CPL field on SVM, APM vol. 2 §15.5.1).
     fn cpl(&self) -> u8;

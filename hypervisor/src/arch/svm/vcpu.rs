@@ -390,6 +390,10 @@ impl Vcpu for SvmVcpu {
         }
     }
 
+    fn cs_base(&self) -> u64 {
+        self.vmcb().save.cs.base
+    }
+
     fn cpl(&self) -> u8 {
         self.vmcb().save.cpl & 3
     }

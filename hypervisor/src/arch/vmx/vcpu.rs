@@ -485,6 +485,10 @@ impl Vcpu for VmxVcpu {
         )
     }
 
+    fn cs_base(&self) -> u64 {
+        self.current().read(F::GuestCsBase)
+    }
+
     fn cpl(&self) -> u8 {
         ((self.current().read(F::GuestSsAccess) >> 5) & 3) as u8
     }
