@@ -295,7 +295,7 @@ fn xsetbv(p: &mut Partition, vc: usize) -> Flow {
     if let Err(why) = super::xcr0::check(index, v, supported) {
         return refuse_gp(p, vc, format_args!("XSETBV XCR{index} <- {v:#x} ({why})"));
     }
-    p.xcr0 = v;
+    p.vcpus[vc].fpu.xcr0 = v;
     // SAFETY: the value passed every XSETBV check of the SDM (`xcr0::check`) against what the
     // CPU supports, the host runs with CR4.OSXSAVE set whenever a guest can have it (it is a
     // guest CR4 bit on top of the host's), and the host itself uses no extended state.

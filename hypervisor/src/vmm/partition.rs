@@ -4,6 +4,7 @@
 
 use super::bus::{Bus, Sysinfo};
 use super::exit::ExitStats;
+use super::fpu::Fpu;
 use super::ipi::MAX_VCPUS;
 use super::memory::GuestRam;
 use super::msr::SoftMsrs;
@@ -70,7 +71,6 @@ pub struct Partition {
     pub io: Bus,
     pub mmio: Bus,
     pub msrs: SoftMsrs,
-    pub xcr0: u64,
     /// Its virtual 8259 pair: the UART on IRQ 4, owned host lines on theirs.
     pub pic: PicPair,
     /// The PC devices of a guest partition (PIT, RTC); the management partition has the
@@ -110,6 +110,9 @@ const TAG_STRIDE: u16 = 0x1000;
 fn vcpu_tag(tag: u16, k: u32) -> u16 {
     tag + k as u16 * TAG_STRIDE
 }
+
+/// The heap has no room for a vCPU's FPU state.
+const NO_HEAP: &str = "no heap left for a vCPU's FPU state";
 
 /// Bytes of console output kept per partition for ConsoleRead.
 pub const HISTORY_BYTES: usize = 16 * 1024;
@@ -171,6 +174,8 @@ impl Partition {
         let map: Vec<(u64, u64)> = blocks.iter().map(|&(gpa, _, len)| (gpa, len)).collect();
         let initial = super::image::load(&mut ram, &map, id, &config, platform).map_err(cleanup)?;
         let vcpus = Self::check_vcpus(&config, tag).map_err(cleanup)?;
+        let fpu_method = super::fpu::Method::host();
+        let fpu = Fpu::new(fpu_method).ok_or_else(|| cleanup(NO_HEAP.into()))?;
         let mut vcpu = backend
             .create_vcpu(&VcpuConfig { initial, slat_root: slat.root(), tag })
             .map_err(|e| cleanup(e.into()))?;
@@ -183,7 +188,8 @@ impl Partition {
                 tag: vcpu_tag(tag, k),
             };
             let ap = backend.create_vcpu(&config).map_err(|e| cleanup(e.into()))?;
-            slots.push(VcpuSlot::new(ap, RunState::WaitForSipi));
+            let fpu = Fpu::new(fpu_method).ok_or_else(|| cleanup(NO_HEAP.into()))?;
+            slots.push(VcpuSlot::new(ap, RunState::WaitForSipi, fpu));
         }
         let mut io = Bus::default();
         io.attach(0x3f8..0x400, Box::new(Uart16550::new()));
@@ -215,14 +221,15 @@ impl Partition {
             owned,
             map,
             slat,
-            vcpus: core::iter::once(VcpuSlot::new(vcpu, RunState::Runnable)).chain(slots).collect(),
+            vcpus: core::iter::once(VcpuSlot::new(vcpu, RunState::Runnable, fpu))
+                .chain(slots)
+                .collect(),
             current: 0,
             state: State::Runnable,
             stats: ExitStats::default(),
             io,
             mmio,
             msrs: SoftMsrs::default(),
-            xcr0: 1,
             pic: PicPair::default(),
             pc,
             irq_lines,

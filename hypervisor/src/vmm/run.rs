@@ -150,8 +150,17 @@ fn settle(p: &mut Partition, flow: Flow) -> Flow {
     }
 }
 
-/// Runs vCPU `v` of `p` until its slice ends or an exit needs more than the vCPU.
+/// Runs vCPU `v` of `p` until its slice ends or an exit needs more than the vCPU, with its own
+/// FPU state and XCR0 in the registers ([`super::fpu`]).
 fn run_vcpu(p: &mut Partition, v: usize) -> Flow {
+    p.vcpus[v].fpu.restore();
+    let flow = run_vcpu_exits(p, v);
+    p.vcpus[v].fpu.save();
+    flow
+}
+
+/// The exits of one slice of vCPU `v`.
+fn run_vcpu_exits(p: &mut Partition, v: usize) -> Flow {
     let ticks = slice_ticks(p, v, rdtsc());
     p.vcpus[v].vcpu.set_timeslice(ticks);
     profile::slice_start();
