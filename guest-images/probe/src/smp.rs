@@ -26,6 +26,14 @@ const UP: u64 = 0x800;
 const TIMER_HITS: u64 = 0x804;
 const IPI_HITS: u64 = 0x808;
 const CS_SEEN: u64 = 0x80c;
+/// The x87 control word vCPU 1 loads (at 0x810), and where its timer handler stores the one it
+/// has (0x812).
+const AP_FCW: u64 = 0x810;
+const AP_FCW_SEEN: u64 = 0x812;
+/// Control words, every exception masked: vCPU 1's (round toward zero) and this vCPU's (53-bit
+/// precision; neither is what FNINIT gives).
+const AP_FCW_VALUE: u16 = 0x0c7f;
+const BSP_FCW_VALUE: u16 = 0x027f;
 /// The application processor's vectors: its APIC timer and the IPI from here; and the IPI it
 /// sends back.
 const AP_TIMER_VECTOR: u8 = 0x40;
@@ -68,6 +76,9 @@ global_asm!(
     "mov word ptr [0x80c], ax",
     "lidt [0xf80]",
     "lock inc dword ptr [0x800]",
+    // Its own x87 control word (the one at 0x810), which vCPU 0 must not see.
+    "fninit",
+    "fldcw word ptr [0x810]",
     // x2APIC on (IA32_APIC_BASE bits 10 and 11), software-enabled (SVR 0x1FF).
     "mov ecx, 0x1b",
     "rdmsr",
@@ -97,6 +108,7 @@ global_asm!(
     "push ecx",
     "push edx",
     "lock inc dword ptr [0x804]",
+    "fnstcw word ptr [0x812]",
     "xor eax, eax",
     "xor edx, edx",
     "mov ecx, 0x80b",
@@ -156,6 +168,21 @@ fn shared(offset: u64) -> &'static AtomicU32 {
 fn icr(value: u64) {
     // SAFETY: the x2APIC is on (checked before); an ICR write only sends an IPI.
     unsafe { instr::wrmsr(X2APIC_ICR, value) };
+}
+
+/// Loads the x87 control word.
+fn set_fcw(v: u16) {
+    // SAFETY: FLDCW changes only x87 rounding, precision and exception masks; this guest does
+    // no x87 arithmetic, and every exception stays masked in the values used here.
+    unsafe { core::arch::asm!("fldcw word ptr [{}]", in(reg) &v, options(nostack, readonly)) };
+}
+
+/// The x87 control word.
+fn fcw() -> u16 {
+    let mut v: u16 = 0;
+    // SAFETY: FNSTCW stores two bytes into `v`.
+    unsafe { core::arch::asm!("fnstcw word ptr [{}]", in(reg) &mut v, options(nostack)) };
+    v
 }
 
 fn on_reply(_: &mut InterruptFrame) {
@@ -219,12 +246,14 @@ pub fn run(c: &mut Checks) {
             ivt.add(2 * usize::from(vector)).write(offset);
             ivt.add(2 * usize::from(vector) + 1).write(segment);
         }
+        ((TRAMPOLINE + AP_FCW) as *mut u16).write(AP_FCW_VALUE);
         let idtr = (TRAMPOLINE + IDTR) as *mut u16;
         idtr.write(0x3ff);
         idtr.add(1).cast::<u32>().write_unaligned((TRAMPOLINE + IVT) as u32);
     }
     c.check("vcpus2-trampoline-fits", ensure!(code.len() < IVT as usize, "{} bytes", code.len()));
 
+    set_fcw(BSP_FCW_VALUE);
     init_sipi_sipi();
     let up = wait_for(|| shared(UP).load(Ordering::SeqCst) >= 1);
     c.check("vcpus2-ap-started", ensure!(up, "vCPU 1 never reported in after INIT-SIPI-SIPI"));
@@ -235,6 +264,16 @@ pub fn run(c: &mut Checks) {
     c.check_eq("vcpus2-ap-real-mode-cs", u64::from(cs), SIPI_VECTOR << 8);
     let fired = wait_for(|| shared(TIMER_HITS).load(Ordering::SeqCst) >= 1);
     c.check("vcpus2-ap-apic-timer", ensure!(fired, "vCPU 1's one-shot APIC timer never fired"));
+    // Both ran since: each still has its own x87 control word.
+    let ap_fcw = shared(AP_FCW_SEEN - 2).load(Ordering::SeqCst) >> 16;
+    let bsp_fcw = fcw();
+    c.check(
+        "vcpus2-fpu-isolated",
+        ensure!(
+            bsp_fcw == BSP_FCW_VALUE && ap_fcw == u32::from(AP_FCW_VALUE),
+            "x87 control words: vCPU 0 {bsp_fcw:#06x} (set {BSP_FCW_VALUE:#06x}), vCPU 1 {ap_fcw:#06x} (set {AP_FCW_VALUE:#06x})"
+        ),
+    );
     let ups = shared(UP).load(Ordering::SeqCst);
     c.check("vcpus2-second-sipi-ignored", ensure!(ups == 1, "vCPU 1 started {ups} times"));
 
