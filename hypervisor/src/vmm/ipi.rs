@@ -7,16 +7,18 @@
 //! - fixed and lowest priority: the vector is accepted by the target's local APIC (lowest
 //!   priority goes to one target, the first that matches: §11.6.2.4 lets the chipset choose);
 //!   a vCPU waiting for a SIPI takes no interrupts;
-//! - INIT: the vCPU takes the INIT state (§10.1.1, Table 10-1: real mode at F000:FFF0, CR0
-//!   60000010H) and waits for a SIPI (§9.4.2); the INIT level de-assert does nothing (§11.6.1);
+//! - INIT: the vCPU waits for a SIPI (§9.4.2) with its local APIC reset but for its ID and
+//!   mode (§11.4.7.3); the INIT level de-assert does nothing (§11.6.1);
 //!   INIT to vCPU 0, the bootstrap processor, is a reset of the partition (a BSP would run
 //!   its firmware at the reset vector, and a partition has none);
-//! - start-up: a vCPU waiting for one starts in real mode at CS = vector << 8, IP = 0
-//!   (§9.4.3, §11.6.1: "the vector ... 000VV000H"); one not waiting ignores it;
+//! - start-up: a vCPU waiting for one takes the INIT state (§10.1.1, Table 10-1: real mode,
+//!   CR0 60000010H) with CS = vector << 8, IP = 0 (§9.4.3, §11.6.1: "the vector ...
+//!   000VV000H"); one not waiting ignores it;
 //! - NMI, SMI and the reserved modes are not delivered (counted as refused): no partition has
 //!   an NMI or SMI handler contract yet.
 //!
-//! [`Partition::send_ipi`] carries it out.
+//! [`Partition::send_ipi`] carries it out; the local APICs (`vmm/vlapic.rs`) match the
+//! destinations and take the vectors.
 
 use super::partition::{Partition, RunState, State};
 use super::vcpu::{Gprs, InitialState, Segment, reg};
@@ -153,21 +155,35 @@ impl Partition {
     /// stopped.
     pub fn send_ipi(&mut self, from: usize, ipi: Ipi) -> bool {
         let n = self.vcpus.len();
-        for v in targets(from, n, &ipi, |v, d| self.is_destination(v, d)) {
+        let mut to = targets(from, n, &ipi, |v, d| self.vcpus[v].lapic.is_target(d, v == from));
+        // A globally disabled APIC (IA32_APIC_BASE.EN clear) receives nothing (§11.4.3); a
+        // software-disabled one still takes INIT and SIPI (§11.4.7.2).
+        to.retain(|&v| self.vcpus[v].lapic.enabled());
+        for v in to {
             match effect(&ipi, v, self.vcpus[v].run) {
-                Effect::Accept(vector) => self.accept_interrupt(v, vector),
+                Effect::Accept(_) => {
+                    self.vcpus[v].lapic.deliver_ipi(&ipi);
+                }
                 Effect::Init => {
+                    // The registers take the INIT state when the SIPI comes (`Start`): until
+                    // then nothing runs or reads them, and the sender itself may be the target,
+                    // its instruction not yet completed.
                     let slot = &mut self.vcpus[v];
-                    slot.vcpu.reset(&init_state(signature()));
                     slot.run = RunState::WaitForSipi;
                     slot.timer = None;
                     slot.vectors = Default::default();
                     slot.insn_cache = None;
+                    // INIT resets the APIC but for its ID and its mode (SDM Vol. 3A §11.4.7.3,
+                    // §11.12.5.1).
+                    let x2apic = slot.lapic.apic.x2apic();
+                    slot.lapic.apic.reset();
+                    slot.lapic.apic.set_x2apic(x2apic);
                     log::debug!("partition {}: vCPU {v}: INIT from vCPU {from}", self.name);
                 }
                 Effect::Start(vector) => {
                     let slot = &mut self.vcpus[v];
                     slot.vcpu.reset(&sipi_state(vector, signature()));
+                    slot.insn_cache = None;
                     slot.run = RunState::Runnable;
                     log::info!(
                         "partition {}: vCPU {v} started by vCPU {from} at {:#x}",
@@ -195,21 +211,6 @@ impl Partition {
             self.state = State::Runnable;
         }
         true
-    }
-
-    /// True when vCPU `v`'s local APIC is the physical or logical destination `d`. Until the
-    /// partition's local APICs answer it, a vCPU's APIC ID is its index and no logical
-    /// destination matches.
-    fn is_destination(&self, v: usize, d: Destination) -> bool {
-        match d {
-            Destination::Physical(id) => id == 0xff || id == u32::MAX || id as usize == v,
-            _ => false,
-        }
-    }
-
-    /// vCPU `v` takes interrupt `vector` (through its local APIC once it has one).
-    fn accept_interrupt(&mut self, v: usize, vector: u8) {
-        self.vcpus[v].vectors.set(vector);
     }
 }
 

@@ -174,6 +174,10 @@ impl Partition {
         let map: Vec<(u64, u64)> = blocks.iter().map(|&(gpa, _, len)| (gpa, len)).collect();
         let initial = super::image::load(&mut ram, &map, id, &config, platform).map_err(cleanup)?;
         let vcpus = Self::check_vcpus(&config, tag).map_err(cleanup)?;
+        // Each vCPU's local APIC, with APIC ID = its index; vCPU 0 is the bootstrap processor.
+        let clock: alloc::rc::Rc<dyn crate::devices::clock::Clock> =
+            alloc::rc::Rc::new(super::platform::HostClock { hz: platform.tsc_hz_or_nominal() });
+        let lapic = |k: u32| super::vlapic::Vlapic::new(clock.clone(), k, k == 0);
         let fpu_method = super::fpu::Method::host();
         let fpu = Fpu::new(fpu_method).ok_or_else(|| cleanup(NO_HEAP.into()))?;
         let mut vcpu = backend
@@ -189,7 +193,7 @@ impl Partition {
             };
             let ap = backend.create_vcpu(&config).map_err(|e| cleanup(e.into()))?;
             let fpu = Fpu::new(fpu_method).ok_or_else(|| cleanup(NO_HEAP.into()))?;
-            slots.push(VcpuSlot::new(ap, RunState::WaitForSipi, fpu));
+            slots.push(VcpuSlot::new(ap, RunState::WaitForSipi, fpu, lapic(k)));
         }
         let mut io = Bus::default();
         io.attach(0x3f8..0x400, Box::new(Uart16550::new()));
@@ -221,7 +225,7 @@ impl Partition {
             owned,
             map,
             slat,
-            vcpus: core::iter::once(VcpuSlot::new(vcpu, RunState::Runnable, fpu))
+            vcpus: core::iter::once(VcpuSlot::new(vcpu, RunState::Runnable, fpu, lapic(0)))
                 .chain(slots)
                 .collect(),
             current: 0,
@@ -394,11 +398,8 @@ impl Partition {
     /// vectors and, for vCPU 0, the PIC's.
     pub fn interrupt_pending_for(&self, v: usize) -> bool {
         let slot = &self.vcpus[v];
-        if v == 0 {
-            super::interrupts::next(&slot.vectors, &self.pic).is_some()
-        } else {
-            !slot.vectors.is_empty()
-        }
+        let pic = (v == 0).then_some(&self.pic);
+        super::interrupts::next(&slot.vectors, pic, &slot.lapic).is_some()
     }
 
     /// True when an interrupt waits for any halted or runnable vCPU (the machine wakes a
@@ -411,7 +412,11 @@ impl Partition {
     /// vectors and, for vCPU 0, a bound channel, or an unmasked PIC line with a source behind
     /// it (its UART, a forwarded host line, the PIT and RTC).
     pub fn can_be_woken(&self, v: usize) -> bool {
-        if self.vcpus[v].timer.is_some() || self.interrupt_pending_for(v) {
+        let slot = &self.vcpus[v];
+        if slot.timer.is_some()
+            || slot.lapic.next_deadline().is_some()
+            || self.interrupt_pending_for(v)
+        {
             return true;
         }
         let wired = self.irq_lines | (1 << 4);
@@ -422,19 +427,21 @@ impl Partition {
     }
 
     /// The earliest TSC at which something raises an interrupt for vCPU `v` by itself (its
-    /// timer hypercall's deadline; for vCPU 0 the PIT's next tick), for its wake-up from HLT.
+    /// timer hypercall's deadline, its local APIC timer; for vCPU 0 the PIT's next tick), for
+    /// its wake-up from HLT.
     pub fn next_deadline_for(&self, v: usize) -> Option<u64> {
-        let timer = self.vcpus[v].timer.map(|(deadline, _)| deadline);
+        let slot = &self.vcpus[v];
+        let timer = slot.timer.map(|(deadline, _)| deadline);
         let devices = if v == 0 { self.device_deadline() } else { None };
-        match (timer, devices) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [timer, slot.lapic.next_deadline(), devices].into_iter().flatten().min()
     }
 
-    /// The earliest TSC at which something raises an interrupt by itself, for any vCPU.
+    /// The earliest TSC at which something raises an interrupt by itself, for any vCPU (the
+    /// length of a time slice).
     pub fn next_deadline(&self) -> Option<u64> {
-        let timers = self.vcpus.iter().filter_map(|s| s.timer.map(|(deadline, _)| deadline));
+        let timers = self.vcpus.iter().flat_map(|s| {
+            [s.timer.map(|(deadline, _)| deadline), s.lapic.next_deadline()].into_iter().flatten()
+        });
         timers.chain(self.device_deadline()).min()
     }
 
@@ -444,10 +451,11 @@ impl Partition {
         self.pc.as_ref().and_then(|pc| pc.next_interrupt(unmasked))
     }
 
-    /// Moves what came due into the interrupt inputs: each vCPU's timer hypercall vector, the
-    /// PC devices' IRQ lines.
+    /// Moves what came due into the interrupt inputs: each vCPU's timer hypercall vector and
+    /// local APIC timer, the PC devices' IRQ lines.
     pub fn tick(&mut self, now: u64) {
         for slot in &mut self.vcpus {
+            slot.lapic.apic.tick(now);
             if let Some((deadline, vector)) = slot.timer
                 && now >= deadline
             {

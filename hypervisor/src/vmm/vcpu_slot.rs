@@ -13,6 +13,7 @@ use super::exit::VmExit;
 use super::fpu::Fpu;
 use super::interrupts::VectorSet;
 use super::vcpu::Vcpu;
+use super::vlapic::Vlapic;
 use alloc::boxed::Box;
 
 /// Where one vCPU is in its run.
@@ -78,13 +79,16 @@ pub struct VcpuSlot {
     pub insn_cache: Option<CodeSite>,
     /// Its x87/SSE/AVX registers and XCR0 while another vCPU runs.
     pub fpu: Fpu,
+    /// Its local APIC (`vmm/vlapic.rs`).
+    pub lapic: Vlapic,
 }
 
 impl VcpuSlot {
-    pub fn new(vcpu: Box<dyn Vcpu>, run: RunState, fpu: Fpu) -> Self {
+    pub fn new(vcpu: Box<dyn Vcpu>, run: RunState, fpu: Fpu, lapic: Vlapic) -> Self {
         Self {
             vcpu,
             fpu,
+            lapic,
             run,
             timer: None,
             vectors: VectorSet::default(),
