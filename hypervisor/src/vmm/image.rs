@@ -121,6 +121,8 @@ fn load_linux(
         tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
         gdt_base: GDT_GPA,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
+        idt_base: 0,
+        idt_limit: 0,
     })
 }
 
@@ -225,6 +227,8 @@ fn boot_structures(
         tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
         gdt_base: base + GDT_GPA,
         gdt_limit: (GDT.len() * 8 - 1) as u16,
+        idt_base: 0,
+        idt_limit: 0,
     })
 }
 
@@ -264,6 +268,8 @@ fn multiboot_structures(
         tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
         gdt_base: base + GDT_GPA,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
+        idt_base: 0,
+        idt_limit: 0,
     })
 }
 
