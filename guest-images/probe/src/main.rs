@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod apic;
 mod control;
 mod cpu;
 mod debug;
@@ -45,5 +46,6 @@ fn main(info: &'static StartInfo) -> u64 {
     devices::run(&mut c, info);
     hypercalls::run(&mut c, info);
     memory::run(&mut c, info);
+    apic::run(&mut c);
     c.summary("probe")
 }
