@@ -455,17 +455,23 @@ impl Partition {
     /// local APIC timer, the PC devices' IRQ lines.
     pub fn tick(&mut self, now: u64) {
         for slot in &mut self.vcpus {
-            slot.lapic.apic.tick(now);
-            if let Some((deadline, vector)) = slot.timer
-                && now >= deadline
-            {
-                slot.timer = None;
-                slot.vectors.set(vector);
-            }
+            slot.tick(now);
         }
         if let Some(pc) = &self.pc {
             pc.tick(now, &mut self.pic);
         }
+    }
+
+    /// [`Partition::tick`] for vCPU `v` alone and the devices, before each of its entries;
+    /// its slot.
+    #[inline]
+    pub fn tick_vcpu(&mut self, v: usize, now: u64) -> &VcpuSlot {
+        if let Some(pc) = &self.pc {
+            pc.tick(now, &mut self.pic);
+        }
+        let slot = &mut self.vcpus[v];
+        slot.tick(now);
+        slot
     }
 
     /// Raises `vector` at vCPU 0 (channel notifications).

@@ -309,15 +309,9 @@ pub fn mmio_write(p: &mut Partition, vc: usize, gpa: u64, size: u8, v: u64) {
 fn after_write(p: &mut Partition, vc: usize, ipi: Option<Ipi>) {
     sync_to_cr8(p, vc);
     if let Some(ipi) = ipi {
-        route(p, vc, &ipi);
+        // To the vCPUs of this partition it names (`vmm/ipi.rs`).
+        p.send_ipi(vc, ipi);
     }
-}
-
-/// Routes an IPI vCPU `from` sent to the vCPUs of its partition it names
-/// ([`Partition::send_ipi`], `vmm/ipi.rs`: fixed and lowest-priority vectors into the
-/// receivers' IRR, INIT and start-up through the vCPUs' run states).
-pub fn route(p: &mut Partition, from: usize, ipi: &Ipi) {
-    p.send_ipi(from, *ipi);
 }
 
 /// RDMSR by vCPU `vc` of IA32_APIC_BASE, IA32_TSC_DEADLINE or an x2APIC MSR; `None`: #GP.
