@@ -194,6 +194,13 @@ impl IoApic {
         }
     }
 
+    /// True when pin `pin` is a level entry of `vector` waiting for its EOI (remote IRR set).
+    pub fn awaits_eoi(&self, pin: u8, vector: u8) -> bool {
+        let Some(&entry) = self.table.get(usize::from(pin)) else { return false };
+        entry & (TRIGGER_LEVEL | REMOTE_IRR) == TRIGGER_LEVEL | REMOTE_IRR
+            && (entry & VECTOR) as u8 == vector
+    }
+
     /// The messages sent since the last call, oldest first.
     pub fn take_messages(&mut self) -> Vec<Message> {
         core::mem::take(&mut self.out)

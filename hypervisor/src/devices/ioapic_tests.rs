@@ -104,6 +104,8 @@ fn level_pins_wait_for_the_eoi() {
     assert!(m[0].level && m[0].logical);
     assert_eq!(m[0].mode, DeliveryMode::LowestPriority);
     assert_eq!(reg_read(&mut io, 0x10 + 18) & (1 << 14), 1 << 14, "remote IRR set");
+    assert!(io.awaits_eoi(9, 0x49) && !io.awaits_eoi(9, 0x48) && !io.awaits_eoi(8, 0x49));
+    assert!(!io.awaits_eoi(99, 0x49));
     io.set_irq(9, true);
     assert!(io.take_messages().is_empty(), "nothing while remote IRR is set");
     io.eoi(0x48);

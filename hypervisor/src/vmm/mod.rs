@@ -29,4 +29,5 @@ pub mod run;
 pub mod step;
 pub mod vcpu;
 pub mod vcpu_slot;
+pub mod vioapic;
 pub mod xcr0;

@@ -77,6 +77,8 @@ pub struct Partition {
     pub pc: Option<super::pc::PcDevices>,
     /// Host IRQ lines forwarded to this partition (the management partition's devices).
     pub irq_lines: u16,
+    /// The management partition's virtual I/O APIC (`vmm::vioapic`).
+    pub ioapic: Option<crate::devices::shared::Shared<crate::devices::ioapic::IoApic>>,
     /// Channels with an interrupt vector bound at this partition's end.
     pub bound_channels: u32,
     /// Host interrupts forwarded to it.
@@ -169,6 +171,7 @@ impl Partition {
             SYSINFO_GPA..SYSINFO_GPA + PAGE_SIZE,
             Box::new(Sysinfo { id, scratch: 0, reads: 0 }),
         );
+        let ioapic = config.management.then(|| super::vioapic::attach(&mut mmio));
         let irq_lines = if config.management {
             super::passthrough::hand_over(
                 &config.devices,
@@ -201,6 +204,7 @@ impl Partition {
             pic: PicPair::default(),
             pc,
             irq_lines,
+            ioapic,
             bound_channels: 0,
             irqs_forwarded: 0,
             refused: 0,

@@ -1,0 +1,118 @@
+//! The management partition's virtual I/O APIC (`devices::ioapic`): attached at 0xFEC0_0000
+//! on its MMIO bus (the host's own I/O APIC stays with the hypervisor, which keeps its 8259s),
+//! fed the host IRQ lines the partition owns, and delivering what it routes to the vCPUs.
+//!
+//! ISA IRQ n is I/O APIC pin n, as on a PC, except IRQ 0 on pin 2 (the MADT's interrupt source
+//! override; IRQ 0 stays with the hypervisor anyway). Each forwarded host line reaches both the
+//! virtual 8259 pair and this I/O APIC, as a PC wires them; the guest masks the one it does not
+//! use. The hypervisor re-enables a host line once either controller is done with its
+//! interrupt ([`take_finished`]: the 8259's EOI, the I/O APIC's delivery of an edge or the EOI
+//! of a level interrupt).
+//!
+//! Delivery ([`deliver`]) is the one place a message becomes an interrupt for a vCPU: with a
+//! virtual local APIC per vCPU (issue 10) it goes to the APICs its destination names (the
+//! local APIC's EOI of a level vector comes back through [`eoi`]); until then a fixed or
+//! lowest-priority message raises its vector on vCPU 0 directly, as the para-virtual timer
+//! does, with no EOI (so a level-triggered entry sends once).
+
+use super::bus::Bus;
+use super::partition::Partition;
+use crate::devices::ioapic::{self, DeliveryMode, IoApic, Message};
+use crate::devices::shared::{Shared, shared};
+use alloc::boxed::Box;
+
+/// Attaches a fresh I/O APIC (ID 0, every entry masked) to `mmio` and returns the handle the
+/// partition keeps.
+pub fn attach(mmio: &mut Bus) -> Shared<IoApic> {
+    let io = shared(IoApic::new(0));
+    mmio.attach(ioapic::BASE..ioapic::BASE + ioapic::WINDOW, Box::new(io.clone()));
+    io
+}
+
+/// The I/O APIC pin of ISA IRQ `irq`.
+pub fn pin_of(irq: u8) -> u8 {
+    if irq == 0 { 2 } else { irq }
+}
+
+/// ISA IRQ `irq`'s line changed: its pin follows, and what it sends is delivered.
+pub fn set_line(p: &mut Partition, irq: u8, high: bool) {
+    let Some(io) = p.ioapic.clone() else { return };
+    io.borrow_mut().set_irq(pin_of(irq), high);
+    deliver_pending(p);
+}
+
+/// The ISA lines (bit n: IRQ n) whose interrupt the I/O APIC is done with since the last call.
+pub fn take_finished(p: &mut Partition) -> u16 {
+    let Some(io) = &p.ioapic else { return 0 };
+    let pins = io.borrow_mut().take_finished();
+    isa_lines(pins)
+}
+
+/// The ISA lines (bit n: IRQ n) of a set of pins (bit n: pin n).
+fn isa_lines(pins: u32) -> u16 {
+    (0..16u8).filter(|&irq| pins & (1 << pin_of(irq)) != 0).fold(0, |m, irq| m | (1 << irq))
+}
+
+/// Delivers every message the I/O APIC has sent (after a line changed or a guest wrote its
+/// registers).
+pub fn deliver_pending(p: &mut Partition) {
+    let Some(io) = p.ioapic.clone() else { return };
+    let messages = io.borrow_mut().take_messages();
+    for m in messages {
+        deliver(p, m);
+    }
+}
+
+/// A local APIC's EOI of level-triggered `vector` (the EOI broadcast, SDM Vol. 3A §11.8.5):
+/// the I/O APIC clears remote IRR, and a pin still asserted sends again. A forwarded host
+/// line's pin is lowered first: its virtual level only stands for "the host line fired and the
+/// guest has not finished"; once the guest has, the host line is re-enabled
+/// ([`take_finished`]) and a device still asking interrupts the host again.
+pub fn eoi(p: &mut Partition, vector: u8) {
+    let Some(io) = p.ioapic.clone() else { return };
+    {
+        let mut io = io.borrow_mut();
+        for irq in (0..16u8).filter(|i| p.irq_lines & (1 << i) != 0) {
+            if io.awaits_eoi(pin_of(irq), vector) {
+                io.set_irq(pin_of(irq), false);
+            }
+        }
+        io.eoi(vector);
+    }
+    deliver_pending(p);
+}
+
+/// Makes message `m` an interrupt of the partition's vCPUs (see the module documentation).
+pub fn deliver(p: &mut Partition, m: Message) {
+    match m.mode {
+        DeliveryMode::Fixed | DeliveryMode::LowestPriority if m.vector >= 16 => {
+            if let Some(slot) = p.vcpus.first_mut() {
+                slot.vectors.set(m.vector);
+            }
+        }
+        _ => log::warn!(
+            "partition {}: I/O APIC pin {} sent {:?} vector {:#x}: not delivered",
+            p.name,
+            m.pin,
+            m.mode,
+            m.vector
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isa_irqs_map_to_pins_as_on_a_pc() {
+        assert_eq!(pin_of(0), 2);
+        assert_eq!(pin_of(14), 14);
+        assert_eq!(pin_of(1), 1);
+        // Pin 2 is IRQ 0 (and pin 2 also stands for IRQ 2, the cascade, which no line uses).
+        assert_eq!(isa_lines(1 << 14), 1 << 14);
+        assert_eq!(isa_lines(1 << 2), (1 << 0) | (1 << 2));
+        assert_eq!(isa_lines(1 << 20), 0, "pins 16-23 have no ISA line");
+        assert_eq!(isa_lines((1 << 9) | (1 << 15)), (1 << 9) | (1 << 15));
+    }
+}
