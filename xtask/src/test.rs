@@ -379,10 +379,22 @@ mod tests {
     }
 
     #[test]
+    fn explicit_cases_exist_and_compared_cases_boot_barepc() {
+        for name in EXPLICIT_ONLY.iter().chain(COMPARED_WITH_BARE) {
+            let case = CASES.iter().find(|c| c.name == *name).expect("a case of that name");
+            if COMPARED_WITH_BARE.contains(name) {
+                assert_eq!(case.scenario, "barepc");
+                assert!(case.test_disk, "the reference reads the test disk");
+            }
+        }
+    }
+
+    #[test]
     fn case_names_are_unique() {
         let mut names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
         names.extend(HOST_CHECKS.iter().map(|c| c.name));
         names.push(BENCH_GATE);
+        names.push(BAREPC_REFERENCE);
         let count = names.len();
         names.sort();
         names.dedup();
