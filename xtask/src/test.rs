@@ -12,9 +12,9 @@ use crate::barepc;
 use crate::bench;
 use crate::build::{self, KERNEL_CRATES};
 use crate::deps::{self, KERNEL_TARGET};
-use crate::emulator::Outcome;
 use crate::emulator::input::Step;
 use crate::emulator::watch::{self, Ran, Watch};
+use crate::emulator::{Choice, Outcome};
 use crate::run::{self, Spec};
 use crate::scenario;
 use crate::step;
@@ -194,7 +194,7 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
 
 /// The bare reference: every check passes.
 fn barepc_reference() -> Result<String> {
-    let r = barepc::reference()?;
+    let r = barepc::reference(barepc::Bare::Qemu)?;
     let failed: Vec<&str> =
         r.checks.iter().filter(|c| c.why.is_some()).map(|c| c.name.as_str()).collect();
     if r.checks.is_empty() || !failed.is_empty() {
@@ -237,8 +237,12 @@ fn run_case(case: &Case, cpus: Option<u32>) -> Result<String> {
         Watch { timeout: Some(Duration::from_secs(case.timeout_s)), echo: false, cpu_window: None };
     let ran = watch::run(p.emulator.as_ref(), &p.launch, &watch)?;
     let compared = if COMPARED_WITH_BARE.contains(&case.name) {
-        let reference = barepc::reference()?;
-        barepc::compare(&reference.checks, &barepc::parse(&ran.serial)).map_err(|e| anyhow!(e))
+        let on = match case.emulator {
+            Choice::Bochs => barepc::Bare::Bochs,
+            _ => barepc::Bare::Qemu,
+        };
+        let reference = barepc::reference(on)?;
+        barepc::compare(&reference.checks, &barepc::parse(&ran.serial), on).map_err(|e| anyhow!(e))
     } else {
         Ok(())
     };

@@ -81,9 +81,10 @@ pub fn parse(serial: &str) -> Vec<Verdict> {
         .collect()
 }
 
-/// Every check of `reference` with the same verdict in `run`; the error lists each that
-/// differs (its verdict under the hypervisor, or that it is missing) and any extra.
-pub fn compare(reference: &[Verdict], run: &[Verdict]) -> Result<(), String> {
+/// Every check of `reference` (run on bare `bare`) with the same verdict in `run`; the error
+/// lists each that differs (its verdict under the hypervisor, or that it is missing) and any
+/// extra.
+pub fn compare(reference: &[Verdict], run: &[Verdict], bare: Bare) -> Result<(), String> {
     let mut differ = Vec::new();
     for want in reference {
         match run.iter().find(|v| v.name == want.name) {
@@ -105,7 +106,7 @@ pub fn compare(reference: &[Verdict], run: &[Verdict]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{} of {} checks disagree with bare QEMU: {}",
+            "{} of {} checks disagree with bare {bare}: {}",
             differ.len(),
             reference.len(),
             differ.join("; ")
@@ -120,7 +121,25 @@ fn grub_cfg() -> String {
         .to_string()
 }
 
-/// What the reference run printed: its verdicts and its whole serial log.
+/// The bare machine a reference runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bare {
+    /// QEMU TCG (`-machine pc`, SeaBIOS): the reference of the default suite and of svm-barepc.
+    Qemu,
+    /// Bochs (its BIOS, `tigerlake`): the reference of vmx-barepc.
+    Bochs,
+}
+
+impl std::fmt::Display for Bare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Bare::Qemu => "QEMU",
+            Bare::Bochs => "Bochs",
+        })
+    }
+}
+
+/// What a reference run printed: its verdicts and its whole serial log.
 #[derive(Clone, Debug)]
 pub struct Reference {
     pub checks: Vec<Verdict>,
@@ -128,22 +147,36 @@ pub struct Reference {
     pub wall: Duration,
 }
 
-/// Boots the kernel on bare QEMU TCG once per xtask run (the kernels must be built) and
-/// returns its lines. An error when it does not end through its exit port, or its status is
-/// not its count of FAIL lines.
-pub fn reference() -> Result<&'static Reference> {
-    static DONE: OnceLock<Reference> = OnceLock::new();
-    if let Some(r) = DONE.get() {
+/// Boots the kernel on the bare machine `on` once per xtask run (the kernels must be built)
+/// and returns its lines. An error when it does not end with its summary line (and, on QEMU,
+/// through its exit port with its count of FAIL lines as the status).
+pub fn reference(on: Bare) -> Result<&'static Reference> {
+    static QEMU: OnceLock<Reference> = OnceLock::new();
+    static BOCHS: OnceLock<Reference> = OnceLock::new();
+    let done = if on == Bare::Qemu { &QEMU } else { &BOCHS };
+    if let Some(r) = done.get() {
         return Ok(r);
     }
-    let r = run_reference()?;
-    Ok(DONE.get_or_init(|| r))
+    let iso = make_iso()?;
+    let r = match on {
+        Bare::Qemu => run_qemu(&iso)?,
+        Bare::Bochs => run_bochs(&iso)?,
+    };
+    let failed = r.checks.iter().filter(|c| c.why.is_some()).count();
+    if !r.serial.contains(&format!("barepc: {} checks, {failed} failed", r.checks.len())) {
+        bail!(
+            "bare {on}: no summary line for its {} checks; the serial log:\n{}",
+            r.checks.len(),
+            crate::emulator::watch::tail(&r.serial, 40)
+        );
+    }
+    Ok(done.get_or_init(|| r))
 }
 
-fn run_reference() -> Result<Reference> {
-    deps::ensure(&[deps::QEMU])?;
+/// The GRUB ISO with the ELF32 image and the module (made once per xtask run).
+fn make_iso() -> Result<PathBuf> {
     deps::ensure(&deps::GRUB_ISO)?;
-    let dir = step::work_dir().join("run").join("barepc-bare");
+    let dir = step::work_dir().join("images").join("barepc-iso");
     let _lock = step::lock(&dir)?;
     let _ = fs::remove_dir_all(&dir);
     let tree = dir.join("tree");
@@ -154,6 +187,15 @@ fn run_reference() -> Result<Reference> {
     fs::write(tree.join("boot").join("grub").join("grub.cfg"), grub_cfg())?;
     let iso = dir.join("barepc.iso");
     step::run_quiet(Command::new("grub-mkrescue").arg("-o").arg(&iso).arg(&tree))?;
+    Ok(iso)
+}
+
+fn run_qemu(iso: &std::path::Path) -> Result<Reference> {
+    deps::ensure(&[deps::QEMU])?;
+    let dir = step::work_dir().join("run").join("barepc-bare");
+    let _lock = step::lock(&dir)?;
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
     let disk = dir.join("test-disk.img");
     image::write_test_disk(&disk)?;
     let log = dir.join("serial.log");
@@ -167,7 +209,7 @@ fn run_reference() -> Result<Reference> {
         .arg("-drive")
         .arg(format!("file={},format=raw,if=ide,index=0", disk.display()))
         .arg("-cdrom")
-        .arg(&iso)
+        .arg(iso)
         .args(["-boot", "d"]);
     let start = Instant::now();
     let mut child = cmd
@@ -203,10 +245,33 @@ fn run_reference() -> Result<Reference> {
             log.display()
         ),
     }
-    if !serial.contains(&format!("barepc: {} checks, {failed} failed", checks.len())) {
-        bail!("no summary line matching {} checks on {}", checks.len(), log.display());
-    }
     Ok(Reference { checks, serial, wall: start.elapsed() })
+}
+
+/// Bochs boots the ISO from its BIOS (the emulator module's ISO set-up, COM1 on a socket);
+/// barepc ends it through the shutdown port 0x8900 (a fatal panic: Bochs' "failure" exit).
+fn run_bochs(iso: &std::path::Path) -> Result<Reference> {
+    let emulator = crate::emulator::select(crate::emulator::Choice::Bochs)?;
+    deps::ensure(&emulator.needs(image::Boot::Multiboot))?;
+    let launch = crate::emulator::Launch {
+        image: image::Image::Iso { path: iso.to_path_buf() },
+        cpu: None,
+        memory_mib: 256,
+        cpus: 1,
+        headless: true,
+        gdb: false,
+        icount: false,
+        run_dir: step::work_dir().join("run").join("barepc-bare-bochs"),
+        input: Vec::new(),
+        test_disk: true,
+    };
+    let watch =
+        crate::emulator::watch::Watch { timeout: Some(TIMEOUT * 3), echo: false, cpu_window: None };
+    let ran = crate::emulator::watch::run(emulator.as_ref(), &launch, &watch)?;
+    if ran.outcome.is_none() {
+        bail!("bare Bochs did not end within {} s", (TIMEOUT * 3).as_secs());
+    }
+    Ok(Reference { checks: parse(&ran.serial), serial: ran.serial, wall: ran.elapsed })
 }
 
 #[cfg(test)]
@@ -228,15 +293,20 @@ mod tests {
     #[test]
     fn a_different_missing_or_extra_verdict_is_a_disagreement() {
         let reference = parse("PASS a\nPASS b\nFAIL c: no disk\n");
-        assert_eq!(compare(&reference, &reference), Ok(()));
+        assert_eq!(compare(&reference, &reference, Bare::Qemu), Ok(()));
         // The reasons of two failures may differ; the verdicts may not.
-        assert_eq!(compare(&reference, &parse("PASS a\nPASS b\nFAIL c: other\n")), Ok(()));
-        let e = compare(&reference, &parse("PASS a\nFAIL b: #GP\nPASS c\nPASS d\n")).unwrap_err();
+        assert_eq!(
+            compare(&reference, &parse("PASS a\nPASS b\nFAIL c: other\n"), Bare::Qemu),
+            Ok(())
+        );
+        let e = compare(&reference, &parse("PASS a\nFAIL b: #GP\nPASS c\nPASS d\n"), Bare::Qemu)
+            .unwrap_err();
         assert!(e.starts_with("3 of 3 checks disagree with bare QEMU: "), "{e}");
         assert!(e.contains("b (bare PASS, here FAIL: #GP)"), "{e}");
         assert!(e.contains("c (bare FAIL: no disk, here PASS)"), "{e}");
         assert!(e.contains("d (not in the reference)"), "{e}");
-        let e = compare(&reference, &parse("PASS a\n")).unwrap_err();
+        let e = compare(&reference, &parse("PASS a\n"), Bare::Bochs).unwrap_err();
+        assert!(e.starts_with("2 of 3 checks disagree with bare Bochs: "), "{e}");
         assert!(e.contains("b (missing); c (missing)"), "{e}");
     }
 
