@@ -171,7 +171,9 @@ impl Partition {
             SYSINFO_GPA..SYSINFO_GPA + PAGE_SIZE,
             Box::new(Sysinfo { id, scratch: 0, reads: 0 }),
         );
-        let ioapic = config.management.then(|| super::vioapic::attach(&mut mmio));
+        // ID 0, as QEMU's I/O APIC has (Bochs' has 1): the MADT the partition reads should
+        // give the same.
+        let ioapic = config.management.then(|| super::vioapic::attach(&mut mmio, 0));
         let irq_lines = if config.management {
             super::passthrough::hand_over(
                 &config.devices,

@@ -21,10 +21,11 @@ use crate::devices::ioapic::{self, DeliveryMode, IoApic, Message};
 use crate::devices::shared::{Shared, shared};
 use alloc::boxed::Box;
 
-/// Attaches a fresh I/O APIC (ID 0, every entry masked) to `mmio` and returns the handle the
-/// partition keeps.
-pub fn attach(mmio: &mut Bus) -> Shared<IoApic> {
-    let io = shared(IoApic::new(0));
+/// Attaches a fresh I/O APIC (every entry masked) with ID `id` to `mmio` and returns the
+/// handle the partition keeps. The ID should be the one the partition's MADT gives its I/O
+/// APIC (ACPI 6.5 §5.2.12.3).
+pub fn attach(mmio: &mut Bus, id: u8) -> Shared<IoApic> {
+    let io = shared(IoApic::new(id));
     mmio.attach(ioapic::BASE..ioapic::BASE + ioapic::WINDOW, Box::new(io.clone()));
     io
 }
