@@ -4,6 +4,7 @@
 //! redirection table 0x10 + 2n, §3.2.4).
 
 use crate::cpu::{mmio_read, mmio_write, rdmsr, wrmsr};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
@@ -17,19 +18,35 @@ const TIMER_CURRENT: u64 = 0x390;
 const TIMER_DIVIDE: u64 = 0x3e0;
 
 static mut BASE: u64 = 0xfee0_0000;
+/// Set once IA32_APIC_BASE was read: until then nothing touches the register page (a machine
+/// without a local APIC has nothing there).
+static FOUND: AtomicBool = AtomicBool::new(false);
 
-/// The local APIC's base as IA32_APIC_BASE gives it, with the APIC globally enabled
-/// (a #GP where the MSR is missing: call under the guard).
-pub fn base() -> u64 {
+/// The local APIC's base as IA32_APIC_BASE gives it, with the APIC globally enabled; an error
+/// where CPUID.1:EDX.APIC (bit 9) says there is none (IA32_APIC_BASE then need not exist: a
+/// #GP, which the caller's guard catches, where the CPU refuses it anyway).
+pub fn base() -> Result<u64, &'static str> {
+    if crate::cpu::cpuid(1).3 & (1 << 9) == 0 {
+        return Err("no local APIC (CPUID.1:EDX.APIC clear)");
+    }
     let v = rdmsr(IA32_APIC_BASE);
     if v & APIC_GLOBAL_ENABLE == 0 {
         // SAFETY: enabling our own local APIC; no interrupt source is unmasked yet.
         unsafe { wrmsr(IA32_APIC_BASE, v | APIC_GLOBAL_ENABLE) };
     }
     let base = v & 0xf_ffff_f000;
+    if base == 0 {
+        return Err("IA32_APIC_BASE gives base 0");
+    }
     // SAFETY: one CPU; written here, read by `eoi` from the interrupt handlers.
     unsafe { BASE = base };
-    base
+    FOUND.store(true, Ordering::SeqCst);
+    Ok(base)
+}
+
+/// True once [`base`] found the local APIC.
+pub fn found() -> bool {
+    FOUND.load(Ordering::SeqCst)
 }
 
 pub fn read(reg: u64) -> u32 {
@@ -42,9 +59,12 @@ pub fn write(reg: u64, v: u32) {
     mmio_write(unsafe { BASE } + reg, v);
 }
 
-/// Ends the interrupt in service (any value written to the EOI register).
+/// Ends the interrupt in service (any value written to the EOI register), where there is a
+/// local APIC.
 pub fn eoi() {
-    write(EOI, 0);
+    if found() {
+        write(EOI, 0);
+    }
 }
 
 /// Software-enables the APIC (SVR bit 8) with spurious vector 0xff.

@@ -188,8 +188,9 @@ extern "C" fn barepc_isr(f: &mut Frame) {
                 f.cs = 0x08;
                 f.ss = 0x10;
                 f.rflags = 0x2;
-                // guard_resume reloads RSP itself; any valid stack does for the IRET.
-                f.rsp = (&raw const f as u64 - 64) & !0xf;
+                // guard_resume reloads RSP itself; any valid stack does for the IRET: the
+                // one below this frame.
+                f.rsp = (core::ptr::from_mut(f) as u64 - 64) & !0xf;
                 return;
             }
         }

@@ -275,7 +275,7 @@ fn wait_for(vector: u8, n: u32) -> bool {
 
 fn lapic_timer() -> Result<(), Why> {
     guarded_value(|| {
-        let base = apic::base();
+        let base = apic::base().map_err(Why::from)?;
         println!("barepc: local APIC at {base:#x}, version {:#x}", {
             apic::enable();
             apic::read(0x30)
@@ -297,6 +297,9 @@ fn lapic_timer() -> Result<(), Why> {
 }
 
 fn self_ipi() -> Result<(), Why> {
+    if !apic::found() {
+        return Err(why!("no local APIC (see lapic-timer)"));
+    }
     guarded_value(|| {
         apic::self_ipi(IPI_VECTOR);
         ensure!(wait_for(IPI_VECTOR, 1), "no interrupt at vector {IPI_VECTOR:#x}")
