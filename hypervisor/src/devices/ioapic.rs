@@ -201,6 +201,12 @@ impl IoApic {
             && (entry & VECTOR) as u8 == vector
     }
 
+    /// True when there is nothing for the hypervisor: no message waiting, no pin finished (a
+    /// cheap test for the scheduler's loop).
+    pub fn idle(&self) -> bool {
+        self.out.is_empty() && self.finished == 0
+    }
+
     /// The messages sent since the last call, oldest first.
     pub fn take_messages(&mut self) -> Vec<Message> {
         core::mem::take(&mut self.out)

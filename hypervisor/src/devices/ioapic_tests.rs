@@ -55,7 +55,9 @@ fn entries_reset_masked_and_keep_only_writable_bits() {
 fn edge_pins_send_once_per_asserting_edge() {
     let mut io = IoApic::new(0);
     route(&mut io, 14, 0x50, 3); // fixed, physical, edge, active high, unmasked
+    assert!(io.idle());
     io.set_irq(14, true);
+    assert!(!io.idle());
     io.set_irq(14, true); // no new edge
     let m = io.take_messages();
     assert_eq!(
@@ -70,6 +72,7 @@ fn edge_pins_send_once_per_asserting_edge() {
         }]
     );
     assert_eq!(io.take_finished(), 1 << 14, "an edge is finished once delivered");
+    assert!(io.idle());
     io.set_irq(14, false);
     assert!(io.take_messages().is_empty(), "the falling edge sends nothing");
     io.set_irq(14, true);

@@ -255,9 +255,7 @@ impl<'a> Machine<'a> {
     /// owner has ended the interrupt.
     fn route_host_irqs(&mut self) {
         for p in self.parts.iter_mut() {
-            // Guest writes to its I/O APIC may have sent interrupts (an unmasked level pin).
-            super::vioapic::deliver_pending(p);
-            let done = (p.pic.take_eois() | super::vioapic::take_finished(p)) & p.irq_lines;
+            let done = (p.pic.take_eois() | super::vioapic::poll(p)) & p.irq_lines;
             for irq in (0..16u8).filter(|i| done & (1 << i) != 0) {
                 p.pic.set_irq(irq, false);
                 super::vioapic::set_line(p, irq, false);

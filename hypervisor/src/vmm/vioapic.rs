@@ -6,8 +6,8 @@
 //! override; IRQ 0 stays with the hypervisor anyway). Each forwarded host line reaches both the
 //! virtual 8259 pair and this I/O APIC, as a PC wires them; the guest masks the one it does not
 //! use. The hypervisor re-enables a host line once either controller is done with its
-//! interrupt ([`take_finished`]: the 8259's EOI, the I/O APIC's delivery of an edge or the EOI
-//! of a level interrupt).
+//! interrupt (the 8259's EOI; [`poll`]: the I/O APIC's delivery of an edge or the EOI of a
+//! level interrupt).
 //!
 //! Delivery ([`deliver`]) is the one place a message becomes an interrupt for a vCPU: with a
 //! virtual local APIC per vCPU (issue 10) it goes to the APICs its destination names (the
@@ -42,21 +42,28 @@ pub fn set_line(p: &mut Partition, irq: u8, high: bool) {
     deliver_pending(p);
 }
 
-/// The ISA lines (bit n: IRQ n) whose interrupt the I/O APIC is done with since the last call.
-pub fn take_finished(p: &mut Partition) -> u16 {
+/// Once per pass of the scheduler: delivers what the I/O APIC sent since the last call (a
+/// guest's register write can send: an unmasked level pin) and returns the ISA lines (bit n:
+/// IRQ n) whose interrupt it is done with. Costs a flag test when nothing happened.
+pub fn poll(p: &mut Partition) -> u16 {
     let Some(io) = &p.ioapic else { return 0 };
+    if io.borrow().idle() {
+        return 0;
+    }
     let pins = io.borrow_mut().take_finished();
+    deliver_pending(p);
     isa_lines(pins)
 }
 
-/// The ISA lines (bit n: IRQ n) of a set of pins (bit n: pin n).
+/// The ISA lines (bit n: IRQ n) of a set of pins (bit n: pin n): pin n is IRQ n, and pin 2 is
+/// also IRQ 0.
 fn isa_lines(pins: u32) -> u16 {
-    (0..16u8).filter(|&irq| pins & (1 << pin_of(irq)) != 0).fold(0, |m, irq| m | (1 << irq))
+    let lines = pins as u16;
+    if pins & (1 << pin_of(0)) != 0 { lines | 1 } else { lines }
 }
 
-/// Delivers every message the I/O APIC has sent (after a line changed or a guest wrote its
-/// registers).
-pub fn deliver_pending(p: &mut Partition) {
+/// Delivers every message the I/O APIC has sent.
+fn deliver_pending(p: &mut Partition) {
     let Some(io) = p.ioapic.clone() else { return };
     let messages = io.borrow_mut().take_messages();
     for m in messages {
@@ -67,8 +74,8 @@ pub fn deliver_pending(p: &mut Partition) {
 /// A local APIC's EOI of level-triggered `vector` (the EOI broadcast, SDM Vol. 3A §11.8.5):
 /// the I/O APIC clears remote IRR, and a pin still asserted sends again. A forwarded host
 /// line's pin is lowered first: its virtual level only stands for "the host line fired and the
-/// guest has not finished"; once the guest has, the host line is re-enabled
-/// ([`take_finished`]) and a device still asking interrupts the host again.
+/// guest has not finished"; once the guest has, the host line is re-enabled ([`poll`]) and a
+/// device still asking interrupts the host again.
 pub fn eoi(p: &mut Partition, vector: u8) {
     let Some(io) = p.ioapic.clone() else { return };
     {
