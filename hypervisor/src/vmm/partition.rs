@@ -78,7 +78,7 @@ pub struct Partition {
     /// Host IRQ lines forwarded to this partition (the management partition's devices).
     pub irq_lines: u16,
     /// The management partition's virtual I/O APIC (`vmm::vioapic`).
-    pub ioapic: Option<crate::devices::shared::Shared<crate::devices::ioapic::IoApic>>,
+    pub ioapic: Option<super::vioapic::VioApic>,
     /// Channels with an interrupt vector bound at this partition's end.
     pub bound_channels: u32,
     /// Host interrupts forwarded to it.

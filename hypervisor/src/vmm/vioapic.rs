@@ -15,19 +15,50 @@
 //! lowest-priority message raises its vector on vCPU 0 directly, as the para-virtual timer
 //! does, with no EOI (so a level-triggered entry sends once).
 
-use super::bus::Bus;
+use super::bus::{Bus, Device};
 use super::partition::Partition;
 use crate::devices::ioapic::{self, DeliveryMode, IoApic, Message};
 use crate::devices::shared::{Shared, shared};
 use alloc::boxed::Box;
+use alloc::rc::Rc;
+use core::cell::Cell;
 
-/// Attaches a fresh I/O APIC (every entry masked) with ID `id` to `mmio` and returns the
-/// handle the partition keeps. The ID should be the one the partition's MADT gives its I/O
-/// APIC (ACPI 6.5 §5.2.12.3).
-pub fn attach(mmio: &mut Bus, id: u8) -> Shared<IoApic> {
-    let io = shared(IoApic::new(id));
-    mmio.attach(ioapic::BASE..ioapic::BASE + ioapic::WINDOW, Box::new(io.clone()));
-    io
+/// A partition's I/O APIC and whether the scheduler must look at it ([`poll`]).
+pub struct VioApic {
+    pub dev: Shared<IoApic>,
+    /// Set by a guest write to its registers and by [`set_line`] and [`eoi`]: something may
+    /// have been sent or finished.
+    dirty: Rc<Cell<bool>>,
+}
+
+/// The bus side: the guest's accesses, each write marking the I/O APIC for [`poll`].
+struct Window {
+    dev: Shared<IoApic>,
+    dirty: Rc<Cell<bool>>,
+}
+
+impl Device for Window {
+    fn name(&self) -> &'static str {
+        "ioapic"
+    }
+    fn read(&mut self, offset: u64, size: u8) -> u64 {
+        self.dev.borrow_mut().read(offset, size)
+    }
+    fn write(&mut self, offset: u64, size: u8, value: u64) {
+        self.dev.borrow_mut().write(offset, size, value);
+        self.dirty.set(true);
+    }
+}
+
+/// Attaches a fresh I/O APIC (every entry masked) with ID `id` to `mmio` and returns what the
+/// partition keeps. The ID should be the one the partition's MADT gives its I/O APIC (ACPI 6.5
+/// §5.2.12.3).
+pub fn attach(mmio: &mut Bus, id: u8) -> VioApic {
+    let dev = shared(IoApic::new(id));
+    let dirty = Rc::new(Cell::new(false));
+    let window = Window { dev: dev.clone(), dirty: dirty.clone() };
+    mmio.attach(ioapic::BASE..ioapic::BASE + ioapic::WINDOW, Box::new(window));
+    VioApic { dev, dirty }
 }
 
 /// The I/O APIC pin of ISA IRQ `irq`.
@@ -37,20 +68,21 @@ pub fn pin_of(irq: u8) -> u8 {
 
 /// ISA IRQ `irq`'s line changed: its pin follows, and what it sends is delivered.
 pub fn set_line(p: &mut Partition, irq: u8, high: bool) {
-    let Some(io) = p.ioapic.clone() else { return };
-    io.borrow_mut().set_irq(pin_of(irq), high);
+    let Some(v) = &p.ioapic else { return };
+    v.dev.borrow_mut().set_irq(pin_of(irq), high);
+    v.dirty.set(true);
     deliver_pending(p);
 }
 
 /// Once per pass of the scheduler: delivers what the I/O APIC sent since the last call (a
 /// guest's register write can send: an unmasked level pin) and returns the ISA lines (bit n:
-/// IRQ n) whose interrupt it is done with. Costs a flag test when nothing happened.
+/// IRQ n) whose interrupt it is done with. A flag test when nothing happened.
 pub fn poll(p: &mut Partition) -> u16 {
-    let Some(io) = &p.ioapic else { return 0 };
-    if io.borrow().idle() {
+    let Some(v) = &p.ioapic else { return 0 };
+    if !v.dirty.replace(false) {
         return 0;
     }
-    let pins = io.borrow_mut().take_finished();
+    let pins = v.dev.borrow_mut().take_finished();
     deliver_pending(p);
     isa_lines(pins)
 }
@@ -64,8 +96,8 @@ fn isa_lines(pins: u32) -> u16 {
 
 /// Delivers every message the I/O APIC has sent.
 fn deliver_pending(p: &mut Partition) {
-    let Some(io) = p.ioapic.clone() else { return };
-    let messages = io.borrow_mut().take_messages();
+    let Some(v) = &p.ioapic else { return };
+    let messages = v.dev.borrow_mut().take_messages();
     for m in messages {
         deliver(p, m);
     }
@@ -77,9 +109,9 @@ fn deliver_pending(p: &mut Partition) {
 /// guest has not finished"; once the guest has, the host line is re-enabled ([`poll`]) and a
 /// device still asking interrupts the host again.
 pub fn eoi(p: &mut Partition, vector: u8) {
-    let Some(io) = p.ioapic.clone() else { return };
+    let Some(v) = &p.ioapic else { return };
     {
-        let mut io = io.borrow_mut();
+        let mut io = v.dev.borrow_mut();
         for irq in (0..16u8).filter(|i| p.irq_lines & (1 << i) != 0) {
             if io.awaits_eoi(pin_of(irq), vector) {
                 io.set_irq(pin_of(irq), false);
@@ -87,6 +119,7 @@ pub fn eoi(p: &mut Partition, vector: u8) {
         }
         io.eoi(vector);
     }
+    v.dirty.set(true);
     deliver_pending(p);
 }
 
