@@ -9,15 +9,18 @@
 //! interrupt (the 8259's EOI; [`poll`]: the I/O APIC's delivery of an edge or the EOI of a
 //! level interrupt).
 //!
-//! Delivery ([`deliver`]) is the one place a message becomes an interrupt for a vCPU: with a
-//! virtual local APIC per vCPU (issue 10) it goes to the APICs its destination names (the
-//! local APIC's EOI of a level vector comes back through [`eoi`]); until then a fixed or
-//! lowest-priority message raises its vector on vCPU 0 directly, as the para-virtual timer
-//! does, with no EOI (so a level-triggered entry sends once).
+//! Delivery ([`deliver`]) is the one place a message becomes an interrupt for a vCPU: a fixed
+//! or lowest-priority message is accepted by the local APIC(s) its destination names
+//! (physical: an APIC ID or 0xFF; logical: the APICs' logical IDs), with its trigger mode
+//! (level: the vector's TMR bit, SDM Vol. 3A §11.8.4); an NMI is kept for the target's next
+//! entry. The local APIC's EOI of a level vector comes back through [`eoi`] (`vmm::vlapic`
+//! calls [`level_eoi`] before each EOI write). SMI, INIT and ExtINT entries are not delivered
+//! (a warning says so): nothing a PC routes through its I/O APIC needs them.
 
 use super::bus::{Bus, Device};
 use super::partition::Partition;
 use crate::devices::ioapic::{self, DeliveryMode, IoApic, Message};
+use crate::devices::lapic::{self, Destination};
 use crate::devices::shared::{Shared, shared};
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -125,20 +128,59 @@ pub fn eoi(p: &mut Partition, vector: u8) {
 
 /// Makes message `m` an interrupt of the partition's vCPUs (see the module documentation).
 pub fn deliver(p: &mut Partition, m: Message) {
-    match m.mode {
-        DeliveryMode::Fixed | DeliveryMode::LowestPriority if m.vector >= 16 => {
-            if let Some(slot) = p.vcpus.first_mut() {
-                slot.vectors.set(m.vector);
-            }
+    let dest = if m.logical {
+        Destination::Logical(u32::from(m.dest))
+    } else {
+        Destination::Physical(u32::from(m.dest))
+    };
+    let mode = match m.mode {
+        DeliveryMode::Fixed => lapic::DeliveryMode::Fixed,
+        DeliveryMode::LowestPriority => lapic::DeliveryMode::LowestPriority,
+        DeliveryMode::Nmi => lapic::DeliveryMode::Nmi,
+        _ => {
+            log::warn!(
+                "partition {}: I/O APIC pin {} sent {:?} vector {:#x}: not delivered",
+                p.name,
+                m.pin,
+                m.mode,
+                m.vector
+            );
+            return;
         }
-        _ => log::warn!(
-            "partition {}: I/O APIC pin {} sent {:?} vector {:#x}: not delivered",
-            p.name,
-            m.pin,
-            m.mode,
-            m.vector
-        ),
+    };
+    for slot in p.vcpus.iter_mut() {
+        let apic = &mut slot.lapic;
+        if !apic.enabled() || !apic.is_target(dest, false) {
+            continue;
+        }
+        if mode == lapic::DeliveryMode::Nmi {
+            let ipi = lapic::Ipi { mode, vector: m.vector, deassert: false, dest };
+            apic.deliver_ipi(&ipi);
+        } else {
+            apic.apic.accept(m.vector, m.level);
+        }
+        // Lowest priority: one receiver (the first; every vCPU's TPR is alike in practice).
+        if mode == lapic::DeliveryMode::LowestPriority {
+            break;
+        }
     }
+}
+
+/// Before vCPU `vc` writes its local APIC's EOI register (xAPIC offset 0xB0, x2APIC MSR
+/// 0x80B): the vector that EOI ends when that vector is level-triggered (its TMR bit set), for
+/// [`eoi`] after the write. `None` for any other write, an edge vector, or a partition without
+/// an I/O APIC.
+pub fn level_eoi(p: &mut Partition, vc: usize, apic_offset: u32) -> Option<u8> {
+    if p.ioapic.is_none() || apic_offset != lapic::reg::EOI {
+        return None;
+    }
+    let apic = &mut p.vcpus.get_mut(vc)?.lapic.apic;
+    let top = (0..8u32).rev().find_map(|i| {
+        let w = apic.read(lapic::reg::ISR + i * 16);
+        (w != 0).then(|| (i * 32 + 31 - w.leading_zeros()) as u8)
+    })?;
+    let tmr = apic.read(lapic::reg::TMR + u32::from(top / 32) * 16);
+    (tmr & (1 << (top % 32)) != 0).then_some(top)
 }
 
 #[cfg(test)]
