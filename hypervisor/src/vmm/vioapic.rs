@@ -126,6 +126,22 @@ pub fn eoi(p: &mut Partition, vector: u8) {
     deliver_pending(p);
 }
 
+/// The MADT entries (ACPI 6.5 §5.2.12) that describe this I/O APIC, for the management
+/// partition's MADT: an I/O APIC structure (type 1, §5.2.12.3: ID `id`, address
+/// [`ioapic::BASE`], GSI base 0) and the interrupt source override every PC's MADT has (type 2,
+/// §5.2.12.5: ISA IRQ 0 on GSI 2, conforming polarity and trigger). Appended after the local
+/// APIC entries; the MADT's length and checksum are the caller's.
+pub fn madt_entries(id: u8) -> [u8; 22] {
+    let mut e = [0u8; 22];
+    e[..4].copy_from_slice(&[1, 12, id, 0]);
+    e[4..8].copy_from_slice(&(ioapic::BASE as u32).to_le_bytes());
+    // GSI base 0: bytes 8..12 stay 0.
+    e[12..16].copy_from_slice(&[2, 10, 0, 0]); // bus 0 (ISA), source IRQ 0
+    e[16..20].copy_from_slice(&u32::from(pin_of(0)).to_le_bytes());
+    // MPS INTI flags 0: conforming to the bus (ISA: edge, active high).
+    e
+}
+
 /// Makes message `m` an interrupt of the partition's vCPUs (see the module documentation).
 pub fn deliver(p: &mut Partition, m: Message) {
     let dest = if m.logical {
@@ -186,6 +202,15 @@ pub fn level_eoi(p: &mut Partition, vc: usize, apic_offset: u32) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn madt_entries_describe_the_ioapic_and_the_timer_override() {
+        let e = madt_entries(1);
+        // I/O APIC: type 1, length 12, ID 1, reserved, address, GSI base 0.
+        assert_eq!(e[..12], [1, 12, 1, 0, 0x00, 0x00, 0xc0, 0xfe, 0, 0, 0, 0]);
+        // Override: type 2, length 10, ISA, IRQ 0, GSI 2, flags 0.
+        assert_eq!(e[12..], [2, 10, 0, 0, 2, 0, 0, 0, 0, 0]);
+    }
 
     #[test]
     fn isa_irqs_map_to_pins_as_on_a_pc() {
