@@ -387,6 +387,7 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 image,
                 format: ImageFormat::Elf64,
                 initrd: None,
+                modules: Vec::new(),
                 memory: 16 << 20,
                 cmdline: String::new(),
                 expect: Expect::Exit,
@@ -418,6 +419,13 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 })?),
                 None => None,
             };
+            let mut modules = Vec::new();
+            for m in &p.modules {
+                let data = find(&m.image).ok_or_else(|| {
+                    refuse(p, "modules", &alloc::format!("no boot module `{}`", m.image))
+                })?;
+                modules.push(crate::vmm::config::BootModule { data, string: m.string.clone() });
+            }
             for d in &p.devices {
                 crate::vmm::passthrough::parse(d).map_err(|e| refuse(p, "devices", &e))?;
             }
@@ -426,6 +434,7 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 image,
                 format: p.format,
                 initrd,
+                modules,
                 memory: p.memory_bytes(),
                 cmdline: p.cmdline.clone(),
                 expect: p.expect,

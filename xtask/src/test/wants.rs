@@ -26,7 +26,11 @@ pub const PROBE: &[Want] = &[PROBE_PASSES, PROBE_SUMMARY, PROBE_EXIT, POWER_OFF_
 /// code.
 /// `scenarios/multiboot.toml`: a 32-bit multiboot 1 kernel, unchanged, passes its entry checks.
 pub const MULTIBOOT: &[Want] = &[
-    AtLeast(5, "[mb32] PASS "),
+    AtLeast(9, "[mb32] PASS "),
+    Line("[mb32] mb32: modules 2"),
+    // guest-images/mb32/module.txt: 60 bytes whose sum is 0x15cd.
+    Line("[mb32] mb32: module \"module.txt greeting=hello\" 60 bytes, sum 0x000015cd"),
+    Line("[mb32] mb32: module \"module.txt\" 60 bytes, sum 0x000015cd"),
     Line("[mb32] mb32: cmdline \"console=ttyS0 quiet\", loader \"microhv\""),
     Line("hypervisor: partition mb32 (id 0): shut down with status 0 [as expected]"),
     POWER_OFF_OK,

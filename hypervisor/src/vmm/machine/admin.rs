@@ -206,6 +206,7 @@ impl Machine<'_> {
             cmdline: String::from(cmdline),
             expect: crate::vmm::manifest::Expect::Exit,
             initrd,
+            modules: alloc::vec::Vec::new(),
             on_stop: crate::vmm::manifest::OnStop::Destroy,
             management: false,
             keep_free: 0,
