@@ -196,7 +196,19 @@ fn multiboot(data: &[u8]) -> u64 {
             modules.push(multiboot::ModuleEntry { start, end, string: &cmdline });
         }
     }
-    let _ = multiboot::write_info(|_, _| Ok::<(), ()>(()), 0x6000, &blocks, &cmdline, &modules);
+    // The firmware's ranges over the RAM, as a management partition's map lists them.
+    let firmware: Vec<(u64, u64, u32)> =
+        taken.iter().map(|&(a, b)| (a, b - a, u32::from(a as u8 % 5 + 1))).collect();
+    let map = multiboot::memory_map_with(&blocks, &firmware);
+    assert!(map.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0), "overlapping map {map:x?}");
+    let _ = multiboot::write_info(
+        |_, _| Ok::<(), ()>(()),
+        0x6000,
+        &blocks,
+        &cmdline,
+        &modules,
+        &firmware,
+    );
     outcome
 }
 
@@ -241,7 +253,7 @@ fn linux(data: &[u8]) -> u64 {
         assert!(inside(at, len), "initrd outside RAM: {layout:x?}");
     }
     let _ = layout.require_entry64(&img);
-    let e820 = linux::e820_map(&blocks, &[(0xfeb0_0000, 0x1000)]);
+    let e820 = linux::e820_map(&blocks, &[(0xfeb0_0000, 0x1000, 2)]);
     if let Ok(map) = &e820 {
         let _ = linux::boot_params(&img, &layout, layout.initrd, map);
     }

@@ -158,6 +158,14 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
     }
     let low_ram_end = align_down(low.min(0xa_0000), PAGE_SIZE);
     let mut platform = measure_platform(start_tsc, calibration, low_ram_end, ram_top_below_4g);
+    platform.firmware = info.firmware;
+    if info.firmware_dropped != 0 {
+        warn!(
+            "firmware memory map: {} ranges past the first {} not kept (the management partition does not see them)",
+            info.firmware_dropped,
+            crate::vmm::firmware::MAX_REGIONS
+        );
+    }
     let mapped_end = align_up(ram_end.max(4 << 30), 1 << 30);
     let cpus =
         smp::start_aps(info.rsdp, ebda_segment, &usable, &reserved, mapped_end, platform.tsc_hz);
@@ -254,7 +262,14 @@ fn measure_platform(
             "host APIC timer calibrated: it ends time slices where the CPU has no preemption timer"
         );
     }
-    Platform { start_tsc, tsc_hz, wall_clock, low_ram_end, ram_top_below_4g }
+    Platform {
+        start_tsc,
+        tsc_hz,
+        wall_clock,
+        low_ram_end,
+        ram_top_below_4g,
+        firmware: crate::vmm::firmware::FirmwareMap::default(),
+    }
 }
 
 /// Where the multiboot image links (`boot/src/multiboot/link.ld`): the memory below is left to

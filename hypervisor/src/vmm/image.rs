@@ -78,7 +78,10 @@ pub fn load(
         alloc::vec::Vec::new()
     };
     match config.format {
-        ImageFormat::Multiboot => multiboot_structures(ram, map, config, &modules, image.entry),
+        ImageFormat::Multiboot => {
+            let fw = firmware_entries(map, config, platform);
+            multiboot_structures(ram, map, config, &modules, &fw, image.entry)
+        }
         _ => boot_structures(ram, map, id, config, image.entry, platform),
     }
     .map_err(|e| format!("{e}"))
@@ -135,8 +138,9 @@ fn load_linux(
     let layout =
         linux::plan(&image, map, initrd_len, cmdline.len()).map_err(|e| linux_error(&e))?;
     // The e820 map is the PC's: the loader reserves the EBDA and BIOS areas of low memory.
-    linux::e820_map(map, &[]).map_err(|e| format!("memory map: {e}"))?;
-    linux::load(&image, &layout, config.initrd, &cmdline, map, &[], |gpa, b| ram.write(gpa, b))
+    let fw = firmware_entries(map, config, platform);
+    linux::e820_map(map, &fw).map_err(|e| format!("memory map: {e}"))?;
+    linux::load(&image, &layout, config.initrd, &cmdline, map, &fw, |gpa, b| ram.write(gpa, b))
         .map_err(|e| format!("loading the image: {e}"))?;
     // The ACPI tables, in the BIOS area the e820 map reserves, where the kernel's RSDP search
     // finds them.
@@ -163,6 +167,20 @@ fn load_linux(
         gdt_base: GDT_GPA,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
     })
+}
+
+/// The firmware's ranges a management partition's memory map lists with their own types
+/// (`vmm::firmware`); none for a guest, whose firmware is the hypervisor's.
+fn firmware_entries(
+    map: &[(u64, u64)],
+    config: &PartitionConfig,
+    platform: &Platform,
+) -> alloc::vec::Vec<(u64, u64, u32)> {
+    if config.management {
+        super::firmware::map_entries(platform.firmware.as_slice(), map)
+    } else {
+        alloc::vec::Vec::new()
+    }
 }
 
 /// A Linux loader's refusal, naming the manifest field it is about.
@@ -278,6 +296,7 @@ fn multiboot_structures(
     map: &[(u64, u64)],
     config: &PartitionConfig,
     modules: &[(u64, u64)],
+    firmware: &[(u64, u64, u32)],
     entry: u64,
 ) -> Result<InitialState, BadAddress> {
     /// Null, 32-bit code (0x08), data (0x10): base 0, limit 4 GiB, granularity 4 KiB.
@@ -292,8 +311,14 @@ fn multiboot_structures(
         .zip(modules)
         .map(|(m, &(start, end))| multiboot::ModuleEntry { start, end, string: &m.string })
         .collect();
-    let info =
-        multiboot::write_info(|gpa, b| ram.write(gpa, b), base, map, &config.cmdline, &entries)?;
+    let info = multiboot::write_info(
+        |gpa, b| ram.write(gpa, b),
+        base,
+        map,
+        &config.cmdline,
+        &entries,
+        firmware,
+    )?;
     let mut gprs = Gprs::default();
     gprs.0[reg::RAX] = u64::from(multiboot::BOOT_MAGIC);
     gprs.0[reg::RBX] = info;

@@ -11,6 +11,7 @@ pub mod decode;
 pub mod dispatch;
 pub mod exit;
 pub mod fetch;
+pub mod firmware;
 pub mod hypercall;
 pub mod image;
 pub mod interrupts;

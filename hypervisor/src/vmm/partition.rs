@@ -156,6 +156,11 @@ impl Partition {
             slat.map(gpa, hpa, len).map_err(|e| cleanup(format!("second-level map: {e:?}")))?;
         }
         let map: Vec<(u64, u64)> = blocks.iter().map(|&(gpa, _, len)| (gpa, len)).collect();
+        let firmware = if config.management {
+            super::firmware::map_into(slat.as_mut(), &map, platform).map_err(cleanup)?
+        } else {
+            Vec::new()
+        };
         let initial = super::image::load(&mut ram, &map, id, &config, platform).map_err(cleanup)?;
         let mut vcpu = backend
             .create_vcpu(&VcpuConfig { initial, slat_root: slat.root(), tag })
@@ -169,6 +174,9 @@ impl Partition {
             SYSINFO_GPA..SYSINFO_GPA + PAGE_SIZE,
             Box::new(Sysinfo { id, scratch: 0, reads: 0 }),
         );
+        for w in firmware.iter().filter(|w| w.access == super::firmware::Access::ReadOnly) {
+            mmio.attach(w.start..w.end, Box::new(super::firmware::RomWrites::default()));
+        }
         let irq_lines = if config.management {
             super::passthrough::hand_over(
                 &config.devices,

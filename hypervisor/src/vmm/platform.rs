@@ -16,6 +16,8 @@ pub struct Platform {
     pub low_ram_end: u64,
     /// The end of the highest usable RAM range below 4 GiB (device space starts above it).
     pub ram_top_below_4g: u64,
+    /// The firmware's memory that is not usable RAM, with its types (`vmm::firmware`).
+    pub firmware: super::firmware::FirmwareMap,
 }
 
 impl Platform {

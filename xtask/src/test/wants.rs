@@ -183,6 +183,11 @@ pub const BARE: &[Want] = &[
     Line("[bare] bare: irq 14 received 1 time(s), vector 0x2e"),
     Line("[bare] bare: disk: sector 0 starts \"MICROHV TEST DISK\", signature 0xaa55"),
     Line("[bare] bare: pci 00:01.1 8086:7010 class 01.01"),
+    // The firmware's ACPI tables, identity-mapped read-only where the firmware reserves them.
+    Line("[bare] bare: PASS acpi RSDP at "),
+    Line("[bare] bare: PASS acpi FACP at "),
+    Line("[bare] bare: PASS acpi DSDT at "),
+    LineWith(&["[bare] bare: PASS acpi APIC at ", " processor(s) enabled"]),
     Line("[bare] bare: done"),
     Line("partition bare: wrote 0x0 to the debug-exit port"),
     Line("hypervisor: partition bare (id 0): shut down with status 0 [as expected]"),

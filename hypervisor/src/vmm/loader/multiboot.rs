@@ -336,6 +336,34 @@ pub fn memory_map(ram: &[(u64, u64)]) -> Vec<(u64, u64, u32)> {
 /// Conventional memory below 1 MiB.
 const LOW_KIB: u64 = 639;
 
+/// [`memory_map`] for `ram` with `extra` entries `(start, length, type)` over it (the
+/// firmware's own ranges, ranges the hypervisor keeps): sorted, non-overlapping, neighbours of
+/// one type merged; where entries overlap, the higher type wins (anything over RAM, ACPI NVS
+/// over reserved), as a PC firmware's map never lists a byte twice.
+pub fn memory_map_with(ram: &[(u64, u64)], extra: &[(u64, u64, u32)]) -> Vec<(u64, u64, u32)> {
+    let mut pieces = memory_map(ram);
+    pieces.extend(extra.iter().filter(|e| e.1 != 0));
+    let mut cuts: Vec<u64> =
+        pieces.iter().flat_map(|&(s, l, _)| [s, s.saturating_add(l)]).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut map: Vec<(u64, u64, u32)> = Vec::new();
+    for pair in cuts.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let kind = pieces
+            .iter()
+            .filter(|&&(s, l, _)| s <= a && b <= s.saturating_add(l))
+            .map(|p| p.2)
+            .max();
+        let Some(kind) = kind else { continue };
+        match map.last_mut() {
+            Some(last) if last.2 == kind && last.0 + last.1 == a => last.1 += b - a,
+            _ => map.push((a, b - a, kind)),
+        }
+    }
+    map
+}
+
 /// A boot module as the information structure lists it (§3.3 `mods_addr`): where it lies,
 /// `[start, end)`, and its string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -349,7 +377,8 @@ pub struct ModuleEntry<'a> {
 /// `ram` (guest-physical `(start, size)`, sorted), the structure itself at `base`: flags 0
 /// (mem_lower/mem_upper), 2 (cmdline), 3 (the modules: at most [`MODULES_MAX`], each string
 /// cut to [`MODULE_STRING_MAX`] bytes; the caller checks both), 6 (the memory map, §3.3 "mmap_*",
-/// from [`memory_map`]) and 9 (the loader's name). mem_lower is the RAM from 0 (at most 639
+/// from [`memory_map_with`]: `ram`, and the `extra` entries over it; at most [`MMAP_MAX`]
+/// entries) and 9 (the loader's name). mem_lower is the RAM from 0 (at most 639
 /// KiB), mem_upper the contiguous RAM from 1 MiB, both in KiB. Returns the structure's
 /// address, for EBX.
 pub fn write_info<E>(
@@ -358,13 +387,14 @@ pub fn write_info<E>(
     ram: &[(u64, u64)],
     cmdline: &str,
     modules: &[ModuleEntry<'_>],
+    extra: &[(u64, u64, u32)],
 ) -> Result<u64, E> {
     const MEM: u32 = 1 << 0;
     const CMDLINE: u32 = 1 << 2;
     const MODS: u32 = 1 << 3;
     const MMAP: u32 = 1 << 6;
     const LOADER_NAME: u32 = 1 << 9;
-    let ranges = memory_map(ram);
+    let ranges = memory_map_with(ram, extra);
     let kib_from = |at: u64| ranges.iter().find(|r| r.0 == at && r.2 == 1).map_or(0, |r| r.1 >> 10);
     let (lower_kib, upper_kib) = (kib_from(0), kib_from(0x10_0000));
     let mut mmap = Vec::with_capacity(ranges.len() * 24);
@@ -590,6 +620,7 @@ mod tests {
                 ModuleEntry { start: 0x20_0000, end: 0x20_0123, string: "env NR_CPUS=1" },
                 ModuleEntry { start: 0x20_1000, end: 0x20_1000, string: "empty" },
             ],
+            &[],
         )
         .expect("writes succeed");
         let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
@@ -650,6 +681,7 @@ mod tests {
             &[(0, 32 << 20)],
             "",
             &many,
+            &[],
         )
         .unwrap();
         let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
@@ -689,10 +721,43 @@ mod tests {
             &blocks,
             "",
             &[],
+            &[(0x9_fc00, 0x400, 2), (0x7ff_0000, 0x1_0000, 3)],
         )
         .unwrap();
         let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
         assert_eq!((u32_at(info + 4), u32_at(info + 8)), (0x9f000 >> 10, 15 << 10));
-        assert_eq!(u32_at(info + 44), 3 * 24);
+        // The firmware's entries with their types: the EBDA reserved, ACPI tables type 3.
+        assert_eq!(u32_at(info + 44), 5 * 24);
+        let mmap = u64::from(u32_at(info + 48));
+        let entry = |i: u64| (u32_at(mmap + 24 * i + 4), u32_at(mmap + 24 * i + 20));
+        assert_eq!(entry(1), (0x9_fc00, 2));
+        assert_eq!(entry(4), (0x7ff_0000, 3));
+    }
+
+    #[test]
+    fn extra_entries_paint_over_the_ram_map() {
+        let ram = [(0, 0x9_f000), (1 << 20, 15 << 20)];
+        assert_eq!(
+            memory_map_with(&ram, &[(0x9_fc00, 0x400, 2), (0xf_0000, 0x1_0000, 2), (0, 0, 4)]),
+            [
+                (0, 0x9_f000, 1),
+                (0x9_fc00, 0x400, 2),
+                (0xf_0000, 0x1_0000, 2),
+                (1 << 20, 15 << 20, 1)
+            ]
+        );
+        // NVS over reserved over RAM; neighbours of one type merge.
+        assert_eq!(
+            memory_map_with(
+                &[(1 << 20, 3 << 20)],
+                &[(0x20_0000, 0x2000, 2), (0x20_1000, 0x2000, 4), (0x20_3000, 0x1000, 4)]
+            ),
+            [
+                (1 << 20, 1 << 20, 1),
+                (0x20_0000, 0x1000, 2),
+                (0x20_1000, 0x3000, 4),
+                (0x20_4000, 0x1f_c000, 1)
+            ]
+        );
     }
 }
