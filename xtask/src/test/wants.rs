@@ -139,6 +139,11 @@ pub const MGMT: &[Want] = &[
     Line("host IRQ lines 0xc000: 1 interrupts forwarded"),
     Line("mgmt: disk: sector 0 starts \"MICROHV TEST DISK\", signature 0xaa55"),
     LineWith(&["mgmt: pci: ", " functions"]),
+    // The firmware's ACPI tables, identity-mapped (docs/guest-contract.md).
+    Line("[mgmt] mgmt: PASS acpi RSDP at "),
+    Line("[mgmt] mgmt: PASS acpi FACP at "),
+    Line("[mgmt] mgmt: PASS acpi DSDT at "),
+    LineWith(&["[mgmt] mgmt: PASS acpi APIC at ", " processor(s) enabled"]),
     Line("created g1 (id "),
     Line("created g2 (id "),
     Line("destroyed g1"),
