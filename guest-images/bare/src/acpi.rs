@@ -6,6 +6,8 @@
 //! the MADT ("APIC", §5.2.12) with its enabled processors (Processor Local APIC, type 0, and
 //! Processor Local x2APIC, type 9: flags bit 0). Every table's bytes sum to 0 (§5.2.6).
 //!
+//! Last, that the BIOS area is read-only as after POST (a write to 0xFFFF0 is dropped).
+//!
 //! One line per check, `bare: PASS acpi SIG at 0x...` or `bare: FAIL acpi ...`. Tables above
 //! 4 GiB are out of reach of this 32-bit kernel without paging: they are passed over.
 
@@ -98,7 +100,20 @@ acpi_check:
     mov esi, offset s_no_madt
     call puts
 9:
-    ret
+    /* The BIOS area is ROM after POST: a write there is dropped. The reset vector's first byte
+       (0xFFFF0) is written inverted and read back. */
+    mov al, [0xffff0]
+    mov ah, al
+    not al
+    mov [0xffff0], al
+    mov al, [0xffff0]
+    cmp al, ah
+    mov esi, offset s_rom_pass
+    je 11f
+    mov [0xffff0], ah                  /* put it back */
+    mov esi, offset s_rom_fail
+11:
+    jmp puts
 
 /* visit: EDI = a table the root lists. Checks the FADT with its DSDT and the MADT with its
    processors; other tables are passed over. Keeps EBX, ECX. */
@@ -285,6 +300,8 @@ s_revision: .asciz ", revision "
 s_no_rsdp:  .asciz "bare: FAIL acpi RSDP: not in the EBDA or 0xE0000-0xFFFFF\n"
 s_no_fadt:  .asciz "bare: FAIL acpi FACP: not listed\n"
 s_no_madt:  .asciz "bare: FAIL acpi APIC: not listed\n"
+s_rom_pass: .asciz "bare: PASS bios-area-read-only (a write to 0xffff0 is dropped)\n"
+s_rom_fail: .asciz "bare: FAIL bios-area-read-only (a write to 0xffff0 changed it)\n"
 s_cpus:     .asciz ", "
 s_cpus_end: .asciz " processor(s) enabled\n"
 

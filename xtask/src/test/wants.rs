@@ -193,6 +193,8 @@ pub const BARE: &[Want] = &[
     Line("[bare] bare: PASS acpi FACP at "),
     Line("[bare] bare: PASS acpi DSDT at "),
     LineWith(&["[bare] bare: PASS acpi APIC at ", " processor(s) enabled"]),
+    // A write to the read-only BIOS area faults, is decoded and dropped, as ROM drops it.
+    Line("[bare] bare: PASS bios-area-read-only"),
     Line("[bare] bare: done"),
     Line("partition bare: wrote 0x0 to the debug-exit port"),
     Line("hypervisor: partition bare (id 0): shut down with status 0 [as expected]"),
