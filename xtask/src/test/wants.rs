@@ -126,7 +126,9 @@ pub const MGMT_INPUT: &[(&[&str], &str)] = &[
     (&["[mgmt] destroyed g1"], "chan chan\r"),
     (&["^[g2] probe: * checks, 0 failed", "PASS chan-echo"], "list\r"),
     (&["[mgmt] * partitions"], "stats g2\r"),
-    (&["[mgmt] stats g2: "], "shutdown\r"),
+    (&["[mgmt] stats g2: "], "create m mb32+module.txt 8 from-mgmt\r"),
+    (&["[mgmt] created m (id "], "start m\r"),
+    (&["[m] mb32: all checks passed"], "shutdown\r"),
 ];
 
 /// What the mgmt session must print: the passed-through disk (its IRQ 14 forwarded through
@@ -147,6 +149,9 @@ pub const MGMT: &[Want] = &[
     Line("created g1 (id "),
     Line("created g2 (id "),
     Line("destroyed g1"),
+    // A multiboot partition the shell made, with a boot module (`create m mb32+module.txt`).
+    Line("[m] mb32: module \"module.txt\" 60 bytes, sum 0x000015cd"),
+    Line("[m] mb32: cmdline \"from-mgmt\""),
     Line("channel "),
     Line("PASS chan-echo"),
     LineWith(&["[g2] probe: ", " checks, 0 failed"]),
