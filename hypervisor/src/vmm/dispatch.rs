@@ -149,6 +149,10 @@ fn rdmsr(p: &mut Partition, vc: usize) -> Flow {
         Some(Place::Software(i)) => p.msrs.get(i),
         Some(Place::Constant(c)) => c,
         Some(Place::Tsc) => crate::arch::x86::instr::rdtsc(),
+        Some(Place::Apic) => match super::vlapic::rdmsr(p, vc, m) {
+            Some(v) => v,
+            None => return refuse_gp(p, vc, format_args!("RDMSR {m:#x} refused (local APIC)")),
+        },
         None => return refuse_gp(p, vc, format_args!("RDMSR {m:#x} refused")),
     };
     let g = p.vcpus[vc].vcpu.gprs();
@@ -194,6 +198,12 @@ fn wrmsr(p: &mut Partition, vc: usize) -> Flow {
     let Some(place) = msr::place(m, msr::host_vendor()) else {
         return refuse_gp(p, vc, format_args!("WRMSR {m:#x} <- {v:#x} refused"));
     };
+    if place == Place::Apic {
+        if let Err(why) = super::vlapic::wrmsr(p, vc, m, v) {
+            return refuse_gp(p, vc, format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})"));
+        }
+        return skip(p, vc);
+    }
     let old = match place {
         Place::Hardware(h) => p.vcpus[vc].vcpu.msr(h),
         Place::Software(i) => p.msrs.get(i),
@@ -213,7 +223,7 @@ fn wrmsr(p: &mut Partition, vc: usize) -> Flow {
             p.vcpus[vc].vcpu.set_msr(h, v)
         }
         Place::Software(i) => p.msrs.set(i, v),
-        Place::Constant(_) | Place::Tsc => {}
+        Place::Constant(_) | Place::Tsc | Place::Apic => {}
     }
     skip(p, vc)
 }
@@ -366,7 +376,8 @@ fn power_request(p: &mut Partition, port: u16) -> bool {
 }
 
 fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
-    if access != Access::Fetch && p.mmio.claims(gpa) {
+    let apic = super::vlapic::claims(gpa);
+    if access != Access::Fetch && (apic || p.mmio.claims(gpa)) {
         let mut buf = [0; MAX_INSN_LEN];
         let got = fetch_at_rip(p, vc, &mut buf);
         let insn = match decode::decode_mmio(&buf[..got.n], p.vcpus[vc].vcpu.mode()) {
@@ -378,9 +389,17 @@ fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
         };
         let gprs = *p.vcpus[vc].vcpu.gprs();
         if let Some(v) = insn.store_value(|n| gprs.0[n as usize]) {
-            p.mmio.write(gpa, insn.size, v);
+            if apic {
+                super::vlapic::mmio_write(p, vc, gpa, insn.size, v);
+            } else {
+                p.mmio.write(gpa, insn.size, v);
+            }
         } else {
-            let data = p.mmio.read(gpa, insn.size);
+            let data = if apic {
+                super::vlapic::mmio_read(p, vc, gpa, insn.size)
+            } else {
+                p.mmio.read(gpa, insn.size)
+            };
             if let super::decode::MmioOp::Load { dst, .. } = insn.op {
                 let r = &mut p.vcpus[vc].vcpu.gprs().0[dst.index() as usize];
                 *r = insn.load_result(*r, data).unwrap_or(*r);

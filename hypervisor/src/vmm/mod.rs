@@ -30,4 +30,5 @@ pub mod run;
 pub mod step;
 pub mod vcpu;
 pub mod vcpu_slot;
+pub mod vlapic;
 pub mod xcr0;

@@ -198,7 +198,17 @@ impl Partition {
             owned,
             map,
             slat,
-            vcpus: alloc::vec![VcpuSlot::new(vcpu, RunState::Runnable)],
+            vcpus: alloc::vec![VcpuSlot::new(
+                vcpu,
+                RunState::Runnable,
+                super::vlapic::Vlapic::new(
+                    alloc::rc::Rc::new(super::platform::HostClock {
+                        hz: platform.tsc_hz_or_nominal()
+                    }),
+                    0,
+                    true,
+                ),
+            )],
             current: 0,
             state: State::Runnable,
             stats: ExitStats::default(),
@@ -353,11 +363,8 @@ impl Partition {
     /// vectors and, for vCPU 0, the PIC's.
     pub fn interrupt_pending_for(&self, v: usize) -> bool {
         let slot = &self.vcpus[v];
-        if v == 0 {
-            super::interrupts::next(&slot.vectors, &self.pic).is_some()
-        } else {
-            !slot.vectors.is_empty()
-        }
+        let pic = (v == 0).then_some(&self.pic);
+        super::interrupts::next(&slot.vectors, pic, &slot.lapic).is_some()
     }
 
     /// True when an interrupt waits for any halted or runnable vCPU (the machine wakes a
@@ -370,7 +377,11 @@ impl Partition {
     /// vectors and, for vCPU 0, a bound channel, or an unmasked PIC line with a source behind
     /// it (its UART, a forwarded host line, the PIT and RTC).
     pub fn can_be_woken(&self, v: usize) -> bool {
-        if self.vcpus[v].timer.is_some() || self.interrupt_pending_for(v) {
+        let slot = &self.vcpus[v];
+        if slot.timer.is_some()
+            || slot.lapic.next_deadline().is_some()
+            || self.interrupt_pending_for(v)
+        {
             return true;
         }
         let wired = self.irq_lines | (1 << 4);
@@ -381,19 +392,21 @@ impl Partition {
     }
 
     /// The earliest TSC at which something raises an interrupt for vCPU `v` by itself (its
-    /// timer hypercall's deadline; for vCPU 0 the PIT's next tick), for its wake-up from HLT.
+    /// timer hypercall's deadline, its local APIC timer; for vCPU 0 the PIT's next tick), for
+    /// its wake-up from HLT.
     pub fn next_deadline_for(&self, v: usize) -> Option<u64> {
-        let timer = self.vcpus[v].timer.map(|(deadline, _)| deadline);
+        let slot = &self.vcpus[v];
+        let timer = slot.timer.map(|(deadline, _)| deadline);
         let devices = if v == 0 { self.device_deadline() } else { None };
-        match (timer, devices) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [timer, slot.lapic.next_deadline(), devices].into_iter().flatten().min()
     }
 
-    /// The earliest TSC at which something raises an interrupt by itself, for any vCPU.
+    /// The earliest TSC at which something raises an interrupt by itself, for any vCPU (the
+    /// length of a time slice).
     pub fn next_deadline(&self) -> Option<u64> {
-        let timers = self.vcpus.iter().filter_map(|s| s.timer.map(|(deadline, _)| deadline));
+        let timers = self.vcpus.iter().flat_map(|s| {
+            [s.timer.map(|(deadline, _)| deadline), s.lapic.next_deadline()].into_iter().flatten()
+        });
         timers.chain(self.device_deadline()).min()
     }
 
@@ -403,10 +416,11 @@ impl Partition {
         self.pc.as_ref().and_then(|pc| pc.next_interrupt(unmasked))
     }
 
-    /// Moves what came due into the interrupt inputs: each vCPU's timer hypercall vector, the
-    /// PC devices' IRQ lines.
+    /// Moves what came due into the interrupt inputs: each vCPU's timer hypercall vector and
+    /// local APIC timer, the PC devices' IRQ lines.
     pub fn tick(&mut self, now: u64) {
         for slot in &mut self.vcpus {
+            slot.lapic.apic.tick(now);
             if let Some((deadline, vector)) = slot.timer
                 && now >= deadline
             {

@@ -11,6 +11,7 @@ use super::code_site::CodeSite;
 use super::exit::VmExit;
 use super::interrupts::VectorSet;
 use super::vcpu::Vcpu;
+use super::vlapic::Vlapic;
 use alloc::boxed::Box;
 
 /// Where one vCPU is in its run.
@@ -74,10 +75,12 @@ pub struct VcpuSlot {
     pub last_exits: ExitRing,
     /// The last instruction whose length the core decoded (CPUs without a next RIP).
     pub insn_cache: Option<CodeSite>,
+    /// Its local APIC (`vmm/vlapic.rs`).
+    pub lapic: Vlapic,
 }
 
 impl VcpuSlot {
-    pub fn new(vcpu: Box<dyn Vcpu>, run: RunState) -> Self {
+    pub fn new(vcpu: Box<dyn Vcpu>, run: RunState, lapic: Vlapic) -> Self {
         Self {
             vcpu,
             run,
@@ -85,6 +88,7 @@ impl VcpuSlot {
             vectors: VectorSet::default(),
             last_exits: ExitRing::default(),
             insn_cache: None,
+            lapic,
         }
     }
 }
