@@ -159,6 +159,7 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
     let low_ram_end = align_down(low.min(0xa_0000), PAGE_SIZE);
     let mut platform = measure_platform(start_tsc, calibration, low_ram_end, ram_top_below_4g);
     platform.firmware = info.firmware;
+    platform.firmware_rsdp = crate::vmm::firmware_acpi::host_rsdp(info.rsdp, ebda_segment);
     if info.firmware_dropped != 0 {
         warn!(
             "firmware memory map: {} ranges past the first {} not kept (the management partition does not see them)",
@@ -269,6 +270,7 @@ fn measure_platform(
         low_ram_end,
         ram_top_below_4g,
         firmware: crate::vmm::firmware::FirmwareMap::default(),
+        firmware_rsdp: None,
     }
 }
 

@@ -217,6 +217,9 @@ fn subtract(range: (u64, u64), taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
 
 /// The firmware's ranges as memory-map entries `(start, length, type)` for a partition whose
 /// RAM is `ram`: each range less the partition's RAM, with its own type.
+/// Conventional memory below 0xA0000 that is neither the partition's RAM nor a firmware range
+/// (the hypervisor's tables for it, the firmware's usable bytes below the EBDA the partition
+/// does not get) is listed reserved: it is mapped, read-only, as the firmware's.
 pub fn map_entries(regions: &[Region], ram: &[(u64, u64)]) -> Vec<(u64, u64, u32)> {
     let ram: Vec<(u64, u64)> = ram.iter().map(|&(s, n)| (s, s.saturating_add(n))).collect();
     let mut out = Vec::new();
@@ -224,6 +227,11 @@ pub fn map_entries(regions: &[Region], ram: &[(u64, u64)]) -> Vec<(u64, u64, u32
         for (a, b) in subtract((r.start, r.end), &ram) {
             out.push((a, b - a, r.kind));
         }
+    }
+    let mut taken = ram.clone();
+    taken.extend(regions.iter().map(|r| (r.start, r.end)));
+    for (a, b) in subtract((0, VGA.start), &taken) {
+        out.push((a, b - a, TYPE_RESERVED));
     }
     out
 }
@@ -337,7 +345,7 @@ mod tests {
             Region { start: 0x7ff_0000, end: 0x800_0000, kind: TYPE_ACPI },
             Region { start: 0x7ff_f000, end: 0x801_0000, kind: TYPE_NVS },
         ];
-        let ram = [(0, 0x9_f000), (0x800_0000, 0x8000)];
+        let ram = [(0, 0x9_e000), (0x800_0000, 0x8000)];
         assert_eq!(
             map_entries(&regions, &ram),
             [
@@ -345,6 +353,8 @@ mod tests {
                 (0x7ff_0000, 0x1_0000, TYPE_ACPI),
                 (0x7ff_f000, 0x1000, TYPE_NVS),
                 (0x800_8000, 0x8000, TYPE_NVS),
+                // Below the EBDA, not RAM: the hypervisor's tables page and the rest.
+                (0x9_e000, 0x1c00, TYPE_RESERVED),
             ]
         );
     }

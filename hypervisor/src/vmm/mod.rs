@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod exit;
 pub mod fetch;
 pub mod firmware;
+pub mod firmware_acpi;
 pub mod hypercall;
 pub mod image;
 pub mod interrupts;

@@ -114,10 +114,19 @@ impl Partition {
         backend: &mut dyn Backend,
         platform: &Platform,
     ) -> Result<Self, BuildError> {
-        let (blocks, owned) = if config.management {
+        let (mut blocks, mut owned) = if config.management {
             Self::management_memory(&config, platform.low_ram_end)?
         } else {
             Self::guest_memory(config.memory)?
+        };
+        // The management partition's shadow ACPI tables (`firmware_acpi`) take the top page of
+        // its conventional memory, which then is the firmware's, read-only, listed reserved.
+        let acpi_tables = match (config.management, platform.firmware_rsdp) {
+            (true, Some(rsdp)) if rsdp < 0x10_0000 && blocks[0].2 > LOW_RAM_NEEDED => {
+                blocks[0].2 -= PAGE_SIZE;
+                Some((rsdp, blocks[0].2))
+            }
+            _ => None,
         };
         let free_owned = || {
             for r in &owned {
@@ -189,6 +198,15 @@ impl Partition {
         } else {
             0
         };
+        if let Some((rsdp, tables)) = acpi_tables {
+            match super::firmware_acpi::install(slat.as_mut(), rsdp, tables) {
+                Ok(frame) => owned.push(frame..frame + PAGE_SIZE),
+                Err(why) => log::warn!(
+                    "partition {}: the firmware's MADT is not replaced: {why}",
+                    config.name
+                ),
+            }
+        }
         Ok(Self {
             id,
             tag,

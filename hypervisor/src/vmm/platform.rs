@@ -18,6 +18,8 @@ pub struct Platform {
     pub ram_top_below_4g: u64,
     /// The firmware's memory that is not usable RAM, with its types (`vmm::firmware`).
     pub firmware: super::firmware::FirmwareMap,
+    /// The host's ACPI RSDP (the boot path's, else found by the BIOS search), if any.
+    pub firmware_rsdp: Option<u64>,
 }
 
 impl Platform {

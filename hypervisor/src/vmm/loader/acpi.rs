@@ -63,10 +63,10 @@ fn madt_cpu(id: u32) -> Vec<u8> {
     }
 }
 
-/// The tables for a partition of `vcpus` vCPUs (APIC IDs 0 up; clamped to 1..=[`MAX_VCPUS`]),
-/// to be written at [`TABLES_GPA`] (their pointers assume that address).
-pub fn tables(vcpus: u32) -> Vec<u8> {
-    let base = TABLES_GPA;
+/// The MADT of a partition of `vcpus` vCPUs (APIC IDs 0 up; clamped to 1..=[`MAX_VCPUS`]):
+/// one local APIC each, the NMI on LINT1, PCAT_COMPAT (also the management partition's, in
+/// place of the host's: `vmm::firmware_acpi`).
+pub fn madt(vcpus: u32) -> Vec<u8> {
     let mut madt = vec![0u8; MADT_HEADER];
     for id in 0..vcpus.clamp(1, MAX_VCPUS) {
         madt.extend(madt_cpu(id));
@@ -77,6 +77,14 @@ pub fn tables(vcpus: u32) -> Vec<u8> {
     put32(&mut madt, 36, APIC_BASE as u32);
     put32(&mut madt, 40, 1); // PCAT_COMPAT
     checksum(&mut madt, 9);
+    madt
+}
+
+/// The tables for a partition of `vcpus` vCPUs (APIC IDs 0 up; clamped to 1..=[`MAX_VCPUS`]),
+/// to be written at [`TABLES_GPA`] (their pointers assume that address).
+pub fn tables(vcpus: u32) -> Vec<u8> {
+    let base = TABLES_GPA;
+    let madt = madt(vcpus);
     let mut blob = vec![0u8; MADT + madt.len()];
     blob[MADT..].copy_from_slice(&madt);
     let at = |off: usize| base + off as u64;
