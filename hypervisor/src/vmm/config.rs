@@ -17,6 +17,9 @@ pub struct PartitionConfig {
     /// Multiboot boot modules, in order (multiboot images).
     pub modules: Vec<BootModule>,
     pub memory: u64,
+    /// vCPUs, 1..=[`super::ipi::MAX_VCPUS`]: vCPU 0 starts at the image's entry, the others
+    /// wait for a start-up IPI.
+    pub vcpus: u32,
     pub cmdline: String,
     /// How the partition must end for the run to count as a success (test scenarios).
     pub expect: super::manifest::Expect,

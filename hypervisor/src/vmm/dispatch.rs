@@ -12,7 +12,7 @@ use super::profile::{self, Stage};
 pub use super::step::Flow;
 pub use super::step::report_last_exits;
 use super::step::{
-    completed, fault_or_kill, fetch_at_rip, forget_code_sites, raise, refuse_gp, skip,
+    completed, fault_or_kill, fetch_at_rip, forget_code_sites, linear_rip, raise, refuse_gp, skip,
 };
 use super::vcpu::{Event, reg};
 use alloc::format;
@@ -133,7 +133,9 @@ fn cpuid(p: &mut Partition, vc: usize) -> Flow {
     g.0[reg::RBX] = u64::from(r.ebx);
     g.0[reg::RCX] = u64::from(r.ecx);
     g.0[reg::RDX] = u64::from(r.edx);
-    let decoded = p.vcpus[vc].vcpu.next_rip().is_none();
+    // The backend's fast path finds the site by RIP: only where RIP is the linear address.
+    let decoded =
+        p.vcpus[vc].vcpu.next_rip().is_none() && linear_rip(p, vc) == p.vcpus[vc].vcpu.rip();
     let flow = skip(p, vc);
     if decoded {
         let slot = &mut p.vcpus[vc];
@@ -303,7 +305,7 @@ fn xsetbv(p: &mut Partition, vc: usize) -> Flow {
     if let Err(why) = super::xcr0::check(index, v, supported) {
         return refuse_gp(p, vc, format_args!("XSETBV XCR{index} <- {v:#x} ({why})"));
     }
-    p.xcr0 = v;
+    p.vcpus[vc].fpu.xcr0 = v;
     // SAFETY: the value passed every XSETBV check of the SDM (`xcr0::check`) against what the
     // CPU supports, the host runs with CR4.OSXSAVE set whenever a guest can have it (it is a
     // guest CR4 bit on top of the host's), and the host itself uses no extended state.

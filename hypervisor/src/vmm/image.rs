@@ -166,6 +166,8 @@ fn load_linux(
         tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
         gdt_base: GDT_GPA,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
+        idt_base: 0,
+        idt_limit: 0,
     })
 }
 
@@ -284,6 +286,8 @@ fn boot_structures(
         tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
         gdt_base: base + GDT_GPA,
         gdt_limit: (GDT.len() * 8 - 1) as u16,
+        idt_base: 0,
+        idt_limit: 0,
     })
 }
 
@@ -338,6 +342,8 @@ fn multiboot_structures(
         tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
         gdt_base: base + GDT_GPA,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
+        idt_base: 0,
+        idt_limit: 0,
     })
 }
 

@@ -4,6 +4,8 @@
 
 use super::bus::{Bus, Sysinfo};
 use super::exit::ExitStats;
+use super::fpu::Fpu;
+use super::ipi::MAX_VCPUS;
 use super::memory::GuestRam;
 use super::msr::SoftMsrs;
 use super::platform::Platform;
@@ -69,7 +71,6 @@ pub struct Partition {
     pub io: Bus,
     pub mmio: Bus,
     pub msrs: SoftMsrs,
-    pub xcr0: u64,
     /// Its virtual 8259 pair: the UART on IRQ 4, owned host lines on theirs.
     pub pic: PicPair,
     /// The PC devices of a guest partition (PIT, RTC); the management partition has the
@@ -97,6 +98,21 @@ type RamBlocks = (Vec<(u64, u64, u64)>, Vec<core::ops::Range<u64>>);
 const LOW_RAM_NEEDED: u64 = 0x8_0000;
 /// The pages its boot structures use, cleared before they are written.
 const BOOT_AREA: u64 = 0x1_0000;
+
+/// vCPU `k` of a partition whose vCPU 0 has tag `t` has tag `t + k * TAG_STRIDE`: the
+/// machine hands out base tags from 1 up, unique among partitions, so the others' are unique
+/// too while base tags stay below the stride (VMX needs a VPID per vCPU that shares a host
+/// CPU: guest-linear translations are tagged by VPID, not by CR3, SDM Vol. 3C §29.1; SVM
+/// flushes an ASID that another vCPU used, `arch/svm/asid.rs`).
+const TAG_STRIDE: u16 = 0x1000;
+
+/// The tag of vCPU `k` of a partition whose base tag is `tag` ([`TAG_STRIDE`]).
+fn vcpu_tag(tag: u16, k: u32) -> u16 {
+    tag + k as u16 * TAG_STRIDE
+}
+
+/// The heap has no room for a vCPU's FPU state.
+const NO_HEAP: &str = "no heap left for a vCPU's FPU state";
 
 /// Bytes of console output kept per partition for ConsoleRead.
 pub const HISTORY_BYTES: usize = 16 * 1024;
@@ -171,9 +187,28 @@ impl Partition {
             Vec::new()
         };
         let initial = super::image::load(&mut ram, &map, id, &config, platform).map_err(cleanup)?;
+        let vcpus = Self::check_vcpus(&config, tag).map_err(cleanup)?;
+        // Each vCPU's local APIC, with APIC ID = its index; vCPU 0 is the bootstrap processor.
+        let clock: alloc::rc::Rc<dyn crate::devices::clock::Clock> =
+            alloc::rc::Rc::new(super::platform::HostClock { hz: platform.tsc_hz_or_nominal() });
+        let lapic = |k: u32| super::vlapic::Vlapic::new(clock.clone(), k, k == 0);
+        let fpu_method = super::fpu::Method::host();
+        let fpu = Fpu::new(fpu_method).ok_or_else(|| cleanup(NO_HEAP.into()))?;
         let mut vcpu = backend
             .create_vcpu(&VcpuConfig { initial, slat_root: slat.root(), tag })
             .map_err(|e| cleanup(e.into()))?;
+        // The application processors wait for a start-up IPI, in the INIT state.
+        let mut slots = alloc::vec::Vec::with_capacity(vcpus as usize);
+        for k in 1..vcpus {
+            let config = VcpuConfig {
+                initial: super::ipi::init_state(core::arch::x86_64::__cpuid(1).eax),
+                slat_root: slat.root(),
+                tag: vcpu_tag(tag, k),
+            };
+            let ap = backend.create_vcpu(&config).map_err(|e| cleanup(e.into()))?;
+            let fpu = Fpu::new(fpu_method).ok_or_else(|| cleanup(NO_HEAP.into()))?;
+            slots.push(VcpuSlot::new(ap, RunState::WaitForSipi, fpu, lapic(k)));
+        }
         let mut io = Bus::default();
         io.attach(0x3f8..0x400, Box::new(Uart16550::new()));
         let pc = (!config.management)
@@ -216,24 +251,15 @@ impl Partition {
             owned,
             map,
             slat,
-            vcpus: alloc::vec![VcpuSlot::new(
-                vcpu,
-                RunState::Runnable,
-                super::vlapic::Vlapic::new(
-                    alloc::rc::Rc::new(super::platform::HostClock {
-                        hz: platform.tsc_hz_or_nominal()
-                    }),
-                    0,
-                    true,
-                ),
-            )],
+            vcpus: core::iter::once(VcpuSlot::new(vcpu, RunState::Runnable, fpu, lapic(0)))
+                .chain(slots)
+                .collect(),
             current: 0,
             state: State::Runnable,
             stats: ExitStats::default(),
             io,
             mmio,
             msrs: SoftMsrs::default(),
-            xcr0: 1,
             pic: PicPair::default(),
             pc,
             irq_lines,
@@ -244,6 +270,23 @@ impl Partition {
             console_limit: super::console_limit::ConsoleLimit::new(crate::arch::x86::instr::rdtsc()),
             history: alloc::collections::VecDeque::new(),
         })
+    }
+
+    /// The number of vCPUs `config` asks for, checked: 1..=[`MAX_VCPUS`], one for the
+    /// management partition (its devices' ports are handed to one vCPU), and a base tag that
+    /// leaves room for the others' ([`vcpu_tag`]).
+    fn check_vcpus(config: &PartitionConfig, tag: u16) -> Result<u32, BuildError> {
+        let n = config.vcpus;
+        if !(1..=MAX_VCPUS).contains(&n) {
+            return Err(format!("{n} vCPUs asked for; a partition has 1 to {MAX_VCPUS}"));
+        }
+        if config.management && n != 1 {
+            return Err(format!("{n} vCPUs asked for; the management partition has 1"));
+        }
+        if n > 1 && tag >= TAG_STRIDE {
+            return Err(format!("no VPID/ASID tags left for {n} vCPUs (base tag {tag})"));
+        }
+        Ok(n)
     }
 
     /// A guest's RAM: `size` bytes (a multiple of 2 MiB up to 1 GiB), host-contiguous and

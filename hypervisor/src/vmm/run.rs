@@ -153,8 +153,17 @@ fn settle(p: &mut Partition, flow: Flow) -> Flow {
     }
 }
 
-/// Runs vCPU `v` of `p` until its slice ends or an exit needs more than the vCPU.
+/// Runs vCPU `v` of `p` until its slice ends or an exit needs more than the vCPU, with its own
+/// FPU state and XCR0 in the registers ([`super::fpu`]).
 fn run_vcpu(p: &mut Partition, v: usize) -> Flow {
+    p.vcpus[v].fpu.restore();
+    let flow = run_vcpu_exits(p, v);
+    p.vcpus[v].fpu.save();
+    flow
+}
+
+/// The exits of one slice of vCPU `v`.
+fn run_vcpu_exits(p: &mut Partition, v: usize) -> Flow {
     let ticks = slice_ticks(p, v, rdtsc());
     p.vcpus[v].vcpu.set_timeslice(ticks);
     profile::slice_start();
@@ -188,6 +197,8 @@ fn run_vcpu(p: &mut Partition, v: usize) -> Flow {
         let flow = dispatch::handle(p, v, exit);
         profile::mark(Stage::Handler);
         match flow {
+            // An INIT it sent itself leaves it waiting for a SIPI.
+            Flow::Continue if p.vcpus[v].run != RunState::Runnable => return Flow::Yield,
             Flow::Continue => {}
             other => return other,
         }

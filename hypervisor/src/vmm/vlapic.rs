@@ -313,22 +313,11 @@ fn after_write(p: &mut Partition, vc: usize, ipi: Option<Ipi>) {
     }
 }
 
-/// Routes an IPI vCPU `from` sent to every vCPU of the partition it names (§11.6.2): fixed
-/// and lowest-priority vectors go into each receiver's IRR (lowest priority is delivered to
-/// every receiver, which §11.6.2.4 allows only as a model-specific choice; a partition has
-/// few vCPUs), an NMI waits in the receiver's APIC. INIT and start-up are left to the
-/// partition's vCPU start-up code, which is not there yet: they are logged.
+/// Routes an IPI vCPU `from` sent to the vCPUs of its partition it names
+/// ([`Partition::send_ipi`], `vmm/ipi.rs`: fixed and lowest-priority vectors into the
+/// receivers' IRR, INIT and start-up through the vCPUs' run states).
 pub fn route(p: &mut Partition, from: usize, ipi: &Ipi) {
-    for to in 0..p.vcpus.len() {
-        let lapic = &mut p.vcpus[to].lapic;
-        if !lapic.is_target(ipi.dest, to == from) {
-            continue;
-        }
-        let effect = lapic.deliver_ipi(ipi);
-        if !matches!(effect, IpiEffect::Requested) {
-            log::debug!("partition {}: IPI {ipi:?} from vCPU {from} to {to}: {effect:?}", p.name);
-        }
-    }
+    p.send_ipi(from, *ipi);
 }
 
 /// RDMSR by vCPU `vc` of IA32_APIC_BASE, IA32_TSC_DEADLINE or an x2APIC MSR; `None`: #GP.
