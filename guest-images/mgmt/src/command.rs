@@ -37,8 +37,8 @@ pub const COMMANDS: [(&str, &str, &str); 11] = [
     ("list", "", "the partitions: id, name, state, memory, exit status"),
     (
         "create",
-        "NAME IMAGE[+INITRD] [MIB] [CMDLINE...]",
-        "a partition from boot module IMAGE (ELF64, multiboot or a Linux bzImage with its initrd module; MIB default 16), stopped until `start`",
+        "NAME IMAGE[+INITRD|+MODULE...] [MIB] [CMDLINE...]",
+        "a partition from boot module IMAGE (ELF64, multiboot with its boot modules or a Linux bzImage with its initrd module; MIB default 16), stopped until `start`",
     ),
     ("start", "NAME", "runs a created partition"),
     ("pause", "NAME", "stops running a partition, keeping it"),

@@ -11,6 +11,8 @@ pub mod decode;
 pub mod dispatch;
 pub mod exit;
 pub mod fetch;
+pub mod firmware;
+pub mod firmware_acpi;
 pub mod fpu;
 pub mod hypercall;
 pub mod image;

@@ -279,7 +279,7 @@ pub fn hand_over(
                 }
                 // Everything above RAM in the first 4 GiB is device space, except the local
                 // APIC and the hypervisor's own virtual devices' windows.
-                let top = crate::mm::addr::align_up(ram_top_below_4g, 2 << 20).max(0x1000_0000);
+                let top = super::firmware::ram_like_end(ram_top_below_4g);
                 let holes = [
                     hvabi::channel::BASE_GPA..hvabi::channel::BASE_GPA + (2 << 20),
                     hvabi::start::SYSINFO_GPA & !0x1f_ffff
@@ -287,7 +287,8 @@ pub fn hand_over(
                     LAPIC_PAGE..LAPIC_PAGE + 4096,
                     IOAPIC_PAGE..IOAPIC_PAGE + 4096,
                 ];
-                map_except(slat, 0xa_0000..0x10_0000, &holes)?;
+                // 0xA0000-0xFFFFF is the firmware's window, mapped for every management
+                // partition (`vmm::firmware`).
                 map_except(slat, top..1 << 32, &holes)?;
                 pci = PciAccess::All;
                 irqs = !RESERVED_IRQS;

@@ -236,6 +236,15 @@ pub trait SecondLevel {
         hpa: u64,
         len: u64,
     ) -> Result<(), crate::mm::pagetable::MapError>;
+    /// Maps `[gpa, gpa+len)` to host-physical `hpa`, read and execute only, write-back: the
+    /// firmware's read-only memory (a write is a second-level fault: EPT violation, SDM Vol. 3C
+    /// §29.3.3.2; nested page fault, APM Vol. 2 §15.25.6).
+    fn map_readonly(
+        &mut self,
+        gpa: u64,
+        hpa: u64,
+        len: u64,
+    ) -> Result<(), crate::mm::pagetable::MapError>;
     /// Removes a mapping.
     fn unmap(&mut self, gpa: u64, len: u64) -> Result<(), crate::mm::pagetable::MapError>;
     /// Host-physical address for a guest-physical one, if mapped.
