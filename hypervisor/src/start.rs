@@ -25,22 +25,17 @@ pub const HEAP_SIZE: u64 = 16 << 20;
 /// How the boot crate sets up its global allocator over `[start, start+len)`.
 pub type HeapInit = unsafe fn(start: *mut u8, len: usize);
 
-/// Finds `len` bytes of usable RAM (page-aligned, above 1 MiB) that overlap nothing reserved.
+/// Finds `len` bytes of usable RAM (page-aligned, above 1 MiB) that overlap nothing reserved,
+/// as high as possible: low memory stays for the management partition.
 fn find_free(info: &BootInfo, len: u64) -> Option<u64> {
-    // From the top down, like the frame allocator: low memory stays for the management
-    // partition.
-    let reserved = info.reserved.as_slice();
-    info.usable.as_slice().iter().rev().find_map(|r| {
-        let low = align_up(r.start.max(LOW_MEMORY_END), PAGE_SIZE);
-        let mut end = align_down(r.end, PAGE_SIZE);
-        loop {
-            let start = end.checked_sub(len).filter(|&s| s >= low)?;
-            match reserved.iter().find(|x| x.start < end && x.end > start) {
-                Some(x) => end = align_down(x.start, PAGE_SIZE),
-                None => return Some(start),
-            }
-        }
-    })
+    crate::mm::place::highest_free(
+        info.usable.as_slice(),
+        info.reserved.as_slice(),
+        len,
+        PAGE_SIZE,
+        LOW_MEMORY_END,
+        u64::MAX,
+    )
 }
 
 /// The hypervisor's entry point after either boot path.
@@ -143,6 +138,12 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
         HEAP_SIZE >> 20,
         heap
     );
+    if let Some(from) = info.relocated_from {
+        info!(
+            "hypervisor image moved from {:#x}..{:#x} to {:#x}..{:#x} (top of RAM below 4 GiB)",
+            from.start, from.end, info.image.start, info.image.end
+        );
+    }
     if phys_offset == 0 {
         relocate_low_modules(info, &mut frames);
     }
@@ -257,19 +258,21 @@ fn measure_platform(
     Platform { start_tsc, tsc_hz, wall_clock, low_ram_end, ram_top_below_4g }
 }
 
-/// Where the multiboot image links (`boot/src/multiboot/link.ld`): the memory below is left to
-/// kernels made for the bare machine, which load at 1 MiB.
-const LOW_AREA_END: u64 = 16 << 20;
-
-/// Moves boot modules that lie below [`LOW_AREA_END`] (GRUB puts them at 1 MiB) up into frames
-/// from the top of memory and frees where they were, so that the management partition's
-/// identity-mapped RAM has the low megabytes. Identity-mapped boots only (the multiboot path).
+/// Moves the boot modules that lie below the hypervisor's image (QEMU puts them right after
+/// the image where the loader put it, GRUB at 1 MiB or there) up into frames from the top of
+/// memory and frees where they were, so that the management partition's identity-mapped RAM
+/// is one range from 1 MiB up to the hypervisor's. Identity-mapped boots that know where
+/// their image is (the multiboot path).
 fn relocate_low_modules(info: &mut BootInfo, frames: &mut FrameAllocator) {
+    let below = info.image.start;
+    if info.image.is_empty() {
+        return;
+    }
     let pages_of =
         |r: &core::ops::Range<u64>| align_down(r.start, PAGE_SIZE)..align_up(r.end, PAGE_SIZE);
     let mut moved = Vec::new();
     for m in info.modules.as_mut_slice() {
-        if m.addr >= LOW_AREA_END || m.len == 0 {
+        if m.addr >= below || m.len == 0 {
             continue;
         }
         let Some(to) = frames.alloc(m.len.div_ceil(PAGE_SIZE), PAGE_SIZE) else {
@@ -287,14 +290,14 @@ fn relocate_low_modules(info: &mut BootInfo, frames: &mut FrameAllocator) {
     for r in &moved {
         frames.free(crate::mm::addr::HostPhys(r.start), (r.end - r.start) / PAGE_SIZE);
     }
-    // Whatever else was reserved in those pages (the loader's strings) stays reserved.
+    // Whatever else was reserved in those pages (another module sharing a page) stays so.
     for r in info.reserved.as_slice().iter().map(PhysRange::as_range) {
         if !moved.contains(&pages_of(&r)) {
             frames.reserve(r);
         }
     }
     if !moved.is_empty() {
-        info!("moved {} boot module(s) above {} MiB", moved.len(), LOW_AREA_END >> 20);
+        info!("moved {} boot module(s) to the top of RAM", moved.len());
     }
 }
 
