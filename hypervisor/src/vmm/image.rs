@@ -4,7 +4,7 @@
 //! `Documentation/arch/x86/boot.rst`).
 
 use super::config::PartitionConfig;
-use super::loader::{acpi, elf, linux, multiboot};
+use super::loader::{acpi, elf, linux, multiboot, place::BootPlacer};
 use super::manifest::ImageFormat;
 use super::memory::{BadAddress, GuestRam};
 use super::platform::Platform;
@@ -32,8 +32,9 @@ pub fn load(
         return load_linux(ram, map, config, platform);
     }
     // Guests see their RAM from guest-physical 0; the management partition sees its RAM
-    // where it lies in host memory (identity), so device DMA needs no IOMMU. Both have
-    // their boot structures in their first MiB.
+    // where it lies in host memory (identity), so device DMA needs no IOMMU. Images in the
+    // guest contract have their boot structures in their first MiB; a multiboot kernel may
+    // load anywhere in its RAM, and its boot structures go where it does not.
     let span = map.last().map_or(0, |b| b.0 + b.1);
     let image = match config.format {
         ImageFormat::Multiboot => multiboot::parse(config.image, 0, span)
@@ -50,7 +51,8 @@ pub fn load(
             format!("image: {e}{hint}")
         }),
     }?;
-    if let Some(s) = image.segments.iter().find(|s| s.gpa < IMAGE_MIN_GPA) {
+    let contract = config.format != ImageFormat::Multiboot;
+    if let Some(s) = image.segments.iter().find(|s| contract && s.gpa < IMAGE_MIN_GPA) {
         return Err(format!(
             "image: segment at {:#x} lies in the first MiB of its RAM (reserved for boot structures)",
             s.gpa
@@ -71,10 +73,46 @@ pub fn load(
             format!("loading the image: {e}{hint}")
         })?;
     match config.format {
-        ImageFormat::Multiboot => multiboot_structures(ram, map, config, image.entry),
-        _ => boot_structures(ram, map, id, config, image.entry, platform),
+        ImageFormat::Multiboot => {
+            let taken: alloc::vec::Vec<_> = image.segments.iter().map(|s| s.range()).collect();
+            let reserved = hypervisor_ranges(config, map, platform);
+            multiboot_structures(ram, map, &taken, &reserved, config, image.entry)
+        }
+        _ => {
+            boot_structures(ram, map, id, config, image.entry, platform).map_err(|e| format!("{e}"))
+        }
     }
-    .map_err(|e| format!("{e}"))
+}
+
+/// The host RAM below 4 GiB the management partition does not get (the hypervisor's image,
+/// heap and tables, the boot modules, the other partitions' RAM), as guest-physical
+/// `(start, len)` ranges for its memory map to list reserved, as Xen's dom0 map and a PC's
+/// firmware list RAM the OS must not use. Guests: none (their RAM is all they see).
+fn hypervisor_ranges(
+    config: &PartitionConfig,
+    map: &[(u64, u64)],
+    platform: &Platform,
+) -> alloc::vec::Vec<(u64, u64)> {
+    if !config.management {
+        return alloc::vec::Vec::new();
+    }
+    gaps_above_1m(map, platform.ram_top_below_4g)
+}
+
+/// The pieces of `[1 MiB, top)` that no block of `map` (sorted `(start, len)`) covers.
+fn gaps_above_1m(map: &[(u64, u64)], top: u64) -> alloc::vec::Vec<(u64, u64)> {
+    let mut out = alloc::vec::Vec::new();
+    let mut at = 0x10_0000;
+    for &(start, len) in map {
+        if start > at && at < top {
+            out.push((at, start.min(top) - at));
+        }
+        at = at.max(start.saturating_add(len));
+    }
+    if at < top {
+        out.push((at, top - at));
+    }
+    out
 }
 
 /// A Linux kernel's machine state for the 32-bit boot protocol (boot.rst, "32-bit boot
@@ -93,10 +131,14 @@ fn load_linux(
     let initrd_len = config.initrd.map(|i| i.len() as u64);
     let layout =
         linux::plan(&image, map, initrd_len, cmdline.len()).map_err(|e| linux_error(&e))?;
-    // The e820 map is the PC's: the loader reserves the EBDA and BIOS areas of low memory.
-    linux::e820_map(map, &[]).map_err(|e| format!("memory map: {e}"))?;
-    linux::load(&image, &layout, config.initrd, &cmdline, map, &[], |gpa, b| ram.write(gpa, b))
-        .map_err(|e| format!("loading the image: {e}"))?;
+    // The e820 map is the PC's: the loader reserves the EBDA and BIOS areas of low memory,
+    // and the management partition's lists the host RAM the hypervisor keeps as reserved.
+    let reserved = hypervisor_ranges(config, map, platform);
+    linux::e820_map(map, &reserved).map_err(|e| format!("memory map: {e}"))?;
+    linux::load(&image, &layout, config.initrd, &cmdline, map, &reserved, |gpa, b| {
+        ram.write(gpa, b)
+    })
+    .map_err(|e| format!("loading the image: {e}"))?;
     // The ACPI tables, in the BIOS area the e820 map reserves, where the kernel's RSDP search
     // finds them.
     ram.write(acpi::TABLES_GPA, &acpi::tables()).map_err(|e| format!("ACPI tables: {e}"))?;
@@ -231,25 +273,47 @@ fn boot_structures(
 /// A multiboot kernel's machine state (Multiboot Specification §3.2): 32-bit protected
 /// mode with paging off, flat 4 GiB segments from a GDT of our own (the kernel loads its
 /// own before it reloads a selector), EAX = the boot magic, EBX = the information
-/// structure, interrupts off.
+/// structure, interrupts off. The GDT, the information structure and a first stack go in
+/// free pages of its RAM that its segments (`taken`) do not cover, lowest first (§3.3 lets the
+/// loader put the structure anywhere; the kernel keeps clear of it until it has read it).
 fn multiboot_structures(
     ram: &mut GuestRam,
     map: &[(u64, u64)],
+    taken: &[core::ops::Range<u64>],
+    reserved: &[(u64, u64)],
     config: &PartitionConfig,
     entry: u64,
-) -> Result<InitialState, BadAddress> {
+) -> Result<InitialState, String> {
     /// Null, 32-bit code (0x08), data (0x10): base 0, limit 4 GiB, granularity 4 KiB.
     const GDT32: [u64; 3] = [0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
-    let base = 0;
+    /// The stack given (the specification leaves ESP undefined; a usable one anyway).
+    const STACK: u64 = 0x4000;
+    const BELOW_4G: u64 = 1 << 32;
+    let mut free = BootPlacer::new(map, taken);
+    let mut take = |what: &str, len: u64| {
+        free.take(len, BELOW_4G).ok_or_else(|| {
+            format!("no free page below 4 GiB outside the image's segments for the {what}")
+        })
+    };
+    let gdt = take("GDT", 0x1000)?;
+    let info_at = take("multiboot information", multiboot::INFO_BYTES)?;
+    let stack_top = match take("stack", STACK) {
+        Ok(at) => at + STACK,
+        Err(_) => take("stack", 0x1000)? + 0x1000,
+    };
+    let bad = |e: BadAddress| format!("{e}");
+    ram.zero(gdt, 0x1000).map_err(bad)?;
+    ram.zero(info_at, multiboot::INFO_BYTES).map_err(bad)?;
     for (i, d) in GDT32.iter().enumerate() {
-        ram.write_u64(base + GDT_GPA + 8 * i as u64, *d)?;
+        ram.write_u64(gdt + 8 * i as u64, *d).map_err(bad)?;
     }
-    let info = multiboot::write_info(|gpa, b| ram.write(gpa, b), base, map, &config.cmdline)?;
+    let info =
+        multiboot::write_info(|gpa, b| ram.write(gpa, b), info_at, map, reserved, &config.cmdline)
+            .map_err(bad)?;
     let mut gprs = Gprs::default();
     gprs.0[reg::RAX] = u64::from(multiboot::BOOT_MAGIC);
     gprs.0[reg::RBX] = info;
-    // The specification leaves ESP undefined; give the kernel a usable one anyway.
-    gprs.0[reg::RSP] = base + 0x7_fff0;
+    gprs.0[reg::RSP] = stack_top - 16;
     let flat = |selector, access| Segment { selector, base: 0, limit: 0xffff_ffff, access };
     Ok(InitialState {
         gprs,
@@ -262,7 +326,7 @@ fn multiboot_structures(
         cs: flat(CODE_SELECTOR, ACCESS_CODE32),
         data: flat(DATA_SELECTOR, ACCESS_DATA),
         tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
-        gdt_base: base + GDT_GPA,
+        gdt_base: gdt,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
     })
 }
@@ -270,6 +334,16 @@ fn multiboot_structures(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hypervisor_keeps_the_gaps_above_1_mib() {
+        const M: u64 = 1 << 20;
+        let map = [(0, 0x9f000), (M, 99 * M), (120 * M, 8 * M)];
+        assert_eq!(gaps_above_1m(&map, 256 * M), [(100 * M, 20 * M), (128 * M, 128 * M)]);
+        assert_eq!(gaps_above_1m(&map, 110 * M), [(100 * M, 10 * M)], "cut at the top");
+        assert_eq!(gaps_above_1m(&[(0, 0x9f000), (2 * M, M)], 3 * M), [(M, M)]);
+        assert_eq!(gaps_above_1m(&[(0, 0x9f000), (M, 255 * M)], 256 * M), []);
+    }
 
     #[test]
     fn linux_gets_the_tsc_rate_unless_it_names_one() {

@@ -5,6 +5,7 @@ pub mod acpi;
 pub mod elf;
 pub mod linux;
 pub mod multiboot;
+pub mod place;
 
 use core::fmt;
 

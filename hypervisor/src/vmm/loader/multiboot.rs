@@ -32,12 +32,12 @@ const FLAG_ADDRESSES: u32 = 1 << 16;
 /// Requirement bits (15:0) this loader meets or may ignore.
 const KNOWN_REQUIREMENTS: u32 = FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO | FLAG_VIDEO_MODE;
 
-/// Where [`write_info`] puts the information structure, from the start of the partition's
-/// RAM: after the GDT page, below any image (images load at 1 MiB or above).
-pub const INFO_OFFSET: u64 = 0x6000;
-const MMAP_OFFSET: u64 = INFO_OFFSET + 0x100;
-const CMDLINE_OFFSET: u64 = INFO_OFFSET + 0x400;
-const LOADER_NAME_OFFSET: u64 = INFO_OFFSET + 0x600;
+/// The room [`write_info`] needs for the information structure and what it points to, from
+/// the address the caller picked (free RAM the kernel's image does not use: `super::place`).
+pub const INFO_BYTES: u64 = 0x1000;
+const MMAP_OFFSET: u64 = 0x100;
+const CMDLINE_OFFSET: u64 = 0x400;
+const LOADER_NAME_OFFSET: u64 = 0x600;
 /// The loader's name in the information structure.
 pub const LOADER_NAME: &str = "microhv";
 /// Longest command line passed (the rest of its page holds the loader name).
@@ -326,15 +326,18 @@ pub fn memory_map(ram: &[(u64, u64)]) -> Vec<(u64, u64, u32)> {
 const LOW_KIB: u64 = 639;
 
 /// Writes the multiboot information structure (§3.3) for a partition whose RAM is the blocks
-/// `ram` (guest-physical `(start, size)`, sorted), the structure itself at `base`: flags 0
+/// `ram` (guest-physical `(start, size)`, sorted), the structure itself at `at` ([`INFO_BYTES`]
+/// of free RAM below 4 GiB); `reserved` (guest-physical `(start, size)`, outside `ram`) are
+/// listed reserved in the memory map (the host RAM the hypervisor keeps): flags 0
 /// (mem_lower/mem_upper), 2 (cmdline), 3 (no modules), 6 (the memory map, §3.3 "mmap_*",
 /// from [`memory_map`]) and 9 (the loader's name). mem_lower is the RAM from 0 (at most 639
 /// KiB), mem_upper the contiguous RAM from 1 MiB, both in KiB. Returns the structure's
 /// address, for EBX.
 pub fn write_info<E>(
     mut write: impl FnMut(u64, &[u8]) -> Result<(), E>,
-    base: u64,
+    at: u64,
     ram: &[(u64, u64)],
+    reserved: &[(u64, u64)],
     cmdline: &str,
 ) -> Result<u64, E> {
     const MEM: u32 = 1 << 0;
@@ -342,7 +345,9 @@ pub fn write_info<E>(
     const MODS: u32 = 1 << 3;
     const MMAP: u32 = 1 << 6;
     const LOADER_NAME: u32 = 1 << 9;
-    let ranges = memory_map(ram);
+    let mut ranges = memory_map(ram);
+    ranges.extend(reserved.iter().filter(|r| r.1 > 0).map(|&(s, l)| (s, l, 2)));
+    ranges.sort_unstable();
     let kib_from = |at: u64| ranges.iter().find(|r| r.0 == at && r.2 == 1).map_or(0, |r| r.1 >> 10);
     let (lower_kib, upper_kib) = (kib_from(0), kib_from(0x10_0000));
     let mut mmap = Vec::with_capacity(ranges.len() * 24);
@@ -364,21 +369,21 @@ pub fn write_info<E>(
     info[0] = MEM | CMDLINE | MODS | MMAP | LOADER_NAME;
     info[1] = lower_kib as u32;
     info[2] = upper_kib.min(u64::from(u32::MAX)) as u32;
-    info[4] = (base + CMDLINE_OFFSET) as u32;
+    info[4] = (at + CMDLINE_OFFSET) as u32;
     info[5] = 0; // mods_count
-    info[6] = (base + INFO_OFFSET + 0x80) as u32; // mods_addr: an empty list
+    info[6] = (at + 0x80) as u32; // mods_addr: an empty list
     info[11] = mmap.len() as u32; // mmap_length
-    info[12] = (base + MMAP_OFFSET) as u32; // mmap_addr
-    info[16] = (base + LOADER_NAME_OFFSET) as u32;
+    info[12] = (at + MMAP_OFFSET) as u32; // mmap_addr
+    info[16] = (at + LOADER_NAME_OFFSET) as u32;
     let mut bytes = Vec::with_capacity(info.len() * 4);
     for w in info {
         bytes.extend_from_slice(&w.to_le_bytes());
     }
-    write(base + INFO_OFFSET, &bytes)?;
-    write(base + MMAP_OFFSET, &mmap)?;
-    write(base + CMDLINE_OFFSET, &cmd_z)?;
-    write(base + LOADER_NAME_OFFSET, &name_z)?;
-    Ok(base + INFO_OFFSET)
+    write(at, &bytes)?;
+    write(at + MMAP_OFFSET, &mmap)?;
+    write(at + CMDLINE_OFFSET, &cmd_z)?;
+    write(at + LOADER_NAME_OFFSET, &name_z)?;
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -546,14 +551,15 @@ mod tests {
                 }
                 Ok::<(), ()>(())
             },
-            0,
+            0x6000,
             &[(0, 32 << 20)],
+            &[],
             "console=ttyS0",
         )
         .expect("writes succeed");
         let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
         let u64_at = |a: u64| u64::from(u32_at(a)) | (u64::from(u32_at(a + 4)) << 32);
-        assert_eq!(info, INFO_OFFSET);
+        assert_eq!(info, 0x6000);
         let flags = u32_at(info);
         assert_eq!(flags, 1 | 4 | 8 | 64 | 512);
         assert_eq!(u32_at(info + 4), 639);
@@ -597,13 +603,23 @@ mod tests {
                 }
                 Ok::<(), ()>(())
             },
-            0,
+            0x20_0000,
             &blocks,
+            &[(16 << 20, 4 << 20), (120 << 20, 8 << 20)],
             "",
         )
         .unwrap();
         let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
+        let u64_at = |a: u64| u64::from(u32_at(a)) | (u64::from(u32_at(a + 4)) << 32);
+        assert_eq!(info, 0x20_0000);
         assert_eq!((u32_at(info + 4), u32_at(info + 8)), (0x9f000 >> 10, 15 << 10));
-        assert_eq!(u32_at(info + 44), 3 * 24);
+        // The hypervisor's ranges between and after the blocks, reserved, in address order.
+        assert_eq!(u32_at(info + 44), 5 * 24);
+        let entry = |i: u64| {
+            let e = u64::from(u32_at(info + 48)) + i * 24;
+            (u64_at(e + 4), u64_at(e + 12), u32_at(e + 20))
+        };
+        assert_eq!(entry(2), (16 << 20, 4 << 20, 2));
+        assert_eq!(entry(4), (120 << 20, 8 << 20, 2));
     }
 }
