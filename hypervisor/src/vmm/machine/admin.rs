@@ -67,7 +67,8 @@ fn state_code(s: &State) -> u32 {
 impl Machine<'_> {
     /// Carries out `call` for partition `i` and moves it past its hypercall.
     pub fn admin(&mut self, i: usize, call: Call) {
-        let g = *self.parts[i].vcpu.gprs();
+        let p = &mut self.parts[i];
+        let g = *p.vcpus[p.current].vcpu.gprs();
         let caller = self.parts[i].id;
         let (a1, a2, a3) = (g.0[reg::RDI], g.0[reg::RSI], g.0[reg::RDX]);
         let answer = match call {
@@ -110,7 +111,8 @@ impl Machine<'_> {
             Err(s) => log::info!("partition {}: {call:?} refused: {s:?}", p.name),
             Ok(_) => {}
         }
-        let g = p.vcpu.gprs();
+        let v = p.current;
+        let g = p.vcpus[v].vcpu.gprs();
         match answer {
             Ok(v) => {
                 g.0[reg::RAX] = Status::Success as u64;
@@ -120,7 +122,7 @@ impl Machine<'_> {
             }
             Err(s) => g.0[reg::RAX] = s as u64,
         }
-        crate::vmm::step::skip(p);
+        crate::vmm::step::skip(p, v);
     }
 
     fn index_of(&self, id: u64) -> Result<usize, Status> {
@@ -339,7 +341,7 @@ impl Machine<'_> {
                 if p.slat.unmap(gpa, 4096).is_err() {
                     log::warn!("partition {}: channel {} page was not mapped", p.name, c.id);
                 }
-                p.vcpu.flush_second_level();
+                p.flush_second_level();
             }
         }
     }
@@ -370,7 +372,7 @@ impl Machine<'_> {
         if let Ok(k) = self.index_of(other) {
             let p = &mut self.parts[k];
             if vector != 0 {
-                p.vectors.set(vector);
+                p.raise_vector(vector);
             }
             if let State::Halted { .. } = p.state {
                 p.state = State::Runnable;
