@@ -25,16 +25,16 @@ pub const HEAP_SIZE: u64 = 16 << 20;
 /// How the boot crate sets up its global allocator over `[start, start+len)`.
 pub type HeapInit = unsafe fn(start: *mut u8, len: usize);
 
-/// Finds `len` bytes of usable RAM (page-aligned, above 1 MiB) that overlap nothing reserved,
-/// as high as possible: low memory stays for the management partition.
-fn find_free(info: &BootInfo, len: u64) -> Option<u64> {
+/// Finds `len` bytes of usable RAM (page-aligned, above 1 MiB, below `reach`) that overlap
+/// nothing reserved, as high as possible: low memory stays for the management partition.
+fn find_free(info: &BootInfo, len: u64, reach: u64) -> Option<u64> {
     crate::mm::place::highest_free(
         info.usable.as_slice(),
         info.reserved.as_slice(),
         len,
         PAGE_SIZE,
         LOW_MEMORY_END,
-        u64::MAX,
+        reach,
     )
 }
 
@@ -98,7 +98,9 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
 
     // Memory: heap first (the frame allocator's lists live on it), then frames, then our own
     // page tables.
-    let Some(heap) = find_free(info, HEAP_SIZE) else {
+    // Written before the hypervisor's own tables exist: where the boot tables reach.
+    let reach = if phys_offset == 0 { 1 << 32 } else { u64::MAX };
+    let Some(heap) = find_free(info, HEAP_SIZE, reach) else {
         error!("no {} MiB of free RAM for the heap", HEAP_SIZE >> 20);
         fail();
     };
@@ -142,7 +144,10 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
         // Debug level: a serial line costs the boot-to-guest figure ~5% under Bochs.
         log::debug!(
             "hypervisor image moved from {:#x}..{:#x} to {:#x}..{:#x} (top of RAM below 4 GiB)",
-            from.start, from.end, info.image.start, info.image.end
+            from.start,
+            from.end,
+            info.image.start,
+            info.image.end
         );
     }
     if phys_offset == 0 {
