@@ -176,7 +176,8 @@ fn multiboot(data: &[u8]) -> u64 {
     let blocks = ram_blocks(&mut Unstructured::new(image)).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(image.get(..64).unwrap_or(image));
     let _ = multiboot::memory_map(&blocks);
-    let _ = multiboot::write_info(|_, _| Ok::<(), ()>(()), 0x6000, &blocks, &blocks, &cmdline);
+    let extra: Vec<_> = blocks.iter().map(|&(s, l)| (s, l, 2)).collect();
+    let _ = multiboot::write_info(|_, _| Ok::<(), ()>(()), 0x6000, &blocks, &cmdline, &extra);
     // Boot structures go in pages of the blocks that the image's segments leave free.
     if let Ok(mb) = multiboot::parse(image, base, size) {
         let taken: Vec<_> = mb.image.segments.iter().map(|s| s.range()).collect();

@@ -86,17 +86,17 @@ pub fn load(
 
 /// The host RAM below 4 GiB the management partition does not get (the hypervisor's image,
 /// heap and tables, the boot modules, the other partitions' RAM), as guest-physical
-/// `(start, len)` ranges for its memory map to list reserved, as Xen's dom0 map and a PC's
-/// firmware list RAM the OS must not use. Guests: none (their RAM is all they see).
+/// `(start, len, 2)` entries for its memory map (type 2, reserved), as Xen's dom0 map and a
+/// PC's firmware list RAM the OS must not use. Guests: none (their RAM is all they see).
 fn hypervisor_ranges(
     config: &PartitionConfig,
     map: &[(u64, u64)],
     platform: &Platform,
-) -> alloc::vec::Vec<(u64, u64)> {
+) -> alloc::vec::Vec<(u64, u64, u32)> {
     if !config.management {
         return alloc::vec::Vec::new();
     }
-    gaps_above_1m(map, platform.ram_top_below_4g)
+    gaps_above_1m(map, platform.ram_top_below_4g).into_iter().map(|(s, l)| (s, l, 2)).collect()
 }
 
 /// The pieces of `[1 MiB, top)` that no block of `map` (sorted `(start, len)`) covers.
@@ -133,7 +133,8 @@ fn load_linux(
         linux::plan(&image, map, initrd_len, cmdline.len()).map_err(|e| linux_error(&e))?;
     // The e820 map is the PC's: the loader reserves the EBDA and BIOS areas of low memory,
     // and the management partition's lists the host RAM the hypervisor keeps as reserved.
-    let reserved = hypervisor_ranges(config, map, platform);
+    let reserved: alloc::vec::Vec<(u64, u64)> =
+        hypervisor_ranges(config, map, platform).iter().map(|&(s, l, _)| (s, l)).collect();
     linux::e820_map(map, &reserved).map_err(|e| format!("memory map: {e}"))?;
     linux::load(&image, &layout, config.initrd, &cmdline, map, &reserved, |gpa, b| {
         ram.write(gpa, b)
@@ -280,7 +281,7 @@ fn multiboot_structures(
     ram: &mut GuestRam,
     map: &[(u64, u64)],
     taken: &[core::ops::Range<u64>],
-    reserved: &[(u64, u64)],
+    reserved: &[(u64, u64, u32)],
     config: &PartitionConfig,
     entry: u64,
 ) -> Result<InitialState, String> {
@@ -308,7 +309,7 @@ fn multiboot_structures(
         ram.write_u64(gdt + 8 * i as u64, *d).map_err(bad)?;
     }
     let info =
-        multiboot::write_info(|gpa, b| ram.write(gpa, b), info_at, map, reserved, &config.cmdline)
+        multiboot::write_info(|gpa, b| ram.write(gpa, b), info_at, map, &config.cmdline, reserved)
             .map_err(bad)?;
     let mut gprs = Gprs::default();
     gprs.0[reg::RAX] = u64::from(multiboot::BOOT_MAGIC);

@@ -327,8 +327,8 @@ const LOW_KIB: u64 = 639;
 
 /// Writes the multiboot information structure (§3.3) for a partition whose RAM is the blocks
 /// `ram` (guest-physical `(start, size)`, sorted), the structure itself at `at` ([`INFO_BYTES`]
-/// of free RAM below 4 GiB); `reserved` (guest-physical `(start, size)`, outside `ram`) are
-/// listed reserved in the memory map (the host RAM the hypervisor keeps): flags 0
+/// of free RAM below 4 GiB); `extra` (guest-physical `(start, size, type)`, outside `ram`) are
+/// listed in the memory map too (the host RAM the hypervisor keeps, type 2): flags 0
 /// (mem_lower/mem_upper), 2 (cmdline), 3 (no modules), 6 (the memory map, §3.3 "mmap_*",
 /// from [`memory_map`]) and 9 (the loader's name). mem_lower is the RAM from 0 (at most 639
 /// KiB), mem_upper the contiguous RAM from 1 MiB, both in KiB. Returns the structure's
@@ -337,8 +337,8 @@ pub fn write_info<E>(
     mut write: impl FnMut(u64, &[u8]) -> Result<(), E>,
     at: u64,
     ram: &[(u64, u64)],
-    reserved: &[(u64, u64)],
     cmdline: &str,
+    extra: &[(u64, u64, u32)],
 ) -> Result<u64, E> {
     const MEM: u32 = 1 << 0;
     const CMDLINE: u32 = 1 << 2;
@@ -346,7 +346,7 @@ pub fn write_info<E>(
     const MMAP: u32 = 1 << 6;
     const LOADER_NAME: u32 = 1 << 9;
     let mut ranges = memory_map(ram);
-    ranges.extend(reserved.iter().filter(|r| r.1 > 0).map(|&(s, l)| (s, l, 2)));
+    ranges.extend(extra.iter().filter(|r| r.1 > 0));
     ranges.sort_unstable();
     let kib_from = |at: u64| ranges.iter().find(|r| r.0 == at && r.2 == 1).map_or(0, |r| r.1 >> 10);
     let (lower_kib, upper_kib) = (kib_from(0), kib_from(0x10_0000));
@@ -553,8 +553,8 @@ mod tests {
             },
             0x6000,
             &[(0, 32 << 20)],
-            &[],
             "console=ttyS0",
+            &[],
         )
         .expect("writes succeed");
         let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
@@ -605,8 +605,8 @@ mod tests {
             },
             0x20_0000,
             &blocks,
-            &[(16 << 20, 4 << 20), (120 << 20, 8 << 20)],
             "",
+            &[(16 << 20, 4 << 20, 2), (120 << 20, 8 << 20, 2)],
         )
         .unwrap();
         let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
