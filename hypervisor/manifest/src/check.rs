@@ -203,6 +203,7 @@ fn partition(
         cmdline_at: At::default(),
     };
     let mut devices_line = 0;
+    let mut vcpus_line = 0;
     let mut memory_given = false;
     for (key, value) in entries {
         let line = line_of(text, key.span().start);
@@ -282,11 +283,13 @@ fn partition(
                 memory_given = true;
             }
             ("vcpus", Value::Integer(n)) => {
-                if *n != 1 {
+                if !(1..=i64::from(MAX_VCPUS)).contains(n) {
                     return Err(fail(format!(
-                        "{n} vCPUs asked for; a partition has exactly 1 for now"
+                        "{n} vCPUs asked for; a partition has 1 to {MAX_VCPUS}"
                     )));
                 }
+                spec.vcpus = *n as u32;
+                vcpus_line = line;
             }
             ("cmdline", Value::String(s)) => {
                 if s.len() > LINUX_CMDLINE_MAX {
@@ -369,6 +372,13 @@ fn partition(
     if spec.role == Role::Management && !memory_given {
         // All the host RAM the hypervisor and the other partitions do not use.
         spec.memory_mib = 0;
+    }
+    if spec.role == Role::Management && spec.vcpus != 1 {
+        return Err(err(
+            vcpus_line,
+            Some("vcpus"),
+            format!("{} vCPUs asked for; the management partition has 1", spec.vcpus),
+        ));
     }
     if !spec.devices.is_empty() && spec.role != Role::Management {
         return Err(err(
