@@ -437,6 +437,22 @@ pub const CASES: &[Case] = &[
         test_disk: false,
         cpus: 1,
     },
+    // The same kernel through UEFI: the bootloader's frames above 1 MiB stay holes in the
+    // management partition's RAM, but 0x8000 and 16 MiB are its.
+    Case {
+        name: "qemu-uefi-lowmem",
+        emulator: Choice::Qemu,
+        boot: Boot::Uefi,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "lowmem",
+        expect: LOWMEM,
+        status: Expect::Success,
+        timeout_s: 120,
+        input: &[],
+        test_disk: false,
+        cpus: 1,
+    },
     Case {
         name: "vmx-mgmt",
         emulator: Choice::Bochs,
