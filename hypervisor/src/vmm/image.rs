@@ -142,7 +142,8 @@ fn load_linux(
     .map_err(|e| format!("loading the image: {e}"))?;
     // The ACPI tables, in the BIOS area the e820 map reserves, where the kernel's RSDP search
     // finds them.
-    ram.write(acpi::TABLES_GPA, &acpi::tables(1)).map_err(|e| format!("ACPI tables: {e}"))?;
+    ram.write(acpi::TABLES_GPA, &acpi::tables(config.vcpus))
+        .map_err(|e| format!("ACPI tables: {e}"))?;
     /// Null, unused, `__BOOT_CS` (0x10), `__BOOT_DS` (0x18): base 0, limit 4 GiB, 4 KiB pages.
     const GDT32: [u64; 4] = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
     for (i, d) in GDT32.iter().enumerate() {

@@ -78,6 +78,8 @@ pub struct Partition {
     pub pc: Option<super::pc::PcDevices>,
     /// Host IRQ lines forwarded to this partition (the management partition's devices).
     pub irq_lines: u16,
+    /// The management partition's virtual I/O APIC (`vmm::vioapic`).
+    pub ioapic: Option<super::vioapic::VioApic>,
     /// Channels with an interrupt vector bound at this partition's end.
     pub bound_channels: u32,
     /// Host interrupts forwarded to it.
@@ -208,6 +210,9 @@ impl Partition {
             SYSINFO_GPA..SYSINFO_GPA + PAGE_SIZE,
             Box::new(Sysinfo { id, scratch: 0, reads: 0 }),
         );
+        // ID 0, as QEMU's I/O APIC has (Bochs' has 1): the MADT the partition reads should
+        // give the same.
+        let ioapic = config.management.then(|| super::vioapic::attach(&mut mmio, 0));
         let irq_lines = if config.management {
             super::passthrough::hand_over(
                 &config.devices,
@@ -241,6 +246,7 @@ impl Partition {
             pic: PicPair::default(),
             pc,
             irq_lines,
+            ioapic,
             bound_channels: 0,
             irqs_forwarded: 0,
             refused: 0,
@@ -461,17 +467,23 @@ impl Partition {
     /// local APIC timer, the PC devices' IRQ lines.
     pub fn tick(&mut self, now: u64) {
         for slot in &mut self.vcpus {
-            slot.lapic.apic.tick(now);
-            if let Some((deadline, vector)) = slot.timer
-                && now >= deadline
-            {
-                slot.timer = None;
-                slot.vectors.set(vector);
-            }
+            slot.tick(now);
         }
         if let Some(pc) = &self.pc {
             pc.tick(now, &mut self.pic);
         }
+    }
+
+    /// [`Partition::tick`] for vCPU `v` alone and the devices, before each of its entries;
+    /// its slot.
+    #[inline]
+    pub fn tick_vcpu(&mut self, v: usize, now: u64) -> &VcpuSlot {
+        if let Some(pc) = &self.pc {
+            pc.tick(now, &mut self.pic);
+        }
+        let slot = &mut self.vcpus[v];
+        slot.tick(now);
+        slot
     }
 
     /// Raises `vector` at vCPU 0 (channel notifications).

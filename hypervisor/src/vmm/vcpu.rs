@@ -181,6 +181,16 @@ pub trait Vcpu {
     /// CS's base: outside 64-bit mode, the instruction at RIP is at linear CS.base + RIP
     /// (SDM Vol. 3A §3.4.3; real mode: CS × 16).
     fn cs_base(&self) -> u64;
+    /// The linear address of the instruction at RIP: RIP in 64-bit mode, CS.base + EIP (32
+    /// bits wide) outside it (SDM Vol. 3A §3.4.3, §5.3.1). One call on the exit path.
+    fn linear_rip(&self) -> u64 {
+        let (rip, base) = (self.rip(), self.cs_base());
+        if base == 0 || self.mode() == CpuMode::Long64 {
+            rip
+        } else {
+            base.wrapping_add(rip) & 0xffff_ffff
+        }
+    }
     /// The guest's current privilege level (SS.DPL on VMX, SDM vol. 3C §25.4.1; the VMCB's
     /// CPL field on SVM, APM vol. 2 §15.5.1).
     fn cpl(&self) -> u8;

@@ -242,6 +242,19 @@ pub const LINUX: &[Want] = &[
     Line("hypervisor: partition linux (id 0): powered off (ACPI soft-off, S5) [as expected]"),
     POWER_OFF_OK,
 ];
+/// `scenarios/linux-smp.toml`: Linux in a two-vCPU partition brings up both CPUs (the
+/// hypervisor says vCPU 1 started), lists them in /proc/cpuinfo, runs a task on each, passes
+/// the other checks and powers off.
+pub const LINUX_SMP: &[Want] = &[
+    Line("partition linux-smp: vCPU 1 started by vCPU 0 at "),
+    LineWith(&["[linux-smp] ", "smpboot: Total of 2 processors activated"]),
+    Line("[linux-smp] PASS lapic-timer"),
+    Line("[linux-smp] PASS cpus"),
+    Line("[linux-smp] PASS task-per-cpu"),
+    Line("[linux-smp] ALL-CHECKS-DONE passed=8 failed=0"),
+    Line("hypervisor: partition linux-smp (id 0): powered off (ACPI soft-off, S5) [as expected]"),
+    POWER_OFF_OK,
+];
 pub const LINUX_INPUT: &[(&[&str], &str)] = &[
     (&["[linux] ALL-CHECKS-DONE"], "\x01\x01\x01"),
     (&["hypervisor: console: input to "], "poweroff -f\r"),
@@ -272,5 +285,17 @@ pub const MGMT_LINUX: &[Want] = &[
     Line("[lx] ALL-CHECKS-DONE passed=5 failed=0"),
     Line("[mgmt] stats lx: "),
     Line("destroyed lx"),
+    POWER_OFF_OK,
+];
+
+/// `scenarios/barepc.toml`: the bare-PC kernel passes every check (its lines are compared with
+/// the bare reference's as well), ends through the debug-exit port with status 0, and the probe
+/// beside it passes.
+pub const BAREPC: &[Want] = &[
+    LineWith(&["[barepc] barepc: ", " checks, 0 failed"]),
+    Line("partition barepc: wrote 0x0 to the debug-exit port"),
+    Line("hypervisor: partition barepc (id 0): shut down with status 0 [as expected]"),
+    LineWith(&["[probe] probe: ", " checks, 0 failed"]),
+    Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
     POWER_OFF_OK,
 ];
