@@ -138,7 +138,7 @@ fn resolve_image(image: &str) -> Result<PathBuf, String> {
                  (no guest-images/{image}/Cargo.toml, or not a workspace member)"
             ));
         }
-        return Ok(build::kernel_artifact(image));
+        return Ok(build::guest_image(image));
     }
     let path = Path::new(image);
     let inside = path.components().all(|c| matches!(c, std::path::Component::Normal(_)));

@@ -31,5 +31,6 @@ pub mod run;
 pub mod step;
 pub mod vcpu;
 pub mod vcpu_slot;
+pub mod vioapic;
 pub mod vlapic;
 pub mod xcr0;

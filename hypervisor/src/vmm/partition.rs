@@ -78,6 +78,8 @@ pub struct Partition {
     pub pc: Option<super::pc::PcDevices>,
     /// Host IRQ lines forwarded to this partition (the management partition's devices).
     pub irq_lines: u16,
+    /// The management partition's virtual I/O APIC (`vmm::vioapic`).
+    pub ioapic: Option<super::vioapic::VioApic>,
     /// Channels with an interrupt vector bound at this partition's end.
     pub bound_channels: u32,
     /// Host interrupts forwarded to it.
@@ -204,6 +206,9 @@ impl Partition {
             SYSINFO_GPA..SYSINFO_GPA + PAGE_SIZE,
             Box::new(Sysinfo { id, scratch: 0, reads: 0 }),
         );
+        // ID 0, as QEMU's I/O APIC has (Bochs' has 1): the MADT the partition reads should
+        // give the same.
+        let ioapic = config.management.then(|| super::vioapic::attach(&mut mmio, 0));
         let irq_lines = if config.management {
             super::passthrough::hand_over(
                 &config.devices,
@@ -237,6 +242,7 @@ impl Partition {
             pic: PicPair::default(),
             pc,
             irq_lines,
+            ioapic,
             bound_channels: 0,
             irqs_forwarded: 0,
             refused: 0,

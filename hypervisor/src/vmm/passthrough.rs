@@ -53,6 +53,9 @@ pub const RESERVED_PORTS: [RangeInclusive<u16>; 9] = [
 
 /// The local APIC page: shared by every partition on this CPU, so nobody gets it.
 pub const LAPIC_PAGE: u64 = 0xfee0_0000;
+/// The I/O APIC page: the management partition gets a virtual one there (`vmm::vioapic`); the
+/// host's routes nothing while the hypervisor keeps the 8259s, and is never handed over.
+pub const IOAPIC_PAGE: u64 = crate::devices::ioapic::BASE;
 
 fn number(s: &str) -> Option<u64> {
     match s.strip_prefix("0x") {
@@ -282,6 +285,7 @@ pub fn hand_over(
                     hvabi::start::SYSINFO_GPA & !0x1f_ffff
                         ..(hvabi::start::SYSINFO_GPA & !0x1f_ffff) + (2 << 20),
                     LAPIC_PAGE..LAPIC_PAGE + 4096,
+                    IOAPIC_PAGE..IOAPIC_PAGE + 4096,
                 ];
                 map_except(slat, 0xa_0000..0x10_0000, &holes)?;
                 map_except(slat, top..1 << 32, &holes)?;
@@ -295,9 +299,10 @@ pub fn hand_over(
                 }
             }
             DeviceSpec::Mmio(r) => {
-                if r.contains(&LAPIC_PAGE) {
+                if r.contains(&LAPIC_PAGE) || r.contains(&IOAPIC_PAGE) {
                     return Err(format!(
-                        "device mmio:{:#x}-{:#x}: the local APIC stays with the hypervisor",
+                        "device mmio:{:#x}-{:#x}: the local APIC and the I/O APIC stay with the \
+                         hypervisor",
                         r.start(),
                         r.end()
                     ));

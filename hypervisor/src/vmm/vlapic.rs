@@ -302,7 +302,11 @@ pub fn mmio_read(p: &mut Partition, vc: usize, gpa: u64, size: u8) -> u64 {
 /// A write at `gpa` in vCPU `vc`'s APIC page.
 pub fn mmio_write(p: &mut Partition, vc: usize, gpa: u64, size: u8, v: u64) {
     sync_from_cr8(p, vc);
+    let level_eoi = super::vioapic::level_eoi(p, vc, (gpa - APIC_BASE) as u32);
     let ipi = p.vcpus[vc].lapic.mmio_write(gpa - APIC_BASE, size, v);
+    if let Some(vector) = level_eoi {
+        super::vioapic::eoi(p, vector);
+    }
     after_write(p, vc, ipi);
 }
 
@@ -347,7 +351,12 @@ pub fn wrmsr(p: &mut Partition, vc: usize, msr: u32, v: u64) -> Result<(), &'sta
         }
         m => {
             sync_from_cr8(p, vc);
+            // x2APIC MSR 0x800 + n is register n << 4 (SDM Vol. 3A §11.12.1.2).
+            let level_eoi = super::vioapic::level_eoi(p, vc, m.wrapping_sub(0x800) << 4);
             let ipi = p.vcpus[vc].lapic.write_msr(m, v).map_err(|_| "x2APIC register refused")?;
+            if let Some(vector) = level_eoi {
+                super::vioapic::eoi(p, vector);
+            }
             after_write(p, vc, ipi);
             Ok(())
         }

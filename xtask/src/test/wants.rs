@@ -272,3 +272,15 @@ pub const MGMT_LINUX: &[Want] = &[
     Line("destroyed lx"),
     POWER_OFF_OK,
 ];
+
+/// `scenarios/barepc.toml`: the bare-PC kernel passes every check (its lines are compared with
+/// the bare reference's as well), ends through the debug-exit port with status 0, and the probe
+/// beside it passes.
+pub const BAREPC: &[Want] = &[
+    LineWith(&["[barepc] barepc: ", " checks, 0 failed"]),
+    Line("partition barepc: wrote 0x0 to the debug-exit port"),
+    Line("hypervisor: partition barepc (id 0): shut down with status 0 [as expected]"),
+    LineWith(&["[probe] probe: ", " checks, 0 failed"]),
+    Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
+    POWER_OFF_OK,
+];
