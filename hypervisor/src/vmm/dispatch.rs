@@ -357,7 +357,9 @@ fn port_io(p: &mut Partition, vc: usize, io: IoAccess) -> Flow {
         } else {
             p.io.write(port, io.size, v);
             p.drain_devices();
-            if super::pc::PcDevices::controls_power(io.port) && power_request(p, io.port) {
+            if p.pc.as_ref().is_some_and(|pc| pc.controls_power_at(io.port))
+                && power_request(p, io.port)
+            {
                 return Flow::Stopped;
             }
         }

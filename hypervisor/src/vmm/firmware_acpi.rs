@@ -37,21 +37,45 @@ fn fix_checksum(b: &mut [u8], at: usize) {
     b[at] = 0u8.wrapping_sub(sum);
 }
 
-/// A copy of root table `root` (RSDT: `entry` 4, XSDT: 8) whose MADT entry (`is_madt`) points
-/// at `madt` (appended when it lists none), its length and checksum made right.
-fn root_copy(root: &[u8], entry: usize, is_madt: &dyn Fn(u64) -> bool, madt: u64) -> Vec<u8> {
+/// What the partition's root tables do with a firmware table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listed {
+    /// Listed as the firmware lists it.
+    Keep,
+    /// The MADT: replaced by the generated one.
+    Madt,
+    /// Not listed: a device the hypervisor keeps (the HPET, whose interrupts, legacy IRQ 0/8
+    /// or I/O APIC pins, reach only the host's interrupt controllers: IA-PC HPET
+    /// Specification 1.0a §2.3.9, "Legacy Replacement Route"; §3.2.5, routing).
+    Hidden,
+}
+
+/// The [`Listed`] of a firmware table with signature `sig`.
+pub fn listed(sig: &[u8; 4]) -> Listed {
+    match sig {
+        b"APIC" => Listed::Madt,
+        b"HPET" => Listed::Hidden,
+        _ => Listed::Keep,
+    }
+}
+
+/// A copy of root table `root` (RSDT: `entry` 4, XSDT: 8) whose MADT entry (`kind`) points at
+/// `madt` (appended when it lists none), without the hidden tables, its length and checksum
+/// made right.
+fn root_copy(root: &[u8], entry: usize, kind: &dyn Fn(u64) -> Listed, madt: u64) -> Vec<u8> {
     let len = (u32_at(root, 4) as usize).clamp(36, root.len());
     let mut out = root[..36].to_vec();
     let mut replaced = false;
     for e in root[36..len].chunks_exact(entry) {
         let addr = if entry == 8 { u64_at(e, 0) } else { u64::from(u32_at(e, 0)) };
-        let addr = if is_madt(addr) && !replaced {
-            replaced = true;
-            madt
-        } else if is_madt(addr) {
-            continue; // a second MADT: the partition has one
-        } else {
-            addr
+        let addr = match kind(addr) {
+            Listed::Madt if !replaced => {
+                replaced = true;
+                madt
+            }
+            // A second MADT (the partition has one) or a hidden table.
+            Listed::Madt | Listed::Hidden => continue,
+            Listed::Keep => addr,
         };
         out.extend_from_slice(&addr.to_le_bytes()[..entry]);
     }
@@ -75,7 +99,7 @@ pub fn shadow(
     rsdp_off: usize,
     rsdt: &[u8],
     xsdt: Option<&[u8]>,
-    is_madt: &dyn Fn(u64) -> bool,
+    kind: &dyn Fn(u64) -> Listed,
     madt: &[u8],
     tables_gpa: u64,
 ) -> Option<Shadow> {
@@ -96,12 +120,12 @@ pub fn shadow(
     let mut tables = madt.to_vec();
     let madt_gpa = tables_gpa;
     let rsdt_off = align(tables.len());
-    let rsdt_copy = root_copy(rsdt, 4, is_madt, madt_gpa);
+    let rsdt_copy = root_copy(rsdt, 4, kind, madt_gpa);
     tables.resize(rsdt_off, 0);
     tables.extend_from_slice(&rsdt_copy);
     let xsdt_off = align(tables.len());
     if let Some(x) = xsdt.filter(|x| x.len() >= 36) {
-        let copy = root_copy(x, 8, is_madt, madt_gpa);
+        let copy = root_copy(x, 8, kind, madt_gpa);
         tables.resize(xsdt_off, 0);
         tables.extend_from_slice(&copy);
     }
@@ -156,6 +180,65 @@ fn read_table(addr: u64) -> Option<Vec<u8>> {
     Some(t)
 }
 
+/// The first table with signature `sig` that root table `root` (entries of `entry` bytes)
+/// lists, read from host memory.
+fn find_entry(root: &[u8], entry: usize, sig: &[u8; 4]) -> Option<u64> {
+    use crate::arch::x86::acpi::PhysRead;
+    let len = (u32_at(root, 4) as usize).clamp(36, root.len());
+    root[36..len].chunks_exact(entry).find_map(|e| {
+        let addr = if entry == 8 { u64_at(e, 0) } else { u64::from(u32_at(e, 0)) };
+        let mut s = [0u8; 4];
+        (HostMemory.read(addr, &mut s).is_ok() && &s == sig).then_some(addr)
+    })
+}
+
+/// The FADT's SCI_INT (offset 46, ACPI 6.5 §5.2.9 Table 5.9) when it is an ISA IRQ (0-15).
+pub fn sci_int(fadt: &[u8]) -> Option<u8> {
+    let sci = u16::from_le_bytes([*fadt.get(46)?, *fadt.get(47)?]);
+    (sci < 16).then_some(sci as u8)
+}
+
+/// The FACS's address from a FADT: X_FIRMWARE_CTRL (offset 132) where the table is long
+/// enough and it is set, else FIRMWARE_CTRL (offset 36) (ACPI 6.5 §5.2.9 Table 5.9).
+pub fn facs_addr(fadt: &[u8]) -> Option<u64> {
+    let x = (fadt.len() >= 140).then(|| u64_at(fadt, 132)).filter(|&a| a != 0);
+    let a = x.or_else(|| (fadt.len() >= 40).then(|| u64::from(u32_at(fadt, 36))))?;
+    (a != 0).then_some(a)
+}
+
+/// The host's FADT (a page at most) and DSDT (whole, up to 1 MiB), found from the RSDP at
+/// `rsdp` through the RSDT (DSDT at FADT offset 40, or X_DSDT at 140 where set, §5.2.9).
+pub fn host_fadt_dsdt(rsdp: u64) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    use crate::arch::x86::acpi::PhysRead;
+    let mut r = [0u8; 20];
+    HostMemory.read(rsdp, &mut r).ok()?;
+    let rsdt = read_table(u64::from(u32_at(&r, 16)))?;
+    let fadt = read_table(find_entry(&rsdt, 4, b"FACP")?)?;
+    let x = (fadt.len() >= 148).then(|| u64_at(&fadt, 140)).filter(|&a| a != 0);
+    let dsdt_at = x.or_else(|| (fadt.len() >= 44).then(|| u64::from(u32_at(&fadt, 40))));
+    let dsdt = dsdt_at.filter(|&a| a != 0).and_then(|at| {
+        let mut head = [0u8; 8];
+        HostMemory.read(at, &mut head).ok()?;
+        let len = (u32_at(&head, 4) as usize).clamp(36, 1 << 20);
+        let mut t = alloc::vec![0u8; len];
+        HostMemory.read(at, &mut t).ok()?;
+        (&t[..4] == b"DSDT").then_some(t)
+    });
+    Some((fadt, dsdt))
+}
+
+/// The page of the host's FACS, found from the RSDP at `rsdp` through the RSDT's FADT. The
+/// OS writes the FACS (the global lock, §5.2.10, with a locked CMPXCHG; the waking vector),
+/// so the management partition gets it read/write wherever the firmware put it.
+pub fn facs_page(rsdp: u64) -> Option<u64> {
+    use crate::arch::x86::acpi::PhysRead;
+    let mut r = [0u8; 20];
+    HostMemory.read(rsdp, &mut r).ok()?;
+    let rsdt = read_table(u64::from(u32_at(&r, 16)))?;
+    let fadt = read_table(find_entry(&rsdt, 4, b"FACP")?)?;
+    facs_addr(&fadt).map(|a| a & !(PAGE as u64 - 1))
+}
+
 /// Builds the shadow for the host RSDP at `rsdp` (it must lie below 1 MiB, in the firmware's
 /// window: the EBDA or the BIOS area) with the tables page at `tables_gpa` (a page of host
 /// memory the partition does not get as RAM, identity-mapped read-only by `firmware::windows`);
@@ -178,13 +261,24 @@ pub fn install(
     let rsdt = read_table(u64::from(u32_at(&page, off + 16))).ok_or("the RSDT is unreadable")?;
     let xsdt_at = if page[off + 15] >= 2 && off + 32 <= PAGE { u64_at(&page, off + 24) } else { 0 };
     let xsdt = (xsdt_at != 0).then(|| read_table(xsdt_at)).flatten();
-    let is_madt = |a: u64| {
+    let kind = |a: u64| {
         let mut sig = [0u8; 4];
-        HostMemory.read(a, &mut sig).is_ok() && &sig == b"APIC"
+        if HostMemory.read(a, &mut sig).is_ok() { listed(&sig) } else { Listed::Keep }
     };
-    // The management partition's I/O APIC (always attached: `vmm::vioapic`), ID 0.
-    let madt = super::loader::acpi::madt_with(1, &super::vioapic::madt_entries(0));
-    let s = shadow(&page, off, &rsdt, xsdt.as_deref(), &is_madt, &madt, tables_gpa)
+    // The management partition's I/O APIC (always attached: `vmm::vioapic`), ID 0, and the
+    // SCI's override where the firmware's FADT names an ISA SCI (SCI_INT, offset 46).
+    let mut entries = super::vioapic::madt_entries(0).to_vec();
+    let fadt = [rsdt.as_slice(), xsdt.as_deref().unwrap_or(&[])]
+        .into_iter()
+        .find_map(|root| {
+            find_entry(root, if root.get(..4) == Some(b"XSDT") { 8 } else { 4 }, b"FACP")
+        })
+        .and_then(read_table);
+    if let Some(sci) = fadt.as_deref().and_then(sci_int) {
+        entries.extend_from_slice(&super::vioapic::sci_override(sci));
+    }
+    let madt = super::loader::acpi::madt_with(1, &entries);
+    let s = shadow(&page, off, &rsdt, xsdt.as_deref(), &kind, &madt, tables_gpa)
         .ok_or("the shadow tables do not fit")?;
     // SAFETY: `tables_gpa` is a page of host memory kept for this partition's tables (the top
     // page of its conventional memory, carved out of its RAM), identity-mapped for the
@@ -240,20 +334,25 @@ mod tests {
     }
 
     const HOST_MADT: u64 = 0x7fe_0300;
+    const HOST_HPET: u64 = 0x7fe_0400;
 
     #[test]
     fn the_madt_entry_points_at_the_generated_one_and_the_rest_stay() {
-        let rsdt = table(b"RSDT", &[0x7fe_0100, HOST_MADT, 0x7fe_0500], 4);
-        let xsdt = table(b"XSDT", &[HOST_MADT, 0x7fe_0100], 8);
+        let rsdt = table(b"RSDT", &[0x7fe_0100, HOST_MADT, HOST_HPET, 0x7fe_0500], 4);
+        let xsdt = table(b"XSDT", &[HOST_MADT, HOST_HPET, 0x7fe_0100], 8);
         let madt = crate::vmm::loader::acpi::madt(1);
-        let is_madt = |a: u64| a == HOST_MADT;
-        let s = shadow(&page(2), 0x9d0, &rsdt, Some(&xsdt), &is_madt, &madt, 0x9e000).unwrap();
+        let kind = |a: u64| match a {
+            HOST_MADT => listed(b"APIC"),
+            HOST_HPET => listed(b"HPET"),
+            _ => listed(b"FACP"),
+        };
+        let s = shadow(&page(2), 0x9d0, &rsdt, Some(&xsdt), &kind, &madt, 0x9e000).unwrap();
         // The page is the firmware's but for the RSDP, whose checksums hold.
         assert_eq!(s.rsdp_page[..0x9d0], page(2)[..0x9d0]);
         assert_eq!(s.rsdp_page[0x9d0 + 36..], page(2)[0x9d0 + 36..]);
         let r = &s.rsdp_page[0x9d0..0x9d0 + 36];
         assert!(sums_to_zero(&r[..20]) && sums_to_zero(r));
-        // RSDT copy: same entries, the MADT replaced.
+        // RSDT copy: same entries, the MADT replaced, the HPET left out.
         let at = |gpa: u64| (gpa - 0x9e000) as usize;
         let rsdt_copy = &s.tables[at(u64::from(u32_at(r, 16)))..];
         let len = u32_at(rsdt_copy, 4) as usize;
@@ -265,6 +364,7 @@ mod tests {
         let xsdt_copy = &s.tables[at(u64_at(r, 24))..];
         let len = u32_at(xsdt_copy, 4) as usize;
         assert!(sums_to_zero(&xsdt_copy[..len]));
+        assert_eq!(len, 36 + 2 * 8);
         assert_eq!((u64_at(xsdt_copy, 36), u64_at(xsdt_copy, 44)), (0x9e000, 0x7fe_0100));
         // The generated MADT at the start of the page, intact.
         assert_eq!(&s.tables[..madt.len()], &madt[..]);
@@ -275,7 +375,7 @@ mod tests {
     fn revision_0_and_a_root_without_madt() {
         let rsdt = table(b"RSDT", &[0x7fe_0100], 4);
         let madt = crate::vmm::loader::acpi::madt(1);
-        let s = shadow(&page(0), 0x9d0, &rsdt, None, &|_| false, &madt, 0x9e000).unwrap();
+        let s = shadow(&page(0), 0x9d0, &rsdt, None, &|_| Listed::Keep, &madt, 0x9e000).unwrap();
         let r = &s.rsdp_page[0x9d0..0x9d0 + 36];
         assert!(sums_to_zero(&r[..20]));
         assert_eq!(u64_at(r, 24), 0x7fe_2000, "revision 0: the XSDT field is not touched");
@@ -285,17 +385,35 @@ mod tests {
     }
 
     #[test]
+    fn the_fadt_gives_the_sci_and_the_facs() {
+        let mut fadt = vec![0u8; 244];
+        fadt[36..40].copy_from_slice(&0xffe_0000u32.to_le_bytes());
+        fadt[46] = 9;
+        assert_eq!((sci_int(&fadt), facs_addr(&fadt)), (Some(9), Some(0xffe_0000)));
+        fadt[132..140].copy_from_slice(&0x7f00_0040u64.to_le_bytes());
+        assert_eq!(facs_addr(&fadt), Some(0x7f00_0040), "X_FIRMWARE_CTRL first");
+        fadt[46] = 20;
+        assert_eq!(sci_int(&fadt), None, "not an ISA IRQ");
+        assert_eq!(facs_addr(&fadt[..36]), None);
+        assert_eq!(facs_addr(&[0u8; 116]), None, "no FACS");
+    }
+
+    #[test]
     fn what_does_not_fit_is_refused() {
         let madt = crate::vmm::loader::acpi::madt(1);
         let rsdt = table(b"RSDT", &[1], 4);
-        assert!(shadow(&page(0), PAGE - 10, &rsdt, None, &|_| false, &madt, 0x9e000).is_none());
-        assert!(shadow(&page(0), 0x9d0, &rsdt[..20], None, &|_| false, &madt, 0x9e000).is_none());
-        assert!(shadow(&page(0), 0x9d0, &rsdt, None, &|_| false, &madt, 1 << 32).is_none());
+        assert!(
+            shadow(&page(0), PAGE - 10, &rsdt, None, &|_| Listed::Keep, &madt, 0x9e000).is_none()
+        );
+        assert!(
+            shadow(&page(0), 0x9d0, &rsdt[..20], None, &|_| Listed::Keep, &madt, 0x9e000).is_none()
+        );
+        assert!(shadow(&page(0), 0x9d0, &rsdt, None, &|_| Listed::Keep, &madt, 1 << 32).is_none());
         let huge = table(b"RSDT", &vec![7u64; 1100], 4);
-        assert!(shadow(&page(0), 0x9d0, &huge, None, &|_| false, &madt, 0x9e000).is_none());
+        assert!(shadow(&page(0), 0x9d0, &huge, None, &|_| Listed::Keep, &madt, 0x9e000).is_none());
         // A length field past the bytes read is clamped, never a panic.
         let mut lying = rsdt.clone();
         lying[4..8].copy_from_slice(&0xffff_0000u32.to_le_bytes());
-        assert!(shadow(&page(0), 0x9d0, &lying, None, &|_| false, &madt, 0x9e000).is_some());
+        assert!(shadow(&page(0), 0x9d0, &lying, None, &|_| Listed::Keep, &madt, 0x9e000).is_some());
     }
 }

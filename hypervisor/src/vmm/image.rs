@@ -180,10 +180,14 @@ fn load_linux(
     linux::e820_map(map, &extra).map_err(|e| format!("memory map: {e}"))?;
     linux::load(&image, &layout, config.initrd, &cmdline, map, &extra, |gpa, b| ram.write(gpa, b))
         .map_err(|e| format!("loading the image: {e}"))?;
-    // The ACPI tables, in the BIOS area the e820 map reserves, where the kernel's RSDP search
-    // finds them.
-    ram.write(acpi::TABLES_GPA, &acpi::tables(config.vcpus))
-        .map_err(|e| format!("ACPI tables: {e}"))?;
+    // A guest's ACPI tables, in the BIOS area the e820 map reserves, where the kernel's RSDP
+    // search finds them. The management partition has the firmware's own there (its RSDP
+    // shadowed to point at the generated MADT, `firmware_acpi`), which the kernel finds by the
+    // same search (ACPI 6.5 §5.2.5.1: the EBDA's first KiB, then 0xE0000-0xFFFFF).
+    if !config.management {
+        ram.write(acpi::TABLES_GPA, &acpi::tables(config.vcpus))
+            .map_err(|e| format!("ACPI tables: {e}"))?;
+    }
     /// Null, unused, `__BOOT_CS` (0x10), `__BOOT_DS` (0x18): base 0, limit 4 GiB, 4 KiB pages.
     const GDT32: [u64; 4] = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
     for (i, d) in GDT32.iter().enumerate() {

@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod firmware;
 pub mod firmware_acpi;
 pub mod fpu;
+pub mod host_pm;
 pub mod hypercall;
 pub mod image;
 pub mod interrupts;

@@ -217,8 +217,21 @@ impl Partition {
         }
         let mut io = Bus::default();
         io.attach(0x3f8..0x400, Box::new(Uart16550::new()));
-        let pc = (!config.management)
-            .then(|| super::pc::PcDevices::attach(&mut io, platform, config.memory));
+        // The machine's PM1 control registers, trapped for the management partition's
+        // soft-off (`host_pm`), from the firmware's FADT and DSDT.
+        let host_pm = match (config.management, platform.firmware_rsdp) {
+            (true, Some(rsdp)) => super::firmware_acpi::host_fadt_dsdt(rsdp)
+                .map(|(fadt, dsdt)| super::host_pm::from_fadt(&fadt, dsdt.as_deref()))
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let keep: Vec<core::ops::RangeInclusive<u16>> =
+            host_pm.iter().map(|&(port, _)| port..=port.saturating_add(1)).collect();
+        let pc = Some(if config.management {
+            super::pc::PcDevices::attach_management(&mut io, platform, host_pm)
+        } else {
+            super::pc::PcDevices::attach(&mut io, platform, config.memory)
+        });
         let mut mmio = Bus::default();
         mmio.attach(
             SYSINFO_GPA..SYSINFO_GPA + PAGE_SIZE,
@@ -237,11 +250,24 @@ impl Partition {
                 slat.as_mut(),
                 &mut io,
                 platform.ram_top_below_4g,
+                &keep,
             )
             .map_err(cleanup)?
         } else {
             0
         };
+        // The FACS: written by the OS (ACPI global lock, waking vector), read/write where a
+        // read-only firmware window holds it (the firmware may list it as merely reserved).
+        let facs = platform.firmware_rsdp.and_then(super::firmware_acpi::facs_page);
+        if let Some(page) = facs.filter(|&f| {
+            firmware.iter().any(|w| {
+                w.access == super::firmware::Access::ReadOnly && (w.start..w.end).contains(&f)
+            })
+        }) {
+            slat.unmap(page, PAGE_SIZE)
+                .and_then(|()| slat.map(page, page, PAGE_SIZE))
+                .map_err(|e| cleanup(format!("mapping the FACS page {page:#x}: {e:?}")))?;
+        }
         if let Some((rsdp, tables)) = acpi_tables {
             match super::firmware_acpi::install(slat.as_mut(), rsdp, tables) {
                 Ok(frame) => owned.push(frame..frame + PAGE_SIZE),
@@ -424,11 +450,15 @@ impl Partition {
         }
     }
 
-    /// Copies device interrupt outputs to the virtual PIC's inputs (the UART on IRQ 4).
+    /// Copies device interrupt outputs to the virtual PIC's inputs (the UART on IRQ 4), and to
+    /// the I/O APIC's where the partition has one (pin 4: a PC wires ISA lines to both).
     pub fn sync_irq_lines(&mut self) {
         if let Some(u) = self.io.uart() {
             let line = u.irq_line();
             self.pic.set_irq(4, line);
+            if self.ioapic.is_some() {
+                super::vioapic::set_line(self, 4, line);
+            }
         }
     }
 
@@ -458,10 +488,11 @@ impl Partition {
             return true;
         }
         let wired = self.irq_lines | (1 << 4);
+        let unmasked = self.unmasked_irqs();
         v == 0
-            && (self.pc.as_ref().is_some_and(|pc| pc.can_wake(self.pic.unmasked()))
+            && (self.pc.as_ref().is_some_and(|pc| pc.can_wake(unmasked))
                 || self.bound_channels > 0
-                || self.pic.unmasked() & wired != 0)
+                || unmasked & wired != 0)
     }
 
     /// The earliest TSC at which something raises an interrupt for vCPU `v` by itself (its
@@ -485,8 +516,14 @@ impl Partition {
 
     /// When the PC devices' next interrupt comes (the PIT's next tick through an unmasked line).
     fn device_deadline(&self) -> Option<u64> {
-        let unmasked = self.pic.unmasked();
+        let unmasked = self.unmasked_irqs();
         self.pc.as_ref().and_then(|pc| pc.next_interrupt(unmasked))
+    }
+
+    /// The ISA IRQ lines (bit n: IRQ n) that reach a vCPU: unmasked at the 8259 pair or, for a
+    /// partition with an I/O APIC, at its pin (`vioapic::unmasked_lines`).
+    fn unmasked_irqs(&self) -> u16 {
+        self.pic.unmasked() | self.ioapic.as_ref().map_or(0, super::vioapic::unmasked_lines)
     }
 
     /// Moves what came due into the interrupt inputs: each vCPU's timer hypercall vector and
@@ -495,8 +532,17 @@ impl Partition {
         for slot in &mut self.vcpus {
             slot.tick(now);
         }
-        if let Some(pc) = &self.pc {
-            pc.tick(now, &mut self.pic);
+        self.tick_devices(now);
+    }
+
+    /// The PC devices' [`PcDevices::tick`](super::pc::PcDevices::tick); a PIT period that ended
+    /// is an edge on the I/O APIC's pin 2 as well, where the partition has one.
+    #[inline]
+    fn tick_devices(&mut self, now: u64) {
+        let Some(pc) = &self.pc else { return };
+        if pc.tick(now, &mut self.pic) && self.ioapic.is_some() {
+            super::vioapic::set_line(self, 0, true);
+            super::vioapic::set_line(self, 0, false);
         }
     }
 
@@ -504,9 +550,7 @@ impl Partition {
     /// its slot.
     #[inline]
     pub fn tick_vcpu(&mut self, v: usize, now: u64) -> &VcpuSlot {
-        if let Some(pc) = &self.pc {
-            pc.tick(now, &mut self.pic);
-        }
+        self.tick_devices(now);
         let slot = &mut self.vcpus[v];
         slot.tick(now);
         slot

@@ -117,11 +117,27 @@ pub fn parse(spec: &str) -> Result<DeviceSpec, String> {
 
 /// The parts of `range` that avoid every reserved port.
 pub fn allowed_ports(range: RangeInclusive<u16>) -> Vec<RangeInclusive<u16>> {
+    allowed_ports_except(range, &[])
+}
+
+/// The parts of `range` that avoid every reserved port and the ports in `keep` (registers the
+/// hypervisor traps for this partition: `vmm::host_pm`).
+pub fn allowed_ports_except(
+    range: RangeInclusive<u16>,
+    keep: &[RangeInclusive<u16>],
+) -> Vec<RangeInclusive<u16>> {
+    allowed_in(range, &[&RESERVED_PORTS[..], keep].concat())
+}
+
+fn allowed_in(
+    range: RangeInclusive<u16>,
+    reserved: &[RangeInclusive<u16>],
+) -> Vec<RangeInclusive<u16>> {
     let mut out = Vec::new();
     let mut start = u32::from(*range.start());
     let end = u32::from(*range.end());
     while start <= end {
-        match RESERVED_PORTS.iter().find(|r| r.contains(&(start as u16))) {
+        match reserved.iter().find(|r| r.contains(&(start as u16))) {
             Some(r) => start = u32::from(*r.end()) + 1,
             None => {
                 let stop = RESERVED_PORTS
@@ -267,6 +283,7 @@ pub fn hand_over(
     slat: &mut dyn SecondLevel,
     io: &mut Bus,
     ram_top_below_4g: u64,
+    keep: &[RangeInclusive<u16>],
 ) -> Result<u16, String> {
     let specs = devices.iter().map(|d| parse(d)).collect::<Result<Vec<_>, _>>()?;
     let mut pci = PciAccess::Only(Vec::new());
@@ -274,7 +291,7 @@ pub fn hand_over(
     for spec in &specs {
         match spec {
             DeviceSpec::All => {
-                for r in allowed_ports(0..=0xffff) {
+                for r in allowed_ports_except(0..=0xffff, keep) {
                     vcpu.pass_through_ports(*r.start(), r.end() - r.start() + 1);
                 }
                 // Everything above RAM in the first 4 GiB is device space, except the local
@@ -295,7 +312,7 @@ pub fn hand_over(
             }
             DeviceSpec::Irq(n) => irqs |= 1 << n,
             DeviceSpec::Ports(r) => {
-                for a in allowed_ports(r.clone()) {
+                for a in allowed_ports_except(r.clone(), keep) {
                     vcpu.pass_through_ports(*a.start(), a.end() - a.start() + 1);
                 }
             }

@@ -26,13 +26,18 @@ const PCI_PORTS: Range<u64> = 0xcf8..0xd00;
 const PM_PORTS: Range<u64> =
     super::loader::acpi::PM_PORT as u64..super::loader::acpi::PM_PORT as u64 + acpi_pm::PORTS;
 
-/// A guest partition's PC devices, shared with its port bus.
+/// A partition's PC devices, shared with its port bus: a guest's (every device above), or
+/// the management partition's ([`PcDevices::attach_management`]).
 pub struct PcDevices {
     pit: Shared<Pit>,
-    rtc: Shared<Rtc>,
+    /// None for the management partition: the machine's own RTC is its.
+    rtc: Option<Shared<Rtc>>,
     sysctl: Shared<SysCtlA>,
     pci: Shared<PciNone>,
     pm: Shared<AcpiPm>,
+    /// The management partition's: the machine's PM1 control registers, trapped
+    /// (`vmm::host_pm`), with their ports.
+    host_pm: alloc::vec::Vec<(u16, Shared<super::host_pm::HostPmCnt>)>,
     /// PIT periods that ended and whose IRQ 0 is not raised yet (at most [`MAX_LOST_TICKS`]).
     lost_ticks: core::cell::Cell<u64>,
     /// The TSC before which [`PcDevices::tick`] has nothing to do (0: look now). The exit path
@@ -78,6 +83,7 @@ impl PcDevices {
         );
         let rtc = shared(rtc);
         io.attach(0x70..0x72, Box::new(rtc.clone()));
+        let rtc = Some(rtc);
         let sysctl = shared(SysCtlA::new());
         io.attach(SYSCTL_PORTS, Box::new(sysctl.clone()));
         let pci = shared(PciNone::new());
@@ -91,6 +97,48 @@ impl PcDevices {
             sysctl,
             pci,
             pm,
+            host_pm: alloc::vec::Vec::new(),
+            lost_ticks: core::cell::Cell::new(0),
+            due: core::cell::Cell::new(0),
+            recheck_ticks: (hz / 100).max(1),
+        }
+    }
+
+    /// The management partition's: the devices the hypervisor keeps on the machine and so
+    /// emulates for it, the 8254 PIT with port 0x61 (its channel 0 on IRQ 0: the 8259's line 0
+    /// and the I/O APIC's pin 2, `vmm::vioapic`) and system control port A (0x92, fast reset).
+    /// The RTC, the PCI configuration ports (filtered: `passthrough`), the POST port and the
+    /// chipset's ACPI power-management block are the machine's own, handed over with its
+    /// devices; the PM block here is never attached (nothing reaches it).
+    /// `host_pm`: the machine's PM1 control registers (`host_pm::from_fadt`), attached here at
+    /// their ports (which `passthrough::hand_over` must then keep trapped).
+    pub fn attach_management(
+        io: &mut Bus,
+        platform: &Platform,
+        host_pm: alloc::vec::Vec<(u16, super::host_pm::HostPmCnt)>,
+    ) -> Self {
+        let clock: Rc<dyn Clock> = Rc::new(HostClock { hz: platform.tsc_hz_or_nominal() });
+        let hz = clock.hz();
+        let pit = shared(Pit::new(clock.clone()));
+        io.attach(0x40..0x44, Box::new(pit.clone()));
+        io.attach(0x61..0x62, Box::new(PitPort61(pit.clone())));
+        let sysctl = shared(SysCtlA::new());
+        io.attach(SYSCTL_PORTS, Box::new(sysctl.clone()));
+        let host_pm: alloc::vec::Vec<_> = host_pm
+            .into_iter()
+            .map(|(port, dev)| {
+                let dev = shared(dev);
+                io.attach(u64::from(port)..u64::from(port) + 2, Box::new(dev.clone()));
+                (port, dev)
+            })
+            .collect();
+        Self {
+            pit,
+            rtc: None,
+            host_pm,
+            sysctl,
+            pci: shared(PciNone::new()),
+            pm: shared(AcpiPm::new(clock)),
             lost_ticks: core::cell::Cell::new(0),
             due: core::cell::Cell::new(0),
             recheck_ticks: (hz / 100).max(1),
@@ -124,6 +172,12 @@ impl PcDevices {
         [SYSCTL_PORTS, PCI_PORTS, PM_PORTS].iter().any(|r| r.contains(&port))
     }
 
+    /// [`PcDevices::controls_power`], or one of the machine's PM1 control registers the
+    /// management partition writes through this.
+    pub fn controls_power_at(&self, port: u16) -> bool {
+        Self::controls_power(port) || self.host_pm.iter().any(|&(p, _)| port.wrapping_sub(p) < 2)
+    }
+
     /// True once after the guest asked for a reset (port 0x92 bit 0, or 0xCF9 bit 2).
     pub fn reset_requested(&self) -> bool {
         let a = self.sysctl.borrow_mut().reset_requested();
@@ -133,14 +187,21 @@ impl PcDevices {
 
     /// True once after the guest asked for soft-off (S5) at its ACPI PM1a control register.
     pub fn poweroff_requested(&self) -> bool {
-        self.pm.borrow_mut().poweroff_requested()
+        let mut off = self.pm.borrow_mut().poweroff_requested();
+        for (_, dev) in &self.host_pm {
+            off |= dev.borrow_mut().take_poweroff();
+        }
+        off
     }
 
     /// Raises the devices' interrupts at `pic`: an IRQ 0 edge for each PIT period that ended,
     /// one at a time (the next once the guest took the last), and IRQ 8 at the RTC's level.
-    pub fn tick(&self, now: u64, pic: &mut PicPair) {
+    /// True when a PIT period ended since the last call: the caller gives the I/O APIC's pin 2
+    /// its edge too, where the partition has one (as a PC wires the PIT's output to both; an
+    /// edge on a masked or busy I/O APIC pin is lost, as on the hardware).
+    pub fn tick(&self, now: u64, pic: &mut PicPair) -> bool {
         if now < self.due.get() {
-            return;
+            return false;
         }
         let edges = self.pit.borrow_mut().irq0_edges();
         let lost = (self.lost_ticks.get() + edges).min(MAX_LOST_TICKS);
@@ -151,8 +212,10 @@ impl PcDevices {
         } else {
             self.lost_ticks.set(lost);
         }
-        let irq8 = self.rtc.borrow_mut().irq8_pending();
-        pic.set_irq(8, irq8);
+        if let Some(rtc) = &self.rtc {
+            let irq8 = rtc.borrow_mut().irq8_pending();
+            pic.set_irq(8, irq8);
+        }
         // With a tick still to deliver and the IRR free, look again at the next entry (a tick
         // waiting behind the one in the IRR goes once that one is delivered: the core touches
         // the devices then); else at the next deadline, and at least every 10 ms of guest time
@@ -165,6 +228,7 @@ impl PcDevices {
             self.next_deadline().map_or(bound, |d| d.min(bound))
         };
         self.due.set(due);
+        edges > 0
     }
 
     /// True when a device will raise an interrupt on a line unmasked in `unmasked` (the PIC
@@ -176,7 +240,7 @@ impl PcDevices {
     /// The TSC at which a device next raises an interrupt by itself.
     pub fn next_deadline(&self) -> Option<u64> {
         let pit = self.pit.borrow().next_irq0_deadline();
-        let rtc = self.rtc.borrow().next_irq8_deadline();
+        let rtc = self.rtc.as_ref().and_then(|r| r.borrow().next_irq8_deadline());
         match (pit, rtc) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -187,8 +251,9 @@ impl PcDevices {
     /// (a masked line's ticks need neither a short slice nor a wake-up).
     pub fn next_interrupt(&self, unmasked: u16) -> Option<u64> {
         let pit = (unmasked & 1 != 0).then(|| self.pit.borrow().next_irq0_deadline()).flatten();
-        let rtc =
-            (unmasked & (1 << 8) != 0).then(|| self.rtc.borrow().next_irq8_deadline()).flatten();
+        let rtc = (unmasked & (1 << 8) != 0)
+            .then(|| self.rtc.as_ref().and_then(|r| r.borrow().next_irq8_deadline()))
+            .flatten();
         match (pit, rtc) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -69,6 +69,27 @@ pub fn pin_of(irq: u8) -> u8 {
     if irq == 0 { 2 } else { irq }
 }
 
+/// The ISA lines (bit n: IRQ n) whose I/O APIC pin is unmasked (the redirection entry's mask
+/// bit 16 clear, 82093AA datasheet §3.2.4): their interrupts reach a vCPU.
+pub fn unmasked_lines(v: &VioApic) -> u16 {
+    let io = v.dev.borrow();
+    let pins = (0..16u8).filter(|&pin| io.entry(usize::from(pin)) & (1 << 16) == 0);
+    isa_lines(pins.fold(0u32, |acc, pin| acc | (1 << pin)))
+}
+
+/// The MADT interrupt source override (ACPI 6.5 §5.2.12.5, type 2) for the ACPI SCI on ISA
+/// IRQ `sci` (the FADT's SCI_INT): identity-mapped to its GSI, level-triggered, active high.
+/// Without one the OS takes the SCI as level, active low (§5.2.12.5), but the partition's
+/// forwarded host lines drive their pins active high (high while the host line asks).
+pub fn sci_override(sci: u8) -> [u8; 10] {
+    let mut e = [0u8; 10];
+    e[..4].copy_from_slice(&[2, 10, 0, sci]);
+    e[4..8].copy_from_slice(&u32::from(pin_of(sci)).to_le_bytes());
+    // MPS INTI flags: polarity 01 (active high), trigger mode 11 (level).
+    e[8..10].copy_from_slice(&0x000du16.to_le_bytes());
+    e
+}
+
 /// ISA IRQ `irq`'s line changed: its pin follows, and what it sends is delivered.
 pub fn set_line(p: &mut Partition, irq: u8, high: bool) {
     let Some(v) = &p.ioapic else { return };
@@ -210,6 +231,11 @@ mod tests {
         assert_eq!(e[..12], [1, 12, 1, 0, 0x00, 0x00, 0xc0, 0xfe, 0, 0, 0, 0]);
         // Override: type 2, length 10, ISA, IRQ 0, GSI 2, flags 0.
         assert_eq!(e[12..], [2, 10, 0, 0, 2, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn the_sci_override_is_level_active_high() {
+        assert_eq!(sci_override(9), [2, 10, 0, 9, 9, 0, 0, 0, 0x0d, 0]);
     }
 
     #[test]

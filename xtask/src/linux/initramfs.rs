@@ -68,13 +68,37 @@ pub fn gzip(data: &[u8]) -> Result<Vec<u8>> {
     Ok(gz.finish()?)
 }
 
+/// The kernel modules of the disk driver stack, as paths under the kernel package's
+/// `lib/modules/RELEASE/`, in the order they load (each after what it depends on, from their
+/// `depends=` modinfo): the Debian cloud kernel builds libata, ata_piix and the SCSI disk
+/// driver as modules. The initramfs holds them as `/lib/modules/NAME.ko`; `/init` loads them
+/// with `insmod` for the management role's disk check (`guest-images/linux/init`).
+pub const DISK_MODULES: [&str; 5] = [
+    "kernel/drivers/scsi/scsi_common.ko",
+    "kernel/drivers/scsi/scsi_mod.ko",
+    "kernel/drivers/ata/libata.ko",
+    "kernel/drivers/ata/ata_piix.ko",
+    "kernel/drivers/scsi/sd_mod.ko",
+];
+
+/// The initramfs path of module `path` (one of [`DISK_MODULES`]): `lib/modules/NAME.ko`.
+pub fn module_entry_path(path: &str) -> String {
+    format!("lib/modules/{}", path.rsplit('/').next().unwrap_or(path))
+}
+
 /// The gzipped initramfs: `/init` (the script), `/bin/busybox` (static; `/init` installs its
 /// applet links at boot) with `/bin/sh` beside it, `/dev/console` (character device 5:1, so
 /// that the kernel can open the console for PID 1 before devtmpfs is mounted),
-/// `/etc/microhv-kver` (the kernel release `uname -r` must print) and the empty mount points.
-pub fn build(init: &str, busybox: &[u8], kernel_release: &str) -> Result<Vec<u8>> {
+/// `/etc/microhv-kver` (the kernel release `uname -r` must print), the empty mount points and
+/// `modules` (initramfs path, contents) under `/lib/modules`.
+pub fn build(
+    init: &str,
+    busybox: &[u8],
+    kernel_release: &str,
+    modules: &[(String, Vec<u8>)],
+) -> Result<Vec<u8>> {
     let kver = format!("{kernel_release}\n");
-    let entries = [
+    let mut entries = vec![
         Entry::Dir { path: "bin", perm: 0o755 },
         Entry::File { path: "bin/busybox", perm: 0o755, data: busybox },
         Entry::Symlink { path: "bin/sh", target: "busybox" },
@@ -89,6 +113,13 @@ pub fn build(init: &str, busybox: &[u8], kernel_release: &str) -> Result<Vec<u8>
         Entry::Dir { path: "sys", perm: 0o555 },
         Entry::Dir { path: "tmp", perm: 0o1777 },
     ];
+    if !modules.is_empty() {
+        entries.push(Entry::Dir { path: "lib", perm: 0o755 });
+        entries.push(Entry::Dir { path: "lib/modules", perm: 0o755 });
+    }
+    for (path, data) in modules {
+        entries.push(Entry::File { path, perm: 0o644, data });
+    }
     gzip(&cpio(&entries)?)
 }
 
@@ -161,13 +192,18 @@ mod tests {
 
     #[test]
     fn the_initramfs_holds_what_init_needs_and_is_reproducible() {
-        let gz = build("#!/bin/busybox sh\necho hi\n", b"\x7fELF busybox", "6.1.0-57-cloud-amd64")
-            .unwrap();
-        assert_eq!(
-            gz,
-            build("#!/bin/busybox sh\necho hi\n", b"\x7fELF busybox", "6.1.0-57-cloud-amd64")
-                .unwrap()
-        );
+        let modules = [(module_entry_path(DISK_MODULES[3]), b"\x7fELF module".to_vec())];
+        let make = || {
+            build(
+                "#!/bin/busybox sh\necho hi\n",
+                b"\x7fELF busybox",
+                "6.1.0-57-cloud-amd64",
+                &modules,
+            )
+            .unwrap()
+        };
+        let gz = make();
+        assert_eq!(gz, make());
         // gzip magic, deflate, no flags (no name), mtime 0.
         assert_eq!(&gz[..4], &[0x1f, 0x8b, 8, 0]);
         assert_eq!(&gz[4..8], &[0, 0, 0, 0]);
@@ -187,6 +223,8 @@ mod tests {
             assert_eq!(get(dir).1 & 0o170_000, S_IFDIR, "{dir}");
         }
         assert_eq!(get("tmp").1, S_IFDIR | 0o1777);
+        assert_eq!(get("lib/modules/ata_piix.ko").5, b"\x7fELF module");
+        assert_eq!(get("lib/modules").1 & 0o170_000, S_IFDIR);
         assert_eq!(m.last().unwrap().0, "TRAILER!!!");
     }
 }

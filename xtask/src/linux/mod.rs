@@ -154,14 +154,27 @@ pub fn provision() -> Result<Artefacts> {
     let init_path = step::root().join(INIT_SCRIPT);
     let init = fs::read_to_string(&init_path)
         .with_context(|| format!("reading {}", init_path.display()))?;
+    // The disk driver's modules, from the kernel package (`initramfs::DISK_MODULES`).
+    let modules_dir = dir.join("root").join("lib").join("modules").join(&kernel_release);
+    let mut modules = Vec::new();
+    for m in initramfs::DISK_MODULES {
+        let path = modules_dir.join(m);
+        let data = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        modules.push((initramfs::module_entry_path(m), data));
+    }
     // What the initramfs is made of: rebuilt when any of it changes.
-    let key =
-        format!("{} {}\n{kernel_release}\n{init}", busybox_package.name, busybox_package.version);
+    let sizes: Vec<String> = modules.iter().map(|(p, d)| format!("{p} {}", d.len())).collect();
+    let key = format!(
+        "{} {}\n{kernel_release}\n{}\n{init}",
+        busybox_package.name,
+        busybox_package.version,
+        sizes.join(" ")
+    );
     if !initrd.is_file() || stamp(&dir, "initrd") != key {
         step::step("building the initramfs (target/linux/initrd.gz)", || {
             let bb = dir.join("root").join(&busybox);
             let bytes = fs::read(&bb).with_context(|| format!("reading {}", bb.display()))?;
-            let gz = initramfs::build(&init, &bytes, &kernel_release)?;
+            let gz = initramfs::build(&init, &bytes, &kernel_release, &modules)?;
             let tmp = dir.join("initrd.gz.new");
             fs::write(&tmp, gz).with_context(|| format!("writing {}", tmp.display()))?;
             fs::rename(&tmp, &initrd)?;

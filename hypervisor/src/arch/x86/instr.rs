@@ -27,6 +27,32 @@ pub unsafe fn outb(port: u16, v: u8) {
     };
 }
 
+/// Reads a word from an I/O port.
+///
+/// # Safety
+/// The port must belong to the caller and reading it must not break the machine.
+#[inline]
+pub unsafe fn inw(port: u16) -> u16 {
+    let v: u16;
+    // SAFETY: the caller owns the port; `in` touches no memory.
+    unsafe {
+        asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Writes a word to an I/O port.
+///
+/// # Safety
+/// The port must belong to the caller and the write must not break the machine.
+#[inline]
+pub unsafe fn outw(port: u16, v: u16) {
+    // SAFETY: the caller owns the port; `out` touches no memory.
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags))
+    };
+}
+
 /// Writes a doubleword to an I/O port.
 ///
 /// # Safety
