@@ -225,6 +225,9 @@ impl Partition {
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
+        for (port, _) in &host_pm {
+            log::info!("partition {}: the machine's PM1 control at {port:#x} trapped", config.name);
+        }
         let keep: Vec<core::ops::RangeInclusive<u16>> =
             host_pm.iter().map(|&(port, _)| port..=port.saturating_add(1)).collect();
         let pc = Some(if config.management {

@@ -140,7 +140,7 @@ fn allowed_in(
         match reserved.iter().find(|r| r.contains(&(start as u16))) {
             Some(r) => start = u32::from(*r.end()) + 1,
             None => {
-                let stop = RESERVED_PORTS
+                let stop = reserved
                     .iter()
                     .map(|r| u32::from(*r.start()))
                     .filter(|&s| s > start && s <= end)
@@ -493,6 +493,19 @@ mod tests {
         }
         assert_eq!(allowed_ports(0x3f0..=0x3ff), [0x3f0..=0x3f7]);
         assert_eq!(allowed_ports(0x1f0..=0x1f7), [0x1f0..=0x1f7]);
+    }
+
+    #[test]
+    fn kept_ports_stay_trapped() {
+        let keep = [0x604..=0x605, 0xb004..=0xb005];
+        let all = allowed_ports_except(0..=0xffff, &keep);
+        for port in [0x604u16, 0x605, 0xb004, 0xb005, 0x40, 0x3f8] {
+            assert!(!all.iter().any(|r| r.contains(&port)), "{port:#x}");
+        }
+        for port in [0x600u16, 0x603, 0x606, 0x608, 0xb003, 0xb006] {
+            assert!(all.iter().any(|r| r.contains(&port)), "{port:#x}");
+        }
+        assert_eq!(allowed_ports_except(0x600..=0x60b, &keep), [0x600..=0x603, 0x606..=0x60b]);
     }
 
     #[test]

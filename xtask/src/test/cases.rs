@@ -607,6 +607,22 @@ pub const CASES: &[Case] = &[
         test_disk: false,
         cpus: 1,
     },
+    // Debian's stock Linux as the management partition with every device
+    // (`scenarios/linux-mgmt.toml`): ACPI, the I/O APIC, the real ATA disk and its IRQ.
+    Case {
+        name: "svm-linux-mgmt",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "linux-mgmt",
+        expect: LINUX_MGMT,
+        status: Expect::Success,
+        timeout_s: 300,
+        input: LINUX_MGMT_INPUT,
+        test_disk: true,
+        cpus: 1,
+    },
     // The bare-PC conformance kernel as the management partition (`scenarios/barepc.toml`),
     // compared check by check with the same kernel on the bare emulator (`COMPARED_WITH_BARE`:
     // bare QEMU for svm, bare Bochs for vmx).

@@ -309,6 +309,34 @@ pub const MGMT_LINUX: &[Want] = &[
     POWER_OFF_OK,
 ];
 
+/// `scenarios/linux-mgmt.toml`: Debian's stock kernel as the management partition, with every
+/// device: its /init finds the firmware's ACPI tables, reads the test disk through ata_piix and
+/// sees the disk's IRQ 14 through the I/O APIC; the probe beside it passes; `poweroff -f` (the
+/// machine's PM1a control register, trapped) ends the partition, which powers the machine off.
+pub const LINUX_MGMT: &[Want] = &[
+    Line("[linux] INIT-MARKER uptime="),
+    LineWith(&["[linux] ", "ACPI: Using IOAPIC for interrupt routing"]),
+    Line("[linux] PASS uname-r"),
+    Line("[linux] PASS timer-ticks"),
+    Line("[linux] PASS lapic-timer"),
+    Line("[linux] PASS date"),
+    Line("[linux] PASS acpi-tables"),
+    Line("[linux] disk-sector0: starts 'MICROHV TEST DISK', signature bytes 55aa"),
+    Line("[linux] PASS disk-sector0"),
+    LineWith(&["[linux] disk-irq: 14: ", " IO-APIC 14-edge ata_piix"]),
+    Line("[linux] PASS disk-irq"),
+    Line("[linux] ALL-CHECKS-DONE passed=9 failed=0"),
+    PROBE_PASSES,
+    PROBE_SUMMARY,
+    Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
+    Line("hypervisor: partition linux (id 0): powered off (ACPI soft-off, S5) [as expected]"),
+    POWER_OFF_OK,
+];
+/// Once the checks are done and the probe has passed: `poweroff -f` at the management shell
+/// (the console's input goes to the management partition from the start).
+pub const LINUX_MGMT_INPUT: &[(&[&str], &str)] =
+    &[(&["[linux] ALL-CHECKS-DONE", "[probe] probe: * checks, 0 failed"], "poweroff -f\r")];
+
 /// `scenarios/barepc.toml`: the bare-PC kernel passes every check (its lines are compared with
 /// the bare reference's as well), ends through the debug-exit port with status 0, and the probe
 /// beside it passes.
