@@ -114,6 +114,9 @@ pub struct CreateRequest {
     /// The boot module holding a Linux image's initial RAM disk (`initrd_len` 0: none).
     pub initrd: [u8; 32],
     pub initrd_len: u64,
+    /// Host CPUs of its own, as a mask of host CPU indices (bit i: CPU i; CPU 0 is never
+    /// pinnable); 0: time-sliced on the boot CPU with the management partition.
+    pub cpus: u64,
 }
 
 /// Names of the exit kinds counted in [`StatsRecord::exits`], by index.

@@ -85,7 +85,21 @@ const MIN_SLICE_TICKS: u64 = 2_000;
 /// The `profile` marks cost nothing unless the `exit-profile` feature is on (see
 /// [`profile`]).
 pub fn run_slice(p: &mut Partition) -> Flow {
-    p.vcpu.set_timeslice(slice_ticks(p, rdtsc()));
+    run_for(p, slice_ticks(p, rdtsc()))
+}
+
+/// Runs a partition pinned to a CPU of its own (`machine::pinned`): no time slice (0: the
+/// VMX-preemption timer at its longest, no host APIC timer under SVM), only its own devices'
+/// next interrupt (its PIT) ends a run on time. Otherwise as [`run_slice`].
+pub fn run_pinned(p: &mut Partition) -> Flow {
+    let ticks = p
+        .next_deadline()
+        .map_or(0, |t| t.saturating_sub(rdtsc()).clamp(MIN_SLICE_TICKS, u64::from(u32::MAX)));
+    run_for(p, ticks)
+}
+
+fn run_for(p: &mut Partition, ticks: u64) -> Flow {
+    p.vcpu.set_timeslice(ticks);
     profile::slice_start();
     for _ in 0..EXITS_PER_SLICE {
         deliver_events(p);

@@ -1,0 +1,473 @@
+//! Partitions pinned to host CPUs of their own (issue 10, items 2 and 4; `docs/cpus.md`).
+//!
+//! A pinned partition lives on its CPU: it is built there (a VMCS or VMCB is used on the CPU
+//! that made it, and a partition holds its backend's objects), runs there with no time slice
+//! and no scheduling exits, halts that CPU while it waits (HLT with that CPU's APIC timer armed
+//! for its next deadline), and is dropped there. The boot CPU holds a [`Remote`] for it: the
+//! management partition's requests (start, pause, resume, a fresh look, destroy), and the
+//! partition's state, statistics and console history as its CPU last published them, for
+//! `list`, `stats`, `console` and the final report.
+//!
+//! A request interrupts the partition's CPU: the wake-up IPI ([`smp::WAKE_VECTOR`]) makes its
+//! guest exit (a host-interrupt exit: VMX external-interrupt exiting, SDM vol. 3C §26.2; the
+//! SVM INTR intercept, APM vol. 2 §15.21.4) or ends its HLT; the CPU answers, and the boot CPU
+//! waits for the answer.
+
+use crate::arch::x86::instr::{rdtsc, wait_for_interrupt};
+use crate::arch::x86::{lapic, smp};
+use crate::vmm::dispatch::Flow;
+use crate::vmm::exit::ExitStats;
+use crate::vmm::manifest::{Expect, OnStop};
+use crate::vmm::partition::{HISTORY_BYTES, Partition, PartitionConfig, State};
+use crate::vmm::platform::Platform;
+use crate::vmm::run;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use hvabi::hypercall::Status;
+
+/// Requests from the boot CPU (one at a time: it waits for each answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Request {
+    /// Start a created partition, resume a paused one.
+    Run = 1,
+    Pause = 2,
+    /// Publish the state and statistics now.
+    Look = 3,
+    /// Leave the guest, flush its translations, free it, give the CPU back.
+    Stop = 4,
+}
+
+// Phases of a pinned partition's CPU.
+const BUILDING: u8 = 0;
+const RUNNING: u8 = 1;
+/// Its loop ended and it is freed (or its build failed): the CPU is idle again.
+const DONE: u8 = 2;
+
+/// Exits handled on each CPU, for the overlap figure of the pinned partitions' end lines.
+static EXITS: [AtomicU64; smp::MAX_CPUS] = [const { AtomicU64::new(0) }; smp::MAX_CPUS];
+
+/// Counts `n` exits handled on CPU `cpu`.
+pub fn count_exits(cpu: usize, n: u64) {
+    if let Some(c) = EXITS.get(cpu) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Exits handled so far on every CPU but `cpu`.
+fn others_exits(cpu: usize) -> u64 {
+    EXITS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != cpu)
+        .map(|(_, c)| c.load(Ordering::Relaxed))
+        .sum()
+}
+
+/// What a pinned partition's CPU last published.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub state: State,
+    pub stats: ExitStats,
+    pub absent_ports: u64,
+    pub last_absent: u64,
+    pub absent_mmio: u64,
+    pub refused: u64,
+    pub tables: usize,
+    pub memory: u64,
+    /// Console output not yet read by the management partition's ConsoleRead.
+    pub history: VecDeque<u8>,
+    /// Why it could not be built.
+    pub error: Option<String>,
+    /// It stopped with `on_stop = "poweroff"`.
+    pub power_off: bool,
+    /// Exits the other CPUs handled between its first entry and its end (0: none ran
+    /// alongside it).
+    pub alongside: u64,
+}
+
+/// The boot CPU's handle on a pinned partition.
+pub struct Remote {
+    pub id: u64,
+    pub name: String,
+    pub tag: u16,
+    /// Its CPUs; its vCPU runs on the first.
+    pub cpus: Vec<usize>,
+    pub expect: Expect,
+    request: AtomicU8,
+    /// Requests answered.
+    answers: AtomicU64,
+    phase: AtomicU8,
+    shared: spin::Mutex<Snapshot>,
+    /// The boot CPU has given its CPUs back to the pool.
+    pub reaped: core::sync::atomic::AtomicBool,
+}
+
+impl Remote {
+    /// The last published state and statistics.
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.lock().clone()
+    }
+
+    /// True once its CPU has freed it (or failed to build it).
+    pub fn done(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == DONE
+    }
+
+    /// Takes up to `n` bytes of its console history.
+    pub fn take_history(&self, n: usize) -> Vec<u8> {
+        let mut s = self.shared.lock();
+        let n = n.min(s.history.len());
+        s.history.drain(..n).collect()
+    }
+
+    /// Sends `req` to its CPU and waits (up to `timeout` TSC ticks) for the answer: for
+    /// [`Request::Stop`], until the partition is freed. False on a timeout.
+    pub fn ask(&self, req: Request, timeout: u64) -> bool {
+        if self.done() {
+            return true;
+        }
+        let before = self.answers.load(Ordering::Acquire);
+        self.request.store(req as u8, Ordering::Release);
+        if let Some(apic) = smp::apic_id(self.cpus[0]) {
+            lapic::send_fixed(apic, smp::WAKE_VECTOR);
+        }
+        let t0 = rdtsc();
+        loop {
+            let answered = match req {
+                Request::Stop => self.done(),
+                _ => self.done() || self.answers.load(Ordering::Acquire) != before,
+            };
+            if answered {
+                return true;
+            }
+            if rdtsc().wrapping_sub(t0) > timeout {
+                return false;
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    fn publish(&self, p: &mut Partition, others0: Option<u64>, cpu: usize) {
+        let mut s = self.shared.lock();
+        s.state = p.state.clone();
+        s.stats = p.stats;
+        s.absent_ports = p.io.absent;
+        s.last_absent = p.io.last_absent;
+        s.absent_mmio = p.mmio.absent;
+        s.refused = p.refused;
+        s.tables = p.slat.tables_used();
+        s.memory = p.ram.size();
+        if let Some(o) = others0 {
+            s.alongside = others_exits(cpu).wrapping_sub(o);
+        }
+        s.history.extend(p.history.drain(..));
+        let excess = s.history.len().saturating_sub(HISTORY_BYTES);
+        s.history.drain(..excess);
+    }
+}
+
+/// Builds `config` as partition `id` on CPU `cpus[0]` and starts its loop there; returns once
+/// it is built (`Err` with why not). `created`: it waits for the start call (the create
+/// hypercall), otherwise it runs at once (the manifest).
+pub fn launch(
+    id: u64,
+    tag: u16,
+    cpus: Vec<usize>,
+    config: PartitionConfig,
+    platform: Platform,
+    created: bool,
+) -> Result<Arc<Remote>, String> {
+    let remote = Arc::new(Remote {
+        id,
+        name: config.name.clone(),
+        tag,
+        cpus,
+        expect: config.expect,
+        request: AtomicU8::new(0),
+        answers: AtomicU64::new(0),
+        phase: AtomicU8::new(BUILDING),
+        shared: spin::Mutex::new(Snapshot {
+            state: State::Created,
+            stats: ExitStats::default(),
+            absent_ports: 0,
+            last_absent: 0,
+            absent_mmio: 0,
+            refused: 0,
+            tables: 0,
+            memory: config.memory,
+            history: VecDeque::new(),
+            error: None,
+            power_off: false,
+            alongside: 0,
+        }),
+        reaped: core::sync::atomic::AtomicBool::new(false),
+    });
+    let cpu = remote.cpus[0];
+    let r = remote.clone();
+    let job: smp::Work = Box::new(move || host_loop(&r, config, platform, created));
+    if smp::run_on(cpu, job).is_err() {
+        return Err(format!("cpu {cpu} takes no work"));
+    }
+    while remote.phase.load(Ordering::Acquire) == BUILDING {
+        core::hint::spin_loop();
+    }
+    match remote.snapshot().error {
+        Some(e) => Err(e),
+        None => Ok(remote),
+    }
+}
+
+impl super::Machine<'_> {
+    /// Pins partition `id` (config `config`, VPID/ASID tag `tag`) to the CPUs `request` gets
+    /// and builds it there. `Ok(None)`: it runs there now (`created`: waiting for the start
+    /// call). `Ok(Some(config))`: a count (`cpus = N`) this machine cannot meet, said in a
+    /// warning: the caller runs it time-sliced on CPU 0 as every partition ran before. `Err`:
+    /// a list naming CPUs that do not exist, are not up or are taken, or a failed build.
+    pub fn pin(
+        &mut self,
+        id: u64,
+        tag: u16,
+        config: PartitionConfig,
+        request: &crate::arch::x86::pins::Request,
+        created: bool,
+    ) -> Result<Option<PartitionConfig>, String> {
+        use crate::arch::x86::pins::{PinError, Request as Ask};
+        let cpus = match self.pins.pin(id, request) {
+            Ok(cpus) => cpus,
+            Err(e @ PinError::TooMany { .. }) if matches!(request, Ask::Count(_)) => {
+                log::warn!("partition {}: {e}: runs time-sliced on CPU 0", config.name);
+                return Ok(Some(config));
+            }
+            Err(e) => return Err(format!("{e}")),
+        };
+        let name = config.name.clone();
+        match launch(id, tag, cpus.clone(), config, self.platform, created) {
+            Ok(r) => {
+                log::info!("partition {name} (id {id}): pinned to cpu(s) {cpus:?}, built there");
+                self.pinned.push(r);
+                Ok(None)
+            }
+            Err(e) => {
+                self.pins.unpin(id);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// How a pinned partition's run ended.
+enum End {
+    /// The boot CPU asked it to stop (destroy).
+    Asked,
+    /// It stopped by itself (shutdown, power-off, killed).
+    Stopped,
+}
+
+/// The job on the pinned CPU: build, run (restarts per `on_stop`), flush, free.
+fn host_loop(r: &Remote, config: PartitionConfig, platform: Platform, created: bool) {
+    let cpu = smp::cpu_index();
+    let mut restarts = 0;
+    let mut carried = None;
+    let mut state = if created { State::Created } else { State::Runnable };
+    loop {
+        let built =
+            smp::with_backend(|b| Partition::build(r.id, r.tag, config.clone(), b, &platform));
+        let mut p = match built {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => return fail(r, e),
+            None => return fail(r, format!("cpu {cpu} has no VMX/SVM backend")),
+        };
+        if let Some(stats) = carried.take() {
+            p.stats = stats;
+        }
+        p.state = state.clone();
+        r.publish(&mut p, None, cpu);
+        r.phase.store(RUNNING, Ordering::Release);
+        let end = run_here(&mut p, r, cpu, &platform);
+        // Its second-level translations are cached on this CPU alone (the only one that ran
+        // it): flushed here before its memory goes back to the allocator. VMX: INVEPT
+        // single-context for its EPTP (SDM vol. 3C §29.4.3.1); SVM: its ASID's owner slot is
+        // cleared when the vCPU is dropped, so whichever vCPU takes that ASID next on this
+        // CPU runs with TLB_CONTROL flushing it (APM vol. 2 §15.16, `arch/svm/asid.rs`).
+        p.vcpu.flush_second_level();
+        p.flush_console();
+        r.publish(&mut p, None, cpu);
+        let on_stop = p.config.on_stop;
+        match end {
+            End::Asked => {
+                drop(p);
+                break;
+            }
+            End::Stopped if on_stop == OnStop::Restart && restarts < super::MAX_RESTARTS => {
+                restarts += 1;
+                crate::println!(
+                    "hypervisor: partition {} restarted ({restarts} of {}) on cpu {cpu} after: {:?}",
+                    p.name,
+                    super::MAX_RESTARTS,
+                    p.state
+                );
+                carried = Some(p.stats);
+                state = State::Runnable;
+                drop(p);
+            }
+            End::Stopped => {
+                if on_stop == OnStop::PowerOff {
+                    r.shared.lock().power_off = true;
+                }
+                drop(p);
+                break;
+            }
+        }
+    }
+    lapic::disarm();
+    r.phase.store(DONE, Ordering::Release);
+}
+
+fn fail(r: &Remote, why: String) {
+    r.shared.lock().error = Some(why);
+    r.phase.store(DONE, Ordering::Release);
+}
+
+/// Runs `p` on this CPU until it stops or the boot CPU asks it to.
+fn run_here(p: &mut Partition, r: &Remote, cpu: usize, platform: &Platform) -> End {
+    let cap = platform.tsc_hz_or_nominal() / super::IDLE_POLLS_PER_SECOND;
+    // Other CPUs' exits at its first entry.
+    let mut others0 = None;
+    let mut unexpected = lapic::unexpected().0;
+    loop {
+        let req = r.request.swap(0, Ordering::AcqRel);
+        if req != 0 {
+            if req == Request::Stop as u8 {
+                return End::Asked;
+            }
+            match &p.state {
+                State::Created | State::Paused if req == Request::Run as u8 => {
+                    p.state = State::Runnable
+                }
+                State::Runnable | State::Halted { .. } if req == Request::Pause as u8 => {
+                    p.state = State::Paused
+                }
+                _ => {}
+            }
+            r.publish(p, others0, cpu);
+            r.answers.fetch_add(1, Ordering::AcqRel);
+        }
+        match p.state {
+            State::Runnable => {
+                others0.get_or_insert_with(|| others_exits(cpu));
+                let before = p.stats.total();
+                let flow = run::run_pinned(p);
+                count_exits(cpu, p.stats.total().wrapping_sub(before));
+                // The IPI that ended the run stays pending while interrupts are off and would
+                // end every later entry at once: take it (its handler only ends it).
+                smp::take_pending_interrupts();
+                let (now, vector) = lapic::unexpected();
+                if now > unexpected {
+                    log::warn!(
+                        "{} host interrupt(s) at vectors nothing expects (the last at {vector:#x}): acknowledged and ignored",
+                        now - unexpected
+                    );
+                    unexpected = now;
+                }
+                p.drain_devices();
+                if let Flow::Admin(call) = flow {
+                    refuse(p, call);
+                }
+                r.publish(p, others0, cpu);
+                if p.stopped() {
+                    return End::Stopped;
+                }
+            }
+            State::Halted { until } => {
+                let now = rdtsc();
+                p.tick(now);
+                if now >= until || p.interrupt_pending() {
+                    p.state = State::Runnable;
+                } else {
+                    sleep((until - now).min(cap));
+                }
+            }
+            State::Created | State::Paused => sleep(cap),
+            _ => return End::Stopped,
+        }
+    }
+}
+
+/// Halts this CPU for up to `ticks` (its APIC timer), or until an IPI.
+fn sleep(ticks: u64) {
+    if lapic::timer_usable() {
+        lapic::arm(ticks);
+        wait_for_interrupt();
+        lapic::disarm();
+    } else {
+        let t0 = rdtsc();
+        while rdtsc().wrapping_sub(t0) < ticks.min(super::IDLE_SPIN_TICKS) {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// A pinned partition is not the management partition, and channels join the management
+/// partition with partitions of its own CPU: the calls the machine carries out find nothing.
+fn refuse(p: &mut Partition, call: hvabi::hypercall::Call) {
+    log::debug!("partition {}: {call:?} on a pinned CPU: not found", p.name);
+    p.vcpu.gprs().0[crate::vmm::vcpu::reg::RAX] = Status::NotFound as u64;
+    crate::vmm::step::skip(p);
+}
+
+/// The report lines of a pinned partition (as `run::report` prints the others'); true when it
+/// ended as its manifest expected.
+pub fn report(r: &Remote, powered_off: bool) -> bool {
+    let s = r.snapshot();
+    let (ended, ok) = match &s.state {
+        State::Shutdown(st) => {
+            (format!("shut down with status {st}"), *st == 0 && r.expect == Expect::Exit)
+        }
+        State::Off(how) => (format!("powered off ({how})"), r.expect == Expect::Halt),
+        State::Killed(why) => {
+            (format!("stopped by the hypervisor: {why}"), r.expect == Expect::Fault)
+        }
+        other if powered_off => (format!("still {} at power-off", run::state_name(other)), true),
+        other => (format!("still {}", run::state_name(other)), false),
+    };
+    crate::println!(
+        "hypervisor: partition {} (id {}, cpu {}): {ended} [{}]",
+        r.name,
+        r.id,
+        r.cpus[0],
+        if ok { "as expected" } else { "UNEXPECTED" }
+    );
+    print_stats(&s);
+    if s.alongside > 0 {
+        crate::println!(
+            "    ran alongside the other CPUs: they handled {} exits while it ran",
+            s.alongside
+        );
+    } else {
+        crate::println!("    ran alone: no other CPU handled an exit while it ran");
+    }
+    ok
+}
+
+/// A pinned partition's statistics, as `run::print_stats` prints a partition's.
+pub fn print_stats(s: &Snapshot) {
+    let mut line = format!("    exits: {} total", s.stats.total());
+    for (name, count) in s.stats.nonzero() {
+        line.push_str(&format!(", {name} {count}"));
+    }
+    crate::println!("{line}");
+    crate::println!(
+        "    absent ports {} (last {:#x}) absent MMIO {} refused accesses {} table pages {}",
+        s.absent_ports,
+        s.last_absent,
+        s.absent_mmio,
+        s.refused,
+        s.tables
+    );
+}
