@@ -7,7 +7,7 @@ use super::decode::{self, DecodeError, MAX_INSN_LEN};
 use super::exit::{Access, IoAccess, VmExit};
 use super::hypercall;
 use super::msr::{self, Place};
-use super::partition::{Partition, State};
+use super::partition::{Partition, RunState, State};
 use super::profile::{self, Stage};
 pub use super::step::Flow;
 pub use super::step::report_last_exits;
@@ -23,126 +23,138 @@ const RFLAGS_IF: u64 = 1 << 9;
 const OFF_BY_HLT: &str = "HLT with interrupts off";
 const OFF_BY_ACPI: &str = "ACPI soft-off, S5";
 
-/// Handles one exit.
-pub fn handle(p: &mut Partition, exit: VmExit) -> Flow {
+/// Handles one exit of vCPU `vc`.
+pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
     p.stats.record(&exit);
     profile::mark(Stage::Statistics);
-    p.last_exits.push(p.vcpu.rip(), exit);
+    let slot = &mut p.vcpus[vc];
+    slot.last_exits.push(slot.vcpu.rip(), exit);
     profile::mark(Stage::LastExits);
     match exit {
-        VmExit::Cpuid => cpuid(p),
-        VmExit::Rdmsr => rdmsr(p),
-        VmExit::Wrmsr => wrmsr(p),
-        VmExit::CrAccess { cr, write, gpr } => cr_access(p, cr, write, gpr),
-        VmExit::Xsetbv => xsetbv(p),
-        VmExit::CacheFlush => skip(p),
-        VmExit::Hlt => {
-            let flow = skip(p);
-            if flow != Flow::Continue || p.interrupt_pending() {
-                return flow;
-            }
-            if p.vcpu.rflags() & RFLAGS_IF == 0 {
-                // Only NMI, SMI, INIT or reset wake a CPU halted with interrupts off (SDM
-                // vol. 2 HLT), and no partition has a source of those: the vCPU has stopped
-                // for good, which is how a kernel without ACPI powers off.
-                p.flush_console();
-                log::info!(
-                    "partition {}: HLT with interrupts off at RIP {:#x}: halted for good",
-                    p.name,
-                    p.vcpu.rip()
-                );
-                p.state = State::Off(OFF_BY_HLT);
-                Flow::Stopped
-            } else if p.can_be_woken() {
-                // Until an interrupt: a timer, a forwarded device line, a typed key, a
-                // notification.
-                p.state = State::Halted { until: p.next_deadline().unwrap_or(u64::MAX) };
-                Flow::Yield
-            } else {
-                report_last_exits(p);
-                p.kill(format!(
-                    "HLT at RIP {:#x} with no timer armed and no interrupt source: it would never wake",
-                    p.vcpu.rip()
-                ));
-                Flow::Stopped
-            }
-        }
-        VmExit::Hypercall => hypercall::handle(p),
-        VmExit::Rdpmc => rdpmc(p),
+        VmExit::Cpuid => cpuid(p, vc),
+        VmExit::Rdmsr => rdmsr(p, vc),
+        VmExit::Wrmsr => wrmsr(p, vc),
+        VmExit::CrAccess { cr, write, gpr } => cr_access(p, vc, cr, write, gpr),
+        VmExit::Xsetbv => xsetbv(p, vc),
+        VmExit::CacheFlush => skip(p, vc),
+        VmExit::Hlt => hlt(p, vc),
+        VmExit::Hypercall => hypercall::handle(p, vc),
+        VmExit::Rdpmc => rdpmc(p, vc),
         VmExit::VirtInstruction | VmExit::Unsupported => {
             p.refused += 1;
             log::info!(
                 "partition {}: {} at RIP {:#x}: #UD injected",
                 p.name,
                 exit.name(),
-                p.vcpu.rip()
+                p.vcpus[vc].vcpu.rip()
             );
-            raise(p, Event::UD);
+            raise(p, vc, Event::UD);
             Flow::Continue
         }
-        VmExit::Io(io) => port_io(p, io),
-        VmExit::Paging { gpa, access } => paging(p, gpa, access),
+        VmExit::Io(io) => port_io(p, vc, io),
+        VmExit::Paging { gpa, access } => paging(p, vc, gpa, access),
         VmExit::Preempted | VmExit::HostInterrupt => Flow::Yield,
         VmExit::InterruptWindow => {
-            p.vcpu.set_interrupt_window_exiting(false);
+            p.vcpus[vc].vcpu.set_interrupt_window_exiting(false);
             Flow::Continue
         }
         VmExit::TripleFault => {
-            report_last_exits(p);
-            p.kill(format!("triple fault at RIP {:#x}", p.vcpu.rip()));
+            report_last_exits(p, vc);
+            p.kill(format!("triple fault at RIP {:#x}", p.vcpus[vc].vcpu.rip()));
             Flow::Stopped
         }
         VmExit::Init => {
-            p.kill(format!("INIT signal at RIP {:#x}", p.vcpu.rip()));
+            p.kill(format!("INIT signal at RIP {:#x}", p.vcpus[vc].vcpu.rip()));
             Flow::Stopped
         }
         VmExit::Unknown { code, qualification } => {
-            report_last_exits(p);
+            report_last_exits(p, vc);
             p.kill(format!(
                 "unhandled exit {code:#x} (qualification {qualification:#x}) at RIP {:#x}",
-                p.vcpu.rip()
+                p.vcpus[vc].vcpu.rip()
             ));
             Flow::Stopped
         }
     }
 }
 
+/// HLT (SDM Vol. 2A HLT): vCPU `vc` waits for an interrupt, or for good with interrupts off.
+fn hlt(p: &mut Partition, vc: usize) -> Flow {
+    let flow = skip(p, vc);
+    if flow != Flow::Continue || p.interrupt_pending_for(vc) {
+        return flow;
+    }
+    // Another vCPU that still runs (or will, on an interrupt) could wake this one by an IPI.
+    let others = (0..p.vcpus.len()).any(|o| o != vc && !p.vcpus[o].run.parked());
+    if p.vcpus[vc].vcpu.rflags() & RFLAGS_IF == 0 {
+        // Only NMI, SMI, INIT or reset wake a CPU halted with interrupts off (SDM vol. 2
+        // HLT), and only another vCPU's IPI is a source of those: with no other vCPU left
+        // running, the partition has stopped for good, which is how a kernel without ACPI
+        // powers off.
+        p.vcpus[vc].run = RunState::Stopped;
+        if others {
+            return Flow::Yield;
+        }
+        p.flush_console();
+        log::info!(
+            "partition {}: HLT with interrupts off at RIP {:#x}: halted for good",
+            p.name,
+            p.vcpus[vc].vcpu.rip()
+        );
+        p.state = State::Off(OFF_BY_HLT);
+        Flow::Stopped
+    } else if p.can_be_woken(vc) || others {
+        // Until an interrupt: a timer, a forwarded device line, a typed key, a notification,
+        // an IPI.
+        p.vcpus[vc].run = RunState::Halted { until: p.next_deadline_for(vc).unwrap_or(u64::MAX) };
+        Flow::Yield
+    } else {
+        report_last_exits(p, vc);
+        p.kill(format!(
+            "HLT at RIP {:#x} with no timer armed and no interrupt source: it would never wake",
+            p.vcpus[vc].vcpu.rip()
+        ));
+        Flow::Stopped
+    }
+}
+
 /// A CPUID the fast path left (out of line: `guest_cpuid` is inlined, and the exits that are
 /// not CPUID should not pay for its size in [`handle`]).
 #[inline(never)]
-fn cpuid(p: &mut Partition) -> Flow {
-    let g = p.vcpu.gprs();
+fn cpuid(p: &mut Partition, vc: usize) -> Flow {
+    let g = p.vcpus[vc].vcpu.gprs();
     let (leaf, sub) = (g.0[reg::RAX] as u32, g.0[reg::RCX] as u32);
     let h = core::arch::x86_64::__cpuid_count(leaf, sub);
-    let osxsave = p.vcpu.cr(4) & CR4_OSXSAVE != 0;
+    let osxsave = p.vcpus[vc].vcpu.cr(4) & CR4_OSXSAVE != 0;
     let r =
         guest_cpuid(leaf, sub, Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx }, osxsave);
-    let g = p.vcpu.gprs();
+    let g = p.vcpus[vc].vcpu.gprs();
     g.0[reg::RAX] = u64::from(r.eax);
     g.0[reg::RBX] = u64::from(r.ebx);
     g.0[reg::RCX] = u64::from(r.ecx);
     g.0[reg::RDX] = u64::from(r.edx);
-    let decoded = p.vcpu.next_rip().is_none();
-    let flow = skip(p);
+    let decoded = p.vcpus[vc].vcpu.next_rip().is_none();
+    let flow = skip(p, vc);
     if decoded {
-        p.vcpu.set_cpuid_site(p.insn_cache);
+        let slot = &mut p.vcpus[vc];
+        slot.vcpu.set_cpuid_site(slot.insn_cache);
     }
     flow
 }
 
-fn rdmsr(p: &mut Partition) -> Flow {
-    let m = p.vcpu.gprs().0[reg::RCX] as u32;
+fn rdmsr(p: &mut Partition, vc: usize) -> Flow {
+    let m = p.vcpus[vc].vcpu.gprs().0[reg::RCX] as u32;
     let v = match msr::place(m, msr::host_vendor()) {
-        Some(Place::Hardware(h)) => p.vcpu.msr(h),
+        Some(Place::Hardware(h)) => p.vcpus[vc].vcpu.msr(h),
         Some(Place::Software(i)) => p.msrs.get(i),
         Some(Place::Constant(c)) => c,
         Some(Place::Tsc) => crate::arch::x86::instr::rdtsc(),
-        None => return refuse_gp(p, format_args!("RDMSR {m:#x} refused")),
+        None => return refuse_gp(p, vc, format_args!("RDMSR {m:#x} refused")),
     };
-    let g = p.vcpu.gprs();
+    let g = p.vcpus[vc].vcpu.gprs();
     g.0[reg::RAX] = v & 0xffff_ffff;
     g.0[reg::RDX] = v >> 32;
-    skip(p)
+    skip(p, vc)
 }
 
 /// RDPMC (SDM vol. 2B RDPMC; APM vol. 3 RDPMC): at CPL 0, or with CR4.PCE at any CPL, a
@@ -150,11 +162,15 @@ fn rdmsr(p: &mut Partition) -> Flow {
 /// ECX 0-3, storage that never counts, `vmm/msr.rs`); anything else is #GP(0), as on a CPU
 /// without that counter. Intel guests see no PMU (CPUID leaf 0xA is zero), so every RDPMC is
 /// #GP(0) there.
-fn rdpmc(p: &mut Partition) -> Flow {
+fn rdpmc(p: &mut Partition, vc: usize) -> Flow {
     const CR4_PCE: u64 = 1 << 8;
-    let ecx = p.vcpu.gprs().0[reg::RCX] as u32;
-    if p.vcpu.cpl() != 0 && p.vcpu.cr(4) & CR4_PCE == 0 {
-        return refuse_gp(p, format_args!("RDPMC at CPL {} without CR4.PCE", p.vcpu.cpl()));
+    let ecx = p.vcpus[vc].vcpu.gprs().0[reg::RCX] as u32;
+    if p.vcpus[vc].vcpu.cpl() != 0 && p.vcpus[vc].vcpu.cr(4) & CR4_PCE == 0 {
+        return refuse_gp(
+            p,
+            vc,
+            format_args!("RDPMC at CPL {} without CR4.PCE", p.vcpus[vc].vcpu.cpl()),
+        );
     }
     let vendor = msr::host_vendor();
     let counter = match vendor {
@@ -162,116 +178,120 @@ fn rdpmc(p: &mut Partition) -> Flow {
         _ => None,
     };
     let Some(Place::Software(i)) = counter else {
-        return refuse_gp(p, format_args!("RDPMC of counter {ecx:#x}, which it does not have"));
+        return refuse_gp(p, vc, format_args!("RDPMC of counter {ecx:#x}, which it does not have"));
     };
     let v = p.msrs.get(i) & ((1 << 48) - 1);
-    let g = p.vcpu.gprs();
+    let g = p.vcpus[vc].vcpu.gprs();
     g.0[reg::RAX] = v & 0xffff_ffff;
     g.0[reg::RDX] = v >> 32;
-    skip(p)
+    skip(p, vc)
 }
 
-fn wrmsr(p: &mut Partition) -> Flow {
-    let g = p.vcpu.gprs();
+fn wrmsr(p: &mut Partition, vc: usize) -> Flow {
+    let g = p.vcpus[vc].vcpu.gprs();
     let m = g.0[reg::RCX] as u32;
     let v = (g.0[reg::RDX] << 32) | (g.0[reg::RAX] & 0xffff_ffff);
     let Some(place) = msr::place(m, msr::host_vendor()) else {
-        return refuse_gp(p, format_args!("WRMSR {m:#x} <- {v:#x} refused"));
+        return refuse_gp(p, vc, format_args!("WRMSR {m:#x} <- {v:#x} refused"));
     };
     let old = match place {
-        Place::Hardware(h) => p.vcpu.msr(h),
+        Place::Hardware(h) => p.vcpus[vc].vcpu.msr(h),
         Place::Software(i) => p.msrs.get(i),
         _ => 0,
     };
-    let v = match msr::check_write(m, v, old, &msr::WriteCtx::host(p.vcpu.cr(0))) {
+    let v = match msr::check_write(m, v, old, &msr::WriteCtx::host(p.vcpus[vc].vcpu.cr(0))) {
         Ok(v) => v,
         Err(why) => {
-            return refuse_gp(p, format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})"));
+            return refuse_gp(p, vc, format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})"));
         }
     };
     match place {
         Place::Hardware(h) => {
             if h == super::vcpu::HwMsr::Efer {
-                forget_code_sites(p);
+                forget_code_sites(p, vc);
             }
-            p.vcpu.set_msr(h, v)
+            p.vcpus[vc].vcpu.set_msr(h, v)
         }
         Place::Software(i) => p.msrs.set(i, v),
         Place::Constant(_) | Place::Tsc => {}
     }
-    skip(p)
+    skip(p, vc)
 }
 
-fn cr_access(p: &mut Partition, cr: u8, write: bool, gpr: Option<u8>) -> Flow {
+fn cr_access(p: &mut Partition, vc: usize, cr: u8, write: bool, gpr: Option<u8>) -> Flow {
     if let (false, Some(g)) = (write, gpr) {
-        let v = p.vcpu.cr(cr);
-        p.vcpu.gprs().0[usize::from(g)] = v;
-        return skip(p);
+        let v = p.vcpus[vc].vcpu.cr(cr);
+        p.vcpus[vc].vcpu.gprs().0[usize::from(g)] = v;
+        return skip(p, vc);
     }
     // The operand: the named register, else the decoded instruction's (SVM without decode
     // assists; and CLTS and LMSW, which the CR0 write intercept also catches, APM §15.9).
     let value = match gpr {
-        Some(g) => p.vcpu.gprs().0[usize::from(g)],
+        Some(g) => p.vcpus[vc].vcpu.gprs().0[usize::from(g)],
         None => {
             let mut buf = [0; MAX_INSN_LEN];
-            let got = fetch_at_rip(p, &mut buf);
-            let (bytes, mode) = (&buf[..got.n], p.vcpu.mode());
+            let got = fetch_at_rip(p, vc, &mut buf);
+            let (bytes, mode) = (&buf[..got.n], p.vcpus[vc].vcpu.mode());
             match decode::decode_mov_cr(bytes, mode) {
                 Ok(i) if i.cr == cr && !i.write && !write => {
-                    let v = p.vcpu.cr(cr);
-                    p.vcpu.gprs().0[usize::from(i.gpr)] = v;
-                    return skip(p);
+                    let v = p.vcpus[vc].vcpu.cr(cr);
+                    p.vcpus[vc].vcpu.gprs().0[usize::from(i.gpr)] = v;
+                    return skip(p, vc);
                 }
-                Ok(i) if i.cr == cr && i.write && write => p.vcpu.gprs().0[usize::from(i.gpr)],
+                Ok(i) if i.cr == cr && i.write && write => {
+                    p.vcpus[vc].vcpu.gprs().0[usize::from(i.gpr)]
+                }
                 _ => match decode::decode_cr0_write(bytes, mode) {
-                    Ok(decode::Cr0Write::Clts) if cr == 0 && write => p.vcpu.cr(0) & !cr::CR0_TS,
+                    Ok(decode::Cr0Write::Clts) if cr == 0 && write => {
+                        p.vcpus[vc].vcpu.cr(0) & !cr::CR0_TS
+                    }
                     Ok(decode::Cr0Write::Lmsw { gpr: Some(g) }) if cr == 0 && write => {
-                        cr::lmsw(p.vcpu.cr(0), p.vcpu.gprs().0[usize::from(g)])
+                        cr::lmsw(p.vcpus[vc].vcpu.cr(0), p.vcpus[vc].vcpu.gprs().0[usize::from(g)])
                     }
                     Err(e) => {
                         let what = format!("CR{cr} exit: not a MOV CR{cr}, CLTS or LMSW");
-                        return fault_or_kill(p, got, e, &what);
+                        return fault_or_kill(p, vc, got, e, &what);
                     }
                     Ok(_) => {
                         let e = DecodeError::Unsupported { opcode: 0x0f01 };
                         let what =
                             format!("CR{cr} exit: not a MOV CR{cr}, CLTS or LMSW from a register");
-                        return fault_or_kill(p, got, e, &what);
+                        return fault_or_kill(p, vc, got, e, &what);
                     }
                 },
             }
         }
     };
     let state = cr::CrState {
-        cr0: p.vcpu.cr(0),
-        cr3: p.vcpu.cr(3),
-        cr4: p.vcpu.cr(4),
-        efer: p.vcpu.msr(super::vcpu::HwMsr::Efer),
+        cr0: p.vcpus[vc].vcpu.cr(0),
+        cr3: p.vcpus[vc].vcpu.cr(3),
+        cr4: p.vcpus[vc].vcpu.cr(4),
+        efer: p.vcpus[vc].vcpu.msr(super::vcpu::HwMsr::Efer),
         cr4_allowed: cr::cr4_guest_bits(),
         maxphyaddr: cr::maxphyaddr(),
     };
     let v = match cr::check_write(cr, value, &state) {
         Ok(v) => v,
-        Err(why) => return refuse_gp(p, format_args!("MOV CR{cr} <- {value:#x} ({why})")),
+        Err(why) => return refuse_gp(p, vc, format_args!("MOV CR{cr} <- {value:#x} ({why})")),
     };
-    p.vcpu.set_cr(cr, v);
+    p.vcpus[vc].vcpu.set_cr(cr, v);
     if cr != 3 && cr != 8 {
-        forget_code_sites(p);
+        forget_code_sites(p, vc);
     }
-    skip(p)
+    skip(p, vc)
 }
 
-fn xsetbv(p: &mut Partition) -> Flow {
-    if p.vcpu.cr(4) & CR4_OSXSAVE == 0 {
-        raise(p, Event::UD);
+fn xsetbv(p: &mut Partition, vc: usize) -> Flow {
+    if p.vcpus[vc].vcpu.cr(4) & CR4_OSXSAVE == 0 {
+        raise(p, vc, Event::UD);
         return Flow::Continue;
     }
-    let g = p.vcpu.gprs();
+    let g = p.vcpus[vc].vcpu.gprs();
     let (index, v) = (g.0[reg::RCX] as u32, (g.0[reg::RDX] << 32) | (g.0[reg::RAX] & 0xffff_ffff));
     let h = core::arch::x86_64::__cpuid_count(0xd, 0);
     let supported = (u64::from(h.edx) << 32) | u64::from(h.eax);
     if let Err(why) = super::xcr0::check(index, v, supported) {
-        return refuse_gp(p, format_args!("XSETBV XCR{index} <- {v:#x} ({why})"));
+        return refuse_gp(p, vc, format_args!("XSETBV XCR{index} <- {v:#x} ({why})"));
     }
     p.xcr0 = v;
     // SAFETY: the value passed every XSETBV check of the SDM (`xcr0::check`) against what the
@@ -280,17 +300,17 @@ fn xsetbv(p: &mut Partition) -> Flow {
     unsafe {
         core::arch::asm!("xsetbv", in("ecx") 0, in("eax") v as u32, in("edx") (v >> 32) as u32)
     };
-    skip(p)
+    skip(p, vc)
 }
 
-fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
+fn port_io(p: &mut Partition, vc: usize, io: IoAccess) -> Flow {
     if io.string {
-        return refuse_gp(p, format_args!("string I/O on port {:#x} is not emulated", io.port));
+        return refuse_gp(p, vc, format_args!("string I/O on port {:#x} is not emulated", io.port));
     }
     if p.config.management && io.write && io.port == hvabi::exit::QEMU_EXIT_PORT {
         // The management partition owns the machine: QEMU's isa-debug-exit, written by a
         // kernel made for the bare machine, powers its partition off with that status.
-        let status = p.vcpu.gprs().0[reg::RAX] & 0xffff_ffff;
+        let status = p.vcpus[vc].vcpu.gprs().0[reg::RAX] & 0xffff_ffff;
         p.flush_console();
         log::info!("partition {}: wrote {status:#x} to the debug-exit port", p.name);
         p.state = State::Shutdown(status);
@@ -306,7 +326,7 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         log::debug!("partition {}: port {:#x} absent", p.name, io.port);
     }
     if io.write {
-        let v = p.vcpu.gprs().0[reg::RAX];
+        let v = p.vcpus[vc].vcpu.gprs().0[reg::RAX];
         if pic {
             p.pic.write(io.port, v as u8);
         } else {
@@ -318,7 +338,7 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         }
     } else {
         let v = if pic { u64::from(p.pic.read(io.port)) } else { p.io.read(port, io.size) };
-        let rax = &mut p.vcpu.gprs().0[reg::RAX];
+        let rax = &mut p.vcpus[vc].vcpu.gprs().0[reg::RAX];
         *rax = match io.size {
             1 => (*rax & !0xff) | v,
             2 => (*rax & !0xffff) | v,
@@ -326,7 +346,7 @@ fn port_io(p: &mut Partition, io: IoAccess) -> Flow {
         };
     }
     p.sync_irq_lines();
-    skip(p)
+    skip(p, vc)
 }
 
 /// After a write to a port that controls power: stops the partition when the guest asked for
@@ -345,37 +365,37 @@ fn power_request(p: &mut Partition, port: u16) -> bool {
     true
 }
 
-fn paging(p: &mut Partition, gpa: u64, access: Access) -> Flow {
+fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
     if access != Access::Fetch && p.mmio.claims(gpa) {
         let mut buf = [0; MAX_INSN_LEN];
-        let got = fetch_at_rip(p, &mut buf);
-        let insn = match decode::decode_mmio(&buf[..got.n], p.vcpu.mode()) {
+        let got = fetch_at_rip(p, vc, &mut buf);
+        let insn = match decode::decode_mmio(&buf[..got.n], p.vcpus[vc].vcpu.mode()) {
             Ok(insn) => insn,
             Err(e) => {
                 let what = format!("MMIO {access} of {gpa:#x} by an instruction it cannot emulate");
-                return fault_or_kill(p, got, e, &what);
+                return fault_or_kill(p, vc, got, e, &what);
             }
         };
-        let gprs = *p.vcpu.gprs();
+        let gprs = *p.vcpus[vc].vcpu.gprs();
         if let Some(v) = insn.store_value(|n| gprs.0[n as usize]) {
             p.mmio.write(gpa, insn.size, v);
         } else {
             let data = p.mmio.read(gpa, insn.size);
             if let super::decode::MmioOp::Load { dst, .. } = insn.op {
-                let r = &mut p.vcpu.gprs().0[dst.index() as usize];
+                let r = &mut p.vcpus[vc].vcpu.gprs().0[dst.index() as usize];
                 *r = insn.load_result(*r, data).unwrap_or(*r);
             }
         }
-        let rip = p.vcpu.rip() + insn.len as u64;
-        p.vcpu.set_rip(rip);
-        completed(p);
+        let rip = p.vcpus[vc].vcpu.rip() + insn.len as u64;
+        p.vcpus[vc].vcpu.set_rip(rip);
+        completed(p, vc);
         return Flow::Continue;
     }
-    report_last_exits(p);
+    report_last_exits(p, vc);
     p.kill(format!(
         "{access} of guest-physical {gpa:#x} outside its RAM (size {:#x}) and devices, at RIP {:#x}",
         p.ram.size(),
-        p.vcpu.rip()
+        p.vcpus[vc].vcpu.rip()
     ));
     Flow::Stopped
 }

@@ -22,8 +22,8 @@ pub fn timer_deadline(now: u64, delay: u64) -> Option<u64> {
 }
 
 /// Handles the hypercall in the partition's registers.
-pub fn handle(p: &mut Partition) -> Flow {
-    let g = *p.vcpu.gprs();
+pub fn handle(p: &mut Partition, v: usize) -> Flow {
+    let g = *p.vcpus[v].vcpu.gprs();
     let (nr, a1, a2) = (g.0[reg::RAX], g.0[reg::RDI], g.0[reg::RSI]);
     let mut value = None;
     let mut flow = Flow::Continue;
@@ -81,12 +81,12 @@ pub fn handle(p: &mut Partition) -> Flow {
         }
         Some(Call::SetTimer) => {
             if a1 == 0 {
-                p.timer = None;
+                p.vcpus[v].timer = None;
                 Status::Success
             } else if !(32..=255).contains(&a2) {
                 Status::InvalidArgument
             } else if let Some(at) = timer_deadline(crate::arch::x86::instr::rdtsc(), a1) {
-                p.timer = Some((at, a2 as u8));
+                p.vcpus[v].timer = Some((at, a2 as u8));
                 Status::Success
             } else {
                 Status::InvalidArgument
@@ -97,7 +97,7 @@ pub fn handle(p: &mut Partition) -> Flow {
             Status::UnknownCall
         }
     };
-    let g = p.vcpu.gprs();
+    let g = p.vcpus[v].vcpu.gprs();
     g.0[reg::RAX] = status as u64;
     if let Some(v) = value {
         g.0[reg::RDX] = v;
@@ -105,7 +105,7 @@ pub fn handle(p: &mut Partition) -> Flow {
     if flow == Flow::Stopped {
         return flow;
     }
-    let next = step::skip(p);
+    let next = step::skip(p, v);
     if next != Flow::Continue { next } else { flow }
 }
 

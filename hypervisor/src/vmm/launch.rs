@@ -57,7 +57,7 @@ pub fn run_partitions(
                     p.map.iter().map(|b| b.1).sum::<u64>() >> 20,
                     p.map.len(),
                     p.map.first().map_or(0, |b| b.0),
-                    p.vcpu.rip(),
+                    p.vcpus[0].vcpu.rip(),
                     m.backend.name(),
                     p.slat.tables_used()
                 );

@@ -433,7 +433,7 @@ impl<'a> Machine<'a> {
                         super::run::state_name(&p.state),
                         p.ram.size() >> 20,
                         p.ram.base(),
-                        p.vcpu.rip(),
+                        p.vcpus[0].vcpu.rip(),
                         if p.config.management { " [management]" } else { "" }
                     );
                 }
@@ -462,14 +462,14 @@ impl<'a> Machine<'a> {
             }
             b'r' => {
                 for p in &mut self.parts {
-                    let (rip, rflags) = (p.vcpu.rip(), p.vcpu.rflags());
-                    let g = *p.vcpu.gprs();
+                    let (rip, rflags) = (p.vcpus[0].vcpu.rip(), p.vcpus[0].vcpu.rflags());
+                    let g = *p.vcpus[0].vcpu.gprs();
                     println!(
                         "  {} rip {rip:#x} rflags {rflags:#x} cr0 {:#x} cr3 {:#x} cr4 {:#x}",
                         p.name,
-                        p.vcpu.cr(0),
-                        p.vcpu.cr(3),
-                        p.vcpu.cr(4)
+                        p.vcpus[0].vcpu.cr(0),
+                        p.vcpus[0].vcpu.cr(3),
+                        p.vcpus[0].vcpu.cr(4)
                     );
                     for (k, chunk) in g.0.chunks(4).enumerate() {
                         let names = &super::vcpu::GPR_NAMES[k * 4..k * 4 + 4];

@@ -28,4 +28,5 @@ pub mod profile;
 pub mod run;
 pub mod step;
 pub mod vcpu;
+pub mod vcpu_slot;
 pub mod xcr0;

@@ -1,12 +1,14 @@
-//! A partition: its RAM, second-level table, vCPU, device buses, console and statistics, and
-//! how it is built from an image (the guest contract in `docs/guest-contract.md`).
+//! A partition: its RAM, second-level table, vCPUs, device buses, console and statistics, and
+//! how it is built from an image (the guest contract in `docs/guest-contract.md`). What each
+//! vCPU has for itself is in [`VcpuSlot`].
 
 use super::bus::{Bus, Sysinfo};
-use super::exit::{ExitStats, VmExit};
+use super::exit::ExitStats;
 use super::memory::GuestRam;
 use super::msr::SoftMsrs;
 use super::platform::Platform;
-use super::vcpu::{Backend, SecondLevel, Vcpu, VcpuConfig};
+use super::vcpu::{Backend, SecondLevel, VcpuConfig};
+pub use super::vcpu_slot::{ExitRing, RunState, VcpuSlot};
 use crate::arch::x86::paging::HostPages;
 use crate::devices::pic8259::PicPair;
 use crate::devices::uart16550::Uart16550;
@@ -40,35 +42,10 @@ pub enum State {
     Killed(String),
 }
 
-/// The last exits, for crash reports.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ExitRing {
-    entries: [(u64, Option<VmExit>); 16],
-    next: usize,
-}
-
-impl ExitRing {
-    pub fn push(&mut self, rip: u64, e: VmExit) {
-        self.entries[self.next % 16] = (rip, Some(e));
-        self.next += 1;
-    }
-    /// The latest.
-    pub fn last(&self) -> Option<VmExit> {
-        self.entries[(self.next + 15) % 16].1
-    }
-    /// Oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, VmExit)> + '_ {
-        (0..16).filter_map(move |i| {
-            let (rip, e) = self.entries[(self.next + i) % 16];
-            e.map(|e| (rip, e))
-        })
-    }
-}
-
 /// A partition.
 pub struct Partition {
     pub id: u64,
-    /// The VPID/ASID tag of its vCPU.
+    /// The VPID/ASID tag of its vCPUs.
     pub tag: u16,
     pub name: String,
     pub config: PartitionConfig,
@@ -78,18 +55,21 @@ pub struct Partition {
     /// Its RAM as guest-physical `(start, size)` blocks, as the second-level table maps it.
     pub map: Vec<(u64, u64)>,
     pub slat: Box<dyn SecondLevel>,
-    pub vcpu: Box<dyn Vcpu>,
+    /// Its vCPUs; vCPU 0 is the bootstrap processor, which the PIC and the channel
+    /// notifications interrupt.
+    pub vcpus: Vec<VcpuSlot>,
+    /// The vCPU that ran last (whose management call [`Flow::Admin`] hands over), and from
+    /// which the next slice looks for a runnable one.
+    ///
+    /// [`Flow::Admin`]: super::step::Flow::Admin
+    pub current: usize,
+    /// The partition's state; `Runnable` and `Halted` sum up its vCPUs' [`RunState`]s.
     pub state: State,
     pub stats: ExitStats,
-    pub last_exits: ExitRing,
     pub io: Bus,
     pub mmio: Bus,
     pub msrs: SoftMsrs,
     pub xcr0: u64,
-    /// One-shot timer: (TSC deadline, vector).
-    pub timer: Option<(u64, u8)>,
-    /// Vectors raised directly (timer, channel notifications), waiting for the guest.
-    pub vectors: super::interrupts::VectorSet,
     /// Its virtual 8259 pair: the UART on IRQ 4, owned host lines on theirs.
     pub pic: PicPair,
     /// The PC devices of a guest partition (PIT, RTC); the management partition has the
@@ -104,8 +84,6 @@ pub struct Partition {
     /// Refused MSR accesses, VMX/SVM instructions and other violations the guest survived.
     pub refused: u64,
     console: Vec<u8>,
-    /// The last instruction whose length the core decoded (CPUs without a next RIP).
-    pub insn_cache: Option<super::code_site::CodeSite>,
     /// The console output budget.
     console_limit: super::console_limit::ConsoleLimit,
     /// Recent console output, for the management partition's ConsoleRead.
@@ -212,16 +190,14 @@ impl Partition {
             owned,
             map,
             slat,
-            vcpu,
+            vcpus: alloc::vec![VcpuSlot::new(vcpu, RunState::Runnable)],
+            current: 0,
             state: State::Runnable,
             stats: ExitStats::default(),
-            last_exits: ExitRing::default(),
             io,
             mmio,
             msrs: SoftMsrs::default(),
             xcr0: 1,
-            timer: None,
-            vectors: Default::default(),
             pic: PicPair::default(),
             pc,
             irq_lines,
@@ -229,7 +205,6 @@ impl Partition {
             irqs_forwarded: 0,
             refused: 0,
             console: Vec::new(),
-            insn_cache: None,
             console_limit: super::console_limit::ConsoleLimit::new(crate::arch::x86::instr::rdtsc()),
             history: alloc::collections::VecDeque::new(),
         })
@@ -366,45 +341,85 @@ impl Partition {
         }
     }
 
-    /// True when an interrupt waits that the guest could take once it sets RFLAGS.IF.
+    /// True when an interrupt waits that vCPU `v` could take once it sets RFLAGS.IF: its own
+    /// vectors and, for vCPU 0, the PIC's.
+    pub fn interrupt_pending_for(&self, v: usize) -> bool {
+        let slot = &self.vcpus[v];
+        if v == 0 {
+            super::interrupts::next(&slot.vectors, &self.pic).is_some()
+        } else {
+            !slot.vectors.is_empty()
+        }
+    }
+
+    /// True when an interrupt waits for any halted or runnable vCPU (the machine wakes a
+    /// halted partition for it).
     pub fn interrupt_pending(&self) -> bool {
-        super::interrupts::next(&self.vectors, &self.pic).is_some()
+        (0..self.vcpus.len()).any(|v| !self.vcpus[v].run.parked() && self.interrupt_pending_for(v))
     }
 
-    /// True when something could still interrupt the partition: a timer, a bound channel, or
-    /// an unmasked PIC line with a source behind it (its UART, a forwarded host line).
-    pub fn can_be_woken(&self) -> bool {
+    /// True when something could still interrupt vCPU `v` by itself: its timer, its pending
+    /// vectors and, for vCPU 0, a bound channel, or an unmasked PIC line with a source behind
+    /// it (its UART, a forwarded host line, the PIT and RTC).
+    pub fn can_be_woken(&self, v: usize) -> bool {
+        if self.vcpus[v].timer.is_some() || self.interrupt_pending_for(v) {
+            return true;
+        }
         let wired = self.irq_lines | (1 << 4);
-        self.timer.is_some()
-            || self.pc.as_ref().is_some_and(|pc| pc.can_wake(self.pic.unmasked()))
-            || self.bound_channels > 0
-            || self.interrupt_pending()
-            || self.pic.unmasked() & wired != 0
+        v == 0
+            && (self.pc.as_ref().is_some_and(|pc| pc.can_wake(self.pic.unmasked()))
+                || self.bound_channels > 0
+                || self.pic.unmasked() & wired != 0)
     }
 
-    /// The earliest TSC at which something raises an interrupt by itself (the timer
-    /// hypercall's deadline, the PIT's next tick), for a halted vCPU's wake-up.
-    pub fn next_deadline(&self) -> Option<u64> {
-        let timer = self.timer.map(|(deadline, _)| deadline);
-        let unmasked = self.pic.unmasked();
-        let devices = self.pc.as_ref().and_then(|pc| pc.next_interrupt(unmasked));
+    /// The earliest TSC at which something raises an interrupt for vCPU `v` by itself (its
+    /// timer hypercall's deadline; for vCPU 0 the PIT's next tick), for its wake-up from HLT.
+    pub fn next_deadline_for(&self, v: usize) -> Option<u64> {
+        let timer = self.vcpus[v].timer.map(|(deadline, _)| deadline);
+        let devices = if v == 0 { self.device_deadline() } else { None };
         match (timer, devices) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Moves what came due into the interrupt inputs: the timer hypercall's vector, the PC
-    /// devices' IRQ lines.
+    /// The earliest TSC at which something raises an interrupt by itself, for any vCPU.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let timers = self.vcpus.iter().filter_map(|s| s.timer.map(|(deadline, _)| deadline));
+        timers.chain(self.device_deadline()).min()
+    }
+
+    /// When the PC devices' next interrupt comes (the PIT's next tick through an unmasked line).
+    fn device_deadline(&self) -> Option<u64> {
+        let unmasked = self.pic.unmasked();
+        self.pc.as_ref().and_then(|pc| pc.next_interrupt(unmasked))
+    }
+
+    /// Moves what came due into the interrupt inputs: each vCPU's timer hypercall vector, the
+    /// PC devices' IRQ lines.
     pub fn tick(&mut self, now: u64) {
-        if let Some((deadline, vector)) = self.timer
-            && now >= deadline
-        {
-            self.timer = None;
-            self.vectors.set(vector);
+        for slot in &mut self.vcpus {
+            if let Some((deadline, vector)) = slot.timer
+                && now >= deadline
+            {
+                slot.timer = None;
+                slot.vectors.set(vector);
+            }
         }
         if let Some(pc) = &self.pc {
             pc.tick(now, &mut self.pic);
+        }
+    }
+
+    /// Raises `vector` at vCPU 0 (channel notifications).
+    pub fn raise_vector(&mut self, vector: u8) {
+        self.vcpus[0].vectors.set(vector);
+    }
+
+    /// Flushes every vCPU's translations through the second-level table (a mapping went).
+    pub fn flush_second_level(&mut self) {
+        for slot in &mut self.vcpus {
+            slot.vcpu.flush_second_level();
         }
     }
 

@@ -5,9 +5,10 @@ use super::dispatch::{self, Flow};
 use super::exit::VmExit;
 use super::interrupts;
 use super::manifest::Expect;
-use super::partition::{Partition, State};
+use super::partition::{Partition, RunState, State};
 use super::profile::{self, Stage};
 use super::vcpu::{Event, reg};
+use super::vcpu_slot::{Overall, next_runnable, overall};
 use crate::arch::x86::instr::rdtsc;
 use alloc::format;
 use alloc::string::String;
@@ -17,30 +18,39 @@ pub const TIMESLICE_TICKS: u64 = 2_000_000;
 /// Exits handled in one slice before the scheduler looks at the others.
 const EXITS_PER_SLICE: u32 = 10_000;
 
-/// Delivers due timers and pending interrupts before an entry: the highest waiting vector is
-/// injected when the guest can take it, otherwise the vCPU exits as soon as it can.
-fn deliver_events(p: &mut Partition) {
+/// Delivers due timers and pending interrupts to vCPU `v` before an entry: the highest waiting
+/// vector is injected when the guest can take it, otherwise the vCPU exits as soon as it can.
+/// The PIC interrupts vCPU 0 only (its output is wired to the bootstrap processor, as in a PC
+/// in virtual-wire mode).
+fn deliver_events(p: &mut Partition, v: usize) {
     p.tick(rdtsc());
+    let pic = v == 0 && p.pic.any_requested();
     // Nothing requested anywhere, the common case: no need to rank the sources.
-    if p.vectors.is_empty() && !p.pic.any_requested() {
+    if p.vcpus[v].vectors.is_empty() && !pic {
         return;
     }
-    let Some(source) = interrupts::next(&p.vectors, &p.pic) else { return };
-    if halts_next(p) {
+    let source = if v == 0 {
+        interrupts::next(&p.vcpus[0].vectors, &p.pic)
+    } else {
+        p.vcpus[v].vectors.highest().map(interrupts::Source::Direct)
+    };
+    let Some(source) = source else { return };
+    if halts_next(p, v) {
         // The HLT exits at once and the interrupt wakes it: the same to the guest.
-        p.vcpu.set_interrupt_window_exiting(false);
+        p.vcpus[v].vcpu.set_interrupt_window_exiting(false);
         return;
     }
-    if !p.vcpu.event_pending() && p.vcpu.interruptible() {
-        let vector = interrupts::take(source, &mut p.vectors, &mut p.pic);
-        p.vcpu.inject(Event::Interrupt { vector });
+    let slot = &mut p.vcpus[v];
+    if !slot.vcpu.event_pending() && slot.vcpu.interruptible() {
+        let vector = interrupts::take(source, &mut slot.vectors, &mut p.pic);
+        slot.vcpu.inject(Event::Interrupt { vector });
         // A PIT tick may wait behind the one just taken.
         if let Some(pc) = &p.pc {
             pc.touched();
         }
-        p.vcpu.set_interrupt_window_exiting(false);
+        slot.vcpu.set_interrupt_window_exiting(false);
     } else {
-        p.vcpu.set_interrupt_window_exiting(true);
+        slot.vcpu.set_interrupt_window_exiting(true);
     }
 }
 
@@ -54,23 +64,24 @@ fn deliver_events(p: &mut Partition) {
 /// INHIBIT_IRQ/TF/RF handling for VMRUN", 2024): the guest's handler returned to the HLT,
 /// which found nothing left to wake it (the chaos guest and the probe hit it about once in
 /// seven runs). Only after those exits: one read of the byte at RIP.
-fn halts_next(p: &Partition) -> bool {
-    let after = p.last_exits.last();
+fn halts_next(p: &Partition, v: usize) -> bool {
+    let after = p.vcpus[v].last_exits.last();
     if !matches!(after, Some(VmExit::HostInterrupt | VmExit::Preempted | VmExit::InterruptWindow)) {
         return false;
     }
     let mut buf = [0; crate::vmm::decode::MAX_INSN_LEN];
-    let got = super::step::fetch_at_rip(p, &mut buf);
+    let got = super::step::fetch_at_rip(p, v, &mut buf);
     got.n >= 1 && buf[0] == HLT_OPCODE
 }
 
 /// HLT (SDM Vol. 2A).
 const HLT_OPCODE: u8 = 0xf4;
 
-/// TSC ticks the next slice of `p` may run: a whole slice, or less when a device of its own
-/// raises an interrupt before (its PIT's next tick), so that the interrupt comes on time.
-fn slice_ticks(p: &Partition, now: u64) -> u64 {
-    match p.next_deadline() {
+/// TSC ticks the next slice of vCPU `v` of `p` may run: a whole slice, or less when a device of
+/// its own or its timer raises an interrupt before (its PIT's next tick), so that the
+/// interrupt comes on time.
+fn slice_ticks(p: &Partition, v: usize, now: u64) -> u64 {
+    match p.next_deadline_for(v) {
         Some(t) => t.saturating_sub(now).clamp(MIN_SLICE_TICKS, TIMESLICE_TICKS),
         None => TIMESLICE_TICKS,
     }
@@ -79,41 +90,101 @@ fn slice_ticks(p: &Partition, now: u64) -> u64 {
 /// The shortest slice: a guest that programs its PIT for a 2-tick period still gets to run.
 const MIN_SLICE_TICKS: u64 = 2_000;
 
-/// Runs `p` for one time slice. Returns [`Flow::Admin`] when the partition made a call the
-/// machine must carry out (it keeps the CPU afterwards), otherwise how the slice ended.
-///
-/// The `profile` marks cost nothing unless the `exit-profile` feature is on (see
-/// [`profile`]).
+/// Runs `p` for one time slice: its next runnable vCPU, round-robin (a halted vCPU whose
+/// deadline passed or which has an interrupt waiting is runnable again). Returns
+/// [`Flow::Admin`] when the vCPU made a call the machine must carry out (it keeps the CPU
+/// afterwards: [`Partition::current`] says which vCPU), otherwise how the slice ended. The
+/// partition's state sums up its vCPUs' afterwards.
 pub fn run_slice(p: &mut Partition) -> Flow {
-    run_for(p, slice_ticks(p, rdtsc()))
+    run_slice_as(p, false)
 }
 
-/// Runs a partition pinned to a CPU of its own (`machine::pinned`): no time slice (0: the
-/// VMX-preemption timer at its longest, no host APIC timer under SVM), only its own devices'
-/// next interrupt (its PIT) ends a run on time. Otherwise as [`run_slice`].
+/// Runs a partition pinned to a CPU of its own (`machine::pinned`) as [`run_slice`] does, but
+/// a partition of one vCPU runs with no time slice (0: the VMX-preemption timer at its longest,
+/// no host APIC timer under SVM): only its own devices' or timer's next interrupt ends a run on
+/// time. The vCPUs of a partition of several still share its CPU in slices.
 pub fn run_pinned(p: &mut Partition) -> Flow {
-    let ticks = p
-        .next_deadline()
-        .map_or(0, |t| t.saturating_sub(rdtsc()).clamp(MIN_SLICE_TICKS, u64::from(u32::MAX)));
-    run_for(p, ticks)
+    run_slice_as(p, true)
 }
 
-fn run_for(p: &mut Partition, ticks: u64) -> Flow {
-    p.vcpu.set_timeslice(ticks);
+fn run_slice_as(p: &mut Partition, pinned: bool) -> Flow {
+    let now = rdtsc();
+    p.tick(now);
+    for v in 0..p.vcpus.len() {
+        if let RunState::Halted { until } = p.vcpus[v].run
+            && (now >= until || p.interrupt_pending_for(v))
+        {
+            p.vcpus[v].run = RunState::Runnable;
+        }
+    }
+    let n = p.vcpus.len();
+    let Some(v) = next_runnable(n, p.current, |v| p.vcpus[v].run == RunState::Runnable) else {
+        return settle(p, Flow::Yield);
+    };
+    p.current = v;
+    let flow = run_vcpu(p, v, pinned && n == 1);
+    if flow == Flow::Stopped {
+        return flow;
+    }
+    if !matches!(flow, Flow::Admin(_)) {
+        // The next slice starts looking at the next vCPU.
+        p.current = (v + 1) % n;
+    }
+    settle(p, flow)
+}
+
+/// Sets the partition's state from its vCPUs' after a slice that ended in `flow`: runnable
+/// while any vCPU is, halted until the earliest deadline while some wait for an interrupt;
+/// off when every vCPU is parked with interrupts off or waiting for a SIPI; stopped when the
+/// halted ones have nothing left that could wake them.
+fn settle(p: &mut Partition, flow: Flow) -> Flow {
+    match overall(p.vcpus.iter().map(|s| s.run)) {
+        Overall::Runnable => {
+            p.state = State::Runnable;
+            flow
+        }
+        Overall::Halted { until } => {
+            let halted = |v: &usize| matches!(p.vcpus[*v].run, RunState::Halted { .. });
+            if !(0..p.vcpus.len()).filter(halted).any(|v| p.can_be_woken(v)) {
+                p.kill(String::from(
+                    "every vCPU halted with no timer armed and no interrupt source: they would never wake",
+                ));
+                return Flow::Stopped;
+            }
+            p.state = State::Halted { until };
+            flow
+        }
+        Overall::Parked => {
+            p.flush_console();
+            p.state = State::Off("every vCPU halted with interrupts off or waiting for a SIPI");
+            Flow::Stopped
+        }
+    }
+}
+
+/// Runs vCPU `v` of `p` until its slice ends or an exit needs more than the vCPU.
+fn run_vcpu(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
+    let now = rdtsc();
+    let ticks = match p.next_deadline_for(v) {
+        Some(t) if unsliced => t.saturating_sub(now).clamp(MIN_SLICE_TICKS, u64::from(u32::MAX)),
+        None if unsliced => 0,
+        _ => slice_ticks(p, v, now),
+    };
+    p.vcpus[v].vcpu.set_timeslice(ticks);
     profile::slice_start();
     for _ in 0..EXITS_PER_SLICE {
-        deliver_events(p);
+        deliver_events(p, v);
         profile::mark(Stage::Events);
-        let result = p.vcpu.run();
-        let fast = p.vcpu.take_fast_exits();
+        let result = p.vcpus[v].vcpu.run();
+        let fast = p.vcpus[v].vcpu.take_fast_exits();
         p.stats.counts[super::exit::VmExit::Cpuid.index()] += fast;
         let exit = match result {
             Ok(e) => e,
             Err(e) => {
                 let mut dump = String::new();
-                let _ = p.vcpu.dump(&mut dump);
+                let _ = p.vcpus[v].vcpu.dump(&mut dump);
                 crate::print!("{dump}");
-                dispatch::report_last_exits(p);
+                dispatch::report_last_exits(p, v);
                 p.kill(format!("VM entry failed: {e}"));
                 return Flow::Stopped;
             }
@@ -121,13 +192,14 @@ fn run_for(p: &mut Partition, ticks: u64) -> Flow {
         profile::exit(
             &exit,
             || {
-                let rip = p.vcpu.rip();
-                let g = p.vcpu.gprs();
+                let vcpu = &mut p.vcpus[v].vcpu;
+                let rip = vcpu.rip();
+                let g = vcpu.gprs();
                 (rip, [g.0[reg::R8], g.0[reg::R8 + 2], g.0[reg::R8 + 3]])
             },
             fast,
         );
-        let flow = dispatch::handle(p, exit);
+        let flow = dispatch::handle(p, v, exit);
         profile::mark(Stage::Handler);
         match flow {
             Flow::Continue => {}

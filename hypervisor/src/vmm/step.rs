@@ -2,7 +2,7 @@
 //! CPU's next RIP, the cached [`CodeSite`] or a decode of guest memory), stepping past it once
 //! it is emulated (its interrupt shadow ends, single-step traps), and exceptions raised the way
 //! the CPU raises them. Below `dispatch` and the hypercall and management handlers, which all
-//! use it.
+//! use it. Each takes the partition and the index of the vCPU whose exit it handles.
 
 use super::code_site::{CodeSite, Walk};
 use super::decode::{self, DecodeError, MAX_INSN_LEN};
@@ -28,9 +28,13 @@ pub enum Flow {
     Admin(hvabi::hypercall::Call),
 }
 
-/// Prints the partition's last exits (oldest first), repeats folded.
-pub fn report_last_exits(p: &Partition) {
-    crate::println!("partition {}: last exits (oldest first):", p.name);
+/// Prints vCPU `v`'s last exits (oldest first), repeats folded.
+pub fn report_last_exits(p: &Partition, v: usize) {
+    if p.vcpus.len() > 1 {
+        crate::println!("partition {} vCPU {v}: last exits (oldest first):", p.name);
+    } else {
+        crate::println!("partition {}: last exits (oldest first):", p.name);
+    }
     let mut last: Option<(u64, VmExit, u32)> = None;
     let print = |(rip, e, n): (u64, VmExit, u32)| {
         if n > 1 {
@@ -39,7 +43,7 @@ pub fn report_last_exits(p: &Partition) {
             crate::println!("    RIP {rip:#x}: {e}");
         }
     };
-    for (rip, e) in p.last_exits.iter() {
+    for (rip, e) in p.vcpus[v].last_exits.iter() {
         match &mut last {
             Some((r, x, n)) if *r == rip && *x == e => *n += 1,
             _ => {
@@ -57,46 +61,52 @@ pub fn report_last_exits(p: &Partition) {
 
 /// Reads up to 15 bytes of the instruction at the guest's RIP ([`fetch::fetch`]).
 #[inline]
-pub fn fetch_at_rip(p: &Partition, buf: &mut [u8; MAX_INSN_LEN]) -> Fetched {
-    let paging = p.vcpu.cr(0) & (1 << 31) != 0;
-    fetch::fetch(&p.ram, p.vcpu.rip(), p.vcpu.cr(3), paging, buf)
+pub fn fetch_at_rip(p: &Partition, v: usize, buf: &mut [u8; MAX_INSN_LEN]) -> Fetched {
+    let paging = p.vcpus[v].vcpu.cr(0) & (1 << 31) != 0;
+    fetch::fetch(&p.ram, p.vcpus[v].vcpu.rip(), p.vcpus[v].vcpu.cr(3), paging, buf)
 }
 
 /// The bytes at RIP did not decode (`err`): when they ended before the instruction did, the
 /// guest gets the fault fetching the next byte raises (issue 13, item 9); otherwise the
 /// partition ends, with `what` in its report.
-pub fn fault_or_kill(p: &mut Partition, got: Fetched, err: DecodeError, what: &str) -> Flow {
+pub fn fault_or_kill(
+    p: &mut Partition,
+    v: usize,
+    got: Fetched,
+    err: DecodeError,
+    what: &str,
+) -> Flow {
     if let (DecodeError::Truncated, Some(fault)) = (err, got.fault) {
-        let nxe = p.vcpu.msr(HwMsr::Efer) & EFER_NXE != 0;
-        let (e, cr2) = fault.event(p.vcpu.cpl(), nxe);
+        let nxe = p.vcpus[v].vcpu.msr(HwMsr::Efer) & EFER_NXE != 0;
+        let (e, cr2) = fault.event(p.vcpus[v].vcpu.cpl(), nxe);
         log::info!(
             "partition {}: the instruction at RIP {:#x} runs into {fault:?}: fault injected",
             p.name,
-            p.vcpu.rip()
+            p.vcpus[v].vcpu.rip()
         );
         if let Some(cr2) = cr2 {
-            p.vcpu.set_cr(2, cr2);
+            p.vcpus[v].vcpu.set_cr(2, cr2);
         }
-        raise(p, e);
+        raise(p, v, e);
         return Flow::Continue;
     }
-    p.kill(format!("{what} at RIP {:#x}: {err}", p.vcpu.rip()));
+    p.kill(format!("{what} at RIP {:#x}: {err}", p.vcpus[v].vcpu.rip()));
     Flow::Stopped
 }
 
 /// The length of the instruction at RIP, decoded from guest memory (no next RIP from the
 /// CPU): from the [`CodeSite`] cache when it is still the same instruction there.
 #[inline]
-pub fn decoded_len(p: &mut Partition) -> Result<usize, Flow> {
-    let (rip, cr3) = (p.vcpu.rip(), p.vcpu.cr(3));
-    if let Some(c) = &p.insn_cache
+pub fn decoded_len(p: &mut Partition, v: usize) -> Result<usize, Flow> {
+    let (rip, cr3) = (p.vcpus[v].vcpu.rip(), p.vcpus[v].vcpu.cr(3));
+    if let Some(c) = &p.vcpus[v].insn_cache
         // SAFETY: the site was captured from this partition's RAM, which lives as long as it.
         && unsafe { c.still_valid(rip, cr3) }
     {
         return Ok(usize::from(c.len));
     }
     // One walk serves the fetch (when all 15 bytes lie in one page) and the new site.
-    let paging = p.vcpu.cr(0) & (1 << 31) != 0;
+    let paging = p.vcpus[v].vcpu.cr(0) & (1 << 31) != 0;
     let walk = Walk::new(&p.ram, rip, cr3, paging);
     let mut buf = [0; MAX_INSN_LEN];
     let in_page = MAX_INSN_LEN.min((4096 - (rip & 0xfff)) as usize);
@@ -105,63 +115,63 @@ pub fn decoded_len(p: &mut Partition) -> Result<usize, Flow> {
             buf.copy_from_slice(b);
             Fetched { n: MAX_INSN_LEN, fault: None }
         }
-        _ => fetch_at_rip(p, &mut buf),
+        _ => fetch_at_rip(p, v, &mut buf),
     };
-    let len = decode::insn_len(&buf[..got.n], p.vcpu.mode())
-        .map_err(|e| fault_or_kill(p, got, e, "cannot decode the instruction"))?;
-    p.insn_cache = walk.and_then(|w| CodeSite::from_walk(&p.ram, rip, cr3, &w, len));
+    let len = decode::insn_len(&buf[..got.n], p.vcpus[v].vcpu.mode())
+        .map_err(|e| fault_or_kill(p, v, got, e, "cannot decode the instruction"))?;
+    p.vcpus[v].insn_cache = walk.and_then(|w| CodeSite::from_walk(&p.ram, rip, cr3, &w, len));
     Ok(len)
 }
 
 /// Drops what the core cached about the guest's code: the paging mode may have changed (a
 /// write to CR0, CR4 or EFER; see [`CodeSite`]).
-pub fn forget_code_sites(p: &mut Partition) {
-    p.insn_cache = None;
-    p.vcpu.set_cpuid_site(None);
+pub fn forget_code_sites(p: &mut Partition, v: usize) {
+    p.vcpus[v].insn_cache = None;
+    p.vcpus[v].vcpu.set_cpuid_site(None);
 }
 
 /// Moves RIP past the instruction that exited and ends any interrupt shadow.
 /// [`skip`] for the other handler modules.
-pub fn skip_public(p: &mut Partition) -> Flow {
-    skip(p)
+pub fn skip_public(p: &mut Partition, v: usize) -> Flow {
+    skip(p, v)
 }
 
 #[inline]
-pub fn skip(p: &mut Partition) -> Flow {
-    let next = match p.vcpu.next_rip() {
+pub fn skip(p: &mut Partition, v: usize) -> Flow {
+    let next = match p.vcpus[v].vcpu.next_rip() {
         Some(n) => n,
-        None => match decoded_len(p) {
-            Ok(len) => p.vcpu.rip() + len as u64,
+        None => match decoded_len(p, v) {
+            Ok(len) => p.vcpus[v].vcpu.rip() + len as u64,
             Err(flow) => return flow,
         },
     };
-    p.vcpu.set_rip(next);
-    completed(p);
+    p.vcpus[v].vcpu.set_rip(next);
+    completed(p, v);
     Flow::Continue
 }
 
 /// An emulated instruction completed (RIP already past it): its interrupt shadow ends, and
 /// under single-step the #DB trap follows (SDM Vol. 3B §17.3.1.4).
 #[inline]
-pub fn completed(p: &mut Partition) {
-    p.vcpu.instruction_completed();
+pub fn completed(p: &mut Partition, v: usize) {
+    p.vcpus[v].vcpu.instruction_completed();
 }
 
 /// Injects exception `e` as the CPU would raise it: a fault saves RFLAGS with RF set (SDM
 /// Vol. 3A §6.13; neither VM entry nor VMRUN does it for an injected event, SDM Vol. 3C
 /// §27.6.1.1, APM Vol. 2 §15.20).
 #[inline]
-pub fn raise(p: &mut Partition, e: Event) {
+pub fn raise(p: &mut Partition, v: usize, e: Event) {
     if e.is_fault() {
-        let rflags = p.vcpu.rflags();
-        p.vcpu.set_rflags(rflags | RFLAGS_RF);
+        let rflags = p.vcpus[v].vcpu.rflags();
+        p.vcpus[v].vcpu.set_rflags(rflags | RFLAGS_RF);
     }
-    p.vcpu.inject(e);
+    p.vcpus[v].vcpu.inject(e);
 }
 
-pub fn refuse_gp(p: &mut Partition, what: core::fmt::Arguments<'_>) -> Flow {
+pub fn refuse_gp(p: &mut Partition, v: usize, what: core::fmt::Arguments<'_>) -> Flow {
     p.refused += 1;
     log::info!("partition {}: {what}: #GP injected", p.name);
-    raise(p, Event::GP0);
+    raise(p, v, Event::GP0);
     Flow::Continue
 }

@@ -68,7 +68,8 @@ fn state_code(s: &State) -> u32 {
 impl Machine<'_> {
     /// Carries out `call` for partition `i` and moves it past its hypercall.
     pub fn admin(&mut self, i: usize, call: Call) {
-        let g = *self.parts[i].vcpu.gprs();
+        let p = &mut self.parts[i];
+        let g = *p.vcpus[p.current].vcpu.gprs();
         let caller = self.parts[i].id;
         let (a1, a2, a3) = (g.0[reg::RDI], g.0[reg::RSI], g.0[reg::RDX]);
         let target = matches!(
@@ -123,7 +124,8 @@ impl Machine<'_> {
             Err(s) => log::info!("partition {}: {call:?} refused: {s:?}", p.name),
             Ok(_) => {}
         }
-        let g = p.vcpu.gprs();
+        let v = p.current;
+        let g = p.vcpus[v].vcpu.gprs();
         match answer {
             Ok(v) => {
                 g.0[reg::RAX] = Status::Success as u64;
@@ -133,7 +135,7 @@ impl Machine<'_> {
             }
             Err(s) => g.0[reg::RAX] = s as u64,
         }
-        crate::vmm::step::skip(p);
+        crate::vmm::step::skip(p, v);
     }
 
     fn index_of(&self, id: u64) -> Result<usize, Status> {
@@ -390,7 +392,7 @@ impl Machine<'_> {
                 if p.slat.unmap(gpa, 4096).is_err() {
                     log::warn!("partition {}: channel {} page was not mapped", p.name, c.id);
                 }
-                p.vcpu.flush_second_level();
+                p.flush_second_level();
             }
         }
     }
@@ -421,7 +423,7 @@ impl Machine<'_> {
         if let Ok(k) = self.index_of(other) {
             let p = &mut self.parts[k];
             if vector != 0 {
-                p.vectors.set(vector);
+                p.raise_vector(vector);
             }
             if let State::Halted { .. } = p.state {
                 p.state = State::Runnable;

@@ -295,7 +295,7 @@ fn host_loop(r: &Remote, config: PartitionConfig, platform: Platform, created: b
         // single-context for its EPTP (SDM vol. 3C §29.4.3.1); SVM: its ASID's owner slot is
         // cleared when the vCPU is dropped, so whichever vCPU takes that ASID next on this
         // CPU runs with TLB_CONTROL flushing it (APM vol. 2 §15.16, `arch/svm/asid.rs`).
-        p.vcpu.flush_second_level();
+        p.flush_second_level();
         p.flush_console();
         r.publish(&mut p, None, cpu);
         let on_stop = p.config.on_stop;
@@ -417,8 +417,9 @@ fn sleep(ticks: u64) {
 /// partition with partitions of its own CPU: the calls the machine carries out find nothing.
 fn refuse(p: &mut Partition, call: hvabi::hypercall::Call) {
     log::debug!("partition {}: {call:?} on a pinned CPU: not found", p.name);
-    p.vcpu.gprs().0[crate::vmm::vcpu::reg::RAX] = Status::NotFound as u64;
-    crate::vmm::step::skip(p);
+    let v = p.current;
+    p.vcpus[v].vcpu.gprs().0[crate::vmm::vcpu::reg::RAX] = Status::NotFound as u64;
+    crate::vmm::step::skip(p, v);
 }
 
 /// The report lines of a pinned partition (as `run::report` prints the others'); true when it

@@ -1,0 +1,175 @@
+//! One virtual CPU of a partition as the core keeps it: the backend's vCPU, where it is in its
+//! run (runnable, halted, waiting for a start-up IPI, stopped), what it alone raises (the timer
+//! hypercall's vector), its last exits and its instruction-length cache. What the vCPUs of a
+//! partition share (RAM, second-level table, buses, PIC, devices, statistics) stays in the
+//! [`Partition`](super::partition::Partition).
+//!
+//! The run-state logic here is pure (host-tested): which vCPU runs next, and what the
+//! partition as a whole is once each vCPU's state is known.
+
+use super::code_site::CodeSite;
+use super::exit::VmExit;
+use super::interrupts::VectorSet;
+use super::vcpu::Vcpu;
+use alloc::boxed::Box;
+
+/// Where one vCPU is in its run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Runnable,
+    /// In HLT with interrupts on: an interrupt, or the TSC reaching `until` (its earliest
+    /// timer), wakes it.
+    Halted {
+        until: u64,
+    },
+    /// Waiting for a start-up IPI (after INIT, or an application processor at power-on; SDM
+    /// Vol. 3A §9.4.2, "wait-for-SIPI" state): nothing else runs it.
+    WaitForSipi,
+    /// In HLT with interrupts off: only NMI, INIT (or SMI, reset) end it (SDM Vol. 2A HLT).
+    Stopped,
+}
+
+impl RunState {
+    /// True when nothing but an IPI from another vCPU (NMI, INIT, SIPI) can run it again.
+    pub fn parked(self) -> bool {
+        matches!(self, Self::WaitForSipi | Self::Stopped)
+    }
+}
+
+/// The last exits, for crash reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ExitRing {
+    entries: [(u64, Option<VmExit>); 16],
+    next: usize,
+}
+
+impl ExitRing {
+    pub fn push(&mut self, rip: u64, e: VmExit) {
+        self.entries[self.next % 16] = (rip, Some(e));
+        self.next += 1;
+    }
+    /// The latest.
+    pub fn last(&self) -> Option<VmExit> {
+        self.entries[(self.next + 15) % 16].1
+    }
+    /// Oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, VmExit)> + '_ {
+        (0..16).filter_map(move |i| {
+            let (rip, e) = self.entries[(self.next + i) % 16];
+            e.map(|e| (rip, e))
+        })
+    }
+}
+
+/// One vCPU of a partition.
+pub struct VcpuSlot {
+    /// The backend's vCPU (VMCS or VMCB).
+    pub vcpu: Box<dyn Vcpu>,
+    pub run: RunState,
+    /// Its one-shot timer (the `SetTimer` hypercall): (TSC deadline, vector).
+    pub timer: Option<(u64, u8)>,
+    /// Vectors raised for this vCPU alone (its timer; channel notifications go to vCPU 0),
+    /// waiting for it to take them.
+    pub vectors: VectorSet,
+    pub last_exits: ExitRing,
+    /// The last instruction whose length the core decoded (CPUs without a next RIP).
+    pub insn_cache: Option<CodeSite>,
+}
+
+impl VcpuSlot {
+    pub fn new(vcpu: Box<dyn Vcpu>, run: RunState) -> Self {
+        Self {
+            vcpu,
+            run,
+            timer: None,
+            vectors: VectorSet::default(),
+            last_exits: ExitRing::default(),
+            insn_cache: None,
+        }
+    }
+}
+
+/// What a partition is, given its vCPUs' run states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overall {
+    /// At least one vCPU can run.
+    Runnable,
+    /// None can run; the earliest halted vCPU's deadline wakes the partition (or an
+    /// interrupt before it).
+    Halted { until: u64 },
+    /// Every vCPU is parked (stopped with interrupts off, or waiting for a SIPI): nothing
+    /// that runs is left to wake any of them.
+    Parked,
+}
+
+/// The partition's state from its vCPUs' states.
+pub fn overall(states: impl IntoIterator<Item = RunState>) -> Overall {
+    let mut until = None::<u64>;
+    for s in states {
+        match s {
+            RunState::Runnable => return Overall::Runnable,
+            RunState::Halted { until: u } => until = Some(until.map_or(u, |t| t.min(u))),
+            RunState::WaitForSipi | RunState::Stopped => {}
+        }
+    }
+    until.map_or(Overall::Parked, |until| Overall::Halted { until })
+}
+
+/// The vCPU to run next: the first runnable one from `from` on, round-robin over `n`.
+pub fn next_runnable(n: usize, from: usize, runnable: impl Fn(usize) -> bool) -> Option<usize> {
+    (0..n).map(|k| (from + k) % n).find(|&v| runnable(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RunState::*;
+
+    #[test]
+    fn any_runnable_vcpu_makes_the_partition_runnable() {
+        assert_eq!(overall([Runnable]), Overall::Runnable);
+        assert_eq!(overall([Halted { until: 5 }, Runnable, WaitForSipi]), Overall::Runnable);
+        assert_eq!(overall([Stopped, Runnable]), Overall::Runnable);
+    }
+
+    #[test]
+    fn halted_vcpus_wake_the_partition_at_the_earliest_deadline() {
+        assert_eq!(overall([Halted { until: 9 }]), Overall::Halted { until: 9 });
+        assert_eq!(
+            overall([Halted { until: 9 }, WaitForSipi, Halted { until: 4 }, Stopped]),
+            Overall::Halted { until: 4 }
+        );
+    }
+
+    #[test]
+    fn parked_vcpus_alone_park_the_partition() {
+        assert_eq!(overall([Stopped]), Overall::Parked);
+        assert_eq!(overall([Stopped, WaitForSipi, WaitForSipi]), Overall::Parked);
+        assert_eq!(overall([]), Overall::Parked);
+        assert!(Stopped.parked() && WaitForSipi.parked());
+        assert!(!Runnable.parked() && !Halted { until: 0 }.parked());
+    }
+
+    #[test]
+    fn round_robin_starts_at_the_next_vcpu_and_skips_the_others() {
+        let states = [Runnable, WaitForSipi, Runnable, Halted { until: 1 }];
+        let r = |v: usize| states[v] == Runnable;
+        assert_eq!(next_runnable(4, 0, r), Some(0));
+        assert_eq!(next_runnable(4, 1, r), Some(2));
+        assert_eq!(next_runnable(4, 3, r), Some(0));
+        assert_eq!(next_runnable(4, 2, |_| false), None);
+    }
+
+    #[test]
+    fn the_exit_ring_keeps_the_last_sixteen() {
+        let mut ring = ExitRing::default();
+        assert_eq!(ring.last(), None);
+        for rip in 0..20 {
+            ring.push(rip, VmExit::Cpuid);
+        }
+        let rips: alloc::vec::Vec<u64> = ring.iter().map(|(r, _)| r).collect();
+        assert_eq!(rips, (4..20).collect::<alloc::vec::Vec<_>>());
+        ring.push(99, VmExit::Hlt);
+        assert_eq!(ring.last(), Some(VmExit::Hlt));
+    }
+}
