@@ -165,10 +165,11 @@ fn settle(p: &mut Partition, flow: Flow) -> Flow {
 /// Runs vCPU `v` of `p` until its slice ends or an exit needs more than the vCPU.
 fn run_vcpu(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
     let now = rdtsc();
-    let ticks = match p.next_deadline_for(v) {
-        Some(t) if unsliced => t.saturating_sub(now).clamp(MIN_SLICE_TICKS, u64::from(u32::MAX)),
-        None if unsliced => 0,
-        _ => slice_ticks(p, v, now),
+    let ticks = if unsliced {
+        p.next_deadline_for(v)
+            .map_or(0, |t| t.saturating_sub(now).clamp(MIN_SLICE_TICKS, u64::from(u32::MAX)))
+    } else {
+        slice_ticks(p, v, now)
     };
     p.vcpus[v].vcpu.set_timeslice(ticks);
     profile::slice_start();

@@ -132,9 +132,9 @@ pub fn disarm() {
     }
 }
 
-/// Interrupts at unexpected vectors so far on this CPU, and the last one's vector.
-pub fn unexpected() -> (u64, u8) {
-    let i = super::smp::cpu_index();
+/// Interrupts at unexpected vectors so far on CPU `cpu` (an index), and the last one's vector.
+pub fn unexpected(cpu: usize) -> (u64, u8) {
+    let i = cpu.min(UNEXPECTED.len() - 1);
     (UNEXPECTED[i].load(Ordering::Relaxed), LAST_UNEXPECTED[i].load(Ordering::Relaxed) as u8)
 }
 

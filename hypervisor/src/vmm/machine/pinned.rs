@@ -339,7 +339,7 @@ fn run_here(p: &mut Partition, r: &Remote, cpu: usize, platform: &Platform) -> E
     let cap = platform.tsc_hz_or_nominal() / super::IDLE_POLLS_PER_SECOND;
     // Other CPUs' exits at its first entry.
     let mut others0 = None;
-    let mut unexpected = lapic::unexpected().0;
+    let mut unexpected = lapic::unexpected(cpu).0;
     loop {
         let req = r.request.swap(0, Ordering::AcqRel);
         if req != 0 {
@@ -367,7 +367,7 @@ fn run_here(p: &mut Partition, r: &Remote, cpu: usize, platform: &Platform) -> E
                 // The IPI that ended the run stays pending while interrupts are off and would
                 // end every later entry at once: take it (its handler only ends it).
                 smp::take_pending_interrupts();
-                let (now, vector) = lapic::unexpected();
+                let (now, vector) = lapic::unexpected(cpu);
                 if now > unexpected {
                     log::warn!(
                         "{} host interrupt(s) at vectors nothing expects (the last at {vector:#x}): acknowledged and ignored",
