@@ -270,11 +270,16 @@ pub const PINNED2: &[Want] = &[
 ];
 
 /// The management shell session of `scenarios/mgmt-pinned.toml`: once `spin` (chaos, pinned
-/// to CPU 1) has started its operations, destroy it from CPU 0, then create `g2` from the probe
-/// on the CPU it gave back, start it, wait for its checks, list and shut down.
+/// to CPU 1) has started its operations, pause it, read its statistics, resume it and read its
+/// console from CPU 0, destroy it, then create `g2` from the probe on the CPU it gave back,
+/// start it, wait for its checks, list and shut down.
 pub const PINNED_MGMT_INPUT: &[(&[&str], &str)] = &[
     (&["^[mgmt] mgmt: shell ready", "^[spin] chaos: seed "], "\x03list\r"),
-    (&["[mgmt] * partitions"], "destroy spin\r"),
+    (&["[mgmt] * partitions"], "pause spin\r"),
+    (&["[mgmt] paused spin"], "stats spin\r"),
+    (&["[mgmt] stats spin: "], "resume spin\r"),
+    (&["[mgmt] resumed spin"], "console spin\r"),
+    (&["[mgmt] (* bytes)"], "destroy spin\r"),
     (&["[mgmt] destroyed spin"], "create g2 probe@1\r"),
     (&["[mgmt] created g2 (id "], "start g2\r"),
     (&["[mgmt] started g2", "^[g2] probe: * checks, 0 failed"], "list\r"),
@@ -286,6 +291,11 @@ pub const PINNED_MGMT_INPUT: &[(&[&str], &str)] = &[
 /// power-off.
 pub const PINNED_MGMT: &[Want] = &[
     Line("partition spin (id 1): pinned to cpu(s) [1], built there"),
+    LineWith(&["partition spin: ", " -> Paused on cpu 1"]),
+    Line("[mgmt] paused spin"),
+    LineWith(&["[mgmt] stats spin: ", " exits"]),
+    Line("[mgmt] resumed spin"),
+    LineWith(&["[mgmt]   | chaos: seed ", ", ops 100000000"]),
     LineWith(&[
         "hypervisor: partition spin (id 1) destroyed by mgmt on cpu 1 (",
         "): cpu(s) [1] back in the pool",

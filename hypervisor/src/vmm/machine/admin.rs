@@ -455,7 +455,9 @@ impl Machine<'_> {
                     return Err(Status::InvalidArgument);
                 }
                 self.pinned.remove(k);
-                let cpus = self.pins.unpin(r.id);
+                // Given back already if it had ended by itself (`reap_pinned`).
+                self.pins.unpin(r.id);
+                let cpus = &r.cpus;
                 let s = r.snapshot();
                 crate::println!(
                     "hypervisor: partition {} (id {}) destroyed by {} on cpu {} ({:?}): cpu(s) {cpus:?} back in the pool",
