@@ -356,6 +356,9 @@ impl<'a> Machine<'a> {
     /// Takes typed bytes from COM1: Ctrl-A ×3 switches focus; other bytes go to the focused
     /// partition's UART or to the debug keys.
     fn poll_console(&mut self) {
+        // A pinned partition's CPU takes its bytes from a queue, told by an IPI once a poll's
+        // bytes are in.
+        let mut kick: Option<Arc<pinned::Remote>> = None;
         // Bytes stay in COM1 (and the emulator or terminal behind it holds the rest) while the
         // focused partition's UART has no room: typed input is never dropped.
         while self.input_room() {
@@ -371,6 +374,15 @@ impl<'a> Machine<'a> {
             self.ctrl_a = 0;
             match self.focus {
                 Focus::Hypervisor => self.debug_key(b),
+                Focus::Partition(id) if !self.parts.iter().any(|p| p.id == id) => {
+                    match self.pinned.iter().find(|r| r.id == id && !r.done()) {
+                        Some(r) => {
+                            r.push_input(b);
+                            kick = Some(r.clone());
+                        }
+                        None => self.focus = Focus::Hypervisor,
+                    }
+                }
                 Focus::Partition(id) => {
                     if let Some(uart) =
                         self.parts.iter_mut().find(|p| p.id == id).and_then(|p| p.io.uart())
@@ -387,23 +399,31 @@ impl<'a> Machine<'a> {
                 }
             }
         }
+        if let Some(r) = kick {
+            r.kick();
+        }
     }
 
     /// True when the focus can take a byte now.
     fn input_room(&mut self) -> bool {
         match self.focus {
             Focus::Hypervisor => true,
-            Focus::Partition(id) => self
-                .parts
-                .iter_mut()
-                .find(|p| p.id == id)
-                .and_then(|p| p.io.uart())
-                .is_none_or(|u| u.input_room() > 0),
+            Focus::Partition(id) => match self.pinned.iter().find(|r| r.id == id) {
+                Some(r) => r.done() || r.input_room() > 0,
+                None => self
+                    .parts
+                    .iter_mut()
+                    .find(|p| p.id == id)
+                    .and_then(|p| p.io.uart())
+                    .is_none_or(|u| u.input_room() > 0),
+            },
         }
     }
 
     fn switch_focus(&mut self) {
-        let ids: Vec<u64> = self.parts.iter().filter(|p| !p.stopped()).map(|p| p.id).collect();
+        let mut ids: Vec<u64> = self.parts.iter().filter(|p| !p.stopped()).map(|p| p.id).collect();
+        ids.extend(self.pinned.iter().filter(|r| !r.done()).map(|r| r.id));
+        ids.sort_unstable();
         self.focus = match self.focus {
             Focus::Hypervisor => ids.first().map_or(Focus::Hypervisor, |&id| Focus::Partition(id)),
             Focus::Partition(cur) => match ids.iter().position(|&i| i == cur) {
@@ -411,8 +431,18 @@ impl<'a> Machine<'a> {
                 _ => Focus::Hypervisor,
             },
         };
+        for r in &self.pinned {
+            let on = self.focus == Focus::Partition(r.id);
+            r.focused.store(on, core::sync::atomic::Ordering::Relaxed);
+            if on {
+                println!("hypervisor: console: input to {} (on cpu {})", r.name, r.cpus[0]);
+                // Its CPU shows its prompt the next time it looks.
+                r.kick();
+            }
+        }
         match self.focus {
             Focus::Hypervisor => println!("hypervisor: console: debug keys (h for help)"),
+            Focus::Partition(id) if self.pinned.iter().any(|r| r.id == id) => {}
             Focus::Partition(id) => {
                 println!("hypervisor: console: input to {}", admin::describe(&self.parts, id));
                 // Its prompt, if it waits at one.

@@ -309,3 +309,21 @@ pub const PINNED_MGMT: &[Want] = &[
     Line("hypervisor: partition g2 (id 2, cpu 1): shut down with status 0 [as expected]"),
     POWER_OFF_OK,
 ];
+
+/// `scenarios/linux-pinned.toml` on 2 CPUs: as [`LINUX`], with the Linux partition on CPU 1 of
+/// its own, taking its typed input from the boot CPU's console.
+pub const LINUX_PINNED: &[Want] = &[
+    Line("partition linux (id 0): pinned to cpu(s) [1], built there"),
+    Line("[linux] INIT-MARKER uptime="),
+    Line("[linux] PASS timer-ticks"),
+    Line("[linux] PASS date"),
+    Line("[linux] ALL-CHECKS-DONE passed=5 failed=0"),
+    Line("hypervisor: console: input to linux (on cpu 1)"),
+    PROBE_PASSES,
+    PROBE_SUMMARY,
+    Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
+    Line(
+        "hypervisor: partition linux (id 0, cpu 1): powered off (ACPI soft-off, S5) [as expected]",
+    ),
+    POWER_OFF_OK,
+];

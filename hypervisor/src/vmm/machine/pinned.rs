@@ -27,7 +27,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use hvabi::hypercall::Status;
 
 /// Requests from the boot CPU (one at a time: it waits for each answer).
@@ -105,8 +105,16 @@ pub struct Remote {
     phase: AtomicU8,
     shared: spin::Mutex<Snapshot>,
     /// The boot CPU has given its CPUs back to the pool.
-    pub reaped: core::sync::atomic::AtomicBool,
+    pub reaped: AtomicBool,
+    /// Typed bytes for its UART, from the boot CPU's console (at most [`INPUT_QUEUE`]).
+    input: spin::Mutex<VecDeque<u8>>,
+    has_input: AtomicBool,
+    /// The console's input goes to it: its CPU shows its prompt once it waits.
+    pub focused: AtomicBool,
 }
+
+/// Typed bytes queued for a pinned partition's UART; more stay in COM1 (never dropped).
+const INPUT_QUEUE: usize = 64;
 
 impl Remote {
     /// The last published state and statistics.
@@ -124,6 +132,44 @@ impl Remote {
         let mut s = self.shared.lock();
         let n = n.min(s.history.len());
         s.history.drain(..n).collect()
+    }
+
+    /// Room for typed bytes now.
+    pub fn input_room(&self) -> usize {
+        INPUT_QUEUE.saturating_sub(self.input.lock().len())
+    }
+
+    /// Queues a typed byte for its UART (the caller checked [`Remote::input_room`]); its CPU
+    /// takes the queue at its next look ([`Remote::kick`] makes that soon).
+    pub fn push_input(&self, b: u8) {
+        self.input.lock().push_back(b);
+        self.has_input.store(true, Ordering::Release);
+    }
+
+    /// Interrupts its CPU (the wake-up IPI) so that it looks at its queue and requests now.
+    pub fn kick(&self) {
+        if !self.done()
+            && let Some(apic) = smp::apic_id(self.cpus[0])
+        {
+            lapic::send_fixed(apic, smp::WAKE_VECTOR);
+        }
+    }
+
+    /// On its CPU: moves queued typed bytes into the partition's UART, as far as it has room.
+    fn take_input(&self, p: &mut Partition) {
+        if !self.has_input.load(Ordering::Acquire) {
+            return;
+        }
+        let mut q = self.input.lock();
+        if let Some(uart) = p.io.uart() {
+            while uart.input_room() > 0 {
+                let Some(b) = q.pop_front() else { break };
+                uart.push_input(b);
+            }
+        }
+        self.has_input.store(!q.is_empty(), Ordering::Release);
+        drop(q);
+        p.sync_irq_lines();
     }
 
     /// Sends `req` to its CPU and waits (up to `timeout` TSC ticks) for the answer: for
@@ -206,7 +252,10 @@ pub fn launch(
             power_off: false,
             alongside: 0,
         }),
-        reaped: core::sync::atomic::AtomicBool::new(false),
+        reaped: AtomicBool::new(false),
+        input: spin::Mutex::new(VecDeque::new()),
+        has_input: AtomicBool::new(false),
+        focused: AtomicBool::new(false),
     });
     let cpu = remote.cpus[0];
     let r = remote.clone();
@@ -358,6 +407,7 @@ fn run_here(p: &mut Partition, r: &Remote, cpu: usize, platform: &Platform) -> E
             r.publish(p, others0, cpu);
             r.answers.fetch_add(1, Ordering::AcqRel);
         }
+        r.take_input(p);
         match p.state {
             State::Runnable => {
                 others0.get_or_insert_with(|| others_exits(cpu));
@@ -376,6 +426,10 @@ fn run_here(p: &mut Partition, r: &Remote, cpu: usize, platform: &Platform) -> E
                     unexpected = now;
                 }
                 p.drain_devices();
+                // The focused partition's prompt or echoed key shows once it waits (as on CPU 0).
+                if matches!(p.state, State::Halted { .. }) && r.focused.load(Ordering::Relaxed) {
+                    p.show_partial_line();
+                }
                 if let Flow::Admin(call) = flow {
                     refuse(p, call);
                 }
@@ -390,6 +444,9 @@ fn run_here(p: &mut Partition, r: &Remote, cpu: usize, platform: &Platform) -> E
                 if now >= until || p.interrupt_pending() {
                     p.state = State::Runnable;
                 } else {
+                    if r.focused.load(Ordering::Relaxed) {
+                        p.show_partial_line();
+                    }
                     sleep((until - now).min(cap));
                 }
             }
