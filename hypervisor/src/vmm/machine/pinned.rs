@@ -529,3 +529,18 @@ pub fn print_stats(s: &Snapshot) {
         s.tables
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_sees_the_exits_of_the_others_only() {
+        let (a, b) = (others_exits(40), others_exits(41));
+        count_exits(40, 10);
+        count_exits(41, 7);
+        count_exits(smp::MAX_CPUS + 3, 1000); // no such CPU: not counted
+        assert_eq!(others_exits(40) - a, 7, "CPU 40 sees CPU 41's exits, not its own");
+        assert_eq!(others_exits(41) - b, 10);
+    }
+}
