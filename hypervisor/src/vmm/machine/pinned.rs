@@ -385,7 +385,10 @@ fn fail(r: &Remote, why: String) {
 
 /// Runs `p` on this CPU until it stops or the boot CPU asks it to.
 fn run_here(p: &mut Partition, r: &Remote, cpu: usize, platform: &Platform) -> End {
-    let cap = platform.tsc_hz_or_nominal() / super::IDLE_POLLS_PER_SECOND;
+    // Everything that can wake it comes by IPI (requests, typed input) or is its own deadline:
+    // its CPU sleeps up to a second at a time (the boot CPU's 10 ms cap is for host IRQs and
+    // COM1, which only it takes).
+    let cap = platform.tsc_hz_or_nominal();
     // Other CPUs' exits at its first entry.
     let mut others0 = None;
     let mut unexpected = lapic::unexpected(cpu).0;
