@@ -472,7 +472,7 @@ impl Machine<'_> {
             }
             Call::ConsoleRead => {
                 r.ask(Request::Look, timeout);
-                let n = (r.snapshot().history.len() as u64).min(a3);
+                let n = (r.history_len() as u64).min(a3);
                 self.parts[i].ram.slice(a2, n).map_err(|_| Status::BadAddress)?;
                 let bytes = r.take_history(n as usize);
                 self.parts[i].ram.write(a2, &bytes).map_err(|_| Status::BadAddress)?;

@@ -80,8 +80,6 @@ pub struct Snapshot {
     pub refused: u64,
     pub tables: usize,
     pub memory: u64,
-    /// Console output not yet read by the management partition's ConsoleRead.
-    pub history: VecDeque<u8>,
     /// Why it could not be built.
     pub error: Option<String>,
     /// It stopped with `on_stop = "poweroff"`.
@@ -106,6 +104,8 @@ pub struct Remote {
     shared: spin::Mutex<Snapshot>,
     /// The boot CPU has given its CPUs back to the pool.
     pub reaped: AtomicBool,
+    /// Console output not yet read by the management partition's ConsoleRead.
+    history: spin::Mutex<VecDeque<u8>>,
     /// Typed bytes for its UART, from the boot CPU's console (at most [`INPUT_QUEUE`]).
     input: spin::Mutex<VecDeque<u8>>,
     has_input: AtomicBool,
@@ -127,11 +127,16 @@ impl Remote {
         self.phase.load(Ordering::Acquire) == DONE
     }
 
+    /// Bytes of console output not yet read by the management partition's ConsoleRead.
+    pub fn history_len(&self) -> usize {
+        self.history.lock().len()
+    }
+
     /// Takes up to `n` bytes of its console history.
     pub fn take_history(&self, n: usize) -> Vec<u8> {
-        let mut s = self.shared.lock();
-        let n = n.min(s.history.len());
-        s.history.drain(..n).collect()
+        let mut h = self.history.lock();
+        let n = n.min(h.len());
+        h.drain(..n).collect()
     }
 
     /// Room for typed bytes now.
@@ -212,9 +217,13 @@ impl Remote {
         if let Some(o) = others0 {
             s.alongside = others_exits(cpu).wrapping_sub(o);
         }
-        s.history.extend(p.history.drain(..));
-        let excess = s.history.len().saturating_sub(HISTORY_BYTES);
-        s.history.drain(..excess);
+        drop(s);
+        if !p.history.is_empty() {
+            let mut h = self.history.lock();
+            h.extend(p.history.drain(..));
+            let excess = h.len().saturating_sub(HISTORY_BYTES);
+            h.drain(..excess);
+        }
     }
 }
 
@@ -247,12 +256,12 @@ pub fn launch(
             refused: 0,
             tables: 0,
             memory: config.memory,
-            history: VecDeque::new(),
             error: None,
             power_off: false,
             alongside: 0,
         }),
         reaped: AtomicBool::new(false),
+        history: spin::Mutex::new(VecDeque::new()),
         input: spin::Mutex::new(VecDeque::new()),
         has_input: AtomicBool::new(false),
         focused: AtomicBool::new(false),
