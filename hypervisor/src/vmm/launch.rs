@@ -36,7 +36,8 @@ pub fn run_partitions(
         let id = m.next_id;
         let tag = m.free_tag().expect("fewer partitions than tags");
         if let Some(request) = c.cpus.take() {
-            match m.pin(id, tag, c, &request, false) {
+            // Built created: started with the others once all are built.
+            match m.pin(id, tag, c, &request, true) {
                 Ok(None) => {
                     m.next_id += 1;
                     continue;
@@ -71,6 +72,7 @@ pub fn run_partitions(
         }
     }
     m.focus_management();
+    m.start_pinned();
     let powered_off = m.run();
     let ended = report(&mut m.parts, powered_off) & m.report_pinned(powered_off) && ok;
     profile::report();

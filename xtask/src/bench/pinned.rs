@@ -66,12 +66,14 @@ fn parse(serial: &str, figure: &str, storm: bool) -> Result<u64> {
     let Ok(ticks) = ticks.parse::<u64>() else {
         bail!("malformed bench line {prefix}{ticks:?}");
     };
-    if !lines().any(|l| l.starts_with("hypervisor: partition bench (id 0, cpu 1): ")) {
-        bail!("the bench partition did not run on CPU 1 (no report line for it there)");
+    if !lines().any(|l| l.starts_with("pinned to cpu 1: ")) {
+        bail!("the bench partition did not run on CPU 1 (no `pinned to cpu 1` report line)");
     }
     if storm {
         let alongside = lines()
-            .find_map(|l| l.strip_prefix("ran alongside the other CPUs: they handled "))
+            .find_map(|l| {
+                l.strip_prefix("pinned to cpu 1: ran alongside the other CPUs: they handled ")
+            })
             .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
             .unwrap_or(0);
         if alongside < STORM_EXITS_MIN {
@@ -90,8 +92,8 @@ mod tests {
     #[test]
     fn reads_the_figure_and_checks_the_storm() {
         let quiet = "[bench] BENCH cpuid-pinned 99\r\n\
-                     hypervisor: partition bench (id 0, cpu 1): shut down with status 0 [as expected]\n\
-                     \x20   ran alone: no other CPU handled an exit while it ran\n";
+                     hypervisor: partition bench (id 0): shut down with status 0 [as expected]\n\
+                     \x20   pinned to cpu 1: ran alone: no other CPU handled an exit while it ran\n";
         assert_eq!(parse(quiet, "cpuid-pinned", false).unwrap(), 99);
         let e = parse(quiet, "cpuid-pinned-storm", true).unwrap_err().to_string();
         assert!(e.contains("printed no line"), "{e}");
@@ -103,7 +105,7 @@ mod tests {
             "ran alongside the other CPUs: they handled 5000 exits while it ran",
         );
         assert_eq!(parse(&stormy, "cpuid-pinned-storm", true).unwrap(), 99);
-        let elsewhere = stormy.replace("(id 0, cpu 1)", "(id 0)");
+        let elsewhere = stormy.replace("pinned to cpu 1", "pinned to cpu 2");
         assert!(parse(&elsewhere, "cpuid-pinned-storm", true).is_err());
     }
 }

@@ -69,6 +69,14 @@ fn others_exits(cpu: usize) -> u64 {
         .sum()
 }
 
+/// A request posted ([`Remote::post`]), for [`Remote::wait`].
+#[derive(Clone, Copy, Debug)]
+pub struct Asked {
+    req: Request,
+    /// Requests answered before it.
+    answers: u64,
+}
+
 /// What a pinned partition's CPU last published.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -183,16 +191,25 @@ impl Remote {
         if self.done() {
             return true;
         }
-        let before = self.answers.load(Ordering::Acquire);
+        let asked = self.post(req);
+        self.wait(asked, timeout)
+    }
+
+    /// Sends `req` to its CPU without waiting; [`Remote::wait`] waits for the answer.
+    pub fn post(&self, req: Request) -> Asked {
+        let answers = self.answers.load(Ordering::Acquire);
         self.request.store(req as u8, Ordering::Release);
-        if let Some(apic) = smp::apic_id(self.cpus[0]) {
-            lapic::send_fixed(apic, smp::WAKE_VECTOR);
-        }
+        self.kick();
+        Asked { req, answers }
+    }
+
+    /// Waits up to `timeout` TSC ticks for the answer to `asked`; false on a timeout.
+    pub fn wait(&self, asked: Asked, timeout: u64) -> bool {
         let t0 = rdtsc();
         loop {
-            let answered = match req {
+            let answered = match asked.req {
                 Request::Stop => self.done(),
-                _ => self.done() || self.answers.load(Ordering::Acquire) != before,
+                _ => self.done() || self.answers.load(Ordering::Acquire) != asked.answers,
             };
             if answered {
                 return true;
@@ -314,6 +331,23 @@ impl super::Machine<'_> {
             Err(e) => {
                 self.pins.unpin(id);
                 Err(e)
+            }
+        }
+    }
+}
+
+impl super::Machine<'_> {
+    /// Starts every pinned partition still waiting for its start (the manifest's, built
+    /// created so that they all start together, with the partitions of CPU 0): the requests go
+    /// out to every CPU first, then the answers are awaited.
+    pub fn start_pinned(&self) {
+        let timeout = self.platform.tsc_hz_or_nominal();
+        let created = |r: &&Arc<Remote>| !r.done() && r.snapshot().state == State::Created;
+        let asked: Vec<(&Arc<Remote>, Asked)> =
+            self.pinned.iter().filter(created).map(|r| (r, r.post(Request::Run))).collect();
+        for (r, a) in asked {
+            if !r.wait(a, timeout) {
+                log::warn!("partition {}: cpu {} did not start it", r.name, r.cpus[0]);
             }
         }
     }
@@ -506,21 +540,25 @@ pub fn report(r: &Remote, powered_off: bool) -> bool {
         other if powered_off => (format!("still {} at power-off", run::state_name(other)), true),
         other => (format!("still {}", run::state_name(other)), false),
     };
+    // The line every partition's end gets (scripts read it), then where it ran.
     crate::println!(
-        "hypervisor: partition {} (id {}, cpu {}): {ended} [{}]",
+        "hypervisor: partition {} (id {}): {ended} [{}]",
         r.name,
         r.id,
-        r.cpus[0],
         if ok { "as expected" } else { "UNEXPECTED" }
     );
     print_stats(&s);
     if s.alongside > 0 {
         crate::println!(
-            "    ran alongside the other CPUs: they handled {} exits while it ran",
+            "    pinned to cpu {}: ran alongside the other CPUs: they handled {} exits while it ran",
+            r.cpus[0],
             s.alongside
         );
     } else {
-        crate::println!("    ran alone: no other CPU handled an exit while it ran");
+        crate::println!(
+            "    pinned to cpu {}: ran alone: no other CPU handled an exit while it ran",
+            r.cpus[0]
+        );
     }
     ok
 }
