@@ -389,6 +389,7 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 format: ImageFormat::Elf64,
                 initrd: None,
                 memory: 16 << 20,
+                vcpus: 1,
                 cmdline: String::new(),
                 expect: Expect::Exit,
                 on_stop: manifest::OnStop::Destroy,
@@ -429,6 +430,7 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 format: p.format,
                 initrd,
                 memory: p.memory_bytes(),
+                vcpus: p.vcpus,
                 cmdline: p.cmdline.clone(),
                 expect: p.expect,
                 on_stop: p.on_stop,
@@ -473,6 +475,14 @@ fn platform_quiet() {
     }
     // IRQ 0-15 at vectors 0x20-0x2f, every line masked until a partition owns it.
     crate::arch::x86::pic::init();
+    // SAFETY: every x86-64 CPU has FXSAVE/FXRSTOR and SSE; with CR4.OSFXSR they save and
+    // restore the XMM registers too (SDM Vol. 3A §2.5), which switching vCPUs needs
+    // (`vmm::fpu`). The hypervisor itself uses no SSE.
+    unsafe {
+        x86_64::registers::control::Cr4::update(|c| {
+            c.insert(x86_64::registers::control::Cr4Flags::OSFXSR);
+        })
+    };
     if raw_cpuid::CpuId::new().get_feature_info().is_some_and(|f| f.has_xsave()) {
         // SAFETY: CPUID says XSAVE exists, so CR4.OSXSAVE may be set (SDM Vol. 3A §2.5).
         unsafe {

@@ -325,7 +325,7 @@ mod tests {
         assert!(one("role = \"boss\"").contains("field role:"));
         assert!(one("format = \"pe\"").contains("field format:"));
         assert!(one("on_stop = \"x\"").contains("field on_stop:"));
-        assert!(one("vcpus = 2").contains("field vcpus:"));
+        assert!(one("vcpus = 9").contains("field vcpus:"));
         assert!(one("devices = [\"serial0\"]").contains("field devices: devices are handed only"));
         assert!(one(&format!("cmdline = \"{}\"", "a".repeat(256))).contains("field cmdline:"));
         assert_eq!(

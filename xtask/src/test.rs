@@ -299,7 +299,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(checks.len(), 5);
+        assert_eq!(checks.len(), 6);
         // Each is a `pass NAME` call of the script (NAME followed by a blank, `;` or newline).
         for c in &checks {
             let call = format!("pass {c}");
@@ -314,7 +314,7 @@ mod tests {
         for c in &checks {
             good.push_str(&format!("[linux] PASS {c}\n"));
         }
-        good.push_str("[linux] ALL-CHECKS-DONE passed=5 failed=0\n");
+        good.push_str("[linux] ALL-CHECKS-DONE passed=6 failed=0\n");
         for i in 0..30 {
             good.push_str(&format!("[probe] PASS check-{i}\n"));
         }

@@ -1,9 +1,12 @@
 //! The probe guest: checks the guest contract (`docs/guest-contract.md`) from inside a
 //! partition, one `PASS name` / `FAIL name: why` line per check, then `probe: N checks, M
-//! failed`; the shutdown status is M. The check list is in `docs/guests.md`.
+//! failed`; the shutdown status is M. The check list is in `docs/guests.md`. With `vcpus=2`
+//! on its command line (a partition with two vCPUs) it runs the multi-vCPU checks alone
+//! ([`smp`]).
 #![no_std]
 #![no_main]
 
+mod apic;
 mod control;
 mod cpu;
 mod debug;
@@ -13,6 +16,7 @@ mod hypercalls;
 mod memory;
 mod msrs;
 mod remap;
+mod smp;
 
 use guest_rt::{Checks, StartInfo, println};
 
@@ -27,6 +31,11 @@ fn main(info: &'static StartInfo) -> u64 {
         info.cmdline()
     );
     let mut c = Checks::new();
+    if info.cmdline().split(' ').any(|w| w == "vcpus=2") {
+        // The two-vCPU scenario: this vCPU starts the other and checks IPIs between them.
+        smp::run(&mut c);
+        return c.summary("probe");
+    }
     entry::run(&mut c, info);
     cpu::run(&mut c);
     remap::run(&mut c, info);
@@ -37,5 +46,6 @@ fn main(info: &'static StartInfo) -> u64 {
     devices::run(&mut c, info);
     hypercalls::run(&mut c, info);
     memory::run(&mut c, info);
+    apic::run(&mut c);
     c.summary("probe")
 }

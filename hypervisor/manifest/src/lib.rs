@@ -58,6 +58,9 @@ pub const DEVICE_MAX: usize = 63;
 pub const MEMORY_MIN_MIB: u64 = 2;
 pub const MEMORY_MAX_MIB: u64 = 1024;
 pub const MEMORY_DEFAULT_MIB: u64 = 16;
+/// Most vCPUs of one partition (`vcpus`): time-sliced on the partition's host CPU; eight keep
+/// the xAPIC's flat logical destinations (one bit each) usable for all.
+pub const MAX_VCPUS: u32 = 8;
 /// Most partitions in one manifest.
 pub const MAX_PARTITIONS: usize = 64;
 /// Bounds of `timeslice_us`.

@@ -215,6 +215,15 @@ fn names_roles_and_devices_are_checked_across_partitions() {
 }
 
 #[test]
+fn vcpus_are_taken_up_to_the_limit() {
+    for n in [1, 2, 8] {
+        let text = format!("[[partition]]\nname = \"p\"\nimage = \"probe\"\nvcpus = {n}\n");
+        let m = parse(&text).expect("accepted");
+        assert_eq!(m.partitions[0].vcpus, n);
+    }
+}
+
+#[test]
 fn field_values_are_checked() {
     assert!(one("memory = 0").contains("field memory: 0 MiB is below the minimum of 2 MiB"));
     assert!(one("memory = -4").contains("field memory: -4 MiB is below the minimum of 2 MiB"));
@@ -226,7 +235,13 @@ fn field_values_are_checked() {
     assert!(
         one("memory = 1979-05-27").contains("field memory: expected an integer, found a date-time")
     );
-    assert!(one("vcpus = 2").contains("field vcpus: 2 vCPUs asked for"));
+    assert!(one("vcpus = 9").contains("field vcpus: 9 vCPUs asked for; a partition has 1 to 8"));
+    assert!(one("vcpus = 0").contains("field vcpus: 0 vCPUs asked for"));
+    assert!(one("vcpus = -1").contains("field vcpus: -1 vCPUs asked for"));
+    assert!(one("vcpus = \"2\"").contains("field vcpus: expected an integer"));
+    assert!(one("vcpus = 2\nrole = \"management\"").contains(
+        "line 4: partition \"p\": field vcpus: 2 vCPUs asked for; the management partition has 1"
+    ));
     assert!(
         one("format = \"pe\"")
             .contains("field format: \"pe\" is not one of elf64, multiboot, linux")

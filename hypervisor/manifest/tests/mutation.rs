@@ -171,6 +171,7 @@ const TOKENS: &[&str] = &[
     "initrd = \"x\"\n",
     "devices = [\"a\"]\n",
     "vcpus = 2\n",
+    "vcpus = 9\n",
     "cmdline = ",
     "expect = \"halt\"\n",
     "on_stop = ",
@@ -299,7 +300,7 @@ fn invariants(m: &Manifest) -> Result<(), String> {
         if !p.devices.is_empty() && p.role != Role::Management {
             return Err("devices on a guest".into());
         }
-        if p.vcpus != 1 {
+        if !(1..=MAX_VCPUS).contains(&p.vcpus) || (p.role == Role::Management && p.vcpus != 1) {
             return Err("vcpus".into());
         }
     }

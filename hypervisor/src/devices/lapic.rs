@@ -167,6 +167,50 @@ impl Lapic {
         self.id
     }
 
+    /// Back to the power-up state (§11.4.7.1), keeping the APIC ID: what clearing
+    /// IA32_APIC_BASE's global enable does (§11.4.3).
+    pub fn reset(&mut self) {
+        *self = Self::new(self.clock.clone(), self.id);
+    }
+
+    /// True in x2APIC mode.
+    pub fn x2apic(&self) -> bool {
+        self.x2apic
+    }
+
+    /// The task-priority register.
+    pub fn tpr(&self) -> u32 {
+        self.tpr
+    }
+
+    /// Sets the task-priority register (a MOV to CR8 writes TPR[7:4] and clears TPR[3:0],
+    /// SDM Vol. 3A §11.8.6.1).
+    pub fn set_tpr(&mut self, tpr: u32) {
+        self.tpr = tpr & 0xff;
+    }
+
+    /// True when some vector is requested (IRR not empty), whatever the priorities: the cheap
+    /// test before an entry.
+    pub fn has_requests(&self) -> bool {
+        self.irr.iter().any(|w| *w != 0)
+    }
+
+    /// True when the 8259's INTR reaches the CPU through this APIC (the virtual-wire mode of
+    /// the MP specification §3.6.2.2, SDM §11.5.1): LINT0 unmasked in ExtINT delivery mode,
+    /// or the APIC software-disabled (then it is out of the way, as a PC's APIC is until its
+    /// kernel programs it).
+    pub fn extint_open(&self) -> bool {
+        const EXTINT: u32 = 7;
+        let lint0 = self.lvt[3];
+        !self.enabled() || (lint0 & LVT_MASK == 0 && (lint0 >> 8) & 7 == EXTINT)
+    }
+
+    /// The TSC at which the timer next raises an interrupt: armed and unmasked (a masked
+    /// timer raises nothing, so nothing needs waking for it).
+    pub fn timer_wake(&self) -> Option<u64> {
+        (self.expiry != 0 && self.lvt[0] & LVT_MASK == 0).then_some(self.expiry)
+    }
+
     fn enabled(&self) -> bool {
         self.svr & SVR_ENABLE != 0
     }

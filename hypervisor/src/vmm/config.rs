@@ -15,6 +15,9 @@ pub struct PartitionConfig {
     /// The initial RAM disk (Linux images).
     pub initrd: Option<&'static [u8]>,
     pub memory: u64,
+    /// vCPUs, 1..=[`super::ipi::MAX_VCPUS`]: vCPU 0 starts at the image's entry, the others
+    /// wait for a start-up IPI.
+    pub vcpus: u32,
     pub cmdline: String,
     /// How the partition must end for the run to count as a success (test scenarios).
     pub expect: super::manifest::Expect,

@@ -33,9 +33,8 @@ mod bit {
     pub const L1_ECX_HYPERVISOR: u32 = 1 << 31;
     pub const L1_EDX_DS: u32 = 1 << 21;
     pub const L1_EDX_ACPI: u32 = 1 << 22;
-    /// The on-chip local APIC (leaf 1 and, on AMD, leaf 0x8000_0001 EDX bit 9): hidden until a
-    /// virtual local APIC exists, so that a kernel (Linux with ACPI and no MADT included) uses
-    /// the 8259 pair and never touches 0xFEE0_0000, which no partition has.
+    /// The on-chip local APIC (leaf 1 and, on AMD, leaf 0x8000_0001 EDX bit 9): every vCPU has
+    /// a virtual one (`vmm/vlapic.rs`), with x2APIC mode and the TSC-deadline timer.
     pub const L1_EDX_APIC: u32 = 1 << 9;
     pub const L1_EDX_TM: u32 = 1 << 29;
     pub const L1_EDX_PBE: u32 = 1 << 31;
@@ -113,7 +112,7 @@ pub const HV_TIMING_LEAF: u32 = 0x4000_0010;
 
 /// TSC frequency in kHz (0: unknown), set once at boot by [`set_tsc_khz`].
 static TSC_KHZ: AtomicU32 = AtomicU32::new(0);
-/// Local APIC timer frequency in kHz (0: unknown, no local APIC is emulated yet).
+/// Local APIC timer frequency in kHz (0: unknown).
 static BUS_KHZ: AtomicU32 = AtomicU32::new(0);
 
 /// Records the host TSC frequency measured at boot (guests run on the host's TSC, unscaled and
@@ -123,8 +122,11 @@ pub fn tsc_khz() -> u32 {
     TSC_KHZ.load(Ordering::Relaxed)
 }
 
+/// The local APIC timer counts at the TSC's rate (`devices/lapic.rs`), so the bus frequency
+/// is the TSC's too.
 pub fn set_tsc_khz(khz: u32) {
     TSC_KHZ.store(khz, Ordering::Relaxed);
+    BUS_KHZ.store(khz, Ordering::Relaxed);
 }
 
 /// Records the frequency of the guest's local APIC timer (leaf 0x4000_0010 EBX, 0x16 ECX).
@@ -175,8 +177,6 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: Regs, guest_osxsave: bool) -> 
                 | bit::L1_ECX_SMX
                 | bit::L1_ECX_MONITOR
                 | bit::L1_ECX_PDCM
-                | bit::L1_ECX_X2APIC
-                | bit::L1_ECX_TSC_DEADLINE
                 | bit::L1_ECX_OSXSAVE
                 | bit::L1_ECX_DTES64
                 | bit::L1_ECX_DS_CPL
@@ -184,15 +184,13 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: Regs, guest_osxsave: bool) -> 
                 | bit::L1_ECX_TM2
                 | bit::L1_ECX_SDBG
                 | bit::L1_ECX_DCA);
-            r.edx &= !(bit::L1_EDX_DS
-                | bit::L1_EDX_ACPI
-                | bit::L1_EDX_TM
-                | bit::L1_EDX_PBE
-                | bit::L1_EDX_APIC);
+            r.edx &= !(bit::L1_EDX_DS | bit::L1_EDX_ACPI | bit::L1_EDX_TM | bit::L1_EDX_PBE);
             if guest_osxsave {
                 r.ecx |= bit::L1_ECX_OSXSAVE;
             }
-            r.ecx |= bit::L1_ECX_HYPERVISOR;
+            // The virtual local APIC, whatever the host has: xAPIC, x2APIC, TSC deadline.
+            r.ecx |= bit::L1_ECX_HYPERVISOR | bit::L1_ECX_X2APIC | bit::L1_ECX_TSC_DEADLINE;
+            r.edx |= bit::L1_EDX_APIC;
             // One logical processor, initial APIC ID 0.
             r.ebx = (r.ebx & 0xffff) | (1 << 16);
         }
@@ -238,7 +236,8 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: Regs, guest_osxsave: bool) -> 
         0x4000_0002..=0x4fff_ffff => r = Regs::default(),
         0x8000_0001 => {
             r.ecx &= !bit::X1_ECX_HIDDEN;
-            r.edx &= !(bit::X1_EDX_RDTSCP | bit::L1_EDX_APIC);
+            // EDX bit 9 (AMD's copy of leaf 1's APIC bit, reserved on Intel) passes through.
+            r.edx &= !bit::X1_EDX_RDTSCP;
         }
         // Power management: only the invariant TSC, where the host has it.
         0x8000_0007 => r = Regs { edx: r.edx & bit::X7_EDX_INVARIANT_TSC, ..Regs::default() },
@@ -283,20 +282,21 @@ mod tests {
 
     #[test]
     fn features_without_offered_msrs_are_hidden() {
-        // Leaf 1: PMU capabilities, TSC deadline, x2APIC, debug store, thermal, SpeedStep.
+        // Leaf 1: PMU capabilities, debug store, thermal, SpeedStep.
         let r = guest_cpuid(1, 0, ALL, false);
-        for (bit, name) in [
-            (bit::L1_ECX_PDCM, "PDCM"),
-            (bit::L1_ECX_TSC_DEADLINE, "TSC deadline"),
-            (bit::L1_ECX_X2APIC, "x2APIC"),
-            (bit::L1_ECX_EST, "EST"),
-            (bit::L1_ECX_DTES64, "DTES64"),
-        ] {
+        for (bit, name) in
+            [(bit::L1_ECX_PDCM, "PDCM"), (bit::L1_ECX_EST, "EST"), (bit::L1_ECX_DTES64, "DTES64")]
+        {
             assert_eq!(r.ecx & bit, 0, "{name}");
         }
         assert_eq!(r.edx & (bit::L1_EDX_DS | bit::L1_EDX_ACPI | bit::L1_EDX_TM), 0);
-        assert_eq!(r.edx & bit::L1_EDX_APIC, 0, "no local APIC");
-        assert_eq!(guest_cpuid(0x8000_0001, 0, ALL, false).edx & bit::L1_EDX_APIC, 0);
+        // The virtual local APIC is offered whatever the host has.
+        let none = guest_cpuid(1, 0, Regs::default(), false);
+        for r in [r, none] {
+            assert_ne!(r.edx & bit::L1_EDX_APIC, 0, "local APIC");
+            assert_ne!(r.ecx & bit::L1_ECX_X2APIC, 0, "x2APIC");
+            assert_ne!(r.ecx & bit::L1_ECX_TSC_DEADLINE, 0, "TSC deadline");
+        }
         assert_ne!(r.edx & (1 << 7 | 1 << 14), 0, "MCE/MCA stay (MCG_CAP = 0 banks)");
         assert_ne!(r.edx & (1 << 5 | 1 << 12 | 1 << 16), 0, "MSR, MTRR and PAT stay");
         // Leaf 7: SPEC_CTRL/PRED_CMD/ARCH_CAPABILITIES, TSC_ADJUST, RDPID, CET, WAITPKG.

@@ -12,7 +12,7 @@ use super::profile::{self, Stage};
 pub use super::step::Flow;
 pub use super::step::report_last_exits;
 use super::step::{
-    completed, fault_or_kill, fetch_at_rip, forget_code_sites, raise, refuse_gp, skip,
+    completed, fault_or_kill, fetch_at_rip, forget_code_sites, linear_rip, raise, refuse_gp, skip,
 };
 use super::vcpu::{Event, reg};
 use alloc::format;
@@ -133,7 +133,9 @@ fn cpuid(p: &mut Partition, vc: usize) -> Flow {
     g.0[reg::RBX] = u64::from(r.ebx);
     g.0[reg::RCX] = u64::from(r.ecx);
     g.0[reg::RDX] = u64::from(r.edx);
-    let decoded = p.vcpus[vc].vcpu.next_rip().is_none();
+    // The backend's fast path finds the site by RIP: only where RIP is the linear address.
+    let decoded =
+        p.vcpus[vc].vcpu.next_rip().is_none() && linear_rip(p, vc) == p.vcpus[vc].vcpu.rip();
     let flow = skip(p, vc);
     if decoded {
         let slot = &mut p.vcpus[vc];
@@ -149,6 +151,10 @@ fn rdmsr(p: &mut Partition, vc: usize) -> Flow {
         Some(Place::Software(i)) => p.msrs.get(i),
         Some(Place::Constant(c)) => c,
         Some(Place::Tsc) => crate::arch::x86::instr::rdtsc(),
+        Some(Place::Apic) => match super::vlapic::rdmsr(p, vc, m) {
+            Some(v) => v,
+            None => return refuse_gp(p, vc, format_args!("RDMSR {m:#x} refused (local APIC)")),
+        },
         None => return refuse_gp(p, vc, format_args!("RDMSR {m:#x} refused")),
     };
     let g = p.vcpus[vc].vcpu.gprs();
@@ -194,6 +200,12 @@ fn wrmsr(p: &mut Partition, vc: usize) -> Flow {
     let Some(place) = msr::place(m, msr::host_vendor()) else {
         return refuse_gp(p, vc, format_args!("WRMSR {m:#x} <- {v:#x} refused"));
     };
+    if place == Place::Apic {
+        if let Err(why) = super::vlapic::wrmsr(p, vc, m, v) {
+            return refuse_gp(p, vc, format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})"));
+        }
+        return skip(p, vc);
+    }
     let old = match place {
         Place::Hardware(h) => p.vcpus[vc].vcpu.msr(h),
         Place::Software(i) => p.msrs.get(i),
@@ -213,7 +225,7 @@ fn wrmsr(p: &mut Partition, vc: usize) -> Flow {
             p.vcpus[vc].vcpu.set_msr(h, v)
         }
         Place::Software(i) => p.msrs.set(i, v),
-        Place::Constant(_) | Place::Tsc => {}
+        Place::Constant(_) | Place::Tsc | Place::Apic => {}
     }
     skip(p, vc)
 }
@@ -293,7 +305,7 @@ fn xsetbv(p: &mut Partition, vc: usize) -> Flow {
     if let Err(why) = super::xcr0::check(index, v, supported) {
         return refuse_gp(p, vc, format_args!("XSETBV XCR{index} <- {v:#x} ({why})"));
     }
-    p.xcr0 = v;
+    p.vcpus[vc].fpu.xcr0 = v;
     // SAFETY: the value passed every XSETBV check of the SDM (`xcr0::check`) against what the
     // CPU supports, the host runs with CR4.OSXSAVE set whenever a guest can have it (it is a
     // guest CR4 bit on top of the host's), and the host itself uses no extended state.
@@ -366,7 +378,8 @@ fn power_request(p: &mut Partition, port: u16) -> bool {
 }
 
 fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
-    if access != Access::Fetch && p.mmio.claims(gpa) {
+    let apic = super::vlapic::claims(gpa);
+    if access != Access::Fetch && (apic || p.mmio.claims(gpa)) {
         let mut buf = [0; MAX_INSN_LEN];
         let got = fetch_at_rip(p, vc, &mut buf);
         let insn = match decode::decode_mmio(&buf[..got.n], p.vcpus[vc].vcpu.mode()) {
@@ -378,9 +391,17 @@ fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
         };
         let gprs = *p.vcpus[vc].vcpu.gprs();
         if let Some(v) = insn.store_value(|n| gprs.0[n as usize]) {
-            p.mmio.write(gpa, insn.size, v);
+            if apic {
+                super::vlapic::mmio_write(p, vc, gpa, insn.size, v);
+            } else {
+                p.mmio.write(gpa, insn.size, v);
+            }
         } else {
-            let data = p.mmio.read(gpa, insn.size);
+            let data = if apic {
+                super::vlapic::mmio_read(p, vc, gpa, insn.size)
+            } else {
+                p.mmio.read(gpa, insn.size)
+            };
             if let super::decode::MmioOp::Load { dst, .. } = insn.op {
                 let r = &mut p.vcpus[vc].vcpu.gprs().0[dst.index() as usize];
                 *r = insn.load_result(*r, data).unwrap_or(*r);

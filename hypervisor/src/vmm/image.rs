@@ -99,7 +99,7 @@ fn load_linux(
         .map_err(|e| format!("loading the image: {e}"))?;
     // The ACPI tables, in the BIOS area the e820 map reserves, where the kernel's RSDP search
     // finds them.
-    ram.write(acpi::TABLES_GPA, &acpi::tables()).map_err(|e| format!("ACPI tables: {e}"))?;
+    ram.write(acpi::TABLES_GPA, &acpi::tables(1)).map_err(|e| format!("ACPI tables: {e}"))?;
     /// Null, unused, `__BOOT_CS` (0x10), `__BOOT_DS` (0x18): base 0, limit 4 GiB, 4 KiB pages.
     const GDT32: [u64; 4] = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
     for (i, d) in GDT32.iter().enumerate() {
@@ -121,6 +121,8 @@ fn load_linux(
         tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
         gdt_base: GDT_GPA,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
+        idt_base: 0,
+        idt_limit: 0,
     })
 }
 
@@ -225,6 +227,8 @@ fn boot_structures(
         tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
         gdt_base: base + GDT_GPA,
         gdt_limit: (GDT.len() * 8 - 1) as u16,
+        idt_base: 0,
+        idt_limit: 0,
     })
 }
 
@@ -264,6 +268,8 @@ fn multiboot_structures(
         tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
         gdt_base: base + GDT_GPA,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
+        idt_base: 0,
+        idt_limit: 0,
     })
 }
 

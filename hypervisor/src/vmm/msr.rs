@@ -4,7 +4,7 @@
 //! host-tested).
 //!
 //! The rule that ties this list to `vmm/cpuid.rs`: no MSR that the guest's CPUID says exists
-//! raises #GP. Features whose MSRs are not offered are hidden there (the PMU, TSC deadline,
+//! raises #GP. Features whose MSRs are not offered are hidden there (the PMU,
 //! TSC_ADJUST, speculation controls, RDTSCP/RDPID, XSAVES, CET, ...). Linux probes most other
 //! MSRs with `rdmsrl_safe` and takes the #GP. The table with each MSR and what the guest gets
 //! is in `docs/guest-contract.md`.
@@ -24,6 +24,7 @@ pub const IA32_SYSENTER_EIP: u32 = 0x176;
 pub const IA32_MCG_CAP: u32 = 0x179;
 pub const IA32_MCG_STATUS: u32 = 0x17a;
 pub const IA32_MISC_ENABLE: u32 = 0x1a0;
+pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
 pub const IA32_PAT: u32 = 0x277;
 pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
 pub const IA32_EFER: u32 = 0xc000_0080;
@@ -110,6 +111,9 @@ pub enum Place {
     Constant(u64),
     /// The time-stamp counter.
     Tsc,
+    /// The vCPU's local APIC (`vmm/vlapic.rs`): IA32_APIC_BASE, IA32_TSC_DEADLINE and the
+    /// x2APIC registers, whose own rules decide what faults.
+    Apic,
 }
 
 /// Where `msr` lives on a `vendor` CPU, or `None` when the guest may not touch it. Each entry
@@ -134,6 +138,8 @@ pub fn place(msr: u32, vendor: Vendor) -> Option<Place> {
         IA32_FMASK => Place::Hardware(HwMsr::Fmask),
         IA32_PAT => Place::Hardware(HwMsr::Pat),
         IA32_TSC => Place::Tsc,
+        // CPUID.1:EDX.APIC, ECX.x2APIC and ECX.TSC_DEADLINE: the virtual local APIC.
+        IA32_APIC_BASE | IA32_TSC_DEADLINE | 0x800..=0x8ff => Place::Apic,
         // CPUID.1:EDX.MTRR: Linux's `mtrr_bp_init` reads MTRRCAP (no ranges, no WC) and the
         // default type; the guest's MTRRs have no effect on memory types (second-level tables
         // decide).
@@ -332,7 +338,7 @@ mod tests {
         assert_eq!(place(AMD_PERF_CTR0 + 3, Amd), Some(Place::Software(8)));
         assert_eq!(place(AMD_PERF_CTR0 + 4, Amd), None);
         assert_eq!(place(AMD_PERF_EVTSEL0, Intel), None);
-        // Hidden in CPUID, so absent: TSC_AUX (RDTSCP/RDPID), the Intel PMU, TSC deadline,
+        // Hidden in CPUID, so absent: TSC_AUX (RDTSCP/RDPID), the Intel PMU,
         // TSC_ADJUST, SPEC_CTRL, PRED_CMD, ARCH_CAPABILITIES, XSS, S_CET, DS_AREA, and the
         // VMX/SVM MSRs.
         for refused in [
@@ -340,7 +346,6 @@ mod tests {
             0xc1,
             0x186,
             0x38f,
-            0x6e0,
             0x3b,
             0x48,
             0x49,

@@ -4,6 +4,8 @@
 
 use super::bus::{Bus, Sysinfo};
 use super::exit::ExitStats;
+use super::fpu::Fpu;
+use super::ipi::MAX_VCPUS;
 use super::memory::GuestRam;
 use super::msr::SoftMsrs;
 use super::platform::Platform;
@@ -69,7 +71,6 @@ pub struct Partition {
     pub io: Bus,
     pub mmio: Bus,
     pub msrs: SoftMsrs,
-    pub xcr0: u64,
     /// Its virtual 8259 pair: the UART on IRQ 4, owned host lines on theirs.
     pub pic: PicPair,
     /// The PC devices of a guest partition (PIT, RTC); the management partition has the
@@ -97,6 +98,21 @@ type RamBlocks = (Vec<(u64, u64, u64)>, Vec<core::ops::Range<u64>>);
 const LOW_RAM_NEEDED: u64 = 0x8_0000;
 /// The pages its boot structures use, cleared before they are written.
 const BOOT_AREA: u64 = 0x1_0000;
+
+/// vCPU `k` of a partition whose vCPU 0 has tag `t` has tag `t + k * TAG_STRIDE`: the
+/// machine hands out base tags from 1 up, unique among partitions, so the others' are unique
+/// too while base tags stay below the stride (VMX needs a VPID per vCPU that shares a host
+/// CPU: guest-linear translations are tagged by VPID, not by CR3, SDM Vol. 3C §29.1; SVM
+/// flushes an ASID that another vCPU used, `arch/svm/asid.rs`).
+const TAG_STRIDE: u16 = 0x1000;
+
+/// The tag of vCPU `k` of a partition whose base tag is `tag` ([`TAG_STRIDE`]).
+fn vcpu_tag(tag: u16, k: u32) -> u16 {
+    tag + k as u16 * TAG_STRIDE
+}
+
+/// The heap has no room for a vCPU's FPU state.
+const NO_HEAP: &str = "no heap left for a vCPU's FPU state";
 
 /// Bytes of console output kept per partition for ConsoleRead.
 pub const HISTORY_BYTES: usize = 16 * 1024;
@@ -157,9 +173,28 @@ impl Partition {
         }
         let map: Vec<(u64, u64)> = blocks.iter().map(|&(gpa, _, len)| (gpa, len)).collect();
         let initial = super::image::load(&mut ram, &map, id, &config, platform).map_err(cleanup)?;
+        let vcpus = Self::check_vcpus(&config, tag).map_err(cleanup)?;
+        // Each vCPU's local APIC, with APIC ID = its index; vCPU 0 is the bootstrap processor.
+        let clock: alloc::rc::Rc<dyn crate::devices::clock::Clock> =
+            alloc::rc::Rc::new(super::platform::HostClock { hz: platform.tsc_hz_or_nominal() });
+        let lapic = |k: u32| super::vlapic::Vlapic::new(clock.clone(), k, k == 0);
+        let fpu_method = super::fpu::Method::host();
+        let fpu = Fpu::new(fpu_method).ok_or_else(|| cleanup(NO_HEAP.into()))?;
         let mut vcpu = backend
             .create_vcpu(&VcpuConfig { initial, slat_root: slat.root(), tag })
             .map_err(|e| cleanup(e.into()))?;
+        // The application processors wait for a start-up IPI, in the INIT state.
+        let mut slots = alloc::vec::Vec::with_capacity(vcpus as usize);
+        for k in 1..vcpus {
+            let config = VcpuConfig {
+                initial: super::ipi::init_state(core::arch::x86_64::__cpuid(1).eax),
+                slat_root: slat.root(),
+                tag: vcpu_tag(tag, k),
+            };
+            let ap = backend.create_vcpu(&config).map_err(|e| cleanup(e.into()))?;
+            let fpu = Fpu::new(fpu_method).ok_or_else(|| cleanup(NO_HEAP.into()))?;
+            slots.push(VcpuSlot::new(ap, RunState::WaitForSipi, fpu, lapic(k)));
+        }
         let mut io = Bus::default();
         io.attach(0x3f8..0x400, Box::new(Uart16550::new()));
         let pc = (!config.management)
@@ -190,14 +225,15 @@ impl Partition {
             owned,
             map,
             slat,
-            vcpus: alloc::vec![VcpuSlot::new(vcpu, RunState::Runnable)],
+            vcpus: core::iter::once(VcpuSlot::new(vcpu, RunState::Runnable, fpu, lapic(0)))
+                .chain(slots)
+                .collect(),
             current: 0,
             state: State::Runnable,
             stats: ExitStats::default(),
             io,
             mmio,
             msrs: SoftMsrs::default(),
-            xcr0: 1,
             pic: PicPair::default(),
             pc,
             irq_lines,
@@ -208,6 +244,23 @@ impl Partition {
             console_limit: super::console_limit::ConsoleLimit::new(crate::arch::x86::instr::rdtsc()),
             history: alloc::collections::VecDeque::new(),
         })
+    }
+
+    /// The number of vCPUs `config` asks for, checked: 1..=[`MAX_VCPUS`], one for the
+    /// management partition (its devices' ports are handed to one vCPU), and a base tag that
+    /// leaves room for the others' ([`vcpu_tag`]).
+    fn check_vcpus(config: &PartitionConfig, tag: u16) -> Result<u32, BuildError> {
+        let n = config.vcpus;
+        if !(1..=MAX_VCPUS).contains(&n) {
+            return Err(format!("{n} vCPUs asked for; a partition has 1 to {MAX_VCPUS}"));
+        }
+        if config.management && n != 1 {
+            return Err(format!("{n} vCPUs asked for; the management partition has 1"));
+        }
+        if n > 1 && tag >= TAG_STRIDE {
+            return Err(format!("no VPID/ASID tags left for {n} vCPUs (base tag {tag})"));
+        }
+        Ok(n)
     }
 
     /// A guest's RAM: `size` bytes (a multiple of 2 MiB up to 1 GiB), host-contiguous and
@@ -345,11 +398,8 @@ impl Partition {
     /// vectors and, for vCPU 0, the PIC's.
     pub fn interrupt_pending_for(&self, v: usize) -> bool {
         let slot = &self.vcpus[v];
-        if v == 0 {
-            super::interrupts::next(&slot.vectors, &self.pic).is_some()
-        } else {
-            !slot.vectors.is_empty()
-        }
+        let pic = (v == 0).then_some(&self.pic);
+        super::interrupts::next(&slot.vectors, pic, &slot.lapic).is_some()
     }
 
     /// True when an interrupt waits for any halted or runnable vCPU (the machine wakes a
@@ -362,7 +412,11 @@ impl Partition {
     /// vectors and, for vCPU 0, a bound channel, or an unmasked PIC line with a source behind
     /// it (its UART, a forwarded host line, the PIT and RTC).
     pub fn can_be_woken(&self, v: usize) -> bool {
-        if self.vcpus[v].timer.is_some() || self.interrupt_pending_for(v) {
+        let slot = &self.vcpus[v];
+        if slot.timer.is_some()
+            || slot.lapic.next_deadline().is_some()
+            || self.interrupt_pending_for(v)
+        {
             return true;
         }
         let wired = self.irq_lines | (1 << 4);
@@ -373,19 +427,21 @@ impl Partition {
     }
 
     /// The earliest TSC at which something raises an interrupt for vCPU `v` by itself (its
-    /// timer hypercall's deadline; for vCPU 0 the PIT's next tick), for its wake-up from HLT.
+    /// timer hypercall's deadline, its local APIC timer; for vCPU 0 the PIT's next tick), for
+    /// its wake-up from HLT.
     pub fn next_deadline_for(&self, v: usize) -> Option<u64> {
-        let timer = self.vcpus[v].timer.map(|(deadline, _)| deadline);
+        let slot = &self.vcpus[v];
+        let timer = slot.timer.map(|(deadline, _)| deadline);
         let devices = if v == 0 { self.device_deadline() } else { None };
-        match (timer, devices) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [timer, slot.lapic.next_deadline(), devices].into_iter().flatten().min()
     }
 
-    /// The earliest TSC at which something raises an interrupt by itself, for any vCPU.
+    /// The earliest TSC at which something raises an interrupt by itself, for any vCPU (the
+    /// length of a time slice).
     pub fn next_deadline(&self) -> Option<u64> {
-        let timers = self.vcpus.iter().filter_map(|s| s.timer.map(|(deadline, _)| deadline));
+        let timers = self.vcpus.iter().flat_map(|s| {
+            [s.timer.map(|(deadline, _)| deadline), s.lapic.next_deadline()].into_iter().flatten()
+        });
         timers.chain(self.device_deadline()).min()
     }
 
@@ -395,10 +451,11 @@ impl Partition {
         self.pc.as_ref().and_then(|pc| pc.next_interrupt(unmasked))
     }
 
-    /// Moves what came due into the interrupt inputs: each vCPU's timer hypercall vector, the
-    /// PC devices' IRQ lines.
+    /// Moves what came due into the interrupt inputs: each vCPU's timer hypercall vector and
+    /// local APIC timer, the PC devices' IRQ lines.
     pub fn tick(&mut self, now: u64) {
         for slot in &mut self.vcpus {
+            slot.lapic.apic.tick(now);
             if let Some((deadline, vector)) = slot.timer
                 && now >= deadline
             {

@@ -25,16 +25,19 @@ const EXITS_PER_SLICE: u32 = 10_000;
 fn deliver_events(p: &mut Partition, v: usize) {
     p.tick(rdtsc());
     let pic = v == 0 && p.pic.any_requested();
+    let apic = p.vcpus[v].lapic.apic.has_requests();
     // Nothing requested anywhere, the common case: no need to rank the sources.
-    if p.vcpus[v].vectors.is_empty() && !pic {
+    if p.vcpus[v].vectors.is_empty() && !pic && !apic {
         return;
     }
-    let source = if v == 0 {
-        interrupts::next(&p.vcpus[0].vectors, &p.pic)
-    } else {
-        p.vcpus[v].vectors.highest().map(interrupts::Source::Direct)
-    };
-    let Some(source) = source else { return };
+    let slot = &mut p.vcpus[v];
+    if apic {
+        // A MOV to CR8 (the TPR) does not always exit: take it before ranking.
+        let cr8 = slot.vcpu.cr(8);
+        slot.lapic.sync_cr8(cr8);
+    }
+    let pic_in = (v == 0).then_some(&p.pic);
+    let Some(source) = interrupts::next(&slot.vectors, pic_in, &slot.lapic) else { return };
     if halts_next(p, v) {
         // The HLT exits at once and the interrupt wakes it: the same to the guest.
         p.vcpus[v].vcpu.set_interrupt_window_exiting(false);
@@ -42,7 +45,7 @@ fn deliver_events(p: &mut Partition, v: usize) {
     }
     let slot = &mut p.vcpus[v];
     if !slot.vcpu.event_pending() && slot.vcpu.interruptible() {
-        let vector = interrupts::take(source, &mut slot.vectors, &mut p.pic);
+        let vector = interrupts::take(source, &mut slot.vectors, &mut p.pic, &mut slot.lapic);
         slot.vcpu.inject(Event::Interrupt { vector });
         // A PIT tick may wait behind the one just taken.
         if let Some(pc) = &p.pc {
@@ -162,8 +165,18 @@ fn settle(p: &mut Partition, flow: Flow) -> Flow {
     }
 }
 
-/// Runs vCPU `v` of `p` until its slice ends or an exit needs more than the vCPU.
+/// Runs vCPU `v` of `p` until its slice ends or an exit needs more than the vCPU, with its own
+/// FPU state and XCR0 in the registers ([`super::fpu`]). `unsliced`: a pinned partition's only
+/// vCPU, which runs without a time slice ([`run_pinned`]).
 fn run_vcpu(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
+    p.vcpus[v].fpu.restore();
+    let flow = run_vcpu_exits(p, v, unsliced);
+    p.vcpus[v].fpu.save();
+    flow
+}
+
+/// The exits of one slice of vCPU `v`.
+fn run_vcpu_exits(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
     let now = rdtsc();
     let ticks = if unsliced {
         p.next_deadline_for(v)
@@ -203,6 +216,8 @@ fn run_vcpu(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
         let flow = dispatch::handle(p, v, exit);
         profile::mark(Stage::Handler);
         match flow {
+            // An INIT it sent itself leaves it waiting for a SIPI.
+            Flow::Continue if p.vcpus[v].run != RunState::Runnable => return Flow::Yield,
             Flow::Continue => {}
             other => return other,
         }

@@ -59,11 +59,25 @@ pub fn report_last_exits(p: &Partition, v: usize) {
     }
 }
 
+/// The linear address of the instruction at vCPU `v`'s RIP: RIP in 64-bit mode, CS.base +
+/// EIP (32 bits wide) outside it (SDM Vol. 3A §3.4.3, §5.3.1; real mode: CS × 16 + IP, which
+/// may pass 1 MiB with A20 on). CS.base is 0 in every flat mode, the common case.
+#[inline]
+pub fn linear_rip(p: &Partition, v: usize) -> u64 {
+    let vcpu = &p.vcpus[v].vcpu;
+    let (rip, base) = (vcpu.rip(), vcpu.cs_base());
+    if base == 0 || vcpu.mode() == decode::CpuMode::Long64 {
+        rip
+    } else {
+        base.wrapping_add(rip) & 0xffff_ffff
+    }
+}
+
 /// Reads up to 15 bytes of the instruction at the guest's RIP ([`fetch::fetch`]).
 #[inline]
 pub fn fetch_at_rip(p: &Partition, v: usize, buf: &mut [u8; MAX_INSN_LEN]) -> Fetched {
     let paging = p.vcpus[v].vcpu.cr(0) & (1 << 31) != 0;
-    fetch::fetch(&p.ram, p.vcpus[v].vcpu.rip(), p.vcpus[v].vcpu.cr(3), paging, buf)
+    fetch::fetch(&p.ram, linear_rip(p, v), p.vcpus[v].vcpu.cr(3), paging, buf)
 }
 
 /// The bytes at RIP did not decode (`err`): when they ended before the instruction did, the
@@ -98,7 +112,8 @@ pub fn fault_or_kill(
 /// CPU): from the [`CodeSite`] cache when it is still the same instruction there.
 #[inline]
 pub fn decoded_len(p: &mut Partition, v: usize) -> Result<usize, Flow> {
-    let (rip, cr3) = (p.vcpus[v].vcpu.rip(), p.vcpus[v].vcpu.cr(3));
+    // Keyed by the linear address: the same bytes under the same CR3.
+    let (rip, cr3) = (linear_rip(p, v), p.vcpus[v].vcpu.cr(3));
     if let Some(c) = &p.vcpus[v].insn_cache
         // SAFETY: the site was captured from this partition's RAM, which lives as long as it.
         && unsafe { c.still_valid(rip, cr3) }

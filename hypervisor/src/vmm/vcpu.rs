@@ -107,6 +107,8 @@ pub struct InitialState {
     pub tr: Segment,
     pub gdt_base: u64,
     pub gdt_limit: u16,
+    pub idt_base: u64,
+    pub idt_limit: u16,
 }
 
 /// MSRs whose guest value lives in the backend's hardware state rather than in the core's
@@ -176,6 +178,9 @@ pub trait Vcpu {
     fn set_msr(&mut self, m: HwMsr, v: u64);
     /// The guest's execution mode.
     fn mode(&self) -> CpuMode;
+    /// CS's base: outside 64-bit mode, the instruction at RIP is at linear CS.base + RIP
+    /// (SDM Vol. 3A §3.4.3; real mode: CS × 16).
+    fn cs_base(&self) -> u64;
     /// The guest's current privilege level (SS.DPL on VMX, SDM vol. 3C §25.4.1; the VMCB's
     /// CPL field on SVM, APM vol. 2 §15.5.1).
     fn cpl(&self) -> u8;
@@ -199,6 +204,12 @@ pub trait Vcpu {
     fn pass_through_ports(&mut self, first: u16, count: u16);
     /// Root of the second-level table changed or shrank: flush its translations.
     fn flush_second_level(&mut self);
+    /// Puts the vCPU into architectural state `s`, as INIT and a start-up IPI do (SDM Vol. 3A
+    /// §10.1.1, Table 10-1; APM Vol. 2 §14.1.3): registers, segments (LDTR unusable), control
+    /// registers, EFER, GDTR, IDTR, DR7; a queued event, an interrupt shadow, a pending
+    /// single-step trap and the interrupt window are dropped. The hardware-held MSRs other
+    /// than EFER keep their values (INIT leaves MSRs alone).
+    fn reset(&mut self, s: &InitialState);
     /// Prints the vendor's view of the guest state (for failed entries and crash reports).
     fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result;
 }

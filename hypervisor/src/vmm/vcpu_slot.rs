@@ -1,6 +1,7 @@
 //! One virtual CPU of a partition as the core keeps it: the backend's vCPU, where it is in its
 //! run (runnable, halted, waiting for a start-up IPI, stopped), what it alone raises (the timer
-//! hypercall's vector), its last exits and its instruction-length cache. What the vCPUs of a
+//! hypercall's vector), its FPU state and XCR0, its last exits and its instruction-length
+//! cache. What the vCPUs of a
 //! partition share (RAM, second-level table, buses, PIC, devices, statistics) stays in the
 //! [`Partition`](super::partition::Partition).
 //!
@@ -9,8 +10,10 @@
 
 use super::code_site::CodeSite;
 use super::exit::VmExit;
+use super::fpu::Fpu;
 use super::interrupts::VectorSet;
 use super::vcpu::Vcpu;
+use super::vlapic::Vlapic;
 use alloc::boxed::Box;
 
 /// Where one vCPU is in its run.
@@ -74,12 +77,18 @@ pub struct VcpuSlot {
     pub last_exits: ExitRing,
     /// The last instruction whose length the core decoded (CPUs without a next RIP).
     pub insn_cache: Option<CodeSite>,
+    /// Its x87/SSE/AVX registers and XCR0 while another vCPU runs.
+    pub fpu: Fpu,
+    /// Its local APIC (`vmm/vlapic.rs`).
+    pub lapic: Vlapic,
 }
 
 impl VcpuSlot {
-    pub fn new(vcpu: Box<dyn Vcpu>, run: RunState) -> Self {
+    pub fn new(vcpu: Box<dyn Vcpu>, run: RunState, fpu: Fpu, lapic: Vlapic) -> Self {
         Self {
             vcpu,
+            fpu,
+            lapic,
             run,
             timer: None,
             vectors: VectorSet::default(),

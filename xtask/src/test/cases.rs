@@ -336,6 +336,35 @@ pub const CASES: &[Case] = &[
         test_disk: false,
         cpus: 1,
     },
+    // A partition with two vCPUs (`scenarios/vcpus2.toml`): INIT-SIPI-SIPI, APIC timer, IPIs.
+    Case {
+        name: "svm-vcpus2",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "vcpus2",
+        expect: VCPUS2,
+        status: Expect::Success,
+        timeout_s: 60,
+        input: &[],
+        test_disk: false,
+        cpus: 1,
+    },
+    Case {
+        name: "vmx-vcpus2",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: Some("tigerlake"),
+        append: "",
+        scenario: "vcpus2",
+        expect: VCPUS2,
+        status: Expect::Success,
+        timeout_s: 180,
+        input: &[],
+        test_disk: false,
+        cpus: 1,
+    },
     // The chaos guest (`scenarios/chaos.toml`) with the log at `warn`: its tens of thousands
     // of refused MSRs and ports would each be an `info` line on a slow serial port.
     Case {

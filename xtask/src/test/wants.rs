@@ -20,6 +20,24 @@ pub const POWER_OFF_OK: Want = Line("hypervisor: power off: ok");
 /// `scenarios/probe.toml`: one probe that passes every check.
 pub const PROBE: &[Want] = &[PROBE_PASSES, PROBE_SUMMARY, PROBE_EXIT, POWER_OFF_OK];
 
+/// `scenarios/vcpus2.toml`: the probe's two-vCPU mode: vCPU 1 started by INIT-SIPI-SIPI
+/// (the hypervisor says where), its APIC timer, fixed IPIs both ways, a restart by INIT.
+pub const VCPUS2: &[Want] = &[
+    Line("[probe-smp] PASS vcpus2-ap-started"),
+    Line("[probe-smp] PASS vcpus2-ap-real-mode-cs"),
+    Line("[probe-smp] PASS vcpus2-ap-apic-timer"),
+    Line("[probe-smp] PASS vcpus2-fpu-isolated"),
+    Line("[probe-smp] PASS vcpus2-second-sipi-ignored"),
+    Line("[probe-smp] PASS vcpus2-ipi-to-ap"),
+    Line("[probe-smp] PASS vcpus2-ipi-to-bsp"),
+    Line("[probe-smp] PASS vcpus2-init-restarts"),
+    Line("[probe-smp] PASS vcpus2-ap-timer-after-init"),
+    LineWith(&["[probe-smp] probe: ", " checks, 0 failed"]),
+    Line("partition probe-smp: vCPU 1 started by vCPU 0 at 0x8000"),
+    Line("hypervisor: partition probe-smp (id 0): shut down with status 0 [as expected]"),
+    POWER_OFF_OK,
+];
+
 /// `scenarios/attack.toml`: the hypervisor refuses each forbidden access (its log lines) and
 /// stops each attack partition (its `stopped:` warning and its final report), while the
 /// neighbouring probe passes every check. RIPs and addresses are left out: they move with the
@@ -199,9 +217,10 @@ pub const LINUX: &[Want] = &[
     Line("[linux] PASS uname-r"),
     Line("[linux] PASS cpuinfo-hypervisor"),
     Line("[linux] PASS timer-ticks"),
+    Line("[linux] PASS lapic-timer"),
     Line("[linux] PASS date"),
     Line("[linux] PASS tmpfs"),
-    Line("[linux] ALL-CHECKS-DONE passed=5 failed=0"),
+    Line("[linux] ALL-CHECKS-DONE passed=6 failed=0"),
     PROBE_PASSES,
     PROBE_SUMMARY,
     Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
@@ -234,6 +253,7 @@ pub const MGMT_LINUX: &[Want] = &[
     Line("[lx] PASS timer-ticks"),
     Line("[lx] PASS date"),
     Line("[lx] PASS tmpfs"),
+    Line("[lx] SKIP lapic-timer: the kernel uses no local APIC"),
     Line("[lx] ALL-CHECKS-DONE passed=5 failed=0"),
     Line("[mgmt] stats lx: "),
     Line("destroyed lx"),

@@ -43,7 +43,9 @@ use crate::arch::x86::paging::HostPages;
 use crate::mm::addr::{HostPhys, PAGE_SIZE};
 use crate::vmm::code_site::CodeSite;
 use crate::vmm::exit::VmExit;
-use crate::vmm::vcpu::{CpuMode, EntryError, Event, Gprs, HwMsr, Vcpu, VcpuConfig, reg};
+use crate::vmm::vcpu::{
+    CpuMode, EntryError, Event, Gprs, HwMsr, InitialState, Vcpu, VcpuConfig, reg,
+};
 use core::fmt;
 
 const RFLAGS_IF: u64 = 1 << 9;
@@ -165,17 +167,25 @@ impl SvmVcpu {
         c.np_control = NP_ENABLE;
         c.n_cr3 = config.slat_root;
 
-        let s = &config.initial;
-        let g = &mut v.save;
+        v.save.g_pat = PAT_DEFAULT;
+        self.write_guest_state(&config.initial);
+    }
+
+    /// Writes the guest state `s` gives into the save area (checked by VMRUN, §15.5.1).
+    fn write_guest_state(&mut self, s: &InitialState) {
+        let g = &mut self.vmcb_mut().save;
         let data = Seg::from_segment(&s.data);
         g.cs = Seg::from_segment(&s.cs);
         (g.ds, g.es, g.ss, g.fs, g.gs) = (data, data, data, data, data);
         g.tr = Seg::from_segment(&s.tr);
         g.gdtr = Seg { limit: u32::from(s.gdt_limit), base: s.gdt_base, ..Seg::default() };
-        // LDTR and IDTR stay zero: no LDT, IDTR limit 0.
+        g.idtr = Seg { limit: u32::from(s.idt_limit), base: s.idt_base, ..Seg::default() };
+        // No LDT.
+        g.ldtr = Seg::default();
         g.cpl = ((s.cs.access >> 5) & 3) as u8;
         g.efer = s.efer | EFER_SVME;
         g.cr0 = s.cr0;
+        g.cr2 = 0;
         g.cr3 = s.cr3;
         g.cr4 = s.cr4;
         g.dr6 = 0xffff_0ff0;
@@ -184,7 +194,6 @@ impl SvmVcpu {
         g.rip = s.rip;
         g.rsp = s.gprs.0[reg::RSP];
         g.rax = s.gprs.0[reg::RAX];
-        g.g_pat = PAT_DEFAULT;
     }
 
     /// One VMRUN to the next #VMEXIT (the body of [`Vcpu::run`]); `start` is when the run began.
@@ -384,6 +393,10 @@ impl Vcpu for SvmVcpu {
         }
     }
 
+    fn cs_base(&self) -> u64 {
+        self.vmcb().save.cs.base
+    }
+
     fn cpl(&self) -> u8 {
         self.vmcb().save.cpl & 3
     }
@@ -458,6 +471,21 @@ impl Vcpu for SvmVcpu {
     }
 
     fn flush_second_level(&mut self) {
+        self.flush = true;
+    }
+
+    fn reset(&mut self, s: &InitialState) {
+        self.write_guest_state(s);
+        self.set_interrupt_window_exiting(false);
+        let c = &mut self.vmcb_mut().control;
+        c.int_state = 0;
+        c.event_inj = 0;
+        // V_TPR (CR8) is 0 after INIT.
+        c.int_ctl.remove(IntCtl::V_TPR);
+        self.gprs = s.gprs;
+        self.pending = None;
+        self.next_rip = None;
+        self.cpuid_site = None;
         self.flush = true;
     }
 

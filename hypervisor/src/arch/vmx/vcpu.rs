@@ -11,7 +11,9 @@ use crate::arch::x86::{gdt, instr::rdmsr, paging::HostPages};
 use crate::mm::addr::HostPhys;
 use crate::vmm::exit::VmExit;
 use crate::vmm::msr::{IA32_PAT, PAT_RESET};
-use crate::vmm::vcpu::{CpuMode, EntryError, Event, Gprs, HwMsr, Segment, Vcpu, VcpuConfig, reg};
+use crate::vmm::vcpu::{
+    CpuMode, EntryError, Event, Gprs, HwMsr, InitialState, Segment, Vcpu, VcpuConfig, reg,
+};
 use alloc::boxed::Box;
 use core::fmt;
 
@@ -139,8 +141,6 @@ impl VmxVcpu {
         // CR0/CR4: the host owns the bits VMX fixes; the guest sees its own values.
         v.write(F::Cr0GuestHostMask, self.cr0_mask());
         v.write(F::Cr4GuestHostMask, self.cr4_fixed.owned_by_host());
-        v.write(F::Cr0ReadShadow, s.cr0);
-        v.write(F::Cr4ReadShadow, s.cr4);
 
         // Host state (SDM §25.5, checked by §27.2.2-27.2.4).
         let sel = gdt::selectors();
@@ -169,84 +169,7 @@ impl VmxVcpu {
         v.write(F::HostEfer, x86_64::registers::model_specific::Efer::read_raw());
         v.write(F::HostRip, vmx_exit as *const () as u64);
 
-        // Guest state (SDM §25.4, checked by §27.3.1).
-        v.write(F::GuestCr0, self.cr0_fixed.apply(s.cr0) & !CR0_CD_NW);
-        v.write(F::GuestCr3, s.cr3);
-        v.write(F::GuestCr4, self.cr4_fixed.apply(s.cr4));
-        v.write(F::GuestEfer, s.efer);
-        v.write(F::GuestDr7, 0x400);
-        v.write(F::GuestRsp, s.gprs.0[reg::RSP]);
-        v.write(F::GuestRip, s.rip);
-        v.write(F::GuestRflags, s.rflags);
-        write_segment(
-            &v,
-            F::GuestCsSelector,
-            F::GuestCsBase,
-            F::GuestCsLimit,
-            F::GuestCsAccess,
-            &s.cs,
-        );
-        write_segment(
-            &v,
-            F::GuestDsSelector,
-            F::GuestDsBase,
-            F::GuestDsLimit,
-            F::GuestDsAccess,
-            &s.data,
-        );
-        write_segment(
-            &v,
-            F::GuestEsSelector,
-            F::GuestEsBase,
-            F::GuestEsLimit,
-            F::GuestEsAccess,
-            &s.data,
-        );
-        write_segment(
-            &v,
-            F::GuestSsSelector,
-            F::GuestSsBase,
-            F::GuestSsLimit,
-            F::GuestSsAccess,
-            &s.data,
-        );
-        write_segment(
-            &v,
-            F::GuestFsSelector,
-            F::GuestFsBase,
-            F::GuestFsLimit,
-            F::GuestFsAccess,
-            &s.data,
-        );
-        write_segment(
-            &v,
-            F::GuestGsSelector,
-            F::GuestGsBase,
-            F::GuestGsLimit,
-            F::GuestGsAccess,
-            &s.data,
-        );
-        write_segment(
-            &v,
-            F::GuestTrSelector,
-            F::GuestTrBase,
-            F::GuestTrLimit,
-            F::GuestTrAccess,
-            &s.tr,
-        );
-        write_segment(
-            &v,
-            F::GuestLdtrSelector,
-            F::GuestLdtrBase,
-            F::GuestLdtrLimit,
-            F::GuestLdtrAccess,
-            &Segment::default(),
-        );
-        v.write(F::GuestLdtrAccess, 1 << 16); // unusable (SDM Table 25-2, bit 16)
-        v.write(F::GuestGdtrBase, s.gdt_base);
-        v.write(F::GuestGdtrLimit, u64::from(s.gdt_limit));
-        v.write(F::GuestIdtrBase, 0);
-        v.write(F::GuestIdtrLimit, 0);
+        self.write_guest_state(&v, s);
         v.write(F::GuestInterruptibility, 0);
         v.write(F::GuestActivityState, 0);
         v.write(F::GuestPendingDebugExceptions, 0);
@@ -260,6 +183,90 @@ impl VmxVcpu {
         // backend); reading it changes nothing.
         v.write(F::HostPat, unsafe { rdmsr(IA32_PAT) });
         Ok(())
+    }
+
+    /// Writes the guest-state fields `s` gives (SDM §25.4, checked by §27.3.1) and the CR0/CR4
+    /// read shadows.
+    fn write_guest_state(&self, v: &Current, s: &InitialState) {
+        v.write(F::Cr0ReadShadow, s.cr0);
+        v.write(F::Cr4ReadShadow, s.cr4);
+        v.write(F::GuestCr0, self.cr0_fixed.apply(s.cr0) & !CR0_CD_NW);
+        v.write(F::GuestCr3, s.cr3);
+        v.write(F::GuestCr4, self.cr4_fixed.apply(s.cr4));
+        v.write(F::GuestEfer, s.efer);
+        v.write(F::GuestDr7, 0x400);
+        v.write(F::GuestRsp, s.gprs.0[reg::RSP]);
+        v.write(F::GuestRip, s.rip);
+        v.write(F::GuestRflags, s.rflags);
+        write_segment(
+            v,
+            F::GuestCsSelector,
+            F::GuestCsBase,
+            F::GuestCsLimit,
+            F::GuestCsAccess,
+            &s.cs,
+        );
+        write_segment(
+            v,
+            F::GuestDsSelector,
+            F::GuestDsBase,
+            F::GuestDsLimit,
+            F::GuestDsAccess,
+            &s.data,
+        );
+        write_segment(
+            v,
+            F::GuestEsSelector,
+            F::GuestEsBase,
+            F::GuestEsLimit,
+            F::GuestEsAccess,
+            &s.data,
+        );
+        write_segment(
+            v,
+            F::GuestSsSelector,
+            F::GuestSsBase,
+            F::GuestSsLimit,
+            F::GuestSsAccess,
+            &s.data,
+        );
+        write_segment(
+            v,
+            F::GuestFsSelector,
+            F::GuestFsBase,
+            F::GuestFsLimit,
+            F::GuestFsAccess,
+            &s.data,
+        );
+        write_segment(
+            v,
+            F::GuestGsSelector,
+            F::GuestGsBase,
+            F::GuestGsLimit,
+            F::GuestGsAccess,
+            &s.data,
+        );
+        write_segment(
+            v,
+            F::GuestTrSelector,
+            F::GuestTrBase,
+            F::GuestTrLimit,
+            F::GuestTrAccess,
+            &s.tr,
+        );
+        write_segment(
+            v,
+            F::GuestLdtrSelector,
+            F::GuestLdtrBase,
+            F::GuestLdtrLimit,
+            F::GuestLdtrAccess,
+            &Segment::default(),
+        );
+        v.write(F::GuestLdtrAccess, 1 << 16); // unusable (SDM Table 25-2, bit 16)
+        v.write(F::GuestGdtrBase, s.gdt_base);
+        v.write(F::GuestGdtrLimit, u64::from(s.gdt_limit));
+        v.write(F::GuestIdtrBase, s.idt_base);
+        v.write(F::GuestIdtrLimit, u64::from(s.idt_limit));
     }
 
     fn cr0_mask(&self) -> u64 {
@@ -485,6 +492,10 @@ impl Vcpu for VmxVcpu {
         )
     }
 
+    fn cs_base(&self) -> u64 {
+        self.current().read(F::GuestCsBase)
+    }
+
     fn cpl(&self) -> u8 {
         ((self.current().read(F::GuestSsAccess) >> 5) & 3) as u8
     }
@@ -544,6 +555,25 @@ impl Vcpu for VmxVcpu {
     fn flush_second_level(&mut self) {
         // SAFETY: VMX is on (this vCPU exists); INVEPT single-context for our own EPTP.
         let _ = unsafe { super::instr::invept(self.eptp) };
+    }
+
+    fn reset(&mut self, s: &InitialState) {
+        let v = self.current();
+        self.write_guest_state(&v, s);
+        // "IA-32e mode guest" follows EFER.LMA (SDM §27.3.1.1).
+        self.set_msr(HwMsr::Efer, s.efer);
+        v.write(F::GuestInterruptibility, 0);
+        v.write(F::GuestActivityState, 0);
+        v.write(F::GuestPendingDebugExceptions, 0);
+        v.write(F::EntryInterruptionInfo, 0);
+        self.set_interrupt_window_exiting(false);
+        self.gprs = s.gprs;
+        self.rip = s.rip;
+        self.rflags = s.rflags;
+        self.pending = None;
+        self.exit_insn_len = 0;
+        self.cr8 = 0;
+        self.cr2 = Some(0);
     }
 
     fn dump(&self, out: &mut dyn fmt::Write) -> fmt::Result {

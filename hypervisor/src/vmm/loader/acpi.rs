@@ -5,8 +5,13 @@
 //! (0xCF9). The DSDT holds one object, `\_S5`, so that the OS can power the partition off
 //! the normal way (§7.4.2: SLP_TYPa = 5 with SLP_EN into PM1a_CNT).
 //!
-//! No MADT yet: a partition has one vCPU and no local APIC (CPUID hides it), so the OS uses
-//! the 8259 pair, as on a PC without an APIC.
+//! The MADT (§5.2.12) lists one Processor Local APIC per vCPU (x2APIC entries for IDs from
+//! 255 up), the local APICs at 0xFEE0_0000 (`vmm/vlapic.rs`), the NMI on every APIC's LINT1
+//! as a PC wires it, and PCAT_COMPAT: the 8259 pair is there, reaching the CPU through LINT0
+//! in ExtINT mode (virtual wire). No I/O APIC: a partition has none, so the OS stays in
+//! virtual-wire mode (Linux: "APIC: Switch to virtual wire mode").
+
+use crate::vmm::vlapic::APIC_BASE;
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -27,6 +32,14 @@ const XSDT: usize = 0x80;
 const FACS: usize = 0xc0; // 64-byte aligned (§5.2.10)
 const FADT: usize = 0x100;
 const DSDT: usize = 0x240;
+const MADT: usize = 0x280;
+/// MADT bytes before its entries (§5.2.12, Table 5.41).
+const MADT_HEADER: usize = 44;
+/// Local APIC NMI structure (§5.2.12.7): every processor (UID 0xFF), LINT1, edge-triggered,
+/// active high (MPS INTI flags 0b0101).
+const MADT_NMI: [u8; 6] = [4, 6, 0xff, 0b0101, 0, 1];
+/// The most vCPUs the tables describe.
+pub const MAX_VCPUS: u32 = 256;
 
 const OEM_ID: &[u8; 6] = b"MICROH";
 const OEM_TABLE_ID: &[u8; 8] = b"MICROHV ";
@@ -36,10 +49,36 @@ const CREATOR_ID: &[u8; 4] = b"MHV ";
 /// PackageOp, PkgLength 8, four elements (BytePrefix 5, BytePrefix 5, ZeroOp, ZeroOp).
 const S5_AML: [u8; 14] = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0a, 5, 0x0a, 5, 0, 0];
 
-/// The tables, to be written at [`TABLES_GPA`] (their pointers assume that address).
-pub fn tables() -> Vec<u8> {
+/// The MADT entry of the vCPU with ACPI processor UID and APIC ID `id`: a Processor Local
+/// APIC (§5.2.12.2) below 255, a Processor Local x2APIC (§5.2.12.12) from there; enabled.
+fn madt_cpu(id: u32) -> Vec<u8> {
+    if id < 255 {
+        vec![0, 8, id as u8, id as u8, 1, 0, 0, 0]
+    } else {
+        let mut e = vec![9, 16, 0, 0];
+        e.extend_from_slice(&id.to_le_bytes());
+        e.extend_from_slice(&1u32.to_le_bytes());
+        e.extend_from_slice(&id.to_le_bytes());
+        e
+    }
+}
+
+/// The tables for a partition of `vcpus` vCPUs (APIC IDs 0 up; clamped to 1..=[`MAX_VCPUS`]),
+/// to be written at [`TABLES_GPA`] (their pointers assume that address).
+pub fn tables(vcpus: u32) -> Vec<u8> {
     let base = TABLES_GPA;
-    let mut blob = vec![0u8; DSDT + 36 + S5_AML.len()];
+    let mut madt = vec![0u8; MADT_HEADER];
+    for id in 0..vcpus.clamp(1, MAX_VCPUS) {
+        madt.extend(madt_cpu(id));
+    }
+    madt.extend_from_slice(&MADT_NMI);
+    let len = madt.len();
+    header(&mut madt, b"APIC", len, 5);
+    put32(&mut madt, 36, APIC_BASE as u32);
+    put32(&mut madt, 40, 1); // PCAT_COMPAT
+    checksum(&mut madt, 9);
+    let mut blob = vec![0u8; MADT + madt.len()];
+    blob[MADT..].copy_from_slice(&madt);
     let at = |off: usize| base + off as u64;
 
     // DSDT.
@@ -88,14 +127,16 @@ pub fn tables() -> Vec<u8> {
     f[268..276].copy_from_slice(b"MicroHV\0"); // hypervisor vendor identity
     checksum(f, 9);
 
-    // RSDT (32-bit pointers) and XSDT (64-bit), each listing the FADT.
-    let r = &mut blob[RSDT..RSDT + 40];
-    header(r, b"RSDT", 40, 1);
+    // RSDT (32-bit pointers) and XSDT (64-bit), each listing the FADT and the MADT.
+    let r = &mut blob[RSDT..RSDT + 44];
+    header(r, b"RSDT", 44, 1);
     put32(r, 36, at(FADT) as u32);
+    put32(r, 40, at(MADT) as u32);
     checksum(r, 9);
-    let x = &mut blob[XSDT..XSDT + 44];
-    header(x, b"XSDT", 44, 1);
+    let x = &mut blob[XSDT..XSDT + 52];
+    header(x, b"XSDT", 52, 1);
     put64(x, 36, at(FADT));
+    put64(x, 44, at(MADT));
     checksum(x, 9);
 
     // RSDP (§5.2.5.3, revision 2: 36 bytes, two checksums).
@@ -174,7 +215,7 @@ mod tests {
     /// Walks the tables as an OS does (ACPI §5.2.5-§5.2.9) and checks every checksum.
     #[test]
     fn an_os_finds_the_fadt_and_its_registers_from_the_rsdp() {
-        let blob = tables();
+        let blob = tables(1);
         // The RSDP search: "RSD PTR " on a 16-byte boundary, both checksums.
         let rsdp =
             (0..blob.len()).step_by(16).find(|&o| blob[o..].starts_with(b"RSD PTR ")).unwrap();
@@ -207,5 +248,50 @@ mod tests {
         assert_eq!(facs_gpa % 64, 0, "FACS 64-byte aligned");
         assert_eq!(&table(&blob, facs_gpa)[..4], b"FACS");
         assert!(TABLES_GPA + blob.len() as u64 <= 0x10_0000, "inside the BIOS area");
+    }
+
+    /// The MADT an OS finds through the XSDT and RSDT: checksum, the APIC address,
+    /// PCAT_COMPAT, one enabled processor entry per vCPU with its APIC ID, LINT1 as NMI.
+    #[test]
+    fn the_madt_lists_every_vcpu() {
+        for vcpus in [1u32, 2, 4, 300] {
+            let blob = tables(vcpus);
+            let p = &blob[RSDP..RSDP + 36];
+            let xsdt = table(&blob, u64_at(p, 24));
+            let rsdt = table(&blob, u64::from(u32_at(p, 16)));
+            assert_eq!((xsdt.len(), rsdt.len()), (52, 44), "two tables listed");
+            assert!(sums_to_zero(xsdt) && sums_to_zero(rsdt));
+            assert_eq!(u64_at(xsdt, 44), u64::from(u32_at(rsdt, 40)));
+            let madt = table(&blob, u64_at(xsdt, 44));
+            assert_eq!(&madt[..4], b"APIC");
+            assert!(sums_to_zero(madt), "{vcpus} vCPUs: checksum");
+            assert_eq!(u32_at(madt, 36), 0xfee0_0000, "local APIC address");
+            assert_eq!(u32_at(madt, 40) & 1, 1, "PCAT_COMPAT: 8259 pair present");
+            let (mut ids, mut nmis, mut off) = (Vec::new(), Vec::new(), MADT_HEADER);
+            while off < madt.len() {
+                let (kind, len) = (madt[off], usize::from(madt[off + 1]));
+                let e = &madt[off..off + len];
+                match kind {
+                    0 => {
+                        assert_eq!(len, 8);
+                        assert_eq!(u32_at(e, 4) & 1, 1, "enabled");
+                        ids.push(u32::from(e[3]));
+                    }
+                    9 => {
+                        assert_eq!(len, 16);
+                        assert_eq!(u32_at(e, 8) & 1, 1, "enabled");
+                        ids.push(u32_at(e, 4));
+                    }
+                    4 => nmis.push((e[2], e[5])),
+                    1 => panic!("an I/O APIC entry, but no partition has one"),
+                    k => panic!("unexpected MADT entry type {k}"),
+                }
+                off += len;
+            }
+            assert_eq!(off, madt.len(), "entries fill the table exactly");
+            assert_eq!(ids, (0..vcpus.min(MAX_VCPUS)).collect::<Vec<_>>(), "clamped to MAX_VCPUS");
+            assert_eq!(nmis, [(0xff, 1)], "NMI on LINT1 of every processor");
+            assert!(TABLES_GPA + blob.len() as u64 <= 0x10_0000, "inside the BIOS area");
+        }
     }
 }

@@ -232,6 +232,7 @@ impl Machine<'_> {
             image,
             format,
             memory: req.memory_mib << 20,
+            vcpus: 1,
             cmdline: String::from(cmdline),
             expect: crate::vmm::manifest::Expect::Exit,
             initrd,

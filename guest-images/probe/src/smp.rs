@@ -1,0 +1,295 @@
+//! The `vcpus=2` mode (scenario `vcpus2`): this vCPU, the bootstrap processor, starts vCPU 1
+//! the way a PC's firmware or kernel starts an application processor, INIT, then two
+//! start-up IPIs (SDM Vol. 3A §9.4.4.1), into a real-mode trampoline below 1 MiB; then checks
+//! that it reports in at the SIPI's address, that its APIC timer fires, that fixed IPIs
+//! arrive both ways, and that a second INIT-SIPI restarts it.
+//!
+//! Both vCPUs drive their local APIC through the x2APIC MSRs (SDM Vol. 3A §11.12): the
+//! application processor stays in real mode, where the xAPIC page at 0xFEE0_0000 is out of
+//! reach and WRMSR is not. Its interrupt vectors go through a real-mode IVT in the trampoline
+//! page (its IDTR points there).
+
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use guest_rt::exception::{InterruptFrame, register_handler};
+use guest_rt::{Checks, checks::Why, ensure, instr};
+
+/// Where the trampoline goes, and the start-up IPI's vector that names it (0x08 -> 0x8000).
+const TRAMPOLINE: u64 = 0x8000;
+const SIPI_VECTOR: u64 = TRAMPOLINE >> 12;
+/// Offsets in the trampoline page: the IVT (256 four-byte entries), the IDTR image, the
+/// shared counters (written by the application processor, read here).
+const IVT: u64 = 0x400;
+const IDTR: u64 = 0xf80;
+const UP: u64 = 0x800;
+const TIMER_HITS: u64 = 0x804;
+const IPI_HITS: u64 = 0x808;
+const CS_SEEN: u64 = 0x80c;
+/// The x87 control word vCPU 1 loads (at 0x810), and where its timer handler stores the one it
+/// has (0x812).
+const AP_FCW: u64 = 0x810;
+const AP_FCW_SEEN: u64 = 0x812;
+/// Control words, every exception masked: vCPU 1's (round toward zero) and this vCPU's (53-bit
+/// precision; neither is what FNINIT gives).
+const AP_FCW_VALUE: u16 = 0x0c7f;
+const BSP_FCW_VALUE: u16 = 0x027f;
+/// The application processor's vectors: its APIC timer and the IPI from here; and the IPI it
+/// sends back.
+const AP_TIMER_VECTOR: u8 = 0x40;
+const AP_IPI_VECTOR: u8 = 0x41;
+const BSP_IPI_VECTOR: u8 = 0x42;
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const X2APIC_EOI: u32 = 0x80b;
+const X2APIC_SVR: u32 = 0x80f;
+const X2APIC_ICR: u32 = 0x830;
+/// ICR (x2APIC: destination in bits 63:32): delivery modes, level assert, level trigger.
+const ICR_INIT: u64 = 5 << 8;
+const ICR_STARTUP: u64 = 6 << 8;
+const ICR_ASSERT: u64 = 1 << 14;
+const ICR_LEVEL: u64 = 1 << 15;
+const AP_APIC_ID: u64 = 1;
+
+/// How long to wait for the other vCPU, in TSC ticks (it runs when this one's slice ends).
+const WAIT_TICKS: u64 = 400_000_000;
+
+static REPLIES: AtomicU32 = AtomicU32::new(0);
+
+// The application processor's code, copied to TRAMPOLINE and entered in real mode with CS =
+// 0x0800, IP = 0. DS = SS = CS; counters at fixed offsets (the constants above).
+global_asm!(
+    ".pushsection .text.ap_trampoline, \"ax\"",
+    ".global probe_ap_start",
+    ".global probe_ap_end",
+    ".global probe_ap_timer",
+    ".global probe_ap_ipi",
+    ".code16",
+    "probe_ap_start:",
+    "cli",
+    "mov ax, cs",
+    "mov ds, ax",
+    "mov ss, ax",
+    "mov sp, 0xf00",
+    "mov word ptr [0x80c], ax",
+    "lidt [0xf80]",
+    "lock inc dword ptr [0x800]",
+    // Its own x87 control word (the one at 0x810), which vCPU 0 must not see.
+    "fninit",
+    "fldcw word ptr [0x810]",
+    // x2APIC on (IA32_APIC_BASE bits 10 and 11), software-enabled (SVR 0x1FF).
+    "mov ecx, 0x1b",
+    "rdmsr",
+    "or eax, 0xc00",
+    "wrmsr",
+    "xor edx, edx",
+    "mov ecx, 0x80f",
+    "mov eax, 0x1ff",
+    "wrmsr",
+    // Timer: divide by 1, one-shot on vector 0x40, 50,000 bus-clock ticks.
+    "mov ecx, 0x83e",
+    "mov eax, 0xb",
+    "wrmsr",
+    "mov ecx, 0x832",
+    "mov eax, 0x40",
+    "wrmsr",
+    "mov ecx, 0x838",
+    "mov eax, 50000",
+    "wrmsr",
+    "sti",
+    "2:",
+    "hlt",
+    "jmp 2b",
+    // Vector 0x40: count, EOI.
+    "probe_ap_timer:",
+    "push eax",
+    "push ecx",
+    "push edx",
+    "lock inc dword ptr [0x804]",
+    "fnstcw word ptr [0x812]",
+    "xor eax, eax",
+    "xor edx, edx",
+    "mov ecx, 0x80b",
+    "wrmsr",
+    "pop edx",
+    "pop ecx",
+    "pop eax",
+    "iret",
+    // Vector 0x41: count, EOI, answer with a fixed IPI on vector 0x42 to APIC ID 0.
+    "probe_ap_ipi:",
+    "push eax",
+    "push ecx",
+    "push edx",
+    "lock inc dword ptr [0x808]",
+    "xor eax, eax",
+    "xor edx, edx",
+    "mov ecx, 0x80b",
+    "wrmsr",
+    "mov eax, 0x42",
+    "mov ecx, 0x830",
+    "wrmsr",
+    "pop edx",
+    "pop ecx",
+    "pop eax",
+    "iret",
+    "probe_ap_end:",
+    ".code64",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    static probe_ap_start: u8;
+    static probe_ap_end: u8;
+    static probe_ap_timer: u8;
+    static probe_ap_ipi: u8;
+}
+
+/// The trampoline's bytes, and its two handlers' offsets in it.
+fn trampoline() -> (&'static [u8], u16, u16) {
+    // SAFETY: the symbols delimit the assembled trampoline in this image's text, which is
+    // mapped and never written.
+    unsafe {
+        let start = &raw const probe_ap_start;
+        let len = (&raw const probe_ap_end).offset_from(start) as usize;
+        let timer = (&raw const probe_ap_timer).offset_from(start) as u16;
+        let ipi = (&raw const probe_ap_ipi).offset_from(start) as u16;
+        (core::slice::from_raw_parts(start, len), timer, ipi)
+    }
+}
+
+fn shared(offset: u64) -> &'static AtomicU32 {
+    // SAFETY: the trampoline page is RAM below 1 MiB that nothing else uses, identity-mapped;
+    // the counters are 4-byte aligned and only touched atomically (here and by LOCK INC).
+    unsafe { &*((TRAMPOLINE + offset) as *const AtomicU32) }
+}
+
+fn icr(value: u64) {
+    // SAFETY: the x2APIC is on (checked before); an ICR write only sends an IPI.
+    unsafe { instr::wrmsr(X2APIC_ICR, value) };
+}
+
+/// Loads the x87 control word.
+fn set_fcw(v: u16) {
+    // SAFETY: FLDCW changes only x87 rounding, precision and exception masks; this guest does
+    // no x87 arithmetic, and every exception stays masked in the values used here.
+    unsafe { core::arch::asm!("fldcw word ptr [{}]", in(reg) &v, options(nostack, readonly)) };
+}
+
+/// The x87 control word.
+fn fcw() -> u16 {
+    let mut v: u16 = 0;
+    // SAFETY: FNSTCW stores two bytes into `v`.
+    unsafe { core::arch::asm!("fnstcw word ptr [{}]", in(reg) &mut v, options(nostack)) };
+    v
+}
+
+fn on_reply(_: &mut InterruptFrame) {
+    REPLIES.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: EOI of the interrupt being handled.
+    unsafe { instr::wrmsr(X2APIC_EOI, 0) };
+}
+
+/// Waits (interrupts on, so that the reply IPI comes in) until `done`, or the time runs out.
+fn wait_for(done: impl Fn() -> bool) -> bool {
+    let start = instr::rdtsc();
+    while !done() {
+        if instr::rdtsc().wrapping_sub(start) > WAIT_TICKS {
+            return false;
+        }
+        instr::sti();
+        core::hint::spin_loop();
+        instr::cli();
+    }
+    true
+}
+
+/// INIT (assert, de-assert), then two start-up IPIs, to APIC ID 1.
+fn init_sipi_sipi() {
+    let dest = AP_APIC_ID << 32;
+    icr(dest | ICR_INIT | ICR_ASSERT | ICR_LEVEL);
+    icr(dest | ICR_INIT | ICR_LEVEL);
+    icr(dest | ICR_STARTUP | SIPI_VECTOR);
+    icr(dest | ICR_STARTUP | SIPI_VECTOR);
+}
+
+/// Turns this vCPU's APIC to x2APIC mode.
+fn x2apic_on() -> Result<(), Why> {
+    let has = instr::cpuid(1, 0).ecx & (1 << 21) != 0;
+    ensure!(has, "CPUID.1:ECX.x2APIC is clear")?;
+    // SAFETY: IA32_APIC_BASE with the x2APIC offered: xAPIC -> x2APIC is a legal transition
+    // (SDM Vol. 3A §11.12.5); SVR enables the APIC.
+    unsafe {
+        let base = instr::rdmsr(IA32_APIC_BASE);
+        instr::wrmsr(IA32_APIC_BASE, base | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
+        instr::wrmsr(X2APIC_SVR, 0x1ff);
+    }
+    Ok(())
+}
+
+pub fn run(c: &mut Checks) {
+    if !c.check("vcpus2-x2apic", x2apic_on()) {
+        return;
+    }
+    register_handler(BSP_IPI_VECTOR, on_reply);
+    let (code, timer, ipi) = trampoline();
+    // SAFETY: the trampoline page below 1 MiB is RAM no part of the image uses (the contract's
+    // boot structures end at 0x6000), identity-mapped; the other vCPU waits for a SIPI.
+    unsafe {
+        let page = TRAMPOLINE as *mut u8;
+        core::ptr::write_bytes(page, 0, 4096);
+        core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len());
+        let ivt = (TRAMPOLINE + IVT) as *mut u16;
+        let segment = (TRAMPOLINE >> 4) as u16;
+        for (vector, offset) in [(AP_TIMER_VECTOR, timer), (AP_IPI_VECTOR, ipi)] {
+            ivt.add(2 * usize::from(vector)).write(offset);
+            ivt.add(2 * usize::from(vector) + 1).write(segment);
+        }
+        ((TRAMPOLINE + AP_FCW) as *mut u16).write(AP_FCW_VALUE);
+        let idtr = (TRAMPOLINE + IDTR) as *mut u16;
+        idtr.write(0x3ff);
+        idtr.add(1).cast::<u32>().write_unaligned((TRAMPOLINE + IVT) as u32);
+    }
+    c.check("vcpus2-trampoline-fits", ensure!(code.len() < IVT as usize, "{} bytes", code.len()));
+
+    set_fcw(BSP_FCW_VALUE);
+    init_sipi_sipi();
+    let up = wait_for(|| shared(UP).load(Ordering::SeqCst) >= 1);
+    c.check("vcpus2-ap-started", ensure!(up, "vCPU 1 never reported in after INIT-SIPI-SIPI"));
+    if !up {
+        return;
+    }
+    let cs = shared(CS_SEEN).load(Ordering::SeqCst) & 0xffff;
+    c.check_eq("vcpus2-ap-real-mode-cs", u64::from(cs), SIPI_VECTOR << 8);
+    let fired = wait_for(|| shared(TIMER_HITS).load(Ordering::SeqCst) >= 1);
+    c.check("vcpus2-ap-apic-timer", ensure!(fired, "vCPU 1's one-shot APIC timer never fired"));
+    // Both ran since: each still has its own x87 control word.
+    let ap_fcw = shared(AP_FCW_SEEN - 2).load(Ordering::SeqCst) >> 16;
+    let bsp_fcw = fcw();
+    c.check(
+        "vcpus2-fpu-isolated",
+        ensure!(
+            bsp_fcw == BSP_FCW_VALUE && ap_fcw == u32::from(AP_FCW_VALUE),
+            "x87 control words: vCPU 0 {bsp_fcw:#06x} (set {BSP_FCW_VALUE:#06x}), vCPU 1 {ap_fcw:#06x} (set {AP_FCW_VALUE:#06x})"
+        ),
+    );
+    let ups = shared(UP).load(Ordering::SeqCst);
+    c.check("vcpus2-second-sipi-ignored", ensure!(ups == 1, "vCPU 1 started {ups} times"));
+
+    icr((AP_APIC_ID << 32) | u64::from(AP_IPI_VECTOR));
+    let got = wait_for(|| shared(IPI_HITS).load(Ordering::SeqCst) >= 1);
+    c.check("vcpus2-ipi-to-ap", ensure!(got, "vCPU 1 never took the fixed IPI on 0x41"));
+    let back = wait_for(|| REPLIES.load(Ordering::SeqCst) >= 1);
+    c.check("vcpus2-ipi-to-bsp", ensure!(back, "the fixed IPI on 0x42 from vCPU 1 never came"));
+
+    // INIT and SIPI again: the application processor starts over at the trampoline.
+    init_sipi_sipi();
+    let again = wait_for(|| shared(UP).load(Ordering::SeqCst) >= 2);
+    c.check("vcpus2-init-restarts", ensure!(again, "vCPU 1 did not start again after INIT"));
+    let timer_again = wait_for(|| shared(TIMER_HITS).load(Ordering::SeqCst) >= 2);
+    c.check(
+        "vcpus2-ap-timer-after-init",
+        ensure!(timer_again, "vCPU 1's timer did not fire after its restart"),
+    );
+}

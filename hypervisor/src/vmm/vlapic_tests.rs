@@ -1,0 +1,143 @@
+use super::*;
+use crate::devices::clock::ManualClock;
+
+fn vlapic() -> (Rc<ManualClock>, Vlapic) {
+    let clock = Rc::new(ManualClock::new(1_000_000_000));
+    (clock.clone(), Vlapic::new(clock, 0, true))
+}
+
+const XAPIC: u64 = APIC_BASE | BASE_EN | BASE_BSP;
+const X2APIC: u64 = XAPIC | BASE_EXTD;
+
+#[test]
+fn firmware_state() {
+    let (_, mut a) = vlapic();
+    assert_eq!(a.base(), XAPIC, "enabled at 0xFEE00000, the BSP");
+    assert!(a.xapic_mode());
+    assert_eq!(a.mmio_read(u64::from(reg::ID), 4), 0);
+    assert_eq!(a.mmio_read(u64::from(reg::VERSION), 4) & 0xff, 0x14);
+    assert_eq!(a.mmio_read(u64::from(reg::SVR), 4), 0x1ff, "software-enabled");
+    assert_eq!(a.mmio_read(u64::from(reg::LVT_LINT0), 4), 0x700, "ExtINT, unmasked");
+    assert_eq!(a.mmio_read(u64::from(reg::LVT_LINT1), 4), 0x400, "NMI, unmasked");
+    assert_ne!(a.mmio_read(u64::from(reg::LVT_TIMER), 4) & (1 << 16), 0, "timer masked");
+    assert!(a.extint_open(), "virtual wire");
+}
+
+#[test]
+fn apic_base_transitions() {
+    let (_, mut a) = vlapic();
+    // Reserved bits, the invalid state, moving the base.
+    assert_eq!(a.set_base(XAPIC | 1), Err(BaseError::Reserved));
+    assert_eq!(a.set_base(XAPIC | (1 << 9)), Err(BaseError::Reserved));
+    assert_eq!(a.set_base(APIC_BASE | BASE_EXTD), Err(BaseError::Invalid));
+    assert_eq!(a.set_base(0xfed0_0000 | BASE_EN), Err(BaseError::Moved));
+    assert_eq!(a.base(), XAPIC, "unchanged by refused writes");
+    // xAPIC -> x2APIC is allowed and keeps the state; x2APIC -> xAPIC is not.
+    a.mmio_write(u64::from(reg::TPR), 4, 0x20);
+    assert_eq!(a.set_base(X2APIC), Ok(()));
+    assert!(!a.xapic_mode());
+    assert_eq!(a.read_msr(0x808), Some(0x20), "TPR kept");
+    assert_eq!(a.read_msr(0x802), Some(0), "x2APIC ID");
+    assert_eq!(a.set_base(XAPIC), Err(BaseError::X2apicToXapic));
+    assert_eq!(a.base(), X2APIC);
+    // The BSP bit is read-only.
+    assert_eq!(a.set_base(X2APIC & !BASE_BSP), Ok(()));
+    assert_eq!(a.base(), X2APIC);
+    // x2APIC -> disabled resets the APIC; disabled -> x2APIC is refused; -> xAPIC is fine.
+    assert_eq!(a.set_base(APIC_BASE), Ok(()));
+    assert!(!a.enabled());
+    assert_eq!(a.set_base(X2APIC), Err(BaseError::DisabledToX2apic));
+    assert_eq!(a.set_base(XAPIC), Ok(()));
+    assert_eq!(a.mmio_read(u64::from(reg::TPR), 4), 0, "reset by the disable");
+    assert_eq!(a.mmio_read(u64::from(reg::SVR), 4), 0xff, "power-up state");
+    assert_eq!(a.read_msr(0x808), None, "x2APIC MSRs #GP in xAPIC mode");
+}
+
+#[test]
+fn disabled_apic_has_no_page_and_passes_extint() {
+    let (_, mut a) = vlapic();
+    a.mmio_write(u64::from(reg::LVT_LINT0), 4, 0x1_0700);
+    assert!(!a.extint_open(), "LINT0 masked");
+    a.apic.accept(0x40, false);
+    assert_eq!(a.pending(), Some(0x40));
+    a.set_base(APIC_BASE).unwrap();
+    assert_eq!(a.mmio_read(u64::from(reg::VERSION), 4), 0xffff_ffff, "no page");
+    assert!(a.extint_open(), "a disabled APIC is out of the way");
+    assert_eq!(a.pending(), None);
+}
+
+#[test]
+fn mmio_access_sizes() {
+    let (_, mut a) = vlapic();
+    let tpr = u64::from(reg::TPR);
+    a.mmio_write(tpr, 4, 0x5a);
+    assert_eq!(a.mmio_read(tpr, 4), 0x5a);
+    assert_eq!(a.mmio_read(tpr, 1), 0x5a);
+    assert_eq!(a.mmio_read(tpr + 1, 1), 0);
+    assert_eq!(a.mmio_read(tpr + 4, 4), 0, "past the register's dword");
+    a.mmio_write(tpr, 1, 0x11);
+    a.mmio_write(tpr + 4, 4, 0x11);
+    assert_eq!(a.mmio_read(tpr, 4), 0x5a, "narrow and unaligned writes dropped");
+    assert_eq!(a.mmio_read(u64::from(reg::VERSION), 8) >> 32, 0);
+}
+
+#[test]
+fn ipis_to_self_and_others() {
+    let (_, mut a) = vlapic();
+    let icr = u64::from(reg::ICR_LOW);
+    // Fixed vector 0x45 to self by shorthand.
+    let ipi = a.mmio_write(icr, 4, (1 << 18) | 0x45).unwrap();
+    assert!(a.is_target(ipi.dest, true));
+    assert!(!a.is_target(ipi.dest, false), "self only reaches the sender");
+    assert_eq!(a.deliver_ipi(&ipi), IpiEffect::Requested);
+    assert_eq!(a.pending(), Some(0x45));
+    // Physical destination 0 (this APIC) and 1 (another).
+    a.mmio_write(u64::from(reg::ICR_HIGH), 4, 1 << 24);
+    let ipi = a.mmio_write(icr, 4, 0x46).unwrap();
+    assert!(!a.is_target(ipi.dest, true));
+    let ipi = a.mmio_write(icr, 4, (3 << 18) | 0x46).unwrap();
+    assert!(!a.is_target(ipi.dest, true), "all excluding self");
+    assert!(a.is_target(ipi.dest, false));
+    // NMI, INIT, INIT de-assert, start-up.
+    let ipi = a.mmio_write(icr, 4, (1 << 18) | (4 << 8)).unwrap();
+    assert_eq!(a.deliver_ipi(&ipi), IpiEffect::Nmi);
+    assert!(a.take_nmi() && !a.take_nmi());
+    let ipi = a.mmio_write(icr, 4, (3 << 18) | (5 << 8) | (1 << 14)).unwrap();
+    assert_eq!(a.deliver_ipi(&ipi), IpiEffect::Init);
+    let ipi = a.mmio_write(icr, 4, (3 << 18) | (5 << 8) | (1 << 15)).unwrap();
+    assert_eq!(a.deliver_ipi(&ipi), IpiEffect::Ignored, "level de-assert");
+    let ipi = a.mmio_write(icr, 4, (3 << 18) | (6 << 8) | 0x9a).unwrap();
+    assert_eq!(a.deliver_ipi(&ipi), IpiEffect::StartUp(0x9a));
+    // x2APIC SELF_IPI.
+    a.set_base(X2APIC).unwrap();
+    assert_eq!(a.write_msr(0x83f, 0x77), Ok(None));
+    assert_eq!(a.pending(), Some(0x77));
+}
+
+#[test]
+fn cr8_and_tpr_are_one_register() {
+    let (_, mut a) = vlapic();
+    // A TPR write through the page: CR8 shows its high nibble.
+    a.mmio_write(u64::from(reg::TPR), 4, 0x7c);
+    assert_eq!(a.sync_cr8(0), 7);
+    assert_eq!(a.apic.tpr(), 0x7c, "the same CR8 changes nothing");
+    // A MOV to CR8 the backend kept: TPR[7:4] from it, TPR[3:0] clear.
+    assert_eq!(a.sync_cr8(3), 3);
+    assert_eq!(a.apic.tpr(), 0x30);
+}
+
+#[test]
+fn timer_deadline_wakes_only_unmasked() {
+    let (clock, mut a) = vlapic();
+    a.mmio_write(u64::from(reg::TIMER_DIVIDE), 4, 0xb); // divide by 1
+    a.mmio_write(u64::from(reg::LVT_TIMER), 4, 0x1_0040);
+    a.mmio_write(u64::from(reg::TIMER_INITIAL), 4, 1000);
+    assert_eq!(a.next_deadline(), None, "masked: nothing to wake for");
+    a.mmio_write(u64::from(reg::LVT_TIMER), 4, 0x40);
+    a.mmio_write(u64::from(reg::TIMER_INITIAL), 4, 1000);
+    assert_eq!(a.next_deadline(), Some(1000));
+    clock.set(1000);
+    a.apic.tick(1000);
+    assert_eq!(a.pending(), Some(0x40));
+    assert_eq!(a.next_deadline(), None, "one-shot done");
+}
