@@ -114,6 +114,9 @@ pub struct Lapic {
     dfr: u32,
     svr: u32,
     irr: [u32; 8],
+    /// Bit i set when `irr[i]` is not 0: the one-load test [`Lapic::has_requests`] makes
+    /// before every entry.
+    irr_words: u8,
     isr: [u32; 8],
     tmr: [u32; 8],
     /// ESR as last latched, and errors seen since.
@@ -147,6 +150,7 @@ impl Lapic {
             dfr: u32::MAX,
             svr: 0xff,
             irr: [0; 8],
+            irr_words: 0,
             isr: [0; 8],
             tmr: [0; 8],
             esr: 0,
@@ -191,8 +195,9 @@ impl Lapic {
 
     /// True when some vector is requested (IRR not empty), whatever the priorities: the cheap
     /// test before an entry.
+    #[inline]
     pub fn has_requests(&self) -> bool {
-        self.irr.iter().any(|w| *w != 0)
+        self.irr_words != 0
     }
 
     /// True when the 8259's INTR reaches the CPU through this APIC (the virtual-wire mode of
@@ -352,10 +357,18 @@ impl Lapic {
 
     /// Moves the timer to `now`: raises its vector when it expired (once, however many
     /// periods passed: the IRR bit coalesces them) and re-arms a periodic timer.
+    #[inline]
     pub fn tick(&mut self, now: u64) {
+        // Before every entry: nothing due is the common case.
         if self.expiry == 0 || now < self.expiry {
             return;
         }
+        self.expire(now);
+    }
+
+    /// The timer expired at `now` (see [`Lapic::tick`]).
+    #[inline(never)]
+    fn expire(&mut self, now: u64) {
         match self.timer_mode() {
             TIMER_PERIODIC => {
                 let p = self.period();
@@ -398,6 +411,7 @@ impl Lapic {
         }
         let (w, b) = (usize::from(vector / 32), vector % 32);
         self.irr[w] |= 1 << b;
+        self.irr_words |= 1 << w;
         if level {
             self.tmr[w] |= 1 << b;
         } else {
@@ -411,6 +425,7 @@ impl Lapic {
         if lvt & LVT_MASK == 0 && lvt as u8 >= 16 {
             let v = lvt as u8;
             self.irr[usize::from(v / 32)] |= 1 << (v % 32);
+            self.irr_words |= 1 << (v / 32);
         }
     }
 
@@ -441,6 +456,9 @@ impl Lapic {
         let v = self.pending()?;
         let (w, b) = (usize::from(v / 32), v % 32);
         self.irr[w] &= !(1 << b);
+        if self.irr[w] == 0 {
+            self.irr_words &= !(1 << w);
+        }
         self.isr[w] |= 1 << b;
         Some(v)
     }

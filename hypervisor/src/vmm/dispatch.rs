@@ -378,8 +378,10 @@ fn power_request(p: &mut Partition, port: u16) -> bool {
 }
 
 fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
-    let apic = super::vlapic::claims(gpa);
-    if access != Access::Fetch && (apic || p.mmio.claims(gpa)) {
+    let device = p.mmio.claims(gpa);
+    // The local APIC page is no bus device: each vCPU sees its own APIC there.
+    let apic = !device && super::vlapic::claims(gpa);
+    if access != Access::Fetch && (device || apic) {
         let mut buf = [0; MAX_INSN_LEN];
         let got = fetch_at_rip(p, vc, &mut buf);
         let insn = match decode::decode_mmio(&buf[..got.n], p.vcpus[vc].vcpu.mode()) {
