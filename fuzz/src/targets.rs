@@ -18,7 +18,7 @@ use hypervisor::devices::shared::shared;
 use hypervisor::devices::uart16550::Uart16550;
 use hypervisor::vmm::bus::Device;
 use hypervisor::vmm::decode::{self, CpuMode, MAX_INSN_LEN};
-use hypervisor::vmm::loader::{elf, linux, multiboot};
+use hypervisor::vmm::loader::{elf, linux, mb_modules, multiboot};
 
 /// A target: its name (the corpus folder) and its function.
 pub struct Target {
@@ -176,7 +176,39 @@ fn multiboot(data: &[u8]) -> u64 {
     let blocks = ram_blocks(&mut Unstructured::new(image)).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(image.get(..64).unwrap_or(image));
     let _ = multiboot::memory_map(&blocks);
-    let _ = multiboot::write_info(|_, _| Ok::<(), ()>(()), 0x6000, &blocks, &cmdline);
+    // Boot modules of random sizes placed beside a random kernel range, then listed.
+    let mut u = Unstructured::new(image.get(64..).unwrap_or(&[]));
+    let taken: Vec<(u64, u64)> = (0..u.int_in_range(0..=2u8).unwrap_or(0))
+        .filter_map(|_| {
+            let start = u.int_in_range(0..=1u64 << 33).ok()?;
+            Some((start, start.saturating_add(u.int_in_range(0..=64u64 << 20).ok()?)))
+        })
+        .collect();
+    let sizes: Vec<u64> =
+        (0..u.int_in_range(0..=10u8).unwrap_or(0)).filter_map(|_| u.arbitrary().ok()).collect();
+    let mut modules = Vec::new();
+    if let Ok(starts) = mb_modules::place(&blocks, &taken, &sizes) {
+        for (&start, &len) in starts.iter().zip(&sizes) {
+            let end = start + len;
+            assert!(start % 4096 == 0 && end <= 1 << 32, "module at {start:#x}..{end:#x}");
+            assert!(blocks.iter().any(|&(b, n)| start >= b && end <= b + n), "outside RAM");
+            assert!(taken.iter().all(|&(a, b)| end <= a || start >= b || a == b), "on the kernel");
+            modules.push(multiboot::ModuleEntry { start, end, string: &cmdline });
+        }
+    }
+    // The firmware's ranges over the RAM, as a management partition's map lists them.
+    let firmware: Vec<(u64, u64, u32)> =
+        taken.iter().map(|&(a, b)| (a, b - a, u32::from(a as u8 % 5 + 1))).collect();
+    let map = multiboot::memory_map_with(&blocks, &firmware);
+    assert!(map.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0), "overlapping map {map:x?}");
+    let _ = multiboot::write_info(
+        |_, _| Ok::<(), ()>(()),
+        0x6000,
+        &blocks,
+        &cmdline,
+        &modules,
+        &firmware,
+    );
     outcome
 }
 
@@ -221,7 +253,7 @@ fn linux(data: &[u8]) -> u64 {
         assert!(inside(at, len), "initrd outside RAM: {layout:x?}");
     }
     let _ = layout.require_entry64(&img);
-    let e820 = linux::e820_map(&blocks, &[(0xfeb0_0000, 0x1000)]);
+    let e820 = linux::e820_map(&blocks, &[(0xfeb0_0000, 0x1000, 2)]);
     if let Ok(map) = &e820 {
         let _ = linux::boot_params(&img, &layout, layout.initrd, map);
     }

@@ -157,6 +157,11 @@ pub struct BootInfo {
     cmdline_len: usize,
     /// True when the command line was longer than [`MAX_CMDLINE`].
     pub cmdline_truncated: bool,
+    /// The firmware's memory that is not usable RAM, with its types (e820's), for the
+    /// management partition (`vmm::firmware`). Ranges past its capacity are dropped.
+    pub firmware: crate::vmm::firmware::FirmwareMap,
+    /// How many firmware ranges did not fit in `firmware`.
+    pub firmware_dropped: usize,
     /// ACPI RSDP physical address, where the firmware gave one.
     pub rsdp: Option<u64>,
     /// High-half PML4 entries of the boot page tables that must be kept when the hypervisor
@@ -176,6 +181,8 @@ impl BootInfo {
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
             cmdline_truncated: false,
+            firmware: crate::vmm::firmware::FirmwareMap::default(),
+            firmware_dropped: 0,
             rsdp: None,
             keep_high_half: false,
         }
@@ -195,6 +202,13 @@ impl BootInfo {
     /// The kernel command line.
     pub fn cmdline(&self) -> &str {
         core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
+    }
+
+    /// Keeps a firmware range that is not usable RAM (`kind` as e820's).
+    pub fn push_firmware(&mut self, start: u64, end: u64, kind: u32) {
+        if !self.firmware.push(start, end, kind) {
+            self.firmware_dropped += 1;
+        }
     }
 
     /// Total usable RAM in bytes, before reservations.

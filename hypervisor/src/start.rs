@@ -158,6 +158,15 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
     }
     let low_ram_end = align_down(low.min(0xa_0000), PAGE_SIZE);
     let mut platform = measure_platform(start_tsc, calibration, low_ram_end, ram_top_below_4g);
+    platform.firmware = info.firmware;
+    platform.firmware_rsdp = crate::vmm::firmware_acpi::host_rsdp(info.rsdp, ebda_segment);
+    if info.firmware_dropped != 0 {
+        warn!(
+            "firmware memory map: {} ranges past the first {} not kept (the management partition does not see them)",
+            info.firmware_dropped,
+            crate::vmm::firmware::MAX_REGIONS
+        );
+    }
     let mapped_end = align_up(ram_end.max(4 << 30), 1 << 30);
     let cpus =
         smp::start_aps(info.rsdp, ebda_segment, &usable, &reserved, mapped_end, platform.tsc_hz);
@@ -254,7 +263,15 @@ fn measure_platform(
             "host APIC timer calibrated: it ends time slices where the CPU has no preemption timer"
         );
     }
-    Platform { start_tsc, tsc_hz, wall_clock, low_ram_end, ram_top_below_4g }
+    Platform {
+        start_tsc,
+        tsc_hz,
+        wall_clock,
+        low_ram_end,
+        ram_top_below_4g,
+        firmware: crate::vmm::firmware::FirmwareMap::default(),
+        firmware_rsdp: None,
+    }
 }
 
 /// Where the multiboot image links (`boot/src/multiboot/link.ld`): the memory below is left to
@@ -388,6 +405,7 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 image,
                 format: ImageFormat::Elf64,
                 initrd: None,
+                modules: Vec::new(),
                 memory: 16 << 20,
                 vcpus: 1,
                 cmdline: String::new(),
@@ -421,6 +439,13 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 })?),
                 None => None,
             };
+            let mut modules = Vec::new();
+            for m in &p.modules {
+                let data = find(&m.image).ok_or_else(|| {
+                    refuse(p, "modules", &alloc::format!("no boot module `{}`", m.image))
+                })?;
+                modules.push(crate::vmm::config::BootModule { data, string: m.string.clone() });
+            }
             for d in &p.devices {
                 crate::vmm::passthrough::parse(d).map_err(|e| refuse(p, "devices", &e))?;
             }
@@ -429,6 +454,7 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 image,
                 format: p.format,
                 initrd,
+                modules,
                 memory: p.memory_bytes(),
                 vcpus: p.vcpus,
                 cmdline: p.cmdline.clone(),

@@ -16,7 +16,7 @@ use crate::step;
 /// A scenario's `image = "NAME"` names one of these (or a file in the repository). Only those
 /// present in the checkout are built ([`guest_crates`]).
 pub const GUEST_CRATES: &[&str] =
-    &["probe", "attack", "bench", "mgmt", "chan", "mb32", "bare", "chaos"];
+    &["probe", "attack", "bench", "mgmt", "chan", "mb32", "bare", "barepc", "chaos"];
 
 /// The guest crates of [`GUEST_CRATES`] this checkout has: `guest-images/NAME/Cargo.toml`
 /// exists and the workspace lists `guest-images/NAME` among its members.
@@ -87,8 +87,17 @@ pub fn kernels() -> Result<()> {
         }
         step::run(&mut cmd)
     })?;
+    if guests.contains(&crate::barepc::CRATE) {
+        crate::barepc::convert()?;
+    }
     BUILT.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// The file a scenario's `image = "NAME"` of a guest crate boots: the crate's artifact, or
+/// for `barepc` the ELF32 image made from it (`barepc::convert`).
+pub fn guest_image(name: &str) -> PathBuf {
+    if name == crate::barepc::CRATE { crate::barepc::image() } else { kernel_artifact(name) }
 }
 
 /// The UEFI image tool's own folder (a crate outside the workspace) and its target folder.

@@ -5,6 +5,7 @@
 //! `deps` (installing what is missing), `linux` (the Linux guest's kernel and initramfs), `run`,
 //! `test`, `bench`, `fuzz`; `step` holds progress output and the nested cargo command.
 
+mod barepc;
 mod bench;
 mod build;
 mod deps;

@@ -11,7 +11,8 @@
 //! and the manifest that goes along says that name in place of the path.
 //!
 //! A `format = "linux"` partition also names its `initrd`, which travels as a module the same
-//! way. Files under `target/linux/` are made by `linux::provision` before they are packed.
+//! way, and a `format = "multiboot"` partition's `modules` entries each name a file (their
+//! first word) that travels so, the rest of the entry with it. Files under `target/linux/` are made by `linux::provision` before they are packed.
 //! In a `cmdline`, `microhv.date=@now` becomes `microhv.date=<the host's Unix time>`, rounded
 //! down to the hour (so that the manifest, and the boot images made from it, change at most
 //! hourly): the Linux guest's `/init` checks its clock against it.
@@ -138,7 +139,7 @@ fn resolve_image(image: &str) -> Result<PathBuf, String> {
                  (no guest-images/{image}/Cargo.toml, or not a workspace member)"
             ));
         }
-        return Ok(build::kernel_artifact(image));
+        return Ok(build::guest_image(image));
     }
     let path = Path::new(image);
     let inside = path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
@@ -204,6 +205,24 @@ fn check(
             if module != *image {
                 edits.push((at.span.clone(), format!("\"{module}\"")));
             }
+        }
+        // Multiboot modules: each entry's file travels under its module name, the entry's
+        // arguments with it; one line per line of the array as written.
+        if !p.modules.is_empty() {
+            let at = &p.modules_at;
+            let mut entries = Vec::new();
+            for module in &p.modules {
+                let place = format!("{}: partition {:?}: field modules", at.line, p.name);
+                let name = add(&module.image, &place)?;
+                let args = module.args();
+                let entry = if args.is_empty() { name } else { format!("{name} {args}") };
+                entries.push(format!("{entry:?}"));
+            }
+            let newlines = text[at.span.clone()].matches('\n').count();
+            edits.push((
+                at.span.clone(),
+                format!("[{}{}]", entries.join(", "), "\n".repeat(newlines)),
+            ));
         }
         // `microhv.date=@now` as written in the file (a string with escapes keeps `@now`).
         let date = format!("{}{}", linux::DATE_KEY, linux::NOW);
@@ -309,7 +328,7 @@ mod tests {
         assert_eq!(
             one("memry = 4"),
             "s.toml line 4: partition \"p\": unknown field \"memry\" (fields: name, role, image, \
-             format, initrd, memory, vcpus, cpus, cmdline, devices, on_stop, expect)"
+             format, initrd, modules, memory, vcpus, cpus, cmdline, devices, on_stop, expect)"
         );
         assert_eq!(
             one("memory = \"4\""),
@@ -349,6 +368,24 @@ mod tests {
         assert!(err("timeslice_us = 1\n").contains("field timeslice_us: 1 is outside"));
         assert_eq!(err("name = \"x\"\n"), "s.toml: no partitions (add a [[partition]] table)");
         assert!(err("[[partition]\n").starts_with("s.toml line 1:"));
+    }
+
+    #[test]
+    fn multiboot_modules_travel_under_their_module_names() {
+        let text = "[[partition]]\nname = \"m\"\nformat = \"multiboot\"\nimage = \"probe\"\n\
+                    modules = [\"k/initrd  a=\\\"1\\\"\",\n  \"attack\"]\nmemory = 8\n";
+        let c = check(text, "s.toml", &fake, NOW).unwrap();
+        assert_eq!(
+            c.rewritten,
+            "[[partition]]\nname = \"m\"\nformat = \"multiboot\"\nimage = \"probe\"\n\
+             modules = [\"initrd a=\\\"1\\\"\", \"attack\"\n]\nmemory = 8\n"
+        );
+        let names: Vec<&str> = c.images.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["probe", "initrd", "attack"]);
+        assert!(
+            one("format = \"multiboot\"\nmodules = [\"gone x\"]")
+                .starts_with("s.toml line 5: partition \"p\": field modules: \"gone\" is neither")
+        );
     }
 
     #[test]

@@ -5,15 +5,16 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::Args;
 
+use crate::barepc;
 use crate::bench;
 use crate::build::{self, KERNEL_CRATES};
 use crate::deps::{self, KERNEL_TARGET};
-use crate::emulator::Outcome;
 use crate::emulator::input::Step;
 use crate::emulator::watch::{self, Ran, Watch};
+use crate::emulator::{Choice, Outcome};
 use crate::run::{self, Spec};
 use crate::scenario;
 use crate::step;
@@ -45,6 +46,10 @@ const TAIL_LINES: usize = 40;
 /// The bench regression gate (`bench::check`: every bench figure within 2% of
 /// `bench/baseline.json`), run after the boot cases as one more case.
 const BENCH_GATE: &str = "bench-gate";
+
+/// The bare-PC conformance kernel on bare QEMU, no hypervisor (`barepc::reference`): every
+/// check must pass. The comparison cases (`COMPARED_WITH_BARE`) are measured against it.
+const BAREPC_REFERENCE: &str = "qemu-barepc-bare";
 
 /// A host check: a name and the cargo arguments that run it.
 struct HostCheck {
@@ -122,14 +127,21 @@ impl Tally {
 }
 
 pub fn test(args: &TestArgs) -> Result<ExitCode> {
-    let selected = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
+    let selected = |name: &str| match args.filter.as_deref() {
+        Some(f) => name.contains(f),
+        None => !EXPLICIT_ONLY.contains(&name),
+    };
     let host: Vec<&HostCheck> =
         HOST_CHECKS.iter().filter(|c| !args.no_host && selected(c.name)).collect();
     let cases: Vec<&Case> = CASES.iter().filter(|c| selected(c.name)).collect();
     let gate = selected(BENCH_GATE);
+    let barepc = selected(BAREPC_REFERENCE) && build::guest_crates().contains(&barepc::CRATE);
     if args.list {
         for c in &host {
             println!("{}", c.name);
+        }
+        if barepc {
+            println!("{BAREPC_REFERENCE}");
         }
         for c in &cases {
             println!("{}", c.name);
@@ -139,7 +151,7 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if host.is_empty() && cases.is_empty() && !gate {
+    if host.is_empty() && cases.is_empty() && !gate && !barepc {
         bail!("no check or case matches {:?}; see `cargo xtask test --list`", args.filter);
     }
     let mut tally = Tally::default();
@@ -153,10 +165,13 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         });
         tally.record(check.name, result.map(|()| step::secs(start.elapsed())));
     }
-    if !cases.is_empty() || gate {
+    if !cases.is_empty() || gate || barepc {
         // Build once up front: a broken build is one failure, not one per case.
         match build::kernels() {
             Ok(()) => {
+                if barepc {
+                    tally.record(BAREPC_REFERENCE, barepc_reference());
+                }
                 for case in cases {
                     tally.record(case.name, run_case(case, args.cpus));
                 }
@@ -175,6 +190,22 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
     }
     println!("{} passed, {} failed", tally.passed, tally.failed.len());
     Ok(if tally.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The bare reference: every check passes.
+fn barepc_reference() -> Result<String> {
+    let r = barepc::reference(barepc::Bare::Qemu)?;
+    let failed: Vec<&str> =
+        r.checks.iter().filter(|c| c.why.is_some()).map(|c| c.name.as_str()).collect();
+    if r.checks.is_empty() || !failed.is_empty() {
+        bail!(
+            "{} checks, failed on bare QEMU: {}\n    serial log:\n{}",
+            r.checks.len(),
+            failed.join(", "),
+            watch::tail(&r.serial, TAIL_LINES).trim_end()
+        );
+    }
+    Ok(format!("{} checks pass, {}", r.checks.len(), step::secs(r.wall)))
 }
 
 /// Boots one case and checks it; `Ok` carries its timings.
@@ -205,7 +236,17 @@ fn run_case(case: &Case, cpus: Option<u32>) -> Result<String> {
     let watch =
         Watch { timeout: Some(Duration::from_secs(case.timeout_s)), echo: false, cpu_window: None };
     let ran = watch::run(p.emulator.as_ref(), &p.launch, &watch)?;
-    match check(case, &ran) {
+    let compared = if COMPARED_WITH_BARE.contains(&case.name) {
+        let on = match case.emulator {
+            Choice::Bochs => barepc::Bare::Bochs,
+            _ => barepc::Bare::Qemu,
+        };
+        let reference = barepc::reference(on)?;
+        barepc::compare(&reference.checks, &barepc::parse(&ran.serial), on).map_err(|e| anyhow!(e))
+    } else {
+        Ok(())
+    };
+    match compared.and_then(|()| check(case, &ran)) {
         Ok(()) => {
             let banner = ran.banner_after.map(step::secs).unwrap_or_else(|| "-".into());
             Ok(format!("{}, banner after {banner}", step::secs(ran.elapsed)))
@@ -342,10 +383,22 @@ mod tests {
     }
 
     #[test]
+    fn explicit_cases_exist_and_compared_cases_boot_barepc() {
+        for name in EXPLICIT_ONLY.iter().chain(COMPARED_WITH_BARE) {
+            let case = CASES.iter().find(|c| c.name == *name).expect("a case of that name");
+            if COMPARED_WITH_BARE.contains(name) {
+                assert_eq!(case.scenario, "barepc");
+                assert!(case.test_disk, "the reference reads the test disk");
+            }
+        }
+    }
+
+    #[test]
     fn case_names_are_unique() {
         let mut names: Vec<&str> = CASES.iter().map(|c| c.name).collect();
         names.extend(HOST_CHECKS.iter().map(|c| c.name));
         names.push(BENCH_GATE);
+        names.push(BAREPC_REFERENCE);
         let count = names.len();
         names.sort();
         names.dedup();

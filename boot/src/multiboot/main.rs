@@ -104,6 +104,9 @@ unsafe fn parse(info: &mut BootInfo, mbi: u64) {
                 info.max_phys = info.max_phys.max(start.saturating_add(length));
                 if kind == 1 {
                     info.usable.push(PhysRange::new(start, start.saturating_add(length)));
+                } else {
+                    // The firmware's own: the management partition sees it with its type.
+                    info.push_firmware(start, start.saturating_add(length), kind);
                 }
                 at += size + 4;
             }

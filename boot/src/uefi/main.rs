@@ -29,8 +29,15 @@ fn uefi_main(bi: &'static mut bootloader_api::BootInfo) -> ! {
     info.keep_high_half = true;
     for r in bi.memory_regions.iter() {
         info.max_phys = info.max_phys.max(r.end);
-        if r.kind == MemoryRegionKind::Usable {
-            info.usable.push(PhysRange::new(r.start, r.end));
+        match r.kind {
+            MemoryRegionKind::Usable => info.usable.push(PhysRange::new(r.start, r.end)),
+            MemoryRegionKind::UnknownUefi(t) => {
+                if let Some(kind) = hypervisor::vmm::firmware::e820_type_of_uefi(t) {
+                    info.push_firmware(r.start, r.end, kind);
+                }
+            }
+            MemoryRegionKind::UnknownBios(t) => info.push_firmware(r.start, r.end, t),
+            _ => {}
         }
     }
     info.rsdp = bi.rsdp_addr.into_option();

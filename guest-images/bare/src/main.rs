@@ -10,7 +10,9 @@
 //! 3. initialises both 8259As and opens only IRQ2 (cascade) and IRQ14 ([`pic`]);
 //! 4. reads sector 0 of the primary master by ATA PIO, waiting for IRQ14 ([`ata`]);
 //! 5. scans PCI bus 0 with configuration mechanism #1 ([`pci`]);
-//! 6. prints `bare: done` and exits with status 0.
+//! 6. finds the firmware's ACPI tables from the RSDP: the root table, the FADT and its DSDT,
+//!    the MADT and its processors, a PASS or FAIL line each ([`acpi`]);
+//! 7. prints `bare: done` and exits with status 0.
 //!
 //! Exit statuses (written to QEMU's isa-debug-exit at port 0xf4; QEMU then exits with
 //! `(status << 1) | 1`): 0 done, 1 bad multiboot magic, 2 CPU exception, 3 no IRQ 14,
@@ -31,6 +33,7 @@
 #![no_std]
 #![no_main]
 
+mod acpi;
 mod ata;
 mod pci;
 mod pic;
@@ -108,7 +111,10 @@ bare_start:
 /* 5. PCI */
     call pci_scan
 
-/* 6. Done */
+/* 6. ACPI */
+    call acpi_check
+
+/* 7. Done */
     mov esi, offset s_done
     call puts
     xor eax, eax

@@ -4,7 +4,8 @@
 //!
 //! At entry it checks what the Multiboot Specification §3.2 promises: EAX = 0x2BADB002, EBX
 //! the information structure with memory sizes, command line, memory map and loader name
-//! (§3.3), protected mode with paging off. It prints a PASS or FAIL line for each, echoes the
+//! (§3.3), protected mode with paging off; each boot module's string, length and byte sum (a
+//! 32-bit sum of its bytes), and that each lies on a page and clear of the kernel. It prints a PASS or FAIL line for each, echoes the
 //! command line and loader name, and stops with the hypervisor's Shutdown hypercall (VMCALL
 //! on Intel, VMMCALL on AMD, chosen by the CPUID vendor), status 0 when all passed.
 #![no_std]
@@ -74,6 +75,72 @@ mb32_start:
     mov esi, offset s_mmap
     call check
 
+    /* Modules (flag 3, §3.3): each one's string, length and byte sum; each must start on a
+       page (header flag 0 is not asked for, but this loader always aligns) and lie clear of
+       the kernel. */
+    mov ecx, [ebp + 20]                /* mods_count */
+    mov ebx, [ebp + 24]                /* mods_addr */
+    test dword ptr [ebp], 8
+    jnz 4f
+    xor ecx, ecx
+4:
+    mov esi, offset s_modules
+    call puts
+    mov eax, ecx
+    call put_dec
+    mov esi, offset s_eol
+    call puts
+5:
+    test ecx, ecx
+    jz 9f
+    mov esi, offset s_module
+    call puts
+    mov esi, [ebx + 8]
+    call puts
+    mov esi, offset s_module_len
+    call puts
+    mov eax, [ebx + 4]
+    sub eax, [ebx]
+    call put_dec
+    mov esi, offset s_module_sum
+    call puts
+    push ecx
+    mov esi, [ebx]
+    mov ecx, [ebx + 4]
+    xor eax, eax
+6:
+    cmp esi, ecx
+    jae 7f
+    movzx edx, byte ptr [esi]
+    add eax, edx
+    inc esi
+    jmp 6b
+7:
+    pop ecx
+    call put_hex
+    mov esi, offset s_eol
+    call puts
+    test dword ptr [ebx], 0xfff
+    mov esi, offset s_mod_aligned
+    call check
+    mov eax, [ebx + 4]
+    cmp eax, offset __load_start       /* ends below the kernel */
+    jbe 8f
+    mov eax, [ebx]
+    cmp eax, offset __bss_end          /* or starts above it */
+    jae 8f
+    test esp, esp                      /* ZF clear: fail */
+    jmp 10f
+8:
+    xor eax, eax                       /* ZF set: pass */
+10:
+    mov esi, offset s_mod_clear
+    call check
+    add ebx, 16
+    dec ecx
+    jmp 5b
+9:
+
     mov esi, offset s_cmdline
     call puts
     mov esi, [ebp + 16]
@@ -120,6 +187,65 @@ check:
     mov esi, offset s_eol
     jmp puts
 
+/* putc: writes AL to COM1, waiting for THRE. Keeps every register. */
+putc:
+    push edx
+    push eax
+    mov dx, 0x3fd
+1:
+    in al, dx
+    test al, 0x20
+    jz 1b
+    pop eax
+    mov dx, 0x3f8
+    out dx, al
+    pop edx
+    ret
+
+/* put_dec: writes EAX in decimal. Keeps every register. */
+put_dec:
+    pushad
+    mov ecx, 10
+    xor ebx, ebx
+1:
+    xor edx, edx
+    div ecx
+    add dl, '0'
+    push edx
+    inc ebx
+    test eax, eax
+    jnz 1b
+2:
+    pop eax
+    call putc
+    dec ebx
+    jnz 2b
+    popad
+    ret
+
+/* put_hex: writes EAX as 0x and 8 hex digits. Keeps every register. */
+put_hex:
+    pushad
+    mov ebx, eax
+    mov al, '0'
+    call putc
+    mov al, 'x'
+    call putc
+    mov ecx, 8
+1:
+    rol ebx, 4
+    mov eax, ebx
+    and eax, 0xf
+    cmp al, 10
+    jb 2f
+    add al, 'a' - '0' - 10
+2:
+    add al, '0'
+    call putc
+    loop 1b
+    popad
+    ret
+
 /* puts: writes the NUL-terminated string at ESI to COM1, waiting for THRE. */
 puts:
     push eax
@@ -157,6 +283,12 @@ s_quote_eol: .asciz "\"\n"
 s_cmdline: .asciz "mb32: cmdline \""
 s_loader:  .asciz "\", loader \""
 s_done:    .asciz "mb32: all checks passed\n"
+s_modules: .asciz "mb32: modules "
+s_module:  .asciz "mb32: module \""
+s_module_len: .asciz "\" "
+s_module_sum: .asciz " bytes, sum "
+s_mod_aligned: .asciz "module-page-aligned"
+s_mod_clear: .asciz "module-clear-of-kernel"
 
     .section .bss, "aw", @nobits
     .balign 16

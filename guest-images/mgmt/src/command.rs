@@ -39,8 +39,8 @@ pub const COMMANDS: [(&str, &str, &str); 11] = [
     ("list", "", "the partitions: id, name, state, memory, exit status"),
     (
         "create",
-        "NAME IMAGE[+INITRD][@CPU,...] [MIB] [CMDLINE...]",
-        "a partition from boot module IMAGE (ELF64, multiboot or a Linux bzImage with its initrd module; MIB default 16), on host CPUs of its own after @, stopped until `start`",
+        "NAME IMAGE[+INITRD|+MODULE...][@CPU,...] [MIB] [CMDLINE...]",
+        "a partition from boot module IMAGE (ELF64, multiboot with its boot modules or a Linux bzImage with its initrd module; MIB default 16), on host CPUs of its own after @, stopped until `start`",
     ),
     ("start", "NAME", "runs a created partition"),
     ("pause", "NAME", "stops running a partition, keeping it"),
@@ -263,7 +263,7 @@ mod tests {
         );
         assert_eq!(
             parse("create").unwrap_err().to_string(),
-            "create: missing NAME (usage: create NAME IMAGE[+INITRD][@CPU,...] [MIB] [CMDLINE...])"
+            "create: missing NAME (usage: create NAME IMAGE[+INITRD|+MODULE...][@CPU,...] [MIB] [CMDLINE...])"
         );
     }
 

@@ -8,6 +8,7 @@
 
 mod ata;
 mod channels;
+mod firmware;
 mod idle;
 mod irq;
 mod pci;
@@ -34,6 +35,7 @@ fn main(info: &'static StartInfo) -> u64 {
     idle::init();
     irq::init();
     ata::report();
+    firmware::report();
     pci::report();
     shell::run()
 }

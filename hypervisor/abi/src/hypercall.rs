@@ -111,7 +111,9 @@ pub struct CreateRequest {
     pub cmdline_len: u64,
     /// RAM in MiB (even, 2..=1024).
     pub memory_mib: u64,
-    /// The boot module holding a Linux image's initial RAM disk (`initrd_len` 0: none).
+    /// The boot module holding a Linux image's initial RAM disk (`initrd_len` 0: none); for a
+    /// multiboot image, its boot modules' names, `+`-separated (each module's string is its
+    /// name).
     pub initrd: [u8; 32],
     pub initrd_len: u64,
     /// Host CPUs of its own, as a mask of host CPU indices (bit i: CPU i; CPU 0 is never

@@ -191,6 +191,7 @@ fn partition(
         image: String::new(),
         format: ImageFormat::Elf64,
         initrd: None,
+        modules: Vec::new(),
         memory_mib: MEMORY_DEFAULT_MIB,
         vcpus: 1,
         cpus: None,
@@ -202,6 +203,7 @@ fn partition(
         image_at: At::default(),
         initrd_at: At::default(),
         cmdline_at: At::default(),
+        modules_at: At::default(),
     };
     let mut devices_line = 0;
     let mut cpus_line = 0;
@@ -261,6 +263,31 @@ fn partition(
                     spec.initrd = Some(s.clone());
                     spec.initrd_at = at;
                 }
+            }
+            ("modules", Value::Array(list)) => {
+                if list.len() > MODULES_MAX {
+                    return Err(fail(format!("{} modules; at most {MODULES_MAX}", list.len())));
+                }
+                for entry in list {
+                    let Value::String(entry) = entry else {
+                        return Err(fail("arrays may hold only strings".to_string()));
+                    };
+                    let module = ModuleSpec::parse(entry);
+                    if module.string.len() > MODULE_STRING_MAX
+                        || module.string.chars().any(char::is_control)
+                    {
+                        return Err(fail(format!(
+                            "{} is not 1..={MODULE_STRING_MAX} characters without control \
+                             characters",
+                            shorten(entry)
+                        )));
+                    }
+                    image_ref(&module.image)
+                        .and_then(|_| modules.add(&module.image, line))
+                        .map_err(fail)?;
+                    spec.modules.push(module);
+                }
+                spec.modules_at = at;
             }
             ("format", Value::String(s)) => {
                 spec.format =
@@ -341,7 +368,7 @@ fn partition(
                 let want = match field {
                     "memory" | "vcpus" => "an integer",
                     "cpus" => "an integer or an array of integers",
-                    "devices" => "an array of strings",
+                    "devices" | "modules" => "an array of strings",
                     _ => "a string",
                 };
                 return Err(fail(format!("expected {want}, found {}", kind(v))));
@@ -360,6 +387,16 @@ fn partition(
             Some("initrd"),
             format!(
                 "an initrd is for Linux images (format = \"linux\"); this one is {}",
+                spec.format.as_str()
+            ),
+        ));
+    }
+    if !spec.modules.is_empty() && spec.format != ImageFormat::Multiboot {
+        return Err(err(
+            spec.modules_at.line,
+            Some("modules"),
+            format!(
+                "boot modules are for multiboot images (format = \"multiboot\"); this one is {}",
                 spec.format.as_str()
             ),
         ));

@@ -52,6 +52,11 @@ pub const CMDLINE_MAX: usize = 255;
 /// Longest `cmdline` for a Linux partition (the kernel's own limit, `cmdline_size` in its
 /// setup header, is checked when the image is loaded; x86 kernels take 2047).
 pub const LINUX_CMDLINE_MAX: usize = 2047;
+/// Most `modules` of one partition (the multiboot information page holds their list and
+/// strings: `MODULES_MAX` strings of up to [`MODULE_STRING_MAX`] bytes and a NUL each).
+pub const MODULES_MAX: usize = 8;
+/// Longest `modules` entry (the module's reference and its arguments).
+pub const MODULE_STRING_MAX: usize = 255;
 /// Longest device name.
 pub const DEVICE_MAX: usize = 63;
 /// Guest RAM bounds and default, in MiB.
@@ -71,8 +76,8 @@ pub const TIMESLICE_MAX_US: u64 = 1_000_000;
 pub const TOP_KEYS: &[&str] = &["name", "timeslice_us", "images", "partition"];
 /// The keys of a `[[partition]]` table.
 pub const PARTITION_KEYS: &[&str] = &[
-    "name", "role", "image", "format", "initrd", "memory", "vcpus", "cpus", "cmdline", "devices",
-    "on_stop", "expect",
+    "name", "role", "image", "format", "initrd", "modules", "memory", "vcpus", "cpus", "cmdline",
+    "devices", "on_stop", "expect",
 ];
 /// Most host CPUs the hypervisor starts (the boot CPU included): `cpus` indices are below it.
 pub const MAX_HOST_CPUS: u32 = 64;
@@ -120,6 +125,11 @@ pub struct PartitionSpec {
     pub format: ImageFormat,
     /// The boot module holding the initial RAM disk (`format = "linux"` only).
     pub initrd: Option<String>,
+    /// Multiboot boot modules (`format = "multiboot"` only), in the order written: each
+    /// entry's first word is a boot module (an image reference, like `image`), and the whole
+    /// entry becomes the module's string (as GRUB's `module FILE ARGS` and QEMU's
+    /// `-initrd "FILE ARGS"` pass it).
+    pub modules: Vec<ModuleSpec>,
     /// Guest RAM in MiB (even, `MEMORY_MIN_MIB..=MEMORY_MAX_MIB`). 0 for a management
     /// partition without `memory`: all the host RAM the others do not use.
     pub memory_mib: u64,
@@ -140,6 +150,32 @@ pub struct PartitionSpec {
     pub initrd_at: At,
     #[serde(skip)]
     pub cmdline_at: At,
+    /// Where `modules` is written (the whole array).
+    #[serde(skip)]
+    pub modules_at: At,
+}
+
+/// One `modules` entry: `"FILE ARGS"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModuleSpec {
+    /// The image reference (the entry's first word).
+    pub image: String,
+    /// The entry as written: the reference, then its arguments (the multiboot module string).
+    pub string: String,
+}
+
+impl ModuleSpec {
+    /// Splits an entry at its first space (the reference, then its arguments, if any).
+    pub fn parse(entry: &str) -> Self {
+        let entry = entry.trim();
+        let image = entry.split(' ').next().unwrap_or_default();
+        Self { image: image.into(), string: entry.into() }
+    }
+
+    /// The arguments after the reference (empty when none).
+    pub fn args(&self) -> &str {
+        self.string.split_once(' ').map_or("", |(_, rest)| rest.trim_start())
+    }
 }
 
 impl PartitionSpec {

@@ -258,7 +258,7 @@ fn field_values_are_checked() {
     assert!(imaged("image = \"has space\"").contains("field image"));
     assert!(one("bogus = 1").contains("line 4: partition \"p\": unknown field \"bogus\""));
     assert!(one("sub = { a = 1 }").contains("unknown field \"sub\""));
-    assert!(one("name2 = 1").contains("(fields: name, role, image, format, initrd, memory, vcpus, cpus, cmdline, devices, on_stop, expect)"));
+    assert!(one("name2 = 1").contains("(fields: name, role, image, format, initrd, modules, memory, vcpus, cpus, cmdline, devices, on_stop, expect)"));
     assert!(one("memory = 4\nmemory = 6").ends_with("line 5: duplicate key \"memory\""));
     assert!(
         err("timeslice_us = 5\n[[partition]]\nname=\"a\"\nimage=\"b\"")
@@ -305,6 +305,62 @@ fn linux_partitions_initrd_and_cmdline_limits() {
     assert!(
         one("format = \"linux\"\ninitrd = \"a b\"")
             .contains("field initrd: \"a b\" is not 1..=255 printable")
+    );
+}
+
+#[test]
+fn multiboot_modules_name_their_file_and_keep_their_string() {
+    let mb = |body: &str| {
+        format!(
+            "[[partition]]\nname = \"m\"\nformat = \"multiboot\"\nimage = \"k/kernel\"\n{body}\n"
+        )
+    };
+    let m = parse(&mb("modules = [\"d/env NR_CPUS=1  X=2\", \" initrd \"]")).expect("valid");
+    let mods = &m.partitions[0].modules;
+    assert_eq!(mods.len(), 2);
+    assert_eq!(
+        (mods[0].image.as_str(), mods[0].string.as_str()),
+        ("d/env", "d/env NR_CPUS=1  X=2")
+    );
+    assert_eq!(mods[0].args(), "NR_CPUS=1  X=2");
+    assert_eq!(
+        (mods[1].image.as_str(), mods[1].string.as_str(), mods[1].args()),
+        ("initrd", "initrd", "")
+    );
+    assert_eq!(m.partitions[0].modules_at.line, 5);
+    // The same file under two module names is fine; one name for two files is not.
+    assert!(parse(&mb("modules = [\"a/env\", \"a/env 2\"]")).is_ok());
+    assert_eq!(
+        err(&mb("modules = [\"a/env\", \"b/env\"]")),
+        "manifest line 5: partition \"m\": field modules: module name \"env\" is already taken by \"a/env\" (line 5)"
+    );
+    assert_eq!(
+        err(&mb("modules = [\"kernel\"]")),
+        "manifest line 5: partition \"m\": field modules: module name \"kernel\" is already taken by \"k/kernel\" (line 4)"
+    );
+    assert!(err(&mb("modules = [\"\"]")).contains("field modules: \"\" is not 1..=255 printable"));
+    assert!(
+        err(&mb("modules = [\"manifest x\"]")).contains("field modules: module name \"manifest\"")
+    );
+    assert!(err(&mb("modules = [1]")).contains("field modules: arrays may hold only strings"));
+    assert!(
+        err(&mb("modules = \"env\""))
+            .contains("field modules: expected an array of strings, found a string")
+    );
+    let many = ["\"e\""; MODULES_MAX + 1].join(", ");
+    assert_eq!(
+        err(&mb(&format!("modules = [{many}]"))),
+        "manifest line 5: partition \"m\": field modules: 9 modules; at most 8"
+    );
+    let long = format!("modules = [\"e {}\"]", "a".repeat(MODULE_STRING_MAX - 1));
+    assert!(err(&mb(&long)).contains("is not 1..=255 characters"));
+    let fits = format!("modules = [\"e {}\"]", "a".repeat(MODULE_STRING_MAX - 2));
+    assert!(parse(&mb(&fits)).is_ok());
+    assert!(err(&mb("modules = [\"e \\u0001\"]")).contains("without control characters"));
+    // Only multiboot kernels take modules.
+    assert_eq!(
+        one("modules = [\"env\"]"),
+        "manifest line 4: partition \"p\": field modules: boot modules are for multiboot images (format = \"multiboot\"); this one is elf64"
     );
 }
 

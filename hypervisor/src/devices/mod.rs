@@ -4,6 +4,7 @@
 pub mod acpi_pm;
 pub mod civil;
 pub mod clock;
+pub mod ioapic;
 pub mod lapic;
 pub mod pcmisc;
 pub mod pic8259;

@@ -14,6 +14,8 @@ pub struct PartitionConfig {
     pub format: super::manifest::ImageFormat,
     /// The initial RAM disk (Linux images).
     pub initrd: Option<&'static [u8]>,
+    /// Multiboot boot modules, in order (multiboot images).
+    pub modules: Vec<BootModule>,
     pub memory: u64,
     /// vCPUs, 1..=[`super::ipi::MAX_VCPUS`]: vCPU 0 starts at the image's entry, the others
     /// wait for a start-up IPI.
@@ -34,4 +36,12 @@ pub struct PartitionConfig {
     /// Host CPUs of its own (the manifest's `cpus`, the create call's CPU mask); `None`:
     /// time-sliced on the boot CPU.
     pub cpus: Option<crate::arch::x86::pins::Request>,
+}
+
+/// A multiboot boot module a partition gets: the bytes and the string the information
+/// structure gives with them (Multiboot Specification §3.3, `mods_addr`).
+#[derive(Debug, Clone)]
+pub struct BootModule {
+    pub data: &'static [u8],
+    pub string: String,
 }

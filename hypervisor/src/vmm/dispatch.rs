@@ -33,7 +33,10 @@ pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
     match exit {
         VmExit::Cpuid => cpuid(p, vc),
         VmExit::Rdmsr => rdmsr(p, vc),
-        VmExit::Wrmsr => wrmsr(p, vc),
+        VmExit::Wrmsr => {
+            let flow = wrmsr(p, vc);
+            parked_yields(p, vc, flow)
+        }
         VmExit::CrAccess { cr, write, gpr } => cr_access(p, vc, cr, write, gpr),
         VmExit::Xsetbv => xsetbv(p, vc),
         VmExit::CacheFlush => skip(p, vc),
@@ -52,7 +55,10 @@ pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
             Flow::Continue
         }
         VmExit::Io(io) => port_io(p, vc, io),
-        VmExit::Paging { gpa, access } => paging(p, vc, gpa, access),
+        VmExit::Paging { gpa, access } => {
+            let flow = paging(p, vc, gpa, access);
+            parked_yields(p, vc, flow)
+        }
         VmExit::Preempted | VmExit::HostInterrupt => Flow::Yield,
         VmExit::InterruptWindow => {
             p.vcpus[vc].vcpu.set_interrupt_window_exiting(false);
@@ -76,6 +82,13 @@ pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
             Flow::Stopped
         }
     }
+}
+
+/// After an exit that may have sent an IPI (an ICR write through WRMSR or the APIC page): a
+/// vCPU that sent itself INIT waits for a SIPI, so its slice ends.
+#[inline]
+fn parked_yields(p: &Partition, vc: usize, flow: Flow) -> Flow {
+    if flow == Flow::Continue && p.vcpus[vc].run != RunState::Runnable { Flow::Yield } else { flow }
 }
 
 /// HLT (SDM Vol. 2A HLT): vCPU `vc` waits for an interrupt, or for good with interrupts off.

@@ -4,7 +4,7 @@
 //! `Documentation/arch/x86/boot.rst`).
 
 use super::config::PartitionConfig;
-use super::loader::{acpi, elf, linux, multiboot};
+use super::loader::{acpi, elf, linux, mb_modules, multiboot};
 use super::manifest::ImageFormat;
 use super::memory::{BadAddress, GuestRam};
 use super::platform::Platform;
@@ -70,11 +70,55 @@ pub fn load(
             };
             format!("loading the image: {e}{hint}")
         })?;
+    let modules = if config.format == ImageFormat::Multiboot {
+        let taken: alloc::vec::Vec<(u64, u64)> =
+            image.segments.iter().map(|s| (s.gpa, s.gpa + s.mem_size)).collect();
+        load_modules(ram, map, &taken, &config.modules)?
+    } else {
+        alloc::vec::Vec::new()
+    };
     match config.format {
-        ImageFormat::Multiboot => multiboot_structures(ram, map, config, image.entry),
+        ImageFormat::Multiboot => {
+            let fw = firmware_entries(map, config, platform);
+            multiboot_structures(ram, map, config, &modules, &fw, image.entry)
+        }
         _ => boot_structures(ram, map, id, config, image.entry, platform),
     }
     .map_err(|e| format!("{e}"))
+}
+
+/// Places a multiboot kernel's boot modules beside it (`mb_modules::place`), copies them in
+/// and returns where each lies, `(start, end)`.
+fn load_modules(
+    ram: &mut GuestRam,
+    map: &[(u64, u64)],
+    taken: &[(u64, u64)],
+    modules: &[super::config::BootModule],
+) -> Result<alloc::vec::Vec<(u64, u64)>, String> {
+    if modules.len() > multiboot::MODULES_MAX {
+        return Err(format!(
+            "field modules: {} boot modules; at most {}",
+            modules.len(),
+            multiboot::MODULES_MAX
+        ));
+    }
+    if let Some(m) = modules.iter().find(|m| m.string.len() > multiboot::MODULE_STRING_MAX) {
+        return Err(format!(
+            "field modules: a module string of {} bytes; at most {}",
+            m.string.len(),
+            multiboot::MODULE_STRING_MAX
+        ));
+    }
+    let sizes: alloc::vec::Vec<u64> = modules.iter().map(|m| m.data.len() as u64).collect();
+    let starts =
+        mb_modules::place(map, taken, &sizes).map_err(|e| format!("field modules: {e}"))?;
+    let mut placed = alloc::vec::Vec::with_capacity(modules.len());
+    for (m, start) in modules.iter().zip(starts) {
+        ram.write(start, m.data)
+            .map_err(|e| format!("field modules: loading `{}`: {e}", m.string))?;
+        placed.push((start, start + m.data.len() as u64));
+    }
+    Ok(placed)
 }
 
 /// A Linux kernel's machine state for the 32-bit boot protocol (boot.rst, "32-bit boot
@@ -94,12 +138,14 @@ fn load_linux(
     let layout =
         linux::plan(&image, map, initrd_len, cmdline.len()).map_err(|e| linux_error(&e))?;
     // The e820 map is the PC's: the loader reserves the EBDA and BIOS areas of low memory.
-    linux::e820_map(map, &[]).map_err(|e| format!("memory map: {e}"))?;
-    linux::load(&image, &layout, config.initrd, &cmdline, map, &[], |gpa, b| ram.write(gpa, b))
+    let fw = firmware_entries(map, config, platform);
+    linux::e820_map(map, &fw).map_err(|e| format!("memory map: {e}"))?;
+    linux::load(&image, &layout, config.initrd, &cmdline, map, &fw, |gpa, b| ram.write(gpa, b))
         .map_err(|e| format!("loading the image: {e}"))?;
     // The ACPI tables, in the BIOS area the e820 map reserves, where the kernel's RSDP search
     // finds them.
-    ram.write(acpi::TABLES_GPA, &acpi::tables(1)).map_err(|e| format!("ACPI tables: {e}"))?;
+    ram.write(acpi::TABLES_GPA, &acpi::tables(config.vcpus))
+        .map_err(|e| format!("ACPI tables: {e}"))?;
     /// Null, unused, `__BOOT_CS` (0x10), `__BOOT_DS` (0x18): base 0, limit 4 GiB, 4 KiB pages.
     const GDT32: [u64; 4] = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
     for (i, d) in GDT32.iter().enumerate() {
@@ -124,6 +170,20 @@ fn load_linux(
         idt_base: 0,
         idt_limit: 0,
     })
+}
+
+/// The firmware's ranges a management partition's memory map lists with their own types
+/// (`vmm::firmware`); none for a guest, whose firmware is the hypervisor's.
+fn firmware_entries(
+    map: &[(u64, u64)],
+    config: &PartitionConfig,
+    platform: &Platform,
+) -> alloc::vec::Vec<(u64, u64, u32)> {
+    if config.management {
+        super::firmware::map_entries(platform.firmware.as_slice(), map)
+    } else {
+        alloc::vec::Vec::new()
+    }
 }
 
 /// A Linux loader's refusal, naming the manifest field it is about.
@@ -240,6 +300,8 @@ fn multiboot_structures(
     ram: &mut GuestRam,
     map: &[(u64, u64)],
     config: &PartitionConfig,
+    modules: &[(u64, u64)],
+    firmware: &[(u64, u64, u32)],
     entry: u64,
 ) -> Result<InitialState, BadAddress> {
     /// Null, 32-bit code (0x08), data (0x10): base 0, limit 4 GiB, granularity 4 KiB.
@@ -248,7 +310,20 @@ fn multiboot_structures(
     for (i, d) in GDT32.iter().enumerate() {
         ram.write_u64(base + GDT_GPA + 8 * i as u64, *d)?;
     }
-    let info = multiboot::write_info(|gpa, b| ram.write(gpa, b), base, map, &config.cmdline)?;
+    let entries: alloc::vec::Vec<multiboot::ModuleEntry<'_>> = config
+        .modules
+        .iter()
+        .zip(modules)
+        .map(|(m, &(start, end))| multiboot::ModuleEntry { start, end, string: &m.string })
+        .collect();
+    let info = multiboot::write_info(
+        |gpa, b| ram.write(gpa, b),
+        base,
+        map,
+        &config.cmdline,
+        &entries,
+        firmware,
+    )?;
     let mut gprs = Gprs::default();
     gprs.0[reg::RAX] = u64::from(multiboot::BOOT_MAGIC);
     gprs.0[reg::RBX] = info;

@@ -35,9 +35,10 @@ pub const MAX_VCPUS: u32 = 8;
 /// read/write, accessed; CS also executable.
 const ACCESS_REAL_CODE: u16 = 0x9b;
 const ACCESS_REAL_DATA: u16 = 0x93;
-/// TR after INIT: present, busy 16-bit TSS (type 3), which VM entry accepts outside IA-32e
-/// mode (SDM Vol. 3C §27.3.1.2).
-const ACCESS_REAL_TSS: u16 = 0x83;
+/// TR after INIT: present, busy 32-bit TSS (type 11), as KVM resets it; VM entry accepts it
+/// outside IA-32e mode (SDM Vol. 3C §27.3.1.2), and a kernel may enter IA-32e mode with it
+/// (Bochs refuses to with a 16-bit TSS in TR, which Linux's trampoline never reloads).
+const ACCESS_REAL_TSS: u16 = 0x8b;
 /// CR0 after INIT: CD, NW, ET (Table 10-1; CD and NW are kept by INIT on a real CPU, set by
 /// RESET: a vCPU after INIT starts with caching off either way, as at power-on).
 const CR0_INIT: u64 = 0x6000_0010;
@@ -278,6 +279,7 @@ mod tests {
         assert_eq!(s.gprs.0[reg::RDX], 0x806c1);
         assert_eq!((s.data.selector, s.data.base, s.data.limit), (0, 0, 0xffff));
         assert_eq!((s.idt_base, s.idt_limit, s.gdt_limit), (0, 0xffff, 0xffff));
+        assert_eq!(s.tr.access & 0xf, 11, "a 32-bit busy TSS: IA-32e mode can be entered with it");
     }
 
     #[test]

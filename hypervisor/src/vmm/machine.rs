@@ -319,9 +319,10 @@ impl<'a> Machine<'a> {
     /// owner has ended the interrupt.
     fn route_host_irqs(&mut self) {
         for p in self.parts.iter_mut() {
-            let done = p.pic.take_eois() & p.irq_lines;
+            let done = (p.pic.take_eois() | super::vioapic::poll(p)) & p.irq_lines;
             for irq in (0..16u8).filter(|i| done & (1 << i) != 0) {
                 p.pic.set_irq(irq, false);
+                super::vioapic::set_line(p, irq, false);
                 crate::arch::x86::pic::unmask(irq);
             }
         }
@@ -346,6 +347,7 @@ impl<'a> Machine<'a> {
                 Some(p) => {
                     p.irqs_forwarded += 1;
                     p.pic.set_irq(irq, true);
+                    super::vioapic::set_line(p, irq, true);
                 }
                 // Its owner is gone: the line stays masked.
                 None => log::debug!("host IRQ {irq} has no owner: masked"),

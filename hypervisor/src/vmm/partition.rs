@@ -78,6 +78,8 @@ pub struct Partition {
     pub pc: Option<super::pc::PcDevices>,
     /// Host IRQ lines forwarded to this partition (the management partition's devices).
     pub irq_lines: u16,
+    /// The management partition's virtual I/O APIC (`vmm::vioapic`).
+    pub ioapic: Option<super::vioapic::VioApic>,
     /// Channels with an interrupt vector bound at this partition's end.
     pub bound_channels: u32,
     /// Host interrupts forwarded to it.
@@ -130,10 +132,19 @@ impl Partition {
         backend: &mut dyn Backend,
         platform: &Platform,
     ) -> Result<Self, BuildError> {
-        let (blocks, owned) = if config.management {
+        let (mut blocks, mut owned) = if config.management {
             Self::management_memory(&config, platform.low_ram_end)?
         } else {
             Self::guest_memory(config.memory)?
+        };
+        // The management partition's shadow ACPI tables (`firmware_acpi`) take the top page of
+        // its conventional memory, which then is the firmware's, read-only, listed reserved.
+        let acpi_tables = match (config.management, platform.firmware_rsdp) {
+            (true, Some(rsdp)) if rsdp < 0x10_0000 && blocks[0].2 > LOW_RAM_NEEDED => {
+                blocks[0].2 -= PAGE_SIZE;
+                Some((rsdp, blocks[0].2))
+            }
+            _ => None,
         };
         let free_owned = || {
             for r in &owned {
@@ -172,6 +183,11 @@ impl Partition {
             slat.map(gpa, hpa, len).map_err(|e| cleanup(format!("second-level map: {e:?}")))?;
         }
         let map: Vec<(u64, u64)> = blocks.iter().map(|&(gpa, _, len)| (gpa, len)).collect();
+        let firmware = if config.management {
+            super::firmware::map_into(slat.as_mut(), &map, platform).map_err(cleanup)?
+        } else {
+            Vec::new()
+        };
         let initial = super::image::load(&mut ram, &map, id, &config, platform).map_err(cleanup)?;
         let vcpus = Self::check_vcpus(&config, tag).map_err(cleanup)?;
         // Each vCPU's local APIC, with APIC ID = its index; vCPU 0 is the bootstrap processor.
@@ -204,6 +220,12 @@ impl Partition {
             SYSINFO_GPA..SYSINFO_GPA + PAGE_SIZE,
             Box::new(Sysinfo { id, scratch: 0, reads: 0 }),
         );
+        // ID 0, as QEMU's I/O APIC has (Bochs' has 1): the MADT the partition reads should
+        // give the same.
+        let ioapic = config.management.then(|| super::vioapic::attach(&mut mmio, 0));
+        for w in firmware.iter().filter(|w| w.access == super::firmware::Access::ReadOnly) {
+            mmio.attach(w.start..w.end, Box::new(super::firmware::RomWrites::default()));
+        }
         let irq_lines = if config.management {
             super::passthrough::hand_over(
                 &config.devices,
@@ -216,6 +238,15 @@ impl Partition {
         } else {
             0
         };
+        if let Some((rsdp, tables)) = acpi_tables {
+            match super::firmware_acpi::install(slat.as_mut(), rsdp, tables) {
+                Ok(frame) => owned.push(frame..frame + PAGE_SIZE),
+                Err(why) => log::warn!(
+                    "partition {}: the firmware's MADT is not replaced: {why}",
+                    config.name
+                ),
+            }
+        }
         Ok(Self {
             id,
             tag,
@@ -237,6 +268,7 @@ impl Partition {
             pic: PicPair::default(),
             pc,
             irq_lines,
+            ioapic,
             bound_channels: 0,
             irqs_forwarded: 0,
             refused: 0,
@@ -455,17 +487,23 @@ impl Partition {
     /// local APIC timer, the PC devices' IRQ lines.
     pub fn tick(&mut self, now: u64) {
         for slot in &mut self.vcpus {
-            slot.lapic.apic.tick(now);
-            if let Some((deadline, vector)) = slot.timer
-                && now >= deadline
-            {
-                slot.timer = None;
-                slot.vectors.set(vector);
-            }
+            slot.tick(now);
         }
         if let Some(pc) = &self.pc {
             pc.tick(now, &mut self.pic);
         }
+    }
+
+    /// [`Partition::tick`] for vCPU `v` alone and the devices, before each of its entries;
+    /// its slot.
+    #[inline]
+    pub fn tick_vcpu(&mut self, v: usize, now: u64) -> &VcpuSlot {
+        if let Some(pc) = &self.pc {
+            pc.tick(now, &mut self.pic);
+        }
+        let slot = &mut self.vcpus[v];
+        slot.tick(now);
+        slot
     }
 
     /// Raises `vector` at vCPU 0 (channel notifications).

@@ -53,6 +53,9 @@ pub const RESERVED_PORTS: [RangeInclusive<u16>; 9] = [
 
 /// The local APIC page: shared by every partition on this CPU, so nobody gets it.
 pub const LAPIC_PAGE: u64 = 0xfee0_0000;
+/// The I/O APIC page: the management partition gets a virtual one there (`vmm::vioapic`); the
+/// host's routes nothing while the hypervisor keeps the 8259s, and is never handed over.
+pub const IOAPIC_PAGE: u64 = crate::devices::ioapic::BASE;
 
 fn number(s: &str) -> Option<u64> {
     match s.strip_prefix("0x") {
@@ -276,14 +279,16 @@ pub fn hand_over(
                 }
                 // Everything above RAM in the first 4 GiB is device space, except the local
                 // APIC and the hypervisor's own virtual devices' windows.
-                let top = crate::mm::addr::align_up(ram_top_below_4g, 2 << 20).max(0x1000_0000);
+                let top = super::firmware::ram_like_end(ram_top_below_4g);
                 let holes = [
                     hvabi::channel::BASE_GPA..hvabi::channel::BASE_GPA + (2 << 20),
                     hvabi::start::SYSINFO_GPA & !0x1f_ffff
                         ..(hvabi::start::SYSINFO_GPA & !0x1f_ffff) + (2 << 20),
                     LAPIC_PAGE..LAPIC_PAGE + 4096,
+                    IOAPIC_PAGE..IOAPIC_PAGE + 4096,
                 ];
-                map_except(slat, 0xa_0000..0x10_0000, &holes)?;
+                // 0xA0000-0xFFFFF is the firmware's window, mapped for every management
+                // partition (`vmm::firmware`).
                 map_except(slat, top..1 << 32, &holes)?;
                 pci = PciAccess::All;
                 irqs = !RESERVED_IRQS;
@@ -295,9 +300,10 @@ pub fn hand_over(
                 }
             }
             DeviceSpec::Mmio(r) => {
-                if r.contains(&LAPIC_PAGE) {
+                if r.contains(&LAPIC_PAGE) || r.contains(&IOAPIC_PAGE) {
                     return Err(format!(
-                        "device mmio:{:#x}-{:#x}: the local APIC stays with the hypervisor",
+                        "device mmio:{:#x}-{:#x}: the local APIC and the I/O APIC stay with the \
+                         hypervisor",
                         r.start(),
                         r.end()
                     ));

@@ -16,6 +16,10 @@ pub struct Platform {
     pub low_ram_end: u64,
     /// The end of the highest usable RAM range below 4 GiB (device space starts above it).
     pub ram_top_below_4g: u64,
+    /// The firmware's memory that is not usable RAM, with its types (`vmm::firmware`).
+    pub firmware: super::firmware::FirmwareMap,
+    /// The host's ACPI RSDP (the boot path's, else found by the BIOS search), if any.
+    pub firmware_rsdp: Option<u64>,
 }
 
 impl Platform {

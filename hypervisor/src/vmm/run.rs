@@ -23,11 +23,12 @@ const EXITS_PER_SLICE: u32 = 10_000;
 /// The PIC interrupts vCPU 0 only (its output is wired to the bootstrap processor, as in a PC
 /// in virtual-wire mode).
 fn deliver_events(p: &mut Partition, v: usize) {
-    p.tick(rdtsc());
-    let pic = v == 0 && p.pic.any_requested();
-    let apic = p.vcpus[v].lapic.apic.has_requests();
+    // Only this vCPU's sources and the devices: the others' timers are looked at when their
+    // own slices begin (`run_slice`), which the slice length waits for (`slice_ticks`).
+    let slot = p.tick_vcpu(v, rdtsc());
+    let apic = slot.lapic.apic.has_requests();
     // Nothing requested anywhere, the common case: no need to rank the sources.
-    if p.vcpus[v].vectors.is_empty() && !pic && !apic {
+    if slot.vectors.is_empty() && !apic && !(v == 0 && p.pic.any_requested()) {
         return;
     }
     let slot = &mut p.vcpus[v];
@@ -80,11 +81,11 @@ fn halts_next(p: &Partition, v: usize) -> bool {
 /// HLT (SDM Vol. 2A).
 const HLT_OPCODE: u8 = 0xf4;
 
-/// TSC ticks the next slice of vCPU `v` of `p` may run: a whole slice, or less when a device of
-/// its own or its timer raises an interrupt before (its PIT's next tick), so that the
-/// interrupt comes on time.
-fn slice_ticks(p: &Partition, v: usize, now: u64) -> u64 {
-    match p.next_deadline_for(v) {
+/// TSC ticks the next slice of `p` may run: a whole slice, or less when a device of its own or
+/// a vCPU's timer raises an interrupt before (its PIT's next tick), so that the interrupt comes
+/// on time, to a halted vCPU too.
+fn slice_ticks(p: &Partition, now: u64) -> u64 {
+    match p.next_deadline() {
         Some(t) => t.saturating_sub(now).clamp(MIN_SLICE_TICKS, TIMESLICE_TICKS),
         None => TIMESLICE_TICKS,
     }
@@ -182,15 +183,16 @@ fn run_vcpu_exits(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
         p.next_deadline_for(v)
             .map_or(0, |t| t.saturating_sub(now).clamp(MIN_SLICE_TICKS, u64::from(u32::MAX)))
     } else {
-        slice_ticks(p, v, now)
+        slice_ticks(p, now)
     };
     p.vcpus[v].vcpu.set_timeslice(ticks);
     profile::slice_start();
     for _ in 0..EXITS_PER_SLICE {
         deliver_events(p, v);
         profile::mark(Stage::Events);
-        let result = p.vcpus[v].vcpu.run();
-        let fast = p.vcpus[v].vcpu.take_fast_exits();
+        let vcpu = &mut p.vcpus[v].vcpu;
+        let result = vcpu.run();
+        let fast = vcpu.take_fast_exits();
         p.stats.counts[super::exit::VmExit::Cpuid.index()] += fast;
         let exit = match result {
             Ok(e) => e,
@@ -216,8 +218,6 @@ fn run_vcpu_exits(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
         let flow = dispatch::handle(p, v, exit);
         profile::mark(Stage::Handler);
         match flow {
-            // An INIT it sent itself leaves it waiting for a SIPI.
-            Flow::Continue if p.vcpus[v].run != RunState::Runnable => return Flow::Yield,
             Flow::Continue => {}
             other => return other,
         }

@@ -59,18 +59,10 @@ pub fn report_last_exits(p: &Partition, v: usize) {
     }
 }
 
-/// The linear address of the instruction at vCPU `v`'s RIP: RIP in 64-bit mode, CS.base +
-/// EIP (32 bits wide) outside it (SDM Vol. 3A §3.4.3, §5.3.1; real mode: CS × 16 + IP, which
-/// may pass 1 MiB with A20 on). CS.base is 0 in every flat mode, the common case.
+/// The linear address of the instruction at vCPU `v`'s RIP ([`super::vcpu::Vcpu::linear_rip`]).
 #[inline]
 pub fn linear_rip(p: &Partition, v: usize) -> u64 {
-    let vcpu = &p.vcpus[v].vcpu;
-    let (rip, base) = (vcpu.rip(), vcpu.cs_base());
-    if base == 0 || vcpu.mode() == decode::CpuMode::Long64 {
-        rip
-    } else {
-        base.wrapping_add(rip) & 0xffff_ffff
-    }
+    p.vcpus[v].vcpu.linear_rip()
 }
 
 /// Reads up to 15 bytes of the instruction at the guest's RIP ([`fetch::fetch`]).
@@ -153,16 +145,21 @@ pub fn skip_public(p: &mut Partition, v: usize) -> Flow {
 
 #[inline]
 pub fn skip(p: &mut Partition, v: usize) -> Flow {
-    let next = match p.vcpus[v].vcpu.next_rip() {
-        Some(n) => n,
-        None => match decoded_len(p, v) {
-            Ok(len) => p.vcpus[v].vcpu.rip() + len as u64,
-            Err(flow) => return flow,
-        },
-    };
-    p.vcpus[v].vcpu.set_rip(next);
-    completed(p, v);
-    Flow::Continue
+    let vcpu = &mut p.vcpus[v].vcpu;
+    if let Some(next) = vcpu.next_rip() {
+        vcpu.set_rip(next);
+        vcpu.instruction_completed();
+        return Flow::Continue;
+    }
+    match decoded_len(p, v) {
+        Ok(len) => {
+            let vcpu = &mut p.vcpus[v].vcpu;
+            vcpu.set_rip(vcpu.rip() + len as u64);
+            vcpu.instruction_completed();
+            Flow::Continue
+        }
+        Err(flow) => flow,
+    }
 }
 
 /// An emulated instruction completed (RIP already past it): its interrupt shadow ends, and

@@ -181,6 +181,16 @@ pub trait Vcpu {
     /// CS's base: outside 64-bit mode, the instruction at RIP is at linear CS.base + RIP
     /// (SDM Vol. 3A §3.4.3; real mode: CS × 16).
     fn cs_base(&self) -> u64;
+    /// The linear address of the instruction at RIP: RIP in 64-bit mode, CS.base + EIP (32
+    /// bits wide) outside it (SDM Vol. 3A §3.4.3, §5.3.1). One call on the exit path.
+    fn linear_rip(&self) -> u64 {
+        let (rip, base) = (self.rip(), self.cs_base());
+        if base == 0 || self.mode() == CpuMode::Long64 {
+            rip
+        } else {
+            base.wrapping_add(rip) & 0xffff_ffff
+        }
+    }
     /// The guest's current privilege level (SS.DPL on VMX, SDM vol. 3C §25.4.1; the VMCB's
     /// CPL field on SVM, APM vol. 2 §15.5.1).
     fn cpl(&self) -> u8;
@@ -221,6 +231,15 @@ pub trait SecondLevel {
     /// Maps device space `[gpa, gpa+len)` to host-physical `hpa`, read/write, uncacheable
     /// (management partition pass-through).
     fn map_mmio(
+        &mut self,
+        gpa: u64,
+        hpa: u64,
+        len: u64,
+    ) -> Result<(), crate::mm::pagetable::MapError>;
+    /// Maps `[gpa, gpa+len)` to host-physical `hpa`, read and execute only, write-back: the
+    /// firmware's read-only memory (a write is a second-level fault: EPT violation, SDM Vol. 3C
+    /// §29.3.3.2; nested page fault, APM Vol. 2 §15.25.6).
+    fn map_readonly(
         &mut self,
         gpa: u64,
         hpa: u64,

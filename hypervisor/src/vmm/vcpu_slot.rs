@@ -98,6 +98,21 @@ impl VcpuSlot {
     }
 }
 
+impl VcpuSlot {
+    /// Moves what came due into its interrupt inputs: its timer hypercall's vector, its local
+    /// APIC timer.
+    #[inline]
+    pub fn tick(&mut self, now: u64) {
+        self.lapic.apic.tick(now);
+        if let Some((deadline, vector)) = self.timer
+            && now >= deadline
+        {
+            self.timer = None;
+            self.vectors.set(vector);
+        }
+    }
+}
+
 /// What a partition is, given its vCPUs' run states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Overall {

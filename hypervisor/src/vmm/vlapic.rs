@@ -302,22 +302,20 @@ pub fn mmio_read(p: &mut Partition, vc: usize, gpa: u64, size: u8) -> u64 {
 /// A write at `gpa` in vCPU `vc`'s APIC page.
 pub fn mmio_write(p: &mut Partition, vc: usize, gpa: u64, size: u8, v: u64) {
     sync_from_cr8(p, vc);
+    let level_eoi = super::vioapic::level_eoi(p, vc, (gpa - APIC_BASE) as u32);
     let ipi = p.vcpus[vc].lapic.mmio_write(gpa - APIC_BASE, size, v);
+    if let Some(vector) = level_eoi {
+        super::vioapic::eoi(p, vector);
+    }
     after_write(p, vc, ipi);
 }
 
 fn after_write(p: &mut Partition, vc: usize, ipi: Option<Ipi>) {
     sync_to_cr8(p, vc);
     if let Some(ipi) = ipi {
-        route(p, vc, &ipi);
+        // To the vCPUs of this partition it names (`vmm/ipi.rs`).
+        p.send_ipi(vc, ipi);
     }
-}
-
-/// Routes an IPI vCPU `from` sent to the vCPUs of its partition it names
-/// ([`Partition::send_ipi`], `vmm/ipi.rs`: fixed and lowest-priority vectors into the
-/// receivers' IRR, INIT and start-up through the vCPUs' run states).
-pub fn route(p: &mut Partition, from: usize, ipi: &Ipi) {
-    p.send_ipi(from, *ipi);
 }
 
 /// RDMSR by vCPU `vc` of IA32_APIC_BASE, IA32_TSC_DEADLINE or an x2APIC MSR; `None`: #GP.
@@ -353,7 +351,12 @@ pub fn wrmsr(p: &mut Partition, vc: usize, msr: u32, v: u64) -> Result<(), &'sta
         }
         m => {
             sync_from_cr8(p, vc);
+            // x2APIC MSR 0x800 + n is register n << 4 (SDM Vol. 3A §11.12.1.2).
+            let level_eoi = super::vioapic::level_eoi(p, vc, m.wrapping_sub(0x800) << 4);
             let ipi = p.vcpus[vc].lapic.write_msr(m, v).map_err(|_| "x2APIC register refused")?;
+            if let Some(vector) = level_eoi {
+                super::vioapic::eoi(p, vector);
+            }
             after_write(p, vc, ipi);
             Ok(())
         }

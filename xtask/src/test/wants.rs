@@ -44,7 +44,11 @@ pub const VCPUS2: &[Want] = &[
 /// code.
 /// `scenarios/multiboot.toml`: a 32-bit multiboot 1 kernel, unchanged, passes its entry checks.
 pub const MULTIBOOT: &[Want] = &[
-    AtLeast(5, "[mb32] PASS "),
+    AtLeast(9, "[mb32] PASS "),
+    Line("[mb32] mb32: modules 2"),
+    // guest-images/mb32/module.txt: 60 bytes whose sum is 0x15cd.
+    Line("[mb32] mb32: module \"module.txt greeting=hello\" 60 bytes, sum 0x000015cd"),
+    Line("[mb32] mb32: module \"module.txt\" 60 bytes, sum 0x000015cd"),
     Line("[mb32] mb32: cmdline \"console=ttyS0 quiet\", loader \"microhv\""),
     Line("hypervisor: partition mb32 (id 0): shut down with status 0 [as expected]"),
     POWER_OFF_OK,
@@ -140,7 +144,9 @@ pub const MGMT_INPUT: &[(&[&str], &str)] = &[
     (&["[mgmt] destroyed g1"], "chan chan\r"),
     (&["^[g2] probe: * checks, 0 failed", "PASS chan-echo"], "list\r"),
     (&["[mgmt] * partitions"], "stats g2\r"),
-    (&["[mgmt] stats g2: "], "shutdown\r"),
+    (&["[mgmt] stats g2: "], "create m mb32+module.txt 8 from-mgmt\r"),
+    (&["[mgmt] created m (id "], "start m\r"),
+    (&["[m] mb32: all checks passed"], "shutdown\r"),
 ];
 
 /// What the mgmt session must print: the passed-through disk (its IRQ 14 forwarded through
@@ -153,9 +159,17 @@ pub const MGMT: &[Want] = &[
     Line("host IRQ lines 0xc000: 1 interrupts forwarded"),
     Line("mgmt: disk: sector 0 starts \"MICROHV TEST DISK\", signature 0xaa55"),
     LineWith(&["mgmt: pci: ", " functions"]),
+    // The firmware's ACPI tables, identity-mapped (docs/guest-contract.md).
+    Line("[mgmt] mgmt: PASS acpi RSDP at "),
+    Line("[mgmt] mgmt: PASS acpi FACP at "),
+    Line("[mgmt] mgmt: PASS acpi DSDT at "),
+    LineWith(&["[mgmt] mgmt: PASS acpi APIC at ", " processor(s) enabled"]),
     Line("created g1 (id "),
     Line("created g2 (id "),
     Line("destroyed g1"),
+    // A multiboot partition the shell made, with a boot module (`create m mb32+module.txt`).
+    Line("[m] mb32: module \"module.txt\" 60 bytes, sum 0x000015cd"),
+    Line("[m] mb32: cmdline \"from-mgmt\""),
     Line("channel "),
     Line("PASS chan-echo"),
     LineWith(&["[g2] probe: ", " checks, 0 failed"]),
@@ -197,6 +211,13 @@ pub const BARE: &[Want] = &[
     Line("[bare] bare: irq 14 received 1 time(s), vector 0x2e"),
     Line("[bare] bare: disk: sector 0 starts \"MICROHV TEST DISK\", signature 0xaa55"),
     Line("[bare] bare: pci 00:01.1 8086:7010 class 01.01"),
+    // The firmware's ACPI tables, identity-mapped read-only where the firmware reserves them.
+    Line("[bare] bare: PASS acpi RSDP at "),
+    Line("[bare] bare: PASS acpi FACP at "),
+    Line("[bare] bare: PASS acpi DSDT at "),
+    LineWith(&["[bare] bare: PASS acpi APIC at ", " processor(s) enabled"]),
+    // A write to the read-only BIOS area faults, is decoded and dropped, as ROM drops it.
+    Line("[bare] bare: PASS bios-area-read-only"),
     Line("[bare] bare: done"),
     Line("partition bare: wrote 0x0 to the debug-exit port"),
     Line("hypervisor: partition bare (id 0): shut down with status 0 [as expected]"),
@@ -225,6 +246,19 @@ pub const LINUX: &[Want] = &[
     PROBE_SUMMARY,
     Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
     Line("hypervisor: partition linux (id 0): powered off (ACPI soft-off, S5) [as expected]"),
+    POWER_OFF_OK,
+];
+/// `scenarios/linux-smp.toml`: Linux in a two-vCPU partition brings up both CPUs (the
+/// hypervisor says vCPU 1 started), lists them in /proc/cpuinfo, runs a task on each, passes
+/// the other checks and powers off.
+pub const LINUX_SMP: &[Want] = &[
+    Line("partition linux-smp: vCPU 1 started by vCPU 0 at "),
+    LineWith(&["[linux-smp] ", "smpboot: Total of 2 processors activated"]),
+    Line("[linux-smp] PASS lapic-timer"),
+    Line("[linux-smp] PASS cpus"),
+    Line("[linux-smp] PASS task-per-cpu"),
+    Line("[linux-smp] ALL-CHECKS-DONE passed=8 failed=0"),
+    Line("hypervisor: partition linux-smp (id 0): powered off (ACPI soft-off, S5) [as expected]"),
     POWER_OFF_OK,
 ];
 pub const LINUX_INPUT: &[(&[&str], &str)] = &[
@@ -347,5 +381,17 @@ pub const LINUX_PINNED: &[Want] = &[
     Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
     Line("hypervisor: partition linux (id 0): powered off (ACPI soft-off, S5) [as expected]"),
     Line("    pinned to cpu 1: ran alongside the other CPUs: they handled "),
+    POWER_OFF_OK,
+];
+
+/// `scenarios/barepc.toml`: the bare-PC kernel passes every check (its lines are compared with
+/// the bare reference's as well), ends through the debug-exit port with status 0, and the probe
+/// beside it passes.
+pub const BAREPC: &[Want] = &[
+    LineWith(&["[barepc] barepc: ", " checks, 0 failed"]),
+    Line("partition barepc: wrote 0x0 to the debug-exit port"),
+    Line("hypervisor: partition barepc (id 0): shut down with status 0 [as expected]"),
+    LineWith(&["[probe] probe: ", " checks, 0 failed"]),
+    Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
     POWER_OFF_OK,
 ];

@@ -56,6 +56,10 @@ impl SecondLevel for Npt {
     fn map_mmio(&mut self, gpa: u64, hpa: u64, len: u64) -> Result<(), MapError> {
         self.table().map(gpa, hpa, len, Perm::READ | Perm::WRITE, MemType::Uncacheable)
     }
+    fn map_readonly(&mut self, gpa: u64, hpa: u64, len: u64) -> Result<(), MapError> {
+        // Present, R/W clear (APM Vol. 2 §15.25.5: nested tables use the long-mode format).
+        self.table().map(gpa, hpa, len, Perm::READ | Perm::EXEC, MemType::WriteBack)
+    }
     fn unmap(&mut self, gpa: u64, len: u64) -> Result<(), MapError> {
         self.table().unmap(gpa, len)
     }

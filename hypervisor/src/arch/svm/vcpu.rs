@@ -397,6 +397,17 @@ impl Vcpu for SvmVcpu {
         self.vmcb().save.cs.base
     }
 
+    #[inline]
+    fn linear_rip(&self) -> u64 {
+        let g = &self.vmcb().save;
+        // CS.base is 0 in every flat mode, the common case; 64-bit mode ignores it.
+        if g.cs.base == 0 || (g.efer & EFER_LMA != 0 && g.cs.attrib & ATTRIB_L != 0) {
+            g.rip
+        } else {
+            g.cs.base.wrapping_add(g.rip) & 0xffff_ffff
+        }
+    }
+
     fn cpl(&self) -> u8 {
         self.vmcb().save.cpl & 3
     }

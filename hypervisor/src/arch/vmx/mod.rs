@@ -75,6 +75,10 @@ impl SecondLevel for Ept {
     fn map_mmio(&mut self, gpa: u64, hpa: u64, len: u64) -> Result<(), MapError> {
         self.0.map(gpa, hpa, len, Perm::READ | Perm::WRITE, MemType::Uncacheable)
     }
+    fn map_readonly(&mut self, gpa: u64, hpa: u64, len: u64) -> Result<(), MapError> {
+        // EPT bits 0 (read) and 2 (execute) set, bit 1 (write) clear (SDM Vol. 3C Table 29-6).
+        self.0.map(gpa, hpa, len, Perm::READ | Perm::EXEC, MemType::WriteBack)
+    }
     fn unmap(&mut self, gpa: u64, len: u64) -> Result<(), MapError> {
         self.0.unmap(gpa, len)
     }

@@ -63,20 +63,35 @@ fn madt_cpu(id: u32) -> Vec<u8> {
     }
 }
 
-/// The tables for a partition of `vcpus` vCPUs (APIC IDs 0 up; clamped to 1..=[`MAX_VCPUS`]),
-/// to be written at [`TABLES_GPA`] (their pointers assume that address).
-pub fn tables(vcpus: u32) -> Vec<u8> {
-    let base = TABLES_GPA;
+/// The MADT of a partition of `vcpus` vCPUs (APIC IDs 0 up; clamped to 1..=[`MAX_VCPUS`]):
+/// one local APIC each, the NMI on LINT1, PCAT_COMPAT (also the management partition's, in
+/// place of the host's: `vmm::firmware_acpi`).
+pub fn madt(vcpus: u32) -> Vec<u8> {
+    madt_with(vcpus, &[])
+}
+
+/// [`madt`] with `extra` interrupt controller structures after the processors' (the
+/// management partition's I/O APIC and its interrupt source override: `vmm::vioapic`).
+pub fn madt_with(vcpus: u32, extra: &[u8]) -> Vec<u8> {
     let mut madt = vec![0u8; MADT_HEADER];
     for id in 0..vcpus.clamp(1, MAX_VCPUS) {
         madt.extend(madt_cpu(id));
     }
     madt.extend_from_slice(&MADT_NMI);
+    madt.extend_from_slice(extra);
     let len = madt.len();
     header(&mut madt, b"APIC", len, 5);
     put32(&mut madt, 36, APIC_BASE as u32);
     put32(&mut madt, 40, 1); // PCAT_COMPAT
     checksum(&mut madt, 9);
+    madt
+}
+
+/// The tables for a partition of `vcpus` vCPUs (APIC IDs 0 up; clamped to 1..=[`MAX_VCPUS`]),
+/// to be written at [`TABLES_GPA`] (their pointers assume that address).
+pub fn tables(vcpus: u32) -> Vec<u8> {
+    let base = TABLES_GPA;
+    let madt = madt(vcpus);
     let mut blob = vec![0u8; MADT + madt.len()];
     blob[MADT..].copy_from_slice(&madt);
     let at = |off: usize| base + off as u64;
@@ -248,6 +263,20 @@ mod tests {
         assert_eq!(facs_gpa % 64, 0, "FACS 64-byte aligned");
         assert_eq!(&table(&blob, facs_gpa)[..4], b"FACS");
         assert!(TABLES_GPA + blob.len() as u64 <= 0x10_0000, "inside the BIOS area");
+    }
+
+    /// The management partition's MADT: its I/O APIC entries follow the processor's and the
+    /// NMI's, inside the length and the checksum.
+    #[test]
+    fn extra_entries_are_inside_the_madt() {
+        let extra = crate::vmm::vioapic::madt_entries(0);
+        let plain = madt(1);
+        let with = madt_with(1, &extra);
+        assert_eq!(with.len(), plain.len() + extra.len());
+        assert_eq!(u32_at(&with, 4) as usize, with.len(), "header length");
+        assert!(sums_to_zero(&with));
+        assert_eq!(&with[plain.len()..], &extra[..]);
+        assert_eq!((with[plain.len()], with[plain.len() + 1]), (1, 12), "an I/O APIC entry");
     }
 
     /// The MADT an OS finds through the XSDT and RSDT: checksum, the APIC address,

@@ -4,6 +4,7 @@
 pub mod acpi;
 pub mod elf;
 pub mod linux;
+pub mod mb_modules;
 pub mod multiboot;
 
 use core::fmt;

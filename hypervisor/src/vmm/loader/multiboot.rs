@@ -6,8 +6,8 @@
 //! addresses in the header itself and lets any file format load; without it the file must be
 //! an ELF32 executable (§3.1.3: "the boot loader ... uses the ELF header"), whose `PT_LOAD`
 //! segments load at their physical addresses. Flags 0 (page-aligned modules) and 1 (memory
-//! information) are honoured: partitions get no modules, and memory information is always
-//! given. Flag 2 (video mode) is a request a loader may ignore: it is. Any other bit in 15:0
+//! information) are honoured: modules always start on a page ([`super::mb_modules`] places
+//! them), and memory information is always given. Flag 2 (video mode) is a request a loader may ignore: it is. Any other bit in 15:0
 //! is a requirement this loader does not know, so the kernel is refused (§3.1.2).
 //!
 //! The machine state at entry (§3.2) is set by the partition builder: 32-bit protected mode,
@@ -38,6 +38,17 @@ pub const INFO_OFFSET: u64 = 0x6000;
 const MMAP_OFFSET: u64 = INFO_OFFSET + 0x100;
 const CMDLINE_OFFSET: u64 = INFO_OFFSET + 0x400;
 const LOADER_NAME_OFFSET: u64 = INFO_OFFSET + 0x600;
+/// The module list: [`MODULES_MAX`] entries of 16 bytes.
+const MODS_OFFSET: u64 = INFO_OFFSET + 0x700;
+/// The modules' strings, [`MODULE_STRING_SLOT`] bytes each, to the end of the page.
+const MOD_STRINGS_OFFSET: u64 = INFO_OFFSET + 0x800;
+const MODULE_STRING_SLOT: u64 = 0x100;
+/// Most modules the structure lists (the manifest's limit).
+pub const MODULES_MAX: usize = hvmanifest::MODULES_MAX;
+/// Longest module string (the rest of its slot holds the NUL).
+pub const MODULE_STRING_MAX: usize = MODULE_STRING_SLOT as usize - 1;
+/// Most memory-map entries (the room between the fixed part and the command line).
+pub const MMAP_MAX: usize = ((CMDLINE_OFFSET - MMAP_OFFSET) / 24) as usize;
 /// The loader's name in the information structure.
 pub const LOADER_NAME: &str = "microhv";
 /// Longest command line passed (the rest of its page holds the loader name).
@@ -325,10 +336,49 @@ pub fn memory_map(ram: &[(u64, u64)]) -> Vec<(u64, u64, u32)> {
 /// Conventional memory below 1 MiB.
 const LOW_KIB: u64 = 639;
 
+/// [`memory_map`] for `ram` with `extra` entries `(start, length, type)` over it (the
+/// firmware's own ranges, ranges the hypervisor keeps): sorted, non-overlapping, neighbours of
+/// one type merged; where entries overlap, the higher type wins (anything over RAM, ACPI NVS
+/// over reserved), as a PC firmware's map never lists a byte twice.
+pub fn memory_map_with(ram: &[(u64, u64)], extra: &[(u64, u64, u32)]) -> Vec<(u64, u64, u32)> {
+    let mut pieces = memory_map(ram);
+    pieces.extend(extra.iter().filter(|e| e.1 != 0));
+    let mut cuts: Vec<u64> =
+        pieces.iter().flat_map(|&(s, l, _)| [s, s.saturating_add(l)]).collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut map: Vec<(u64, u64, u32)> = Vec::new();
+    for pair in cuts.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let kind = pieces
+            .iter()
+            .filter(|&&(s, l, _)| s <= a && b <= s.saturating_add(l))
+            .map(|p| p.2)
+            .max();
+        let Some(kind) = kind else { continue };
+        match map.last_mut() {
+            Some(last) if last.2 == kind && last.0 + last.1 == a => last.1 += b - a,
+            _ => map.push((a, b - a, kind)),
+        }
+    }
+    map
+}
+
+/// A boot module as the information structure lists it (§3.3 `mods_addr`): where it lies,
+/// `[start, end)`, and its string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleEntry<'a> {
+    pub start: u64,
+    pub end: u64,
+    pub string: &'a str,
+}
+
 /// Writes the multiboot information structure (§3.3) for a partition whose RAM is the blocks
 /// `ram` (guest-physical `(start, size)`, sorted), the structure itself at `base`: flags 0
-/// (mem_lower/mem_upper), 2 (cmdline), 3 (no modules), 6 (the memory map, §3.3 "mmap_*",
-/// from [`memory_map`]) and 9 (the loader's name). mem_lower is the RAM from 0 (at most 639
+/// (mem_lower/mem_upper), 2 (cmdline), 3 (the modules: at most [`MODULES_MAX`], each string
+/// cut to [`MODULE_STRING_MAX`] bytes; the caller checks both), 6 (the memory map, §3.3 "mmap_*",
+/// from [`memory_map_with`]: `ram`, and the `extra` entries over it; at most [`MMAP_MAX`]
+/// entries) and 9 (the loader's name). mem_lower is the RAM from 0 (at most 639
 /// KiB), mem_upper the contiguous RAM from 1 MiB, both in KiB. Returns the structure's
 /// address, for EBX.
 pub fn write_info<E>(
@@ -336,17 +386,19 @@ pub fn write_info<E>(
     base: u64,
     ram: &[(u64, u64)],
     cmdline: &str,
+    modules: &[ModuleEntry<'_>],
+    extra: &[(u64, u64, u32)],
 ) -> Result<u64, E> {
     const MEM: u32 = 1 << 0;
     const CMDLINE: u32 = 1 << 2;
     const MODS: u32 = 1 << 3;
     const MMAP: u32 = 1 << 6;
     const LOADER_NAME: u32 = 1 << 9;
-    let ranges = memory_map(ram);
+    let ranges = memory_map_with(ram, extra);
     let kib_from = |at: u64| ranges.iter().find(|r| r.0 == at && r.2 == 1).map_or(0, |r| r.1 >> 10);
     let (lower_kib, upper_kib) = (kib_from(0), kib_from(0x10_0000));
     let mut mmap = Vec::with_capacity(ranges.len() * 24);
-    for (addr, len, kind) in ranges {
+    for (addr, len, kind) in ranges.into_iter().take(MMAP_MAX) {
         // Each entry: size (of the rest: 20), base_addr, length, type (§3.3).
         mmap.extend_from_slice(&20u32.to_le_bytes());
         mmap.extend_from_slice(&addr.to_le_bytes());
@@ -365,8 +417,9 @@ pub fn write_info<E>(
     info[1] = lower_kib as u32;
     info[2] = upper_kib.min(u64::from(u32::MAX)) as u32;
     info[4] = (base + CMDLINE_OFFSET) as u32;
-    info[5] = 0; // mods_count
-    info[6] = (base + INFO_OFFSET + 0x80) as u32; // mods_addr: an empty list
+    let modules = &modules[..modules.len().min(MODULES_MAX)];
+    info[5] = modules.len() as u32; // mods_count
+    info[6] = (base + MODS_OFFSET) as u32; // mods_addr
     info[11] = mmap.len() as u32; // mmap_length
     info[12] = (base + MMAP_OFFSET) as u32; // mmap_addr
     info[16] = (base + LOADER_NAME_OFFSET) as u32;
@@ -378,6 +431,20 @@ pub fn write_info<E>(
     write(base + MMAP_OFFSET, &mmap)?;
     write(base + CMDLINE_OFFSET, &cmd_z)?;
     write(base + LOADER_NAME_OFFSET, &name_z)?;
+    for (i, m) in modules.iter().enumerate() {
+        let string_at = base + MOD_STRINGS_OFFSET + i as u64 * MODULE_STRING_SLOT;
+        // Each entry: mod_start, mod_end, string, reserved (0).
+        let mut entry = [0u8; 16];
+        for (k, w) in [m.start, m.end, string_at].into_iter().enumerate() {
+            entry[4 * k..4 * k + 4].copy_from_slice(&(w as u32).to_le_bytes());
+        }
+        write(base + MODS_OFFSET + 16 * i as u64, &entry)?;
+        let text = &m.string.as_bytes()[..m.string.len().min(MODULE_STRING_MAX)];
+        let mut z = Vec::with_capacity(text.len() + 1);
+        z.extend_from_slice(text);
+        z.push(0);
+        write(string_at, &z)?;
+    }
     Ok(base + INFO_OFFSET)
 }
 
@@ -549,6 +616,11 @@ mod tests {
             0,
             &[(0, 32 << 20)],
             "console=ttyS0",
+            &[
+                ModuleEntry { start: 0x20_0000, end: 0x20_0123, string: "env NR_CPUS=1" },
+                ModuleEntry { start: 0x20_1000, end: 0x20_1000, string: "empty" },
+            ],
+            &[],
         )
         .expect("writes succeed");
         let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
@@ -570,6 +642,54 @@ mod tests {
             (u64_at(last + 4), u64_at(last + 12), u32_at(last + 20)),
             (1 << 20, 31 << 20, 1)
         );
+        // The modules: count, list, strings (§3.3: mod_start, mod_end, string, reserved).
+        let string_at =
+            |a: u64| -> Vec<u8> { (a..).map(|i| mem[&i]).take_while(|&b| b != 0).collect() };
+        let (count, list) = (u32_at(info + 20), u64::from(u32_at(info + 24)));
+        assert_eq!(count, 2);
+        assert_eq!((u32_at(list), u32_at(list + 4), u32_at(list + 12)), (0x20_0000, 0x20_0123, 0));
+        assert_eq!(string_at(u64::from(u32_at(list + 8))), b"env NR_CPUS=1");
+        assert_eq!((u32_at(list + 16), u32_at(list + 20)), (0x20_1000, 0x20_1000));
+        assert_eq!(string_at(u64::from(u32_at(list + 24))), b"empty");
+        // Nothing the structure points at overlaps anything else it points at.
+        let mut spans = [
+            (info, info + 88),
+            (list, list + 32),
+            (addr, addr + u64::from(len)),
+            (cmdline, cmdline + 14),
+            (u64::from(u32_at(info + 64)), u64::from(u32_at(info + 64)) + 8),
+            (u64::from(u32_at(list + 8)), u64::from(u32_at(list + 8)) + 14),
+            (u64::from(u32_at(list + 24)), u64::from(u32_at(list + 24)) + 6),
+        ];
+        spans.sort_unstable();
+        assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "{spans:x?}");
+    }
+
+    #[test]
+    fn module_count_and_strings_are_bounded() {
+        let mut mem = BTreeMap::new();
+        let long = "m".repeat(400);
+        let many = [ModuleEntry { start: 0x20_0000, end: 0x20_0001, string: &long }; 12];
+        let info = write_info(
+            |gpa, bytes: &[u8]| {
+                for (i, b) in bytes.iter().enumerate() {
+                    mem.insert(gpa + i as u64, *b);
+                }
+                Ok::<(), ()>(())
+            },
+            0,
+            &[(0, 32 << 20)],
+            "",
+            &many,
+            &[],
+        )
+        .unwrap();
+        let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
+        assert_eq!(u32_at(info + 20), MODULES_MAX as u32);
+        let last = u64::from(u32_at(u64::from(u32_at(info + 24)) + 16 * 7 + 8));
+        assert_eq!(mem[&(last + MODULE_STRING_MAX as u64)], 0);
+        // Nothing written past the information page.
+        assert!(mem.keys().all(|&a| a < INFO_OFFSET + 0x1000), "{:#x}", mem.keys().max().unwrap());
     }
 
     #[test]
@@ -600,10 +720,44 @@ mod tests {
             0,
             &blocks,
             "",
+            &[],
+            &[(0x9_fc00, 0x400, 2), (0x7ff_0000, 0x1_0000, 3)],
         )
         .unwrap();
         let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
         assert_eq!((u32_at(info + 4), u32_at(info + 8)), (0x9f000 >> 10, 15 << 10));
-        assert_eq!(u32_at(info + 44), 3 * 24);
+        // The firmware's entries with their types: the EBDA reserved, ACPI tables type 3.
+        assert_eq!(u32_at(info + 44), 5 * 24);
+        let mmap = u64::from(u32_at(info + 48));
+        let entry = |i: u64| (u32_at(mmap + 24 * i + 4), u32_at(mmap + 24 * i + 20));
+        assert_eq!(entry(1), (0x9_fc00, 2));
+        assert_eq!(entry(4), (0x7ff_0000, 3));
+    }
+
+    #[test]
+    fn extra_entries_paint_over_the_ram_map() {
+        let ram = [(0, 0x9_f000), (1 << 20, 15 << 20)];
+        assert_eq!(
+            memory_map_with(&ram, &[(0x9_fc00, 0x400, 2), (0xf_0000, 0x1_0000, 2), (0, 0, 4)]),
+            [
+                (0, 0x9_f000, 1),
+                (0x9_fc00, 0x400, 2),
+                (0xf_0000, 0x1_0000, 2),
+                (1 << 20, 15 << 20, 1)
+            ]
+        );
+        // NVS over reserved over RAM; neighbours of one type merge.
+        assert_eq!(
+            memory_map_with(
+                &[(1 << 20, 3 << 20)],
+                &[(0x20_0000, 0x2000, 2), (0x20_1000, 0x2000, 4), (0x20_3000, 0x1000, 4)]
+            ),
+            [
+                (1 << 20, 1 << 20, 1),
+                (0x20_0000, 0x1000, 2),
+                (0x20_1000, 0x3000, 4),
+                (0x20_4000, 0x1f_c000, 1)
+            ]
+        );
     }
 }

@@ -207,17 +207,29 @@ impl Machine<'_> {
         }
         let image = self.module(image_name).ok_or(Status::NotFound)?;
         use crate::vmm::manifest::ImageFormat;
-        // ELF64 (our guests) and Linux bzImages say what they are; anything else is tried as a
-        // multiboot kernel.
-        let format = if image.get(..5) == Some(b"\x7fELF\x02") {
-            ImageFormat::Elf64
-        } else if crate::vmm::loader::linux::is_bzimage(image) {
+        // Linux bzImages and ELF64 (our guests) say what they are, except that an ELF64 file
+        // with a multiboot header (a 64-bit kernel that gives its load addresses, flag 16) is
+        // a multiboot kernel, as GRUB would boot it; anything else is tried as multiboot.
+        use crate::vmm::loader::{linux, multiboot};
+        let format = if linux::is_bzimage(image) {
             ImageFormat::Linux
+        } else if image.get(..5) == Some(b"\x7fELF\x02") && !multiboot::has_header(image) {
+            ImageFormat::Elf64
         } else {
             ImageFormat::Multiboot
         };
+        // A multiboot image's `initrd` field names its boot modules, `+`-separated (the shell's
+        // `IMAGE+MODULE+...`); each module's string is its name.
+        let mut modules = alloc::vec::Vec::new();
+        if format == ImageFormat::Multiboot && !initrd_name.is_empty() {
+            for m in initrd_name.split('+') {
+                let data = self.module(m).ok_or(Status::NotFound)?;
+                modules.push(crate::vmm::config::BootModule { data, string: String::from(m) });
+            }
+        }
         let initrd = match initrd_name {
             "" => None,
+            _ if format == ImageFormat::Multiboot => None,
             _ if format != ImageFormat::Linux => {
                 crate::println!(
                     "hypervisor: creating partition {name}: an initrd is for Linux images; `{image_name}` is {}",
@@ -236,6 +248,7 @@ impl Machine<'_> {
             cmdline: String::from(cmdline),
             expect: crate::vmm::manifest::Expect::Exit,
             initrd,
+            modules,
             on_stop: crate::vmm::manifest::OnStop::Destroy,
             management: false,
             keep_free: 0,

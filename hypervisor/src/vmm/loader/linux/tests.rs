@@ -308,7 +308,7 @@ fn an_initrd_too_large_for_ram_below_initrd_addr_max_is_refused() {
 
 #[test]
 fn e820_lists_ram_and_reserved_sorted_and_disjoint() {
-    let reserved = [(0xfee0_0000, 0x1000), (0, 0x7000), (64 * MIB, 0x2000)];
+    let reserved = [(0xfee0_0000, 0x1000, 2), (0, 0x7000, 2), (64 * MIB, 0x2000, 2)];
     let map = e820_map(&ram(256 * MIB), &reserved).unwrap();
     assert_eq!(
         map,
@@ -330,7 +330,7 @@ fn e820_lists_ram_and_reserved_sorted_and_disjoint() {
     let blocks = [(0, 640 << 10), (MIB, MIB), (2 * MIB, MIB)];
     let map = e820_map(&blocks, &[]).unwrap();
     assert_eq!(map.last(), Some(&(MIB, 2 * MIB, E820_RAM)));
-    let many: Vec<(u64, u64)> = (0..200).map(|i| (2 * MIB + i * 0x2000, 0x1000)).collect();
+    let many: Vec<E820Entry> = (0..200).map(|i| (2 * MIB + i * 0x2000, 0x1000, 2)).collect();
     assert_eq!(
         e820_map(&ram(GIB), &many),
         Err(LinuxError::TooManyE820Entries { count: 3 + 1 + 200 + 200 })
@@ -343,7 +343,7 @@ fn load_all(
     blocks: &[(u64, u64)],
     initrd: Option<&[u8]>,
     cmdline: &str,
-    reserved: &[(u64, u64)],
+    reserved: &[E820Entry],
 ) -> (Layout, alloc::collections::BTreeMap<u64, Vec<u8>>) {
     let k = parse(f).unwrap();
     let l = plan(&k, blocks, initrd.map(|d| d.len() as u64), cmdline.len()).unwrap();
@@ -362,7 +362,7 @@ fn the_zero_page_has_each_field_at_its_offset() {
     f[0x250] = 0x77; // a setup_data pointer in the file is not passed on
     f[0x1f0] = 0x99; // before the header: not copied
     let rd = vec![0xa5u8; 0x3000];
-    let (l, w) = load_all(&f, &ram(256 * MIB), Some(&rd), "console=ttyS0", &[(0, 0x7000)]);
+    let (l, w) = load_all(&f, &ram(256 * MIB), Some(&rd), "console=ttyS0", &[(0, 0x7000, 2)]);
     let zp = &w[&BOOT_PARAMS_GPA];
     assert_eq!(zp.len(), 4096);
     let kernel = &f[5 * 512..5 * 512 + 0x2000];
@@ -390,7 +390,7 @@ fn the_zero_page_has_each_field_at_its_offset() {
     assert_eq!(le(zp, 0x258, 8), 16 * MIB);
     assert!(zp[0x26c..0x2d0].iter().all(|&b| b == 0), "nothing past the header's end");
     // The memory map: count at 0x1e8, 20-byte entries from 0x2d0.
-    let map = e820_map(&ram(256 * MIB), &[(0, 0x7000)]).unwrap();
+    let map = e820_map(&ram(256 * MIB), &[(0, 0x7000, 2)]).unwrap();
     assert_eq!(zp[0x1e8] as usize, map.len());
     for (i, &(start, len, kind)) in map.iter().enumerate() {
         let at = 0x2d0 + 20 * i;

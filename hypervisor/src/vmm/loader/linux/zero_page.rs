@@ -2,8 +2,8 @@
 //! its e820 memory map, and [`load`], which writes everything [`plan`](super::plan) placed.
 
 use super::{
-    BzImage, CAN_USE_HEAP, CMDLINE_GPA, CODE32_START, E820_MAX, E820_RESERVED, LOADER_UNDEFINED,
-    LOADFLAGS, LOW_RAM_END, Layout, LinuxError, SETUP_SECTS, VID_MODE_NORMAL, ZERO_PAGE_SIZE,
+    BzImage, CAN_USE_HEAP, CMDLINE_GPA, CODE32_START, E820_MAX, LOADER_UNDEFINED, LOADFLAGS,
+    LOW_RAM_END, Layout, LinuxError, SETUP_SECTS, VID_MODE_NORMAL, ZERO_PAGE_SIZE,
 };
 use crate::vmm::loader::multiboot;
 use alloc::vec::Vec;
@@ -28,9 +28,11 @@ const E820_ENTRY_SIZE: usize = 20;
 pub type E820Entry = (u64, u64, u32);
 
 /// The memory map for the zero page: RAM from `ram` laid out as a PC's (the legacy hole and
-/// BIOS areas below 1 MiB, as [`multiboot::memory_map`] lists them) and `reserved` ranges
-/// (type 2) cut out of it, sorted, non-overlapping, neighbours of one type merged.
-pub fn e820_map(ram: &[(u64, u64)], reserved: &[(u64, u64)]) -> Result<Vec<E820Entry>, LinuxError> {
+/// BIOS areas below 1 MiB, as [`multiboot::memory_map`] lists them) and the `reserved` entries
+/// (`(start, length, type)`: the firmware's ranges with their own types, ranges the hypervisor
+/// keeps as type 2) over it, sorted, non-overlapping, neighbours of one type merged
+/// ([`multiboot::memory_map_with`]).
+pub fn e820_map(ram: &[(u64, u64)], reserved: &[E820Entry]) -> Result<Vec<E820Entry>, LinuxError> {
     let map = e820_entries(ram, reserved);
     if map.len() > E820_MAX {
         return Err(LinuxError::TooManyE820Entries { count: map.len() });
@@ -38,29 +40,8 @@ pub fn e820_map(ram: &[(u64, u64)], reserved: &[(u64, u64)]) -> Result<Vec<E820E
     Ok(map)
 }
 
-fn e820_entries(ram: &[(u64, u64)], reserved: &[(u64, u64)]) -> Vec<E820Entry> {
-    let mut pieces = multiboot::memory_map(ram);
-    pieces.extend(reserved.iter().map(|&(s, l)| (s, l, E820_RESERVED)));
-    let mut cuts: Vec<u64> =
-        pieces.iter().flat_map(|&(s, l, _)| [s, s.saturating_add(l)]).collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut map: Vec<E820Entry> = Vec::new();
-    for pair in cuts.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
-        // Reserved wins over RAM where both cover a piece.
-        let kind = pieces
-            .iter()
-            .filter(|&&(s, l, _)| s <= a && b <= s.saturating_add(l))
-            .map(|p| p.2)
-            .max();
-        let Some(kind) = kind else { continue };
-        match map.last_mut() {
-            Some(last) if last.2 == kind && last.0 + last.1 == a => last.1 += b - a,
-            _ => map.push((a, b - a, kind)),
-        }
-    }
-    map
+fn e820_entries(ram: &[(u64, u64)], reserved: &[E820Entry]) -> Vec<E820Entry> {
+    multiboot::memory_map_with(ram, reserved)
 }
 
 fn put(page: &mut [u8], at: usize, bytes: &[u8]) {
@@ -121,7 +102,7 @@ pub fn load<E>(
     initrd: Option<&[u8]>,
     cmdline: &str,
     ram: &[(u64, u64)],
-    reserved: &[(u64, u64)],
+    reserved: &[E820Entry],
     mut write: impl FnMut(u64, &[u8]) -> Result<(), E>,
 ) -> Result<(), E> {
     write(layout.kernel, img.kernel)?;

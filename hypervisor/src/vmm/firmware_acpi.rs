@@ -1,0 +1,301 @@
+//! The management partition's ACPI tables: the firmware's, except the MADT. The host's MADT
+//! lists every host CPU and the real I/O APIC; the partition gets one vCPU with a virtual local
+//! APIC and the virtual 8259 pair, so it gets a generated MADT (`loader::acpi::madt`) in their
+//! place. The firmware's RSDP, RSDT and XSDT are shadowed: a copy of the page that holds the
+//! RSDP is mapped over it, its RSDP pointing at copies of the RSDT and XSDT whose MADT entry
+//! (or a new last entry, where they list none) points at the generated MADT. Every other
+//! entry still points at the firmware's own tables (ACPI 6.5 §5.2.5.3 RSDP, §5.2.7 RSDT,
+//! §5.2.8 XSDT; each checksum makes its bytes sum to 0, §5.2.6; the RSDP's first 20 bytes sum
+//! to 0 and, revision 2+, all `Length` bytes through the extended checksum).
+
+use alloc::vec::Vec;
+
+/// Size of the page the shadow tables live in.
+pub const PAGE: usize = 4096;
+
+/// What the partition sees in place of the firmware's root tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shadow {
+    /// The page that holds the RSDP, with the RSDP pointing at the copies.
+    pub rsdp_page: Vec<u8>,
+    /// The page of the generated MADT and the RSDT and XSDT copies (at `tables_gpa`).
+    pub tables: Vec<u8>,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from(u32_at(b, at)) | (u64::from(u32_at(b, at + 4)) << 32)
+}
+
+/// Sets byte `at` so that `b` sums to 0.
+fn fix_checksum(b: &mut [u8], at: usize) {
+    b[at] = 0;
+    let sum = b.iter().fold(0u8, |s, &x| s.wrapping_add(x));
+    b[at] = 0u8.wrapping_sub(sum);
+}
+
+/// A copy of root table `root` (RSDT: `entry` 4, XSDT: 8) whose MADT entry (`is_madt`) points
+/// at `madt` (appended when it lists none), its length and checksum made right.
+fn root_copy(root: &[u8], entry: usize, is_madt: &dyn Fn(u64) -> bool, madt: u64) -> Vec<u8> {
+    let len = (u32_at(root, 4) as usize).clamp(36, root.len());
+    let mut out = root[..36].to_vec();
+    let mut replaced = false;
+    for e in root[36..len].chunks_exact(entry) {
+        let addr = if entry == 8 { u64_at(e, 0) } else { u64::from(u32_at(e, 0)) };
+        let addr = if is_madt(addr) && !replaced {
+            replaced = true;
+            madt
+        } else if is_madt(addr) {
+            continue; // a second MADT: the partition has one
+        } else {
+            addr
+        };
+        out.extend_from_slice(&addr.to_le_bytes()[..entry]);
+    }
+    if !replaced {
+        out.extend_from_slice(&madt.to_le_bytes()[..entry]);
+    }
+    let n = out.len() as u32;
+    out[4..8].copy_from_slice(&n.to_le_bytes());
+    fix_checksum(&mut out, 9);
+    out
+}
+
+/// The shadow tables. `page` is the firmware's page holding the RSDP at `rsdp_off`; `rsdt`
+/// and `xsdt` the firmware's root tables as read (the XSDT where the RSDP gives one); `is_madt`
+/// says whether a table address holds an MADT; `madt` is the generated MADT; the tables page
+/// goes at `tables_gpa` (below 4 GiB: the RSDT's pointers are 32-bit). `None` when the RSDP
+/// (36 bytes read, whatever its revision) does not fit in the page or the copies do not fit
+/// in theirs.
+pub fn shadow(
+    page: &[u8],
+    rsdp_off: usize,
+    rsdt: &[u8],
+    xsdt: Option<&[u8]>,
+    is_madt: &dyn Fn(u64) -> bool,
+    madt: &[u8],
+    tables_gpa: u64,
+) -> Option<Shadow> {
+    if page.len() != PAGE || rsdp_off + 36 > PAGE || rsdt.len() < 36 || tables_gpa >> 32 != 0 {
+        return None;
+    }
+    let revision = page[rsdp_off + 15];
+    let rsdp_len = if revision >= 2 {
+        let len = u32_at(page, rsdp_off + 20) as usize;
+        if len < 36 || rsdp_off + len > PAGE {
+            return None;
+        }
+        len
+    } else {
+        20
+    };
+    let align = |n: usize| n.next_multiple_of(16);
+    let mut tables = madt.to_vec();
+    let madt_gpa = tables_gpa;
+    let rsdt_off = align(tables.len());
+    let rsdt_copy = root_copy(rsdt, 4, is_madt, madt_gpa);
+    tables.resize(rsdt_off, 0);
+    tables.extend_from_slice(&rsdt_copy);
+    let xsdt_off = align(tables.len());
+    if let Some(x) = xsdt.filter(|x| x.len() >= 36) {
+        let copy = root_copy(x, 8, is_madt, madt_gpa);
+        tables.resize(xsdt_off, 0);
+        tables.extend_from_slice(&copy);
+    }
+    if tables.len() > PAGE {
+        return None;
+    }
+    tables.resize(PAGE, 0);
+    let mut rsdp_page = page.to_vec();
+    let r = &mut rsdp_page[rsdp_off..];
+    r[16..20].copy_from_slice(&(tables_gpa as u32 + rsdt_off as u32).to_le_bytes());
+    fix_checksum(&mut r[..20], 8);
+    if revision >= 2 {
+        if xsdt.is_some() {
+            r[24..32].copy_from_slice(&(tables_gpa + xsdt_off as u64).to_le_bytes());
+        }
+        fix_checksum(&mut r[..rsdp_len], 32);
+    }
+    Some(Shadow { rsdp_page, tables })
+}
+
+/// Host physical memory below 4 GiB (past page 0), which the hypervisor's own page tables map
+/// identity, for reading the firmware's tables.
+pub struct HostMemory;
+
+impl crate::arch::x86::acpi::PhysRead for HostMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), crate::arch::x86::acpi::AcpiError> {
+        let unreadable = crate::arch::x86::acpi::AcpiError::Unreadable(addr);
+        let end = addr.checked_add(buf.len() as u64).ok_or(unreadable)?;
+        if addr < 0x1000 || end > 1 << 32 {
+            return Err(unreadable);
+        }
+        // SAFETY: `addr..end` lies in the hypervisor's identity map of physical memory (all of
+        // it past page 0 and below 4 GiB at least); the firmware's tables there are only read.
+        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+}
+
+/// The host's RSDP: the one the boot path gave (UEFI), else the BIOS search (§5.2.5.1).
+pub fn host_rsdp(given: Option<u64>, ebda_segment: Option<u16>) -> Option<u64> {
+    given.or_else(|| crate::arch::x86::acpi::find_rsdp(&HostMemory, ebda_segment).ok())
+}
+
+/// A table of at most a page, as the firmware left it (its length clamped to a page).
+fn read_table(addr: u64) -> Option<Vec<u8>> {
+    use crate::arch::x86::acpi::PhysRead;
+    let mut head = [0u8; 36];
+    HostMemory.read(addr, &mut head).ok()?;
+    let len = (u32_at(&head, 4) as usize).clamp(36, PAGE);
+    let mut t = alloc::vec![0u8; len];
+    HostMemory.read(addr, &mut t).ok()?;
+    Some(t)
+}
+
+/// Builds the shadow for the host RSDP at `rsdp` (it must lie below 1 MiB, in the firmware's
+/// window: the EBDA or the BIOS area) with the tables page at `tables_gpa` (a page of host
+/// memory the partition does not get as RAM, identity-mapped read-only by `firmware::windows`);
+/// writes that page, copies the RSDP's page into a new frame and maps it over the RSDP's page.
+/// Returns the frame (the partition owns it) or why nothing was shadowed.
+pub fn install(
+    slat: &mut dyn super::vcpu::SecondLevel,
+    rsdp: u64,
+    tables_gpa: u64,
+) -> Result<u64, &'static str> {
+    use crate::arch::x86::acpi::PhysRead;
+    use crate::arch::x86::paging::HostPages;
+    if !(0x1000..0x10_0000).contains(&rsdp) {
+        return Err("the RSDP is not below 1 MiB");
+    }
+    let page_gpa = rsdp & !(PAGE as u64 - 1);
+    let mut page = alloc::vec![0u8; PAGE];
+    HostMemory.read(page_gpa, &mut page).map_err(|_| "the RSDP's page is unreadable")?;
+    let off = (rsdp - page_gpa) as usize;
+    let rsdt = read_table(u64::from(u32_at(&page, off + 16))).ok_or("the RSDT is unreadable")?;
+    let xsdt_at = if page[off + 15] >= 2 && off + 32 <= PAGE { u64_at(&page, off + 24) } else { 0 };
+    let xsdt = (xsdt_at != 0).then(|| read_table(xsdt_at)).flatten();
+    let is_madt = |a: u64| {
+        let mut sig = [0u8; 4];
+        HostMemory.read(a, &mut sig).is_ok() && &sig == b"APIC"
+    };
+    // The management partition's I/O APIC (always attached: `vmm::vioapic`), ID 0.
+    let madt = super::loader::acpi::madt_with(1, &super::vioapic::madt_entries(0));
+    let s = shadow(&page, off, &rsdt, xsdt.as_deref(), &is_madt, &madt, tables_gpa)
+        .ok_or("the shadow tables do not fit")?;
+    // SAFETY: `tables_gpa` is a page of host memory kept for this partition's tables (the top
+    // page of its conventional memory, carved out of its RAM), identity-mapped for the
+    // hypervisor; nothing else writes it.
+    unsafe { core::ptr::copy_nonoverlapping(s.tables.as_ptr(), tables_gpa as *mut u8, PAGE) };
+    let frame = HostPages::alloc_zeroed(1).ok_or("no frame for the RSDP's page")?;
+    // SAFETY: a fresh frame from the allocator, identity-mapped, a page long.
+    unsafe { core::ptr::copy_nonoverlapping(s.rsdp_page.as_ptr(), frame.0 as *mut u8, PAGE) };
+    let remap = slat
+        .unmap(page_gpa, PAGE as u64)
+        .and_then(|()| slat.map_readonly(page_gpa, frame.0, PAGE as u64));
+    if remap.is_err() {
+        HostPages::free(frame, 1);
+        return Err("the RSDP's page could not be remapped");
+    }
+    Ok(frame.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn table(sig: &[u8; 4], entries: &[u64], entry: usize) -> Vec<u8> {
+        let mut t = vec![0u8; 36];
+        t[..4].copy_from_slice(sig);
+        for e in entries {
+            t.extend_from_slice(&e.to_le_bytes()[..entry]);
+        }
+        let n = t.len() as u32;
+        t[4..8].copy_from_slice(&n.to_le_bytes());
+        fix_checksum(&mut t, 9);
+        t
+    }
+
+    fn sums_to_zero(b: &[u8]) -> bool {
+        b.iter().fold(0u8, |s, &x| s.wrapping_add(x)) == 0
+    }
+
+    /// A BIOS page with a revision-2 RSDP at 0x9d0.
+    fn page(revision: u8) -> Vec<u8> {
+        let mut p = vec![0xaau8; PAGE];
+        let r = &mut p[0x9d0..0x9d0 + 36];
+        r.fill(0);
+        r[..8].copy_from_slice(b"RSD PTR ");
+        r[15] = revision;
+        r[16..20].copy_from_slice(&0x7fe_1000u32.to_le_bytes());
+        r[20..24].copy_from_slice(&36u32.to_le_bytes());
+        r[24..32].copy_from_slice(&0x7fe_2000u64.to_le_bytes());
+        fix_checksum(&mut r[..20], 8);
+        fix_checksum(r, 32);
+        p
+    }
+
+    const HOST_MADT: u64 = 0x7fe_0300;
+
+    #[test]
+    fn the_madt_entry_points_at_the_generated_one_and_the_rest_stay() {
+        let rsdt = table(b"RSDT", &[0x7fe_0100, HOST_MADT, 0x7fe_0500], 4);
+        let xsdt = table(b"XSDT", &[HOST_MADT, 0x7fe_0100], 8);
+        let madt = crate::vmm::loader::acpi::madt(1);
+        let is_madt = |a: u64| a == HOST_MADT;
+        let s = shadow(&page(2), 0x9d0, &rsdt, Some(&xsdt), &is_madt, &madt, 0x9e000).unwrap();
+        // The page is the firmware's but for the RSDP, whose checksums hold.
+        assert_eq!(s.rsdp_page[..0x9d0], page(2)[..0x9d0]);
+        assert_eq!(s.rsdp_page[0x9d0 + 36..], page(2)[0x9d0 + 36..]);
+        let r = &s.rsdp_page[0x9d0..0x9d0 + 36];
+        assert!(sums_to_zero(&r[..20]) && sums_to_zero(r));
+        // RSDT copy: same entries, the MADT replaced.
+        let at = |gpa: u64| (gpa - 0x9e000) as usize;
+        let rsdt_copy = &s.tables[at(u64::from(u32_at(r, 16)))..];
+        let len = u32_at(rsdt_copy, 4) as usize;
+        assert_eq!(&rsdt_copy[..4], b"RSDT");
+        assert!(sums_to_zero(&rsdt_copy[..len]));
+        let entries: Vec<u32> = (36..len).step_by(4).map(|o| u32_at(rsdt_copy, o)).collect();
+        assert_eq!(entries, [0x7fe_0100, 0x9e000, 0x7fe_0500]);
+        // XSDT copy likewise.
+        let xsdt_copy = &s.tables[at(u64_at(r, 24))..];
+        let len = u32_at(xsdt_copy, 4) as usize;
+        assert!(sums_to_zero(&xsdt_copy[..len]));
+        assert_eq!((u64_at(xsdt_copy, 36), u64_at(xsdt_copy, 44)), (0x9e000, 0x7fe_0100));
+        // The generated MADT at the start of the page, intact.
+        assert_eq!(&s.tables[..madt.len()], &madt[..]);
+        assert_eq!(s.tables.len(), PAGE);
+    }
+
+    #[test]
+    fn revision_0_and_a_root_without_madt() {
+        let rsdt = table(b"RSDT", &[0x7fe_0100], 4);
+        let madt = crate::vmm::loader::acpi::madt(1);
+        let s = shadow(&page(0), 0x9d0, &rsdt, None, &|_| false, &madt, 0x9e000).unwrap();
+        let r = &s.rsdp_page[0x9d0..0x9d0 + 36];
+        assert!(sums_to_zero(&r[..20]));
+        assert_eq!(u64_at(r, 24), 0x7fe_2000, "revision 0: the XSDT field is not touched");
+        let copy = &s.tables[(u32_at(r, 16) - 0x9e000) as usize..];
+        assert_eq!(u32_at(copy, 4), 44, "the MADT appended");
+        assert_eq!(u32_at(copy, 40), 0x9e000);
+    }
+
+    #[test]
+    fn what_does_not_fit_is_refused() {
+        let madt = crate::vmm::loader::acpi::madt(1);
+        let rsdt = table(b"RSDT", &[1], 4);
+        assert!(shadow(&page(0), PAGE - 10, &rsdt, None, &|_| false, &madt, 0x9e000).is_none());
+        assert!(shadow(&page(0), 0x9d0, &rsdt[..20], None, &|_| false, &madt, 0x9e000).is_none());
+        assert!(shadow(&page(0), 0x9d0, &rsdt, None, &|_| false, &madt, 1 << 32).is_none());
+        let huge = table(b"RSDT", &vec![7u64; 1100], 4);
+        assert!(shadow(&page(0), 0x9d0, &huge, None, &|_| false, &madt, 0x9e000).is_none());
+        // A length field past the bytes read is clamped, never a panic.
+        let mut lying = rsdt.clone();
+        lying[4..8].copy_from_slice(&0xffff_0000u32.to_le_bytes());
+        assert!(shadow(&page(0), 0x9d0, &lying, None, &|_| false, &madt, 0x9e000).is_some());
+    }
+}
