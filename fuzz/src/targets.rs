@@ -209,6 +209,19 @@ fn multiboot(data: &[u8]) -> u64 {
         &modules,
         &firmware,
     );
+    // Boot structures go in pages of the blocks that the image's segments leave free.
+    if let Ok(mb) = multiboot::parse(image, base, size) {
+        let taken: Vec<_> = mb.image.segments.iter().map(|s| s.range()).collect();
+        let mut free = hypervisor::vmm::loader::place::BootPlacer::new(&blocks, &taken);
+        for len in [1, 0x1000, 0x4000, 0x10_0000] {
+            if let Some(at) = free.take(len, 1 << 32) {
+                let end = at + len;
+                assert!(at % 0x1000 == 0 && at != 0 && end <= 1 << 32, "placed at {at:#x}");
+                assert!(blocks.iter().any(|&(s, l)| s <= at && end <= s + l), "outside RAM");
+                assert!(!taken.iter().any(|t| t.start < end && t.end > at), "over a segment");
+            }
+        }
+    }
     outcome
 }
 

@@ -167,6 +167,11 @@ pub struct BootInfo {
     /// High-half PML4 entries of the boot page tables that must be kept when the hypervisor
     /// installs its own (the UEFI kernel image, its stack and the boot info live there).
     pub keep_high_half: bool,
+    /// The hypervisor image's physical pages (including its `.bss`), where the boot path
+    /// knows them (multiboot); empty otherwise. Boot modules below it are moved above it.
+    pub image: PhysRange,
+    /// Where the multiboot loader put the image before it moved itself up (free now).
+    pub relocated_from: Option<PhysRange>,
 }
 
 impl BootInfo {
@@ -185,6 +190,8 @@ impl BootInfo {
             firmware_dropped: 0,
             rsdp: None,
             keep_high_half: false,
+            image: PhysRange::new(0, 0),
+            relocated_from: None,
         }
     }
 

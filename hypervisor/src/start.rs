@@ -25,22 +25,17 @@ pub const HEAP_SIZE: u64 = 16 << 20;
 /// How the boot crate sets up its global allocator over `[start, start+len)`.
 pub type HeapInit = unsafe fn(start: *mut u8, len: usize);
 
-/// Finds `len` bytes of usable RAM (page-aligned, above 1 MiB) that overlap nothing reserved.
-fn find_free(info: &BootInfo, len: u64) -> Option<u64> {
-    // From the top down, like the frame allocator: low memory stays for the management
-    // partition.
-    let reserved = info.reserved.as_slice();
-    info.usable.as_slice().iter().rev().find_map(|r| {
-        let low = align_up(r.start.max(LOW_MEMORY_END), PAGE_SIZE);
-        let mut end = align_down(r.end, PAGE_SIZE);
-        loop {
-            let start = end.checked_sub(len).filter(|&s| s >= low)?;
-            match reserved.iter().find(|x| x.start < end && x.end > start) {
-                Some(x) => end = align_down(x.start, PAGE_SIZE),
-                None => return Some(start),
-            }
-        }
-    })
+/// Finds `len` bytes of usable RAM (page-aligned, above 1 MiB, below `reach`) that overlap
+/// nothing reserved, as high as possible: low memory stays for the management partition.
+fn find_free(info: &BootInfo, len: u64, reach: u64) -> Option<u64> {
+    crate::mm::place::highest_free(
+        info.usable.as_slice(),
+        info.reserved.as_slice(),
+        len,
+        PAGE_SIZE,
+        LOW_MEMORY_END,
+        reach,
+    )
 }
 
 /// The hypervisor's entry point after either boot path.
@@ -103,7 +98,9 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
 
     // Memory: heap first (the frame allocator's lists live on it), then frames, then our own
     // page tables.
-    let Some(heap) = find_free(info, HEAP_SIZE) else {
+    // Written before the hypervisor's own tables exist: where the boot tables reach.
+    let reach = if phys_offset == 0 { 1 << 32 } else { u64::MAX };
+    let Some(heap) = find_free(info, HEAP_SIZE, reach) else {
         error!("no {} MiB of free RAM for the heap", HEAP_SIZE >> 20);
         fail();
     };
@@ -143,6 +140,16 @@ pub fn start(info: &mut BootInfo, phys_offset: u64, init_heap: HeapInit) -> ! {
         HEAP_SIZE >> 20,
         heap
     );
+    if let Some(from) = info.relocated_from {
+        // Debug level: a serial line costs the boot-to-guest figure ~5% under Bochs.
+        log::debug!(
+            "hypervisor image moved from {:#x}..{:#x} to {:#x}..{:#x} (top of RAM below 4 GiB)",
+            from.start,
+            from.end,
+            info.image.start,
+            info.image.end
+        );
+    }
     if phys_offset == 0 {
         relocate_low_modules(info, &mut frames);
     }
@@ -274,19 +281,21 @@ fn measure_platform(
     }
 }
 
-/// Where the multiboot image links (`boot/src/multiboot/link.ld`): the memory below is left to
-/// kernels made for the bare machine, which load at 1 MiB.
-const LOW_AREA_END: u64 = 16 << 20;
-
-/// Moves boot modules that lie below [`LOW_AREA_END`] (GRUB puts them at 1 MiB) up into frames
-/// from the top of memory and frees where they were, so that the management partition's
-/// identity-mapped RAM has the low megabytes. Identity-mapped boots only (the multiboot path).
+/// Moves the boot modules that lie below the hypervisor's image (QEMU puts them right after
+/// the image where the loader put it, GRUB at 1 MiB or there) up into frames from the top of
+/// memory and frees where they were, so that the management partition's identity-mapped RAM
+/// is one range from 1 MiB up to the hypervisor's. Identity-mapped boots that know where
+/// their image is (the multiboot path).
 fn relocate_low_modules(info: &mut BootInfo, frames: &mut FrameAllocator) {
+    let below = info.image.start;
+    if info.image.is_empty() {
+        return;
+    }
     let pages_of =
         |r: &core::ops::Range<u64>| align_down(r.start, PAGE_SIZE)..align_up(r.end, PAGE_SIZE);
     let mut moved = Vec::new();
     for m in info.modules.as_mut_slice() {
-        if m.addr >= LOW_AREA_END || m.len == 0 {
+        if m.addr >= below || m.len == 0 {
             continue;
         }
         let Some(to) = frames.alloc(m.len.div_ceil(PAGE_SIZE), PAGE_SIZE) else {
@@ -304,14 +313,14 @@ fn relocate_low_modules(info: &mut BootInfo, frames: &mut FrameAllocator) {
     for r in &moved {
         frames.free(crate::mm::addr::HostPhys(r.start), (r.end - r.start) / PAGE_SIZE);
     }
-    // Whatever else was reserved in those pages (the loader's strings) stays reserved.
+    // Whatever else was reserved in those pages (another module sharing a page) stays so.
     for r in info.reserved.as_slice().iter().map(PhysRange::as_range) {
         if !moved.contains(&pages_of(&r)) {
             frames.reserve(r);
         }
     }
     if !moved.is_empty() {
-        info!("moved {} boot module(s) above {} MiB", moved.len(), LOW_AREA_END >> 20);
+        info!("moved {} boot module(s) to the top", moved.len());
     }
 }
 

@@ -16,7 +16,7 @@ use crate::step;
 /// A scenario's `image = "NAME"` names one of these (or a file in the repository). Only those
 /// present in the checkout are built ([`guest_crates`]).
 pub const GUEST_CRATES: &[&str] =
-    &["probe", "attack", "bench", "mgmt", "chan", "mb32", "bare", "barepc", "chaos"];
+    &["probe", "attack", "bench", "mgmt", "chan", "mb32", "mblow", "bare", "barepc", "chaos"];
 
 /// The guest crates of [`GUEST_CRATES`] this checkout has: `guest-images/NAME/Cargo.toml`
 /// exists and the workspace lists `guest-images/NAME` among its members.

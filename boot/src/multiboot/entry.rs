@@ -1,12 +1,17 @@
 //! The multiboot1 header and the 32-bit entry: identity-map the first 4 GiB with 2 MiB pages,
-//! enter long mode (SDM Vol. 3A §10.8.5), and call [`super::multiboot_main`] with the loader's
-//! magic (EAX) and information pointer (EBX).
+//! map the first GiB a second time at `KERNEL_VBASE` (the top 2 GiB, where the image is
+//! linked: `link.ld`), enter long mode (SDM Vol. 3A §10.8.5), jump to the linked address and
+//! call [`super::multiboot_main`] with the loader's magic (EAX) and information pointer (EBX).
+//!
+//! The 32-bit code runs where the loader put the image (16 MiB), before paging: every address
+//! it uses is a link address minus `KERNEL_VBASE`.
 
 core::arch::global_asm!(
     r#"
     .set MB_MAGIC, 0x1BADB002
     /* page-align modules | memory info | address fields valid (a.out kludge) */
     .set MB_FLAGS, 0x00010003
+    .set KBASE, 0xffffffff80000000
 
     .section .multiboot_header, "a"
     .balign 4
@@ -14,16 +19,17 @@ mb_header:
     .long MB_MAGIC
     .long MB_FLAGS
     .long -(MB_MAGIC + MB_FLAGS)
-    .long mb_header
-    .long __kernel_start
-    .long __load_end
-    .long __bss_end
-    .long _start32
+    .long mb_header - KBASE
+    .long __kernel_start - KBASE
+    .long __load_end - KBASE
+    .long __bss_end - KBASE
+    .long _start32 - KBASE
 
     .section .bss.boot, "aw", @nobits
     .balign 4096
 boot_pml4: .skip 4096
 boot_pdpt: .skip 4096
+boot_pdpt_high: .skip 4096
 boot_pd:   .skip 4 * 4096
 boot_stack: .skip 64 * 1024
 boot_stack_top:
@@ -37,7 +43,7 @@ boot_gdt:
 boot_gdt_end:
 boot_gdt_ptr:
     .word boot_gdt_end - boot_gdt - 1
-    .quad boot_gdt
+    .quad boot_gdt - KBASE
 
     .section .text.boot32, "ax"
     .code32
@@ -45,7 +51,7 @@ boot_gdt_ptr:
 _start32:
     cli
     cld
-    mov esp, offset boot_stack_top
+    mov esp, offset boot_stack_top - KBASE
     mov edi, eax
     mov esi, ebx
 
@@ -57,8 +63,8 @@ _start32:
     or eax, 0x83
     mov edx, ecx
     shr edx, 11
-    mov dword ptr [boot_pd + ecx * 8], eax
-    mov dword ptr [boot_pd + ecx * 8 + 4], edx
+    mov dword ptr [boot_pd - KBASE + ecx * 8], eax
+    mov dword ptr [boot_pd - KBASE + ecx * 8 + 4], edx
     inc ecx
     cmp ecx, 2048
     jne 1b
@@ -68,22 +74,29 @@ _start32:
 2:
     mov eax, ecx
     shl eax, 12
-    add eax, offset boot_pd
+    add eax, offset boot_pd - KBASE
     or eax, 3
-    mov dword ptr [boot_pdpt + ecx * 8], eax
+    mov dword ptr [boot_pdpt - KBASE + ecx * 8], eax
     inc ecx
     cmp ecx, 4
     jne 2b
 
-    mov eax, offset boot_pdpt
+    mov eax, offset boot_pdpt - KBASE
     or eax, 3
-    mov dword ptr [boot_pml4], eax
+    mov dword ptr [boot_pml4 - KBASE], eax
+    /* PML4[511] -> the high PDPT, whose entry 510 (KBASE) -> the first GiB's PD */
+    mov eax, offset boot_pdpt_high - KBASE
+    or eax, 3
+    mov dword ptr [boot_pml4 - KBASE + 511 * 8], eax
+    mov eax, offset boot_pd - KBASE
+    or eax, 3
+    mov dword ptr [boot_pdpt_high - KBASE + 510 * 8], eax
 
     /* CR4.PAE, CR3, EFER.LME, CR0.PG|PE */
     mov eax, cr4
     or eax, 1 << 5
     mov cr4, eax
-    mov eax, offset boot_pml4
+    mov eax, offset boot_pml4 - KBASE
     mov cr3, eax
     mov ecx, 0xC0000080
     rdmsr
@@ -93,14 +106,18 @@ _start32:
     or eax, 0x80000001
     mov cr0, eax
 
-    lgdt [boot_gdt_ptr]
-    /* far jump to 0x08:long_mode (EA ptr16:32) */
+    lgdt [boot_gdt_ptr - KBASE]
+    /* far jump to 0x08:long_mode (EA ptr16:32), still at the load address */
     .byte 0xEA
-    .long long_mode
+    .long long_mode - KBASE
     .word 0x08
 
     .code64
 long_mode:
+    /* to the linked address in the top 2 GiB */
+    movabs rax, offset long_mode_high
+    jmp rax
+long_mode_high:
     mov ax, 0x10
     mov ds, ax
     mov es, ax

@@ -8,17 +8,13 @@
 use hypervisor::bootinfo::{BootInfo, BootPath, Module, PhysRange};
 
 mod entry;
+mod reloc;
 
 /// EAX value a multiboot1 loader passes.
 const BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
 const FLAG_CMDLINE: u32 = 1 << 2;
 const FLAG_MODS: u32 = 1 << 3;
 const FLAG_MMAP: u32 = 1 << 6;
-
-unsafe extern "C" {
-    static __kernel_start: u8;
-    static __kernel_end: u8;
-}
 
 /// Reads a little-endian u32 at physical `addr` (identity-mapped below 4 GiB by the entry code).
 ///
@@ -47,23 +43,28 @@ unsafe fn c_str(addr: u64, max: usize) -> &'static str {
     core::str::from_utf8(&bytes[..len]).unwrap_or("")
 }
 
-fn reserve_page_of(info: &mut BootInfo, addr: u64, len: u64) {
-    let start = addr & !0xfff;
-    info.reserved.push(PhysRange::new(start, (addr + len + 0xfff) & !0xfff));
-}
-
 /// Called by the entry code in long mode.
 extern "C" fn multiboot_main(magic: u32, mbi: u32) -> ! {
     let mut info = BootInfo::new(BootPath::Multiboot);
+    // The image runs in the top 2 GiB (`link.ld`): the hypervisor's own tables keep that half.
+    info.keep_high_half = true;
     let mbi = u64::from(mbi);
-    // The symbols come from the linker script; only their addresses are used.
-    let (kstart, kend) =
-        (core::ptr::addr_of!(__kernel_start) as u64, core::ptr::addr_of!(__kernel_end) as u64);
-    info.reserved.push(PhysRange::new(kstart, kend));
+    info.image = reloc::loaded_at();
+    info.reserved.push(info.image);
     if magic == BOOTLOADER_MAGIC {
         // SAFETY: a multiboot loader put its information structure (and everything it points
         // to) below 4 GiB, which the entry code identity-mapped.
         unsafe { parse(&mut info, mbi) };
+        // Everything needed from the loader's structures is in `info` now (the modules stay
+        // reserved where they are until the hypervisor moves them): the image goes high.
+        if let Some(to) = reloc::relocate(&info) {
+            let old = info.image;
+            for r in info.reserved.as_mut_slice().iter_mut().filter(|r| **r == old) {
+                *r = to;
+            }
+            info.image = to;
+            info.relocated_from = Some(old);
+        }
     } else {
         info.set_cmdline("");
     }
@@ -78,23 +79,24 @@ extern "C" fn multiboot_main(magic: u32, mbi: u32) -> ! {
     hypervisor::start(&mut info, 0, init)
 }
 
+/// Copies what the hypervisor needs out of the loader's structures into `info`: the command
+/// line, the memory map, and the modules (their names; their bytes stay where they are,
+/// reserved). The structures themselves are not reserved: nothing reads them after this.
+///
 /// # Safety
 /// `mbi` is a valid multiboot information structure below 4 GiB.
 unsafe fn parse(info: &mut BootInfo, mbi: u64) {
     // SAFETY: (whole function) the caller guarantees the structure and its pointers are valid.
     unsafe {
-        reserve_page_of(info, mbi, 120);
         let flags = rd32(mbi);
         if flags & FLAG_CMDLINE != 0 {
             let p = u64::from(rd32(mbi + 16));
             let s = c_str(p, 4096);
-            reserve_page_of(info, p, s.len() as u64 + 1);
             info.set_cmdline(hypervisor::cmdline::strip_image_path(s));
         }
         if flags & FLAG_MMAP != 0 {
             let len = u64::from(rd32(mbi + 44));
             let base = u64::from(rd32(mbi + 48));
-            reserve_page_of(info, base, len);
             let mut at = base;
             while at < base + len {
                 let size = u64::from(rd32(at));
@@ -114,15 +116,11 @@ unsafe fn parse(info: &mut BootInfo, mbi: u64) {
         if flags & FLAG_MODS != 0 {
             let count = rd32(mbi + 20);
             let table = u64::from(rd32(mbi + 24));
-            reserve_page_of(info, table, u64::from(count) * 16);
             for i in 0..u64::from(count) {
                 let e = table + i * 16;
                 let (start, end) = (u64::from(rd32(e)), u64::from(rd32(e + 4)));
                 let s = u64::from(rd32(e + 8));
                 let string = if s != 0 { c_str(s, 256) } else { "" };
-                if s != 0 {
-                    reserve_page_of(info, s, string.len() as u64 + 1);
-                }
                 // The module's name: the last path component of the first word.
                 let first = string.split_ascii_whitespace().next().unwrap_or("");
                 let name = first.rsplit('/').next().unwrap_or(first);

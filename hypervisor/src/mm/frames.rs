@@ -73,10 +73,17 @@ impl FrameAllocator {
     /// gather at the top, and low memory, where kernels made for the bare machine load, stays
     /// free for the management partition. The memory is not zeroed.
     pub fn alloc(&mut self, pages: u64, align: u64) -> Option<HostPhys> {
+        self.alloc_below(pages, align, u64::MAX)
+    }
+
+    /// As [`Self::alloc`], with the frames' end at or below `limit`: at boot, before the
+    /// hypervisor's own tables map all RAM, only what the boot tables reach (4 GiB on the
+    /// multiboot path) can be written.
+    pub fn alloc_below(&mut self, pages: u64, align: u64, limit: u64) -> Option<HostPhys> {
         let align = align.max(PAGE_SIZE);
         let len = pages.checked_mul(PAGE_SIZE)?;
         let found = self.free.iter().rev().find_map(|r| {
-            let start = align_down(r.end.checked_sub(len)?, align);
+            let start = align_down(r.end.min(limit).checked_sub(len)?, align);
             (start >= r.start).then_some(start)
         })?;
         self.remove(found..found + len);
@@ -202,6 +209,16 @@ mod tests {
         let mut b = FrameAllocator::new(&[0..8 * MIB, 16 * MIB..32 * MIB], &[]);
         assert_eq!(b.take_lowest(3 * MIB, 0), [MIB..4 * MIB], "a limit");
         assert_eq!(b.take_lowest(u64::MAX, 64 * MIB), [], "the reserve comes first");
+    }
+
+    #[test]
+    fn allocates_below_a_limit() {
+        let mut a = FrameAllocator::new(&[MIB..8 * MIB, 16 * MIB..32 * MIB], &[]);
+        assert_eq!(a.alloc_below(1, PAGE_SIZE, 20 * MIB), Some(HostPhys(20 * MIB - 4096)));
+        assert_eq!(a.alloc_below(1, PAGE_SIZE, 12 * MIB), Some(HostPhys(8 * MIB - 4096)));
+        assert_eq!(a.alloc_below(512, 2 * MIB, 17 * MIB), Some(HostPhys(4 * MIB)), "aligned");
+        assert_eq!(a.alloc_below(1, PAGE_SIZE, MIB), None);
+        assert_eq!(a.alloc(1, PAGE_SIZE), Some(HostPhys(32 * MIB - 4096)), "no limit");
     }
 
     #[test]

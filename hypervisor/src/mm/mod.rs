@@ -4,3 +4,4 @@ pub mod addr;
 pub mod frames;
 pub mod lowmem;
 pub mod pagetable;
+pub mod place;

@@ -4,7 +4,7 @@
 //! `Documentation/arch/x86/boot.rst`).
 
 use super::config::PartitionConfig;
-use super::loader::{acpi, elf, linux, mb_modules, multiboot};
+use super::loader::{acpi, elf, linux, mb_modules, multiboot, place::BootPlacer};
 use super::manifest::ImageFormat;
 use super::memory::{BadAddress, GuestRam};
 use super::platform::Platform;
@@ -32,8 +32,9 @@ pub fn load(
         return load_linux(ram, map, config, platform);
     }
     // Guests see their RAM from guest-physical 0; the management partition sees its RAM
-    // where it lies in host memory (identity), so device DMA needs no IOMMU. Both have
-    // their boot structures in their first MiB.
+    // where it lies in host memory (identity), so device DMA needs no IOMMU. Images in the
+    // guest contract have their boot structures in their first MiB; a multiboot kernel may
+    // load anywhere in its RAM, and its boot structures go where it does not.
     let span = map.last().map_or(0, |b| b.0 + b.1);
     let image = match config.format {
         ImageFormat::Multiboot => multiboot::parse(config.image, 0, span)
@@ -50,7 +51,8 @@ pub fn load(
             format!("image: {e}{hint}")
         }),
     }?;
-    if let Some(s) = image.segments.iter().find(|s| s.gpa < IMAGE_MIN_GPA) {
+    let contract = config.format != ImageFormat::Multiboot;
+    if let Some(s) = image.segments.iter().find(|s| contract && s.gpa < IMAGE_MIN_GPA) {
         return Err(format!(
             "image: segment at {:#x} lies in the first MiB of its RAM (reserved for boot structures)",
             s.gpa
@@ -79,12 +81,46 @@ pub fn load(
     };
     match config.format {
         ImageFormat::Multiboot => {
-            let fw = firmware_entries(map, config, platform);
-            multiboot_structures(ram, map, config, &modules, &fw, image.entry)
+            let mut taken: alloc::vec::Vec<_> = image.segments.iter().map(|s| s.range()).collect();
+            taken.extend(modules.iter().map(|&(start, end)| start..end));
+            let extra = memory_map_extra(map, config, platform);
+            multiboot_structures(ram, map, &taken, &extra, config, &modules, image.entry)
         }
-        _ => boot_structures(ram, map, id, config, image.entry, platform),
+        _ => {
+            boot_structures(ram, map, id, config, image.entry, platform).map_err(|e| format!("{e}"))
+        }
     }
-    .map_err(|e| format!("{e}"))
+}
+
+/// The host RAM below 4 GiB the management partition does not get (the hypervisor's image,
+/// heap and tables, the boot modules, the other partitions' RAM), as guest-physical
+/// `(start, len, 2)` entries for its memory map (type 2, reserved), as Xen's dom0 map and a
+/// PC's firmware list RAM the OS must not use. Guests: none (their RAM is all they see).
+fn hypervisor_ranges(
+    config: &PartitionConfig,
+    map: &[(u64, u64)],
+    platform: &Platform,
+) -> alloc::vec::Vec<(u64, u64, u32)> {
+    if !config.management {
+        return alloc::vec::Vec::new();
+    }
+    gaps_above_1m(map, platform.ram_top_below_4g).into_iter().map(|(s, l)| (s, l, 2)).collect()
+}
+
+/// The pieces of `[1 MiB, top)` that no block of `map` (sorted `(start, len)`) covers.
+fn gaps_above_1m(map: &[(u64, u64)], top: u64) -> alloc::vec::Vec<(u64, u64)> {
+    let mut out = alloc::vec::Vec::new();
+    let mut at = 0x10_0000;
+    for &(start, len) in map {
+        if start > at && at < top {
+            out.push((at, start.min(top) - at));
+        }
+        at = at.max(start.saturating_add(len));
+    }
+    if at < top {
+        out.push((at, top - at));
+    }
+    out
 }
 
 /// Places a multiboot kernel's boot modules beside it (`mb_modules::place`), copies them in
@@ -137,10 +173,12 @@ fn load_linux(
     let initrd_len = config.initrd.map(|i| i.len() as u64);
     let layout =
         linux::plan(&image, map, initrd_len, cmdline.len()).map_err(|e| linux_error(&e))?;
-    // The e820 map is the PC's: the loader reserves the EBDA and BIOS areas of low memory.
-    let fw = firmware_entries(map, config, platform);
-    linux::e820_map(map, &fw).map_err(|e| format!("memory map: {e}"))?;
-    linux::load(&image, &layout, config.initrd, &cmdline, map, &fw, |gpa, b| ram.write(gpa, b))
+    // The e820 map is the PC's: the loader reserves the EBDA and BIOS areas of low memory;
+    // the management partition's lists the firmware's ranges with their types and the host
+    // RAM the hypervisor keeps as reserved.
+    let extra = memory_map_extra(map, config, platform);
+    linux::e820_map(map, &extra).map_err(|e| format!("memory map: {e}"))?;
+    linux::load(&image, &layout, config.initrd, &cmdline, map, &extra, |gpa, b| ram.write(gpa, b))
         .map_err(|e| format!("loading the image: {e}"))?;
     // The ACPI tables, in the BIOS area the e820 map reserves, where the kernel's RSDP search
     // finds them.
@@ -174,6 +212,19 @@ fn load_linux(
 
 /// The firmware's ranges a management partition's memory map lists with their own types
 /// (`vmm::firmware`); none for a guest, whose firmware is the hypervisor's.
+/// What a partition's memory map lists besides its RAM: for the management partition, the
+/// firmware's ranges with their types ([`firmware_entries`]) and the host RAM the hypervisor
+/// keeps, reserved ([`hypervisor_ranges`]); nothing for a guest.
+fn memory_map_extra(
+    map: &[(u64, u64)],
+    config: &PartitionConfig,
+    platform: &Platform,
+) -> alloc::vec::Vec<(u64, u64, u32)> {
+    let mut extra = firmware_entries(map, config, platform);
+    extra.extend(hypervisor_ranges(config, map, platform));
+    extra
+}
+
 fn firmware_entries(
     map: &[(u64, u64)],
     config: &PartitionConfig,
@@ -295,20 +346,40 @@ fn boot_structures(
 /// A multiboot kernel's machine state (Multiboot Specification §3.2): 32-bit protected
 /// mode with paging off, flat 4 GiB segments from a GDT of our own (the kernel loads its
 /// own before it reloads a selector), EAX = the boot magic, EBX = the information
-/// structure, interrupts off.
+/// structure, interrupts off. The GDT, the information structure and a first stack go in
+/// free pages of its RAM that its segments (`taken`) do not cover, lowest first (§3.3 lets the
+/// loader put the structure anywhere; the kernel keeps clear of it until it has read it).
 fn multiboot_structures(
     ram: &mut GuestRam,
     map: &[(u64, u64)],
+    taken: &[core::ops::Range<u64>],
+    extra: &[(u64, u64, u32)],
     config: &PartitionConfig,
     modules: &[(u64, u64)],
-    firmware: &[(u64, u64, u32)],
     entry: u64,
-) -> Result<InitialState, BadAddress> {
+) -> Result<InitialState, String> {
     /// Null, 32-bit code (0x08), data (0x10): base 0, limit 4 GiB, granularity 4 KiB.
     const GDT32: [u64; 3] = [0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
-    let base = 0;
+    /// The stack given (the specification leaves ESP undefined; a usable one anyway).
+    const STACK: u64 = 0x4000;
+    const BELOW_4G: u64 = 1 << 32;
+    let mut free = BootPlacer::new(map, taken);
+    let mut take = |what: &str, len: u64| {
+        free.take(len, BELOW_4G).ok_or_else(|| {
+            format!("no free page below 4 GiB outside the image's segments for the {what}")
+        })
+    };
+    let gdt = take("GDT", 0x1000)?;
+    let info_at = take("multiboot information", multiboot::INFO_BYTES)?;
+    let stack_top = match take("stack", STACK) {
+        Ok(at) => at + STACK,
+        Err(_) => take("stack", 0x1000)? + 0x1000,
+    };
+    let bad = |e: BadAddress| format!("{e}");
+    ram.zero(gdt, 0x1000).map_err(bad)?;
+    ram.zero(info_at, multiboot::INFO_BYTES).map_err(bad)?;
     for (i, d) in GDT32.iter().enumerate() {
-        ram.write_u64(base + GDT_GPA + 8 * i as u64, *d)?;
+        ram.write_u64(gdt + 8 * i as u64, *d).map_err(bad)?;
     }
     let entries: alloc::vec::Vec<multiboot::ModuleEntry<'_>> = config
         .modules
@@ -318,17 +389,17 @@ fn multiboot_structures(
         .collect();
     let info = multiboot::write_info(
         |gpa, b| ram.write(gpa, b),
-        base,
+        info_at,
         map,
         &config.cmdline,
         &entries,
-        firmware,
-    )?;
+        extra,
+    )
+    .map_err(bad)?;
     let mut gprs = Gprs::default();
     gprs.0[reg::RAX] = u64::from(multiboot::BOOT_MAGIC);
     gprs.0[reg::RBX] = info;
-    // The specification leaves ESP undefined; give the kernel a usable one anyway.
-    gprs.0[reg::RSP] = base + 0x7_fff0;
+    gprs.0[reg::RSP] = stack_top - 16;
     let flat = |selector, access| Segment { selector, base: 0, limit: 0xffff_ffff, access };
     Ok(InitialState {
         gprs,
@@ -341,7 +412,7 @@ fn multiboot_structures(
         cs: flat(CODE_SELECTOR, ACCESS_CODE32),
         data: flat(DATA_SELECTOR, ACCESS_DATA),
         tr: Segment { selector: 0, base: 0, limit: 0x67, access: ACCESS_TSS64 },
-        gdt_base: base + GDT_GPA,
+        gdt_base: gdt,
         gdt_limit: (GDT32.len() * 8 - 1) as u16,
         idt_base: 0,
         idt_limit: 0,
@@ -351,6 +422,16 @@ fn multiboot_structures(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hypervisor_keeps_the_gaps_above_1_mib() {
+        const M: u64 = 1 << 20;
+        let map = [(0, 0x9f000), (M, 99 * M), (120 * M, 8 * M)];
+        assert_eq!(gaps_above_1m(&map, 256 * M), [(100 * M, 20 * M), (128 * M, 128 * M)]);
+        assert_eq!(gaps_above_1m(&map, 110 * M), [(100 * M, 10 * M)], "cut at the top");
+        assert_eq!(gaps_above_1m(&[(0, 0x9f000), (2 * M, M)], 3 * M), [(M, M)]);
+        assert_eq!(gaps_above_1m(&[(0, 0x9f000), (M, 255 * M)], 256 * M), []);
+    }
 
     #[test]
     fn linux_gets_the_tsc_rate_unless_it_names_one() {

@@ -96,9 +96,11 @@ pub struct Partition {
 /// RAM blocks `(gpa, hpa, len)` to map, and the host frames allocated for them.
 type RamBlocks = (Vec<(u64, u64, u64)>, Vec<core::ops::Range<u64>>);
 
-/// The management partition's boot structures and first stack live in `[0, LOW_RAM_NEEDED)`.
+/// The management partition's boot structures and first stack live in `[0, LOW_RAM_NEEDED)`
+/// for the formats that put them at fixed addresses (the guest contract, Linux); a multiboot
+/// kernel's go in pages it leaves free (`loader::place`), wherever they are.
 const LOW_RAM_NEEDED: u64 = 0x8_0000;
-/// The pages its boot structures use, cleared before they are written.
+/// The pages those fixed boot structures use, cleared before they are written.
 const BOOT_AREA: u64 = 0x1_0000;
 
 /// vCPU `k` of a partition whose vCPU 0 has tag `t` has tag `t + k * TAG_STRIDE`: the
@@ -173,8 +175,10 @@ impl Partition {
             .ok_or_else(|| cleanup("RAM blocks overlap".into()))?;
         if config.management {
             // RAM holds whatever it held, as on a machine after its firmware; only the boot
-            // structures' pages start clear.
-            ram.zero(PAGE_SIZE, BOOT_AREA - PAGE_SIZE).map_err(|e| cleanup(format!("{e}")))?;
+            // structures' pages start clear (a multiboot loader clears the pages it picks).
+            if config.format != super::manifest::ImageFormat::Multiboot {
+                ram.zero(PAGE_SIZE, BOOT_AREA - PAGE_SIZE).map_err(|e| cleanup(format!("{e}")))?;
+            }
         } else {
             ram.zero(0, config.memory).map_err(|e| cleanup(format!("{e}")))?;
         }
@@ -318,7 +322,8 @@ impl Partition {
     /// the other partitions do not use, from the bottom up, leaving `keep_free` bytes for
     /// partitions created later; at most `memory` bytes when the manifest gives a size.
     fn management_memory(config: &PartitionConfig, low: u64) -> Result<RamBlocks, BuildError> {
-        if low < LOW_RAM_NEEDED {
+        let fixed_low = config.format != super::manifest::ImageFormat::Multiboot;
+        if fixed_low && low < LOW_RAM_NEEDED {
             return Err(format!(
                 "the management partition's boot structures need usable RAM at [0, {LOW_RAM_NEEDED:#x}); the firmware's map has [0, {low:#x})"
             ));
@@ -338,7 +343,8 @@ impl Partition {
                 config.keep_free >> 20
             ));
         }
-        let mut blocks = alloc::vec![(0, 0, low)];
+        // Conventional memory from 0, when there is more of it than page 0.
+        let mut blocks = if low > PAGE_SIZE { alloc::vec![(0, 0, low)] } else { Vec::new() };
         blocks.extend(taken.iter().map(|r| (r.start, r.start, r.end - r.start)));
         Ok((blocks, taken))
     }

@@ -54,6 +54,21 @@ pub const MULTIBOOT: &[Want] = &[
     POWER_OFF_OK,
 ];
 
+/// `scenarios/lowmem.toml`: a multiboot kernel at 16 MiB with a segment at 0x8000 runs as the
+/// management partition and passes its checks; the probe beside it passes.
+pub const LOWMEM: &[Want] = &[
+    Line("[mblow] PASS runs-at-16mib"),
+    Line("[mblow] PASS low-segment-loaded"),
+    Line("[mblow] PASS bss-zero"),
+    Line("[mblow] PASS boot-structures-outside-image"),
+    Line("[mblow] PASS memory-map-lists-image"),
+    Line("[mblow] mblow: all checks passed"),
+    Line("hypervisor: partition mblow (id 0): shut down with status 0 [as expected]"),
+    LineWith(&["[probe] probe: ", " checks, 0 failed"]),
+    Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
+    POWER_OFF_OK,
+];
+
 pub const ATTACK: &[Want] = &[
     Line("partition attack-msr: RDMSR 0x480 refused: #GP injected"),
     Line("partition attack-msr: WRMSR 0xc0010114 <- 0x10 refused: #GP injected"),

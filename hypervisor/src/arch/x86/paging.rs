@@ -77,11 +77,14 @@ impl Format for X86Format {
 pub struct PhysTables<'a> {
     pub frames: &'a mut FrameAllocator,
     pub offset: u64,
+    /// Table pages must end at or below this to be reachable at `offset + pa` (the multiboot
+    /// boot tables map the low 4 GiB only).
+    pub reach: u64,
 }
 
 impl TableMemory for PhysTables<'_> {
     fn alloc_table(&mut self) -> Option<u64> {
-        let pa = self.frames.alloc(1, PAGE_SIZE)?.0;
+        let pa = self.frames.alloc_below(1, PAGE_SIZE, self.reach)?.0;
         self.table(pa).fill(0);
         Some(pa)
     }
@@ -154,7 +157,12 @@ pub fn install(
 ) -> Result<usize, MapError> {
     let end = align_up(ram_end.max(4 * PAGE_SIZE_1G), PAGE_SIZE_1G);
     let mut pt = PageTable::<X86Format, _>::new(
-        PhysTables { frames, offset: phys_offset },
+        // Identity boots (multiboot) reach the low 4 GiB until these tables are live.
+        PhysTables {
+            frames,
+            offset: phys_offset,
+            reach: if phys_offset == 0 { 4 * PAGE_SIZE_1G } else { u64::MAX },
+        },
         if gib_pages { 3 } else { 2 },
     )?;
     pt.map(0, 0, end, Perm::READ | Perm::WRITE | Perm::EXEC, MemType::WriteBack)?;

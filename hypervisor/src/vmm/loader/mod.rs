@@ -6,6 +6,7 @@ pub mod elf;
 pub mod linux;
 pub mod mb_modules;
 pub mod multiboot;
+pub mod place;
 
 use core::fmt;
 

@@ -32,16 +32,16 @@ const FLAG_ADDRESSES: u32 = 1 << 16;
 /// Requirement bits (15:0) this loader meets or may ignore.
 const KNOWN_REQUIREMENTS: u32 = FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO | FLAG_VIDEO_MODE;
 
-/// Where [`write_info`] puts the information structure, from the start of the partition's
-/// RAM: after the GDT page, below any image (images load at 1 MiB or above).
-pub const INFO_OFFSET: u64 = 0x6000;
-const MMAP_OFFSET: u64 = INFO_OFFSET + 0x100;
-const CMDLINE_OFFSET: u64 = INFO_OFFSET + 0x400;
-const LOADER_NAME_OFFSET: u64 = INFO_OFFSET + 0x600;
+/// The room [`write_info`] needs for the information structure and what it points to, from
+/// the address the caller picked (free RAM the kernel's image does not use: `super::place`).
+pub const INFO_BYTES: u64 = 0x1000;
+const MMAP_OFFSET: u64 = 0x100;
+const CMDLINE_OFFSET: u64 = 0x400;
+const LOADER_NAME_OFFSET: u64 = 0x600;
 /// The module list: [`MODULES_MAX`] entries of 16 bytes.
-const MODS_OFFSET: u64 = INFO_OFFSET + 0x700;
+const MODS_OFFSET: u64 = 0x700;
 /// The modules' strings, [`MODULE_STRING_SLOT`] bytes each, to the end of the page.
-const MOD_STRINGS_OFFSET: u64 = INFO_OFFSET + 0x800;
+const MOD_STRINGS_OFFSET: u64 = 0x800;
 const MODULE_STRING_SLOT: u64 = 0x100;
 /// Most modules the structure lists (the manifest's limit).
 pub const MODULES_MAX: usize = hvmanifest::MODULES_MAX;
@@ -374,16 +374,17 @@ pub struct ModuleEntry<'a> {
 }
 
 /// Writes the multiboot information structure (§3.3) for a partition whose RAM is the blocks
-/// `ram` (guest-physical `(start, size)`, sorted), the structure itself at `base`: flags 0
-/// (mem_lower/mem_upper), 2 (cmdline), 3 (the modules: at most [`MODULES_MAX`], each string
-/// cut to [`MODULE_STRING_MAX`] bytes; the caller checks both), 6 (the memory map, §3.3 "mmap_*",
-/// from [`memory_map_with`]: `ram`, and the `extra` entries over it; at most [`MMAP_MAX`]
-/// entries) and 9 (the loader's name). mem_lower is the RAM from 0 (at most 639
+/// `ram` (guest-physical `(start, size)`, sorted), the structure itself at `at` ([`INFO_BYTES`]
+/// of free RAM below 4 GiB): flags 0 (mem_lower/mem_upper), 2 (cmdline), 3 (the modules: at
+/// most [`MODULES_MAX`], each string cut to [`MODULE_STRING_MAX`] bytes; the caller checks
+/// both), 6 (the memory map, §3.3 "mmap_*", from [`memory_map_with`]: `ram`, and the `extra`
+/// entries over it (the firmware's ranges, the host RAM the hypervisor keeps, type 2); at
+/// most [`MMAP_MAX`] entries) and 9 (the loader's name). mem_lower is the RAM from 0 (at most 639
 /// KiB), mem_upper the contiguous RAM from 1 MiB, both in KiB. Returns the structure's
 /// address, for EBX.
 pub fn write_info<E>(
     mut write: impl FnMut(u64, &[u8]) -> Result<(), E>,
-    base: u64,
+    at: u64,
     ram: &[(u64, u64)],
     cmdline: &str,
     modules: &[ModuleEntry<'_>],
@@ -416,36 +417,36 @@ pub fn write_info<E>(
     info[0] = MEM | CMDLINE | MODS | MMAP | LOADER_NAME;
     info[1] = lower_kib as u32;
     info[2] = upper_kib.min(u64::from(u32::MAX)) as u32;
-    info[4] = (base + CMDLINE_OFFSET) as u32;
+    info[4] = (at + CMDLINE_OFFSET) as u32;
     let modules = &modules[..modules.len().min(MODULES_MAX)];
     info[5] = modules.len() as u32; // mods_count
-    info[6] = (base + MODS_OFFSET) as u32; // mods_addr
+    info[6] = (at + MODS_OFFSET) as u32; // mods_addr
     info[11] = mmap.len() as u32; // mmap_length
-    info[12] = (base + MMAP_OFFSET) as u32; // mmap_addr
-    info[16] = (base + LOADER_NAME_OFFSET) as u32;
+    info[12] = (at + MMAP_OFFSET) as u32; // mmap_addr
+    info[16] = (at + LOADER_NAME_OFFSET) as u32;
     let mut bytes = Vec::with_capacity(info.len() * 4);
     for w in info {
         bytes.extend_from_slice(&w.to_le_bytes());
     }
-    write(base + INFO_OFFSET, &bytes)?;
-    write(base + MMAP_OFFSET, &mmap)?;
-    write(base + CMDLINE_OFFSET, &cmd_z)?;
-    write(base + LOADER_NAME_OFFSET, &name_z)?;
+    write(at, &bytes)?;
+    write(at + MMAP_OFFSET, &mmap)?;
+    write(at + CMDLINE_OFFSET, &cmd_z)?;
+    write(at + LOADER_NAME_OFFSET, &name_z)?;
     for (i, m) in modules.iter().enumerate() {
-        let string_at = base + MOD_STRINGS_OFFSET + i as u64 * MODULE_STRING_SLOT;
+        let string_at = at + MOD_STRINGS_OFFSET + i as u64 * MODULE_STRING_SLOT;
         // Each entry: mod_start, mod_end, string, reserved (0).
         let mut entry = [0u8; 16];
         for (k, w) in [m.start, m.end, string_at].into_iter().enumerate() {
             entry[4 * k..4 * k + 4].copy_from_slice(&(w as u32).to_le_bytes());
         }
-        write(base + MODS_OFFSET + 16 * i as u64, &entry)?;
+        write(at + MODS_OFFSET + 16 * i as u64, &entry)?;
         let text = &m.string.as_bytes()[..m.string.len().min(MODULE_STRING_MAX)];
         let mut z = Vec::with_capacity(text.len() + 1);
         z.extend_from_slice(text);
         z.push(0);
         write(string_at, &z)?;
     }
-    Ok(base + INFO_OFFSET)
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -613,7 +614,7 @@ mod tests {
                 }
                 Ok::<(), ()>(())
             },
-            0,
+            0x6000,
             &[(0, 32 << 20)],
             "console=ttyS0",
             &[
@@ -625,7 +626,7 @@ mod tests {
         .expect("writes succeed");
         let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
         let u64_at = |a: u64| u64::from(u32_at(a)) | (u64::from(u32_at(a + 4)) << 32);
-        assert_eq!(info, INFO_OFFSET);
+        assert_eq!(info, 0x6000);
         let flags = u32_at(info);
         assert_eq!(flags, 1 | 4 | 8 | 64 | 512);
         assert_eq!(u32_at(info + 4), 639);
@@ -689,7 +690,7 @@ mod tests {
         let last = u64::from(u32_at(u64::from(u32_at(info + 24)) + 16 * 7 + 8));
         assert_eq!(mem[&(last + MODULE_STRING_MAX as u64)], 0);
         // Nothing written past the information page.
-        assert!(mem.keys().all(|&a| a < INFO_OFFSET + 0x1000), "{:#x}", mem.keys().max().unwrap());
+        assert!(mem.keys().all(|&a| a < 0x6000 + INFO_BYTES), "{:#x}", mem.keys().max().unwrap());
     }
 
     #[test]
@@ -717,7 +718,7 @@ mod tests {
                 }
                 Ok::<(), ()>(())
             },
-            0,
+            0x20_0000,
             &blocks,
             "",
             &[],
@@ -725,6 +726,7 @@ mod tests {
         )
         .unwrap();
         let u32_at = |a: u64| u32::from_le_bytes(core::array::from_fn(|i| mem[&(a + i as u64)]));
+        assert_eq!(info, 0x20_0000);
         assert_eq!((u32_at(info + 4), u32_at(info + 8)), (0x9f000 >> 10, 15 << 10));
         // The firmware's entries with their types: the EBDA reserved, ACPI tables type 3.
         assert_eq!(u32_at(info + 44), 5 * 24);
@@ -757,6 +759,21 @@ mod tests {
                 (0x20_0000, 0x1000, 2),
                 (0x20_1000, 0x3000, 4),
                 (0x20_4000, 0x1f_c000, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_hypervisors_ranges_are_listed_reserved() {
+        let ram = [(0, 0x9_f000), (1 << 20, 15 << 20), (20 << 20, 100 << 20)];
+        assert_eq!(
+            memory_map_with(&ram, &[(16 << 20, 4 << 20, 2), (120 << 20, 8 << 20, 2)]),
+            [
+                (0, 0x9_f000, 1),
+                (1 << 20, 15 << 20, 1),
+                (16 << 20, 4 << 20, 2),
+                (20 << 20, 100 << 20, 1),
+                (120 << 20, 8 << 20, 2)
             ]
         );
     }
