@@ -219,7 +219,9 @@ impl Partition {
         io.attach(0x3f8..0x400, Box::new(Uart16550::new()));
         // The machine's PM1 control registers, trapped for the management partition's
         // soft-off (`host_pm`), from the firmware's FADT and DSDT.
-        let host_pm = match (config.management, platform.firmware_rsdp) {
+        // Only for a partition given every device: one given a few keeps no reach to them.
+        let all_devices = config.devices.iter().any(|d| d == "all");
+        let host_pm = match (config.management && all_devices, platform.firmware_rsdp) {
             (true, Some(rsdp)) => super::firmware_acpi::host_fadt_dsdt(rsdp)
                 .map(|(fadt, dsdt)| super::host_pm::from_fadt(&fadt, dsdt.as_deref()))
                 .unwrap_or_default(),
