@@ -118,6 +118,15 @@ impl PcDevices {
         host_pm: alloc::vec::Vec<(u16, super::host_pm::HostPmCnt)>,
     ) -> Self {
         let clock: Rc<dyn Clock> = Rc::new(HostClock { hz: platform.tsc_hz_or_nominal() });
+        Self::attach_management_with(io, clock, host_pm)
+    }
+
+    /// [`PcDevices::attach_management`] with the clock given.
+    fn attach_management_with(
+        io: &mut Bus,
+        clock: Rc<dyn Clock>,
+        host_pm: alloc::vec::Vec<(u16, super::host_pm::HostPmCnt)>,
+    ) -> Self {
         let hz = clock.hz();
         let pit = shared(Pit::new(clock.clone()));
         io.attach(0x40..0x44, Box::new(pit.clone()));
@@ -337,6 +346,38 @@ mod tests {
         assert_eq!(pc.next_interrupt(!0x101), None, "masked lines need no slice end");
         assert!(pc.can_wake(0xffff));
         assert!(!pc.can_wake(!0x101), "IRQ 0 and 8 masked: nothing can wake it");
+    }
+
+    #[test]
+    fn the_management_partition_gets_the_pit_and_port_0x92_only() {
+        let clock = Rc::new(ManualClock::new(HZ));
+        let mut io = Bus::default();
+        let host_pm = alloc::vec![(0xb004, crate::vmm::host_pm::HostPmCnt::new(0xb004, Some(0)))];
+        let pc = PcDevices::attach_management_with(&mut io, clock.clone(), host_pm);
+        for port in [0x40, 0x43, 0x61, 0x92, 0xb004, 0xb005] {
+            assert!(io.claims(port), "{port:#x}");
+        }
+        for port in [0x70, 0x71, 0xcf8, 0xcfc, 0x80, 0x600, 0x608] {
+            assert!(!io.claims(port), "{port:#x}: the machine's own");
+        }
+        assert!(pc.controls_power_at(0xb004) && pc.controls_power_at(0xb005));
+        assert!(!pc.controls_power_at(0xb006) && !pc.controls_power_at(0xb003));
+        // Channel 0 in mode 2, 100 PIT ticks: a period's end is reported (for the I/O APIC's
+        // pin 2) and raised at the 8259's IRQ 0; the RTC's IRQ 8 is left alone.
+        io.write(0x43, 1, 0x34);
+        io.write(0x40, 1, 100);
+        io.write(0x40, 1, 0);
+        pc.touched();
+        let mut pic = PicPair::default();
+        pic.set_irq(8, true);
+        assert!(!pc.tick(clock.now(), &mut pic), "no period ended yet");
+        clock.advance(1000 * 101);
+        pc.touched();
+        assert!(pc.tick(clock.now(), &mut pic));
+        assert!(pic.requested(0));
+        assert!(pic.requested(8), "IRQ 8 is a forwarded host line here, not the RTC model's");
+        io.write(0x92, 1, 0x01);
+        assert!(pc.reset_requested());
     }
 
     #[test]

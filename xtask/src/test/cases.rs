@@ -693,6 +693,20 @@ pub const CASES: &[Case] = &[
         test_disk: true,
         cpus: 1,
     },
+    Case {
+        name: "vmx-linux-mgmt",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: None,
+        append: "",
+        scenario: "linux-mgmt",
+        expect: LINUX_MGMT,
+        status: Expect::Success,
+        timeout_s: 600,
+        input: LINUX_MGMT_INPUT,
+        test_disk: true,
+        cpus: 1,
+    },
     // The bare-PC conformance kernel as the management partition (`scenarios/barepc.toml`),
     // compared check by check with the same kernel on the bare emulator (`COMPARED_WITH_BARE`:
     // bare QEMU for svm, bare Bochs for vmx).
