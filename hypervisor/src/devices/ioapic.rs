@@ -103,6 +103,8 @@ pub struct IoApic {
     out: Vec<Message>,
     /// Pins whose interrupt the guest finished since the last [`IoApic::take_finished`].
     finished: u32,
+    /// Pins whose entry is unmasked (bit n: pin n), kept with the table.
+    unmasked: u32,
 }
 
 impl IoApic {
@@ -115,7 +117,20 @@ impl IoApic {
             levels: 0,
             out: Vec::new(),
             finished: 0,
+            unmasked: 0,
         }
+    }
+
+    /// Pin `pin`'s electrical level (false past the last pin).
+    #[inline]
+    pub fn level(&self, pin: u8) -> bool {
+        u32::from(pin) < 32 && self.levels & (1 << pin) != 0
+    }
+
+    /// The pins whose redirection entry is unmasked (bit n: pin n).
+    #[inline]
+    pub fn unmasked_pins(&self) -> u32 {
+        self.unmasked
     }
 
     /// Redirection entry `pin` (for reports and tests).
@@ -247,6 +262,11 @@ impl IoApic {
                     entry &= !REMOTE_IRR; // remote IRR is undefined for edge entries: keep it 0
                 }
                 self.table[pin] = entry;
+                if entry & MASKED == 0 {
+                    self.unmasked |= 1 << pin;
+                } else {
+                    self.unmasked &= !(1 << pin);
+                }
                 // Unmasking (or turning level) an asserted level pin sends it now.
                 self.service_level(pin);
             }

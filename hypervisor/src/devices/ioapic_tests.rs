@@ -45,6 +45,11 @@ fn entries_reset_masked_and_keep_only_writable_bits() {
     reg_write(&mut io, 0x11, 0xffff_ffff);
     assert_eq!(reg_read(&mut io, 0x11), 0xff00_0000, "only the destination in the high word");
     assert_eq!(io.entry(0), 0xff00_0000_0001_afff);
+    assert_eq!(io.unmasked_pins(), 0, "pin 0 still masked");
+    reg_write(&mut io, 0x14, 0x31);
+    assert_eq!(io.unmasked_pins(), 1 << 2, "pin 2 unmasked");
+    reg_write(&mut io, 0x14, 0x1_0031);
+    assert_eq!(io.unmasked_pins(), 0, "masked again");
     // A partial IOWIN write is dropped.
     io.write(IOREGSEL, 1, 0x12);
     io.write(IOWIN, 2, 0x1234);
@@ -85,6 +90,7 @@ fn masked_edges_are_lost_and_polarity_inverts() {
     let mut io = IoApic::new(0);
     route(&mut io, 3, 0x30 | (1 << 16), 0);
     io.set_irq(3, true);
+    assert!(io.level(3) && !io.level(4) && !io.level(40));
     route(&mut io, 3, 0x30, 0); // unmask while the pin stays high
     assert!(io.take_messages().is_empty(), "the edge came while masked");
     assert_eq!(io.take_finished(), 0);

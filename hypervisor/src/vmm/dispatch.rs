@@ -357,9 +357,11 @@ fn port_io(p: &mut Partition, vc: usize, io: IoAccess) -> Flow {
         } else {
             p.io.write(port, io.size, v);
             p.drain_devices();
-            if p.pc.as_ref().is_some_and(|pc| pc.controls_power_at(io.port))
-                && power_request(p, io.port)
-            {
+            // The management partition's also: the machine's PM1 control (`vmm::host_pm`).
+            let power = super::pc::PcDevices::controls_power(io.port)
+                || (p.config.management
+                    && p.pc.as_ref().is_some_and(|pc| pc.controls_power_at(io.port)));
+            if power && power_request(p, io.port) {
                 return Flow::Stopped;
             }
         }

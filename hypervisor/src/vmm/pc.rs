@@ -173,6 +173,16 @@ impl PcDevices {
         self.due.set(0);
     }
 
+    /// An interrupt was delivered: a PIT tick kept behind the one in the IRR may go now, so
+    /// look again at the next entry; with none kept, the next look stays at the deadline
+    /// (the devices' own deadlines and port accesses make them look sooner).
+    #[inline]
+    pub fn delivered(&self) {
+        if self.lost_ticks.get() > 0 {
+            self.due.set(0);
+        }
+    }
+
     /// True for the ports through which a guest asks for a reset or a power-off (port 0x92,
     /// the PCI ports with 0xCF9, the ACPI PM1a control register): only a write to one of
     /// them needs [`PcDevices::reset_requested`] and [`PcDevices::poweroff_requested`] asked.
@@ -183,8 +193,11 @@ impl PcDevices {
 
     /// [`PcDevices::controls_power`], or one of the machine's PM1 control registers the
     /// management partition writes through this.
+    #[inline]
     pub fn controls_power_at(&self, port: u16) -> bool {
-        Self::controls_power(port) || self.host_pm.iter().any(|&(p, _)| port.wrapping_sub(p) < 2)
+        Self::controls_power(port)
+            || (!self.host_pm.is_empty()
+                && self.host_pm.iter().any(|&(p, _)| port.wrapping_sub(p) < 2))
     }
 
     /// True once after the guest asked for a reset (port 0x92 bit 0, or 0xCF9 bit 2).
@@ -307,10 +320,16 @@ mod tests {
         assert_eq!(pc.lost_ticks.get(), 2, "not raised again while the first waits");
         // The guest takes it: the next comes at the next look.
         assert_eq!(pic.acknowledge(), 0x20);
-        pc.touched();
+        pc.delivered();
+        assert_eq!(pc.due.get(), 0, "a kept tick: look at the next entry");
         pc.tick(clock.now(), &mut pic);
         assert!(pic.requested(0));
         assert_eq!(pc.lost_ticks.get(), 1);
+        // With none kept, a delivery leaves the next look at its deadline.
+        pc.lost_ticks.set(0);
+        pc.due.set(u64::MAX);
+        pc.delivered();
+        assert_eq!(pc.due.get(), u64::MAX);
     }
 
     #[test]

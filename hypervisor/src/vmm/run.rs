@@ -50,7 +50,7 @@ fn deliver_events(p: &mut Partition, v: usize) {
         slot.vcpu.inject(Event::Interrupt { vector });
         // A PIT tick may wait behind the one just taken.
         if let Some(pc) = &p.pc {
-            pc.touched();
+            pc.delivered();
         }
         slot.vcpu.set_interrupt_window_exiting(false);
     } else {

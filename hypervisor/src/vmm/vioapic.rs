@@ -71,10 +71,9 @@ pub fn pin_of(irq: u8) -> u8 {
 
 /// The ISA lines (bit n: IRQ n) whose I/O APIC pin is unmasked (the redirection entry's mask
 /// bit 16 clear, 82093AA datasheet §3.2.4): their interrupts reach a vCPU.
+#[inline]
 pub fn unmasked_lines(v: &VioApic) -> u16 {
-    let io = v.dev.borrow();
-    let pins = (0..16u8).filter(|&pin| io.entry(usize::from(pin)) & (1 << 16) == 0);
-    isa_lines(pins.fold(0u32, |acc, pin| acc | (1 << pin)))
+    isa_lines(v.dev.borrow().unmasked_pins() & 0xffff)
 }
 
 /// The MADT interrupt source override (ACPI 6.5 §5.2.12.5, type 2) for the ACPI SCI on ISA
@@ -93,7 +92,15 @@ pub fn sci_override(sci: u8) -> [u8; 10] {
 /// ISA IRQ `irq`'s line changed: its pin follows, and what it sends is delivered.
 pub fn set_line(p: &mut Partition, irq: u8, high: bool) {
     let Some(v) = &p.ioapic else { return };
-    v.dev.borrow_mut().set_irq(pin_of(irq), high);
+    {
+        let mut io = v.dev.borrow_mut();
+        // A level that does not change is no edge and asserts nothing new (a level pin still
+        // asserted sends again at its EOI, `eoi`): nothing to do, as on most UART syncs.
+        if io.level(pin_of(irq)) == high {
+            return;
+        }
+        io.set_irq(pin_of(irq), high);
+    }
     v.dirty.set(true);
     deliver_pending(p);
 }
