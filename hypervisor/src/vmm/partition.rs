@@ -232,11 +232,15 @@ impl Partition {
         }
         let keep: Vec<core::ops::RangeInclusive<u16>> =
             host_pm.iter().map(|&(port, _)| port..=port.saturating_add(1)).collect();
-        let pc = Some(if config.management {
-            super::pc::PcDevices::attach_management(&mut io, platform, host_pm)
+        // A management partition handed the machine (`all`) gets the PC devices the hypervisor
+        // keeps, emulated; one handed a few devices gets those alone.
+        let pc = if !config.management {
+            Some(super::pc::PcDevices::attach(&mut io, platform, config.memory))
+        } else if all_devices {
+            Some(super::pc::PcDevices::attach_management(&mut io, platform, host_pm))
         } else {
-            super::pc::PcDevices::attach(&mut io, platform, config.memory)
-        });
+            None
+        };
         let mut mmio = Bus::default();
         mmio.attach(
             SYSINFO_GPA..SYSINFO_GPA + PAGE_SIZE,
