@@ -27,8 +27,14 @@ fn deliver_events(p: &mut Partition, v: usize) {
     // own slices begin (`run_slice`), which the slice length waits for (`slice_ticks`).
     let slot = p.tick_vcpu(v, rdtsc());
     let apic = slot.lapic.apic.has_requests();
+    let nmi = slot.lapic.nmi_pending();
     // Nothing requested anywhere, the common case: no need to rank the sources.
-    if slot.vectors.is_empty() && !apic && !(v == 0 && p.pic.any_requested()) {
+    let others = !slot.vectors.is_empty() || apic || (v == 0 && p.pic.any_requested());
+    if !others && !nmi {
+        return;
+    }
+    // An NMI goes first (SDM Vol. 3A §6.9, priority among simultaneous events).
+    if nmi && deliver_nmi(p, v, others) {
         return;
     }
     let slot = &mut p.vcpus[v];
@@ -56,6 +62,26 @@ fn deliver_events(p: &mut Partition, v: usize) {
     } else {
         slot.vcpu.set_interrupt_window_exiting(true);
     }
+}
+
+/// Injects vCPU `v`'s pending NMI when it can take one (not masked by RFLAGS.IF; held back by
+/// NMI blocking until the handler's IRET and by a MOV-SS shadow: [`super::vcpu::Vcpu::nmi_injectable`]),
+/// otherwise asks for an exit as soon as it can. True when injected; an interrupt also waiting
+/// (`others`) then goes in at the next interrupt window, after the NMI's delivery.
+#[inline(never)]
+fn deliver_nmi(p: &mut Partition, v: usize, others: bool) -> bool {
+    let slot = &mut p.vcpus[v];
+    if !slot.vcpu.nmi_injectable() {
+        slot.vcpu.set_nmi_window_exiting(true);
+        return false;
+    }
+    slot.lapic.take_nmi();
+    slot.vcpu.inject(Event::Nmi);
+    slot.vcpu.set_nmi_window_exiting(false);
+    if others {
+        slot.vcpu.set_interrupt_window_exiting(true);
+    }
+    true
 }
 
 /// True when the guest was stopped by a host interrupt (or an interrupt window) just before a

@@ -76,7 +76,9 @@ pub struct Vlapic {
     pub apic: Lapic,
     /// IA32_APIC_BASE: the base, EN, EXTD and BSP bits.
     base: u64,
-    /// An NMI delivered (an NMI IPI) and not yet taken.
+    /// An NMI delivered (an NMI IPI, LINT1, an I/O APIC NMI message) and not yet taken: NMIs
+    /// do not queue, a second before the first is taken is the same one (SDM Vol. 3A §6.7.1
+    /// lets one more wait while a handler runs: this latch is that one).
     nmi: bool,
     /// CR8 as last synchronised with the TPR ([`Vlapic::sync_cr8`]).
     cr8: u8,
@@ -268,6 +270,37 @@ impl Vlapic {
     /// Takes a pending NMI.
     pub fn take_nmi(&mut self) -> bool {
         core::mem::take(&mut self.nmi)
+    }
+
+    /// True when an NMI waits for the vCPU (the flag test before every entry).
+    #[inline]
+    pub fn nmi_pending(&self) -> bool {
+        self.nmi
+    }
+
+    /// The LINT1 pin is asserted (an edge; on a PC, the chipset's NMI line): what its LVT
+    /// entry says (SDM Vol. 3A §11.5.1): nothing while masked, an NMI in NMI mode, the
+    /// entry's vector in fixed mode (level-triggered with the trigger-mode bit). With the APIC
+    /// globally disabled the pin is the CPU's NMI input itself (§11.4.3). Returns true when
+    /// something was raised.
+    pub fn lint1(&mut self) -> bool {
+        const MODE_FIXED: u32 = 0;
+        const MODE_NMI: u32 = 4;
+        if !self.enabled() {
+            self.nmi = true;
+            return true;
+        }
+        let lvt = self.apic.read(reg::LVT_LINT1);
+        if lvt & (1 << 16) != 0 {
+            return false;
+        }
+        match (lvt >> 8) & 7 {
+            MODE_NMI => self.nmi = true,
+            MODE_FIXED => self.apic.accept(lvt as u8, lvt & (1 << 15) != 0),
+            // SMI, INIT and ExtINT on LINT1 do not exist on a PC.
+            _ => return false,
+        }
+        true
     }
 }
 
