@@ -29,12 +29,11 @@ fn deliver_events(p: &mut Partition, v: usize) {
     let apic = slot.lapic.apic.has_requests();
     let nmi = slot.lapic.nmi_pending();
     // Nothing requested anywhere, the common case: no need to rank the sources.
-    let others = !slot.vectors.is_empty() || apic || (v == 0 && p.pic.any_requested());
-    if !others && !nmi {
+    if slot.vectors.is_empty() && !apic && !nmi && !(v == 0 && p.pic.any_requested()) {
         return;
     }
     // An NMI goes first (SDM Vol. 3A §6.9, priority among simultaneous events).
-    if nmi && deliver_nmi(p, v, others) {
+    if nmi && deliver_nmi(p, v) {
         return;
     }
     let slot = &mut p.vcpus[v];
@@ -67,10 +66,12 @@ fn deliver_events(p: &mut Partition, v: usize) {
 /// Injects vCPU `v`'s pending NMI when it can take one (not masked by RFLAGS.IF; held back by
 /// NMI blocking until the handler's IRET and by a MOV-SS shadow: [`super::vcpu::Vcpu::nmi_injectable`]),
 /// otherwise asks for an exit as soon as it can. True when injected; an interrupt also waiting
-/// (`others`) then goes in at the next interrupt window, after the NMI's delivery.
+/// then goes in at the next interrupt window, after the NMI's delivery.
 #[inline(never)]
-fn deliver_nmi(p: &mut Partition, v: usize, others: bool) -> bool {
+fn deliver_nmi(p: &mut Partition, v: usize) -> bool {
+    let others = v == 0 && p.pic.any_requested();
     let slot = &mut p.vcpus[v];
+    let others = others || !slot.vectors.is_empty() || slot.lapic.apic.has_requests();
     if !slot.vcpu.nmi_injectable() {
         slot.vcpu.set_nmi_window_exiting(true);
         return false;

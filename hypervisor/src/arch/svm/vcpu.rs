@@ -208,13 +208,7 @@ impl SvmVcpu {
     /// One VMRUN to the next #VMEXIT (the body of [`Vcpu::run`]); `start` is when the run began.
     fn run_once(&mut self, start: u64) -> Result<VmExit, EntryError> {
         let (rax, rsp) = (self.gprs.0[reg::RAX], self.gprs.0[reg::RSP]);
-        let pending = self.pending.take();
-        if pending == Some(Event::Nmi) {
-            // Blocked until the handler's IRET, which exits (§15.9 "IRET" intercept).
-            self.nmi_masked = true;
-            self.vmcb_mut().control.intercept1 |= I1::IRET;
-        }
-        let event = pending.map_or(0, event_inj);
+        let event = self.pending.take().map_or(0, event_inj);
         // Another vCPU may have run with this ASID since (more vCPUs than ASIDs, `asid.rs`).
         let asid = self.vmcb().control.guest_asid;
         let flush =
@@ -247,9 +241,6 @@ impl SvmVcpu {
         // An event whose delivery the exit interrupted is delivered again (§15.7.2).
         self.pending = reinjected(v.control.exit_int_info);
         (self.gprs.0[reg::RAX], self.gprs.0[reg::RSP]) = (rax, rsp);
-        if code == code::IRET || code == code::EXCP_DB {
-            return Ok(self.nmi_exit(code));
-        }
         let exit = decode(code, info1, info2).inspect_err(|e| {
             let g = &self.vmcb().save;
             let why = invalid_state(g.cr0, g.cr3, g.cr4, g.efer, crate::vmm::cr::maxphyaddr());
@@ -266,6 +257,10 @@ impl SvmVcpu {
             _ if self.nrip_save && nrip != 0 => Some(nrip),
             _ => None,
         };
+        if let VmExit::Unknown { code: c @ (code::IRET | code::EXCP_DB), .. } = exit {
+            // The IRET intercept or a single step's #DB: the NMI tracking's (`nmi.rs`).
+            return Ok(self.nmi_exit(c));
+        }
         if exit == VmExit::HostInterrupt
             && self.timeslice != 0
             && rdtsc().wrapping_sub(start) >= self.timeslice
@@ -443,6 +438,12 @@ impl Vcpu for SvmVcpu {
     }
 
     fn inject(&mut self, e: Event) {
+        if e == Event::Nmi {
+            // Blocked until the handler's IRET, which exits (§15.9, the IRET intercept). An NMI
+            // injected again after an interrupted delivery (EXITINTINFO) finds both set.
+            self.nmi_masked = true;
+            self.vmcb_mut().control.intercept1 |= I1::IRET;
+        }
         self.pending = Some(e);
     }
     fn event_pending(&self) -> bool {
@@ -455,14 +456,14 @@ impl Vcpu for SvmVcpu {
     }
 
     fn instruction_completed(&mut self) {
-        if self.step.is_some() && self.end_step() {
-            // The hypervisor's own single step (an instruction it emulated): no #DB.
-            self.vmcb_mut().control.int_state &= !INTERRUPT_SHADOW;
-            return;
-        }
         let v = self.vmcb_mut();
         v.control.int_state &= !INTERRUPT_SHADOW;
         if v.save.rflags & RFLAGS_TF != 0 {
+            if self.step.is_some() && self.end_step() {
+                // The hypervisor's own single step (an instruction it emulated): no #DB.
+                return;
+            }
+            let v = self.vmcb_mut();
             // DR6 is in the VMCB (loaded by VMRUN); the #DB goes in through EVENTINJ (§15.20).
             v.save.dr6 |= DR6_BS;
             if self.pending.is_none() {
