@@ -96,6 +96,8 @@ pub struct SvmVcpu {
     nmi_masked: bool,
     /// The single step under way, if any.
     step: Option<Step>,
+    /// The ASID owner table of the CPU it runs on (the one that made it).
+    owners: &'static super::asid::Owners,
 }
 
 impl SvmVcpu {
@@ -104,6 +106,7 @@ impl SvmVcpu {
         asid: u32,
         host_state: u64,
         nrip_save: bool,
+        owners: &'static super::asid::Owners,
     ) -> Result<Self, &'static str> {
         let pages = HostPages::alloc_zeroed(PAGES).ok_or("out of memory for a VMCB")?;
         // SAFETY: the frames were just allocated for this vCPU; ones in both permission maps
@@ -129,6 +132,7 @@ impl SvmVcpu {
             timeslice: 0,
             nmi_masked: false,
             step: None,
+            owners,
         };
         vcpu.setup(config);
         vcpu.vmcb_mut().control.guest_asid = asid;
@@ -211,8 +215,7 @@ impl SvmVcpu {
         let event = self.pending.take().map_or(0, event_inj);
         // Another vCPU may have run with this ASID since (more vCPUs than ASIDs, `asid.rs`).
         let asid = self.vmcb().control.guest_asid;
-        let flush =
-            core::mem::take(&mut self.flush) | super::asid::OWNERS.claim(asid, self.pages.0);
+        let flush = core::mem::take(&mut self.flush) | self.owners.claim(asid, self.pages.0);
         let c = &mut self.vmcb_mut().control;
         c.event_inj = event;
         c.tlb_control = if flush { TLB_FLUSH_ALL } else { TLB_FLUSH_NOTHING };
@@ -610,6 +613,7 @@ impl Vcpu for SvmVcpu {
 
 impl Drop for SvmVcpu {
     fn drop(&mut self) {
+        self.owners.release(self.vmcb().control.guest_asid, self.pages.0);
         HostPages::free(self.pages, PAGES);
     }
 }
