@@ -28,8 +28,9 @@ fn deliver_events(p: &mut Partition, v: usize) {
     let slot = p.tick_vcpu(v, rdtsc());
     let apic = slot.lapic.apic.has_requests();
     let nmi = slot.lapic.nmi_pending();
+    let latched = apic || nmi;
     // Nothing requested anywhere, the common case: no need to rank the sources.
-    if slot.vectors.is_empty() && !apic && !nmi && !(v == 0 && p.pic.any_requested()) {
+    if slot.vectors.is_empty() && !latched && !(v == 0 && p.pic.any_requested()) {
         return;
     }
     // An NMI goes first (SDM Vol. 3A §6.9, priority among simultaneous events).
