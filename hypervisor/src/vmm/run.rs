@@ -26,15 +26,14 @@ fn deliver_events(p: &mut Partition, v: usize) {
     // Only this vCPU's sources and the devices: the others' timers are looked at when their
     // own slices begin (`run_slice`), which the slice length waits for (`slice_ticks`).
     let slot = p.tick_vcpu(v, rdtsc());
+    // IRR not empty or an NMI latched (one test: `Lapic::has_requests`).
     let apic = slot.lapic.apic.has_requests();
-    let nmi = slot.lapic.nmi_pending();
-    let latched = apic || nmi;
     // Nothing requested anywhere, the common case: no need to rank the sources.
-    if slot.vectors.is_empty() && !latched && !(v == 0 && p.pic.any_requested()) {
+    if slot.vectors.is_empty() && !apic && !(v == 0 && p.pic.any_requested()) {
         return;
     }
     // An NMI goes first (SDM Vol. 3A §6.9, priority among simultaneous events).
-    if nmi && deliver_nmi(p, v) {
+    if apic && p.vcpus[v].lapic.nmi_pending() && deliver_nmi(p, v) {
         return;
     }
     let slot = &mut p.vcpus[v];
@@ -70,9 +69,9 @@ fn deliver_events(p: &mut Partition, v: usize) {
 /// then goes in at the next interrupt window, after the NMI's delivery.
 #[inline(never)]
 fn deliver_nmi(p: &mut Partition, v: usize) -> bool {
-    let others = v == 0 && p.pic.any_requested();
+    let pic_in = (v == 0).then_some(&p.pic);
     let slot = &mut p.vcpus[v];
-    let others = others || !slot.vectors.is_empty() || slot.lapic.apic.has_requests();
+    let others = interrupts::next(&slot.vectors, pic_in, &slot.lapic).is_some();
     if !slot.vcpu.nmi_injectable() {
         slot.vcpu.set_nmi_window_exiting(true);
         return false;
