@@ -437,7 +437,8 @@ impl Partition {
     pub fn interrupt_pending_for(&self, v: usize) -> bool {
         let slot = &self.vcpus[v];
         let pic = (v == 0).then_some(&self.pic);
-        super::interrupts::next(&slot.vectors, pic, &slot.lapic).is_some()
+        slot.lapic.nmi_pending()
+            || super::interrupts::next(&slot.vectors, pic, &slot.lapic).is_some()
     }
 
     /// True when an interrupt waits for any halted or runnable vCPU (the machine wakes a

@@ -26,9 +26,14 @@ fn deliver_events(p: &mut Partition, v: usize) {
     // Only this vCPU's sources and the devices: the others' timers are looked at when their
     // own slices begin (`run_slice`), which the slice length waits for (`slice_ticks`).
     let slot = p.tick_vcpu(v, rdtsc());
+    // IRR not empty or an NMI latched (one test: `Lapic::has_requests`).
     let apic = slot.lapic.apic.has_requests();
     // Nothing requested anywhere, the common case: no need to rank the sources.
     if slot.vectors.is_empty() && !apic && !(v == 0 && p.pic.any_requested()) {
+        return;
+    }
+    // An NMI goes first (SDM Vol. 3A §6.9, priority among simultaneous events).
+    if apic && p.vcpus[v].lapic.nmi_pending() && deliver_nmi(p, v) {
         return;
     }
     let slot = &mut p.vcpus[v];
@@ -56,6 +61,28 @@ fn deliver_events(p: &mut Partition, v: usize) {
     } else {
         slot.vcpu.set_interrupt_window_exiting(true);
     }
+}
+
+/// Injects vCPU `v`'s pending NMI when it can take one (not masked by RFLAGS.IF; held back by
+/// NMI blocking until the handler's IRET and by a MOV-SS shadow: [`super::vcpu::Vcpu::nmi_injectable`]),
+/// otherwise asks for an exit as soon as it can. True when injected; an interrupt also waiting
+/// then goes in at the next interrupt window, after the NMI's delivery.
+#[inline(never)]
+fn deliver_nmi(p: &mut Partition, v: usize) -> bool {
+    let pic_in = (v == 0).then_some(&p.pic);
+    let slot = &mut p.vcpus[v];
+    let others = interrupts::next(&slot.vectors, pic_in, &slot.lapic).is_some();
+    if !slot.vcpu.nmi_injectable() {
+        slot.vcpu.set_nmi_window_exiting(true);
+        return false;
+    }
+    slot.lapic.take_nmi();
+    slot.vcpu.inject(Event::Nmi);
+    slot.vcpu.set_nmi_window_exiting(false);
+    if others {
+        slot.vcpu.set_interrupt_window_exiting(true);
+    }
+    true
 }
 
 /// True when the guest was stopped by a host interrupt (or an interrupt window) just before a

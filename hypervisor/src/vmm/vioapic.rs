@@ -172,6 +172,10 @@ pub fn deliver(p: &mut Partition, m: Message) {
         if mode == lapic::DeliveryMode::Nmi {
             let ipi = lapic::Ipi { mode, vector: m.vector, deassert: false, dest };
             apic.deliver_ipi(&ipi);
+            // An NMI ends HLT with interrupts off too (SDM Vol. 2A HLT).
+            if slot.run == super::partition::RunState::Stopped {
+                slot.run = super::partition::RunState::Runnable;
+            }
         } else {
             apic.apic.accept(m.vector, m.level);
         }
