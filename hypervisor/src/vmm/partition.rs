@@ -500,18 +500,6 @@ impl Partition {
         }
     }
 
-    /// [`Partition::tick`] for vCPU `v` alone and the devices, before each of its entries;
-    /// its slot.
-    #[inline]
-    pub fn tick_vcpu(&mut self, v: usize, now: u64) -> &VcpuSlot {
-        if let Some(pc) = &self.pc {
-            pc.tick(now, &mut self.pic);
-        }
-        let slot = &mut self.vcpus[v];
-        slot.tick(now);
-        slot
-    }
-
     /// Raises `vector` at vCPU 0 (channel notifications).
     pub fn raise_vector(&mut self, vector: u8) {
         self.vcpus[0].vectors.set(vector);

@@ -8,8 +8,9 @@ use super::code_site::{CodeSite, Walk};
 use super::decode::{self, DecodeError, MAX_INSN_LEN};
 use super::exit::VmExit;
 use super::fetch::{self, Fetched};
+use super::memory::GuestRam;
 use super::partition::Partition;
-use super::vcpu::{Event, HwMsr};
+use super::vcpu::{Event, HwMsr, Vcpu};
 use alloc::format;
 
 const RFLAGS_RF: u64 = 1 << 16;
@@ -68,8 +69,15 @@ pub fn linear_rip(p: &Partition, v: usize) -> u64 {
 /// Reads up to 15 bytes of the instruction at the guest's RIP ([`fetch::fetch`]).
 #[inline]
 pub fn fetch_at_rip(p: &Partition, v: usize, buf: &mut [u8; MAX_INSN_LEN]) -> Fetched {
-    let paging = p.vcpus[v].vcpu.cr(0) & (1 << 31) != 0;
-    fetch::fetch(&p.ram, linear_rip(p, v), p.vcpus[v].vcpu.cr(3), paging, buf)
+    fetch_at_rip_of(&p.ram, &*p.vcpus[v].vcpu, buf)
+}
+
+/// [`fetch_at_rip`] for a vCPU borrowed apart from its partition (the run loop's split
+/// borrows).
+#[inline]
+pub fn fetch_at_rip_of(ram: &GuestRam, vcpu: &dyn Vcpu, buf: &mut [u8; MAX_INSN_LEN]) -> Fetched {
+    let paging = vcpu.cr(0) & (1 << 31) != 0;
+    fetch::fetch(ram, vcpu.linear_rip(), vcpu.cr(3), paging, buf)
 }
 
 /// The bytes at RIP did not decode (`err`): when they ended before the instruction did, the
