@@ -12,7 +12,8 @@ use super::profile::{self, Stage};
 pub use super::step::Flow;
 pub use super::step::report_last_exits;
 use super::step::{
-    completed, fault_or_kill, fetch_at_rip, forget_code_sites, linear_rip, raise, refuse_gp, skip,
+    completed, fault_or_kill, fetch_at_rip, fetch_at_rip_of, forget_code_sites, linear_rip, raise,
+    refuse_gp, skip,
 };
 use super::vcpu::{Event, reg};
 use alloc::format;
@@ -396,15 +397,19 @@ fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
     let apic = !device && super::vlapic::claims(gpa);
     if access != Access::Fetch && (device || apic) {
         let mut buf = [0; MAX_INSN_LEN];
-        let got = fetch_at_rip(p, vc, &mut buf);
-        let insn = match decode::decode_mmio(&buf[..got.n], p.vcpus[vc].vcpu.mode()) {
+        // The vCPU borrowed apart from the RAM: indexed once for the fetch and the decode.
+        let Partition { vcpus, ram, .. } = &mut *p;
+        let vcpu = &mut vcpus[vc].vcpu;
+        let got = fetch_at_rip_of(ram, &**vcpu, &mut buf);
+        let decoded = decode::decode_mmio(&buf[..got.n], vcpu.mode());
+        let insn = match decoded {
             Ok(insn) => insn,
             Err(e) => {
                 let what = format!("MMIO {access} of {gpa:#x} by an instruction it cannot emulate");
                 return fault_or_kill(p, vc, got, e, &what);
             }
         };
-        let gprs = *p.vcpus[vc].vcpu.gprs();
+        let gprs = *vcpu.gprs();
         if let Some(v) = insn.store_value(|n| gprs.0[n as usize]) {
             if apic {
                 super::vlapic::mmio_write(p, vc, gpa, insn.size, v);
@@ -422,9 +427,9 @@ fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
                 *r = insn.load_result(*r, data).unwrap_or(*r);
             }
         }
-        let rip = p.vcpus[vc].vcpu.rip() + insn.len as u64;
-        p.vcpus[vc].vcpu.set_rip(rip);
-        completed(p, vc);
+        let vcpu = &mut p.vcpus[vc].vcpu;
+        vcpu.set_rip(vcpu.rip() + insn.len as u64);
+        completed(&mut **vcpu);
         return Flow::Continue;
     }
     report_last_exits(p, vc);

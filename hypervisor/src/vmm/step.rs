@@ -9,7 +9,7 @@ use super::decode::{self, DecodeError, MAX_INSN_LEN};
 use super::exit::VmExit;
 use super::fetch::{self, Fetched};
 use super::memory::GuestRam;
-use super::partition::Partition;
+use super::partition::{Partition, VcpuSlot};
 use super::vcpu::{Event, HwMsr, Vcpu};
 use alloc::format;
 
@@ -112,14 +112,28 @@ pub fn fault_or_kill(
 /// CPU): from the [`CodeSite`] cache when it is still the same instruction there.
 #[inline]
 pub fn decoded_len(p: &mut Partition, v: usize) -> Result<usize, Flow> {
-    // Keyed by the linear address: the same bytes under the same CR3.
-    let (rip, cr3) = (linear_rip(p, v), p.vcpus[v].vcpu.cr(3));
-    if let Some(c) = &p.vcpus[v].insn_cache
-        // SAFETY: the site was captured from this partition's RAM, which lives as long as it.
-        && unsafe { c.still_valid(rip, cr3) }
-    {
-        return Ok(usize::from(c.len));
+    match cached_len(&p.vcpus[v]) {
+        Some(len) => Ok(len),
+        None => decode_len_at_rip(p, v),
     }
+}
+
+/// The length of the instruction at the vCPU's RIP when its [`CodeSite`] cache still holds
+/// that instruction (the same bytes at the same linear address under the same CR3).
+#[inline(always)]
+fn cached_len(slot: &VcpuSlot) -> Option<usize> {
+    let c = slot.insn_cache.as_ref()?;
+    // Keyed by the linear address: the same bytes under the same CR3.
+    let (rip, cr3) = (slot.vcpu.linear_rip(), slot.vcpu.cr(3));
+    // SAFETY: the site was captured from this partition's RAM, which lives as long as it.
+    unsafe { c.still_valid(rip, cr3) }.then_some(usize::from(c.len))
+}
+
+/// [`decoded_len`] past the cache: decodes the instruction from guest memory and caches its
+/// site.
+#[inline(never)]
+fn decode_len_at_rip(p: &mut Partition, v: usize) -> Result<usize, Flow> {
+    let (rip, cr3) = (linear_rip(p, v), p.vcpus[v].vcpu.cr(3));
     // One walk serves the fetch (when all 15 bytes lie in one page) and the new site.
     let paging = p.vcpus[v].vcpu.cr(0) & (1 << 31) != 0;
     let walk = Walk::new(&p.ram, rip, cr3, paging);
@@ -153,28 +167,38 @@ pub fn skip_public(p: &mut Partition, v: usize) -> Flow {
 
 #[inline]
 pub fn skip(p: &mut Partition, v: usize) -> Flow {
-    let vcpu = &mut p.vcpus[v].vcpu;
-    if let Some(next) = vcpu.next_rip() {
-        vcpu.set_rip(next);
-        vcpu.instruction_completed();
+    // The vCPU's slot once: this runs after nearly every emulated instruction.
+    let slot = &mut p.vcpus[v];
+    if let Some(next) = slot.vcpu.next_rip() {
+        slot.vcpu.set_rip(next);
+        completed(&mut *slot.vcpu);
         return Flow::Continue;
     }
-    match decoded_len(p, v) {
+    if let Some(len) = cached_len(slot) {
+        step_over(&mut *slot.vcpu, len);
+        return Flow::Continue;
+    }
+    match decode_len_at_rip(p, v) {
         Ok(len) => {
-            let vcpu = &mut p.vcpus[v].vcpu;
-            vcpu.set_rip(vcpu.rip() + len as u64);
-            vcpu.instruction_completed();
+            step_over(&mut *p.vcpus[v].vcpu, len);
             Flow::Continue
         }
         Err(flow) => flow,
     }
 }
 
+/// Moves RIP `len` bytes on and ends the instruction ([`completed`]).
+#[inline(always)]
+fn step_over(vcpu: &mut dyn Vcpu, len: usize) {
+    vcpu.set_rip(vcpu.rip() + len as u64);
+    completed(vcpu);
+}
+
 /// An emulated instruction completed (RIP already past it): its interrupt shadow ends, and
 /// under single-step the #DB trap follows (SDM Vol. 3B §17.3.1.4).
 #[inline]
-pub fn completed(p: &mut Partition, v: usize) {
-    p.vcpus[v].vcpu.instruction_completed();
+pub fn completed(vcpu: &mut dyn Vcpu) {
+    vcpu.instruction_completed();
 }
 
 /// Injects exception `e` as the CPU would raise it: a fault saves RFLAGS with RF set (SDM
