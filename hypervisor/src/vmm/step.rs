@@ -108,48 +108,41 @@ pub fn fault_or_kill(
     Flow::Stopped
 }
 
-/// The length of the instruction at RIP, decoded from guest memory (no next RIP from the
-/// CPU): from the [`CodeSite`] cache when it is still the same instruction there.
-#[inline]
-pub fn decoded_len(p: &mut Partition, v: usize) -> Result<usize, Flow> {
-    match cached_len(&p.vcpus[v]) {
-        Some(len) => Ok(len),
-        None => decode_len_at_rip(p, v),
-    }
-}
-
-/// The length of the instruction at the vCPU's RIP when its [`CodeSite`] cache still holds
-/// that instruction (the same bytes at the same linear address under the same CR3).
+/// The length of the instruction at linear address `rip` under `cr3` when the vCPU's
+/// [`CodeSite`] cache still holds that instruction (the same bytes there).
 #[inline(always)]
-fn cached_len(slot: &VcpuSlot) -> Option<usize> {
+fn cached_len(slot: &VcpuSlot, rip: u64, cr3: u64) -> Option<usize> {
     let c = slot.insn_cache.as_ref()?;
-    // Keyed by the linear address: the same bytes under the same CR3.
-    let (rip, cr3) = (slot.vcpu.linear_rip(), slot.vcpu.cr(3));
     // SAFETY: the site was captured from this partition's RAM, which lives as long as it.
     unsafe { c.still_valid(rip, cr3) }.then_some(usize::from(c.len))
 }
 
-/// [`decoded_len`] past the cache: decodes the instruction from guest memory and caches its
-/// site.
+/// [`skip`] past the [`CodeSite`] cache: decodes the instruction at linear address `rip` (under
+/// `cr3`) from guest memory and caches its site.
 #[inline(never)]
-fn decode_len_at_rip(p: &mut Partition, v: usize) -> Result<usize, Flow> {
-    let (rip, cr3) = (linear_rip(p, v), p.vcpus[v].vcpu.cr(3));
+fn decode_len_at(p: &mut Partition, v: usize, rip: u64, cr3: u64) -> Result<usize, Flow> {
+    // The vCPU borrowed apart from the RAM: indexed once.
+    let Partition { vcpus, ram, .. } = &mut *p;
+    let slot = &mut vcpus[v];
     // One walk serves the fetch (when all 15 bytes lie in one page) and the new site.
-    let paging = p.vcpus[v].vcpu.cr(0) & (1 << 31) != 0;
-    let walk = Walk::new(&p.ram, rip, cr3, paging);
+    let paging = slot.vcpu.cr(0) & (1 << 31) != 0;
+    let walk = Walk::new(ram, rip, cr3, paging);
     let mut buf = [0; MAX_INSN_LEN];
     let in_page = MAX_INSN_LEN.min((4096 - (rip & 0xfff)) as usize);
-    let got = match walk.map(|w| p.ram.slice(w.gpa, in_page as u64)) {
+    let got = match walk.map(|w| ram.slice(w.gpa, in_page as u64)) {
         Some(Ok(b)) if in_page == MAX_INSN_LEN => {
             buf.copy_from_slice(b);
             Fetched { n: MAX_INSN_LEN, fault: None }
         }
-        _ => fetch_at_rip(p, v, &mut buf),
+        _ => fetch_at_rip_of(ram, &*slot.vcpu, &mut buf),
     };
-    let len = decode::insn_len(&buf[..got.n], p.vcpus[v].vcpu.mode())
-        .map_err(|e| fault_or_kill(p, v, got, e, "cannot decode the instruction"))?;
-    p.vcpus[v].insn_cache = walk.and_then(|w| CodeSite::from_walk(&p.ram, rip, cr3, &w, len));
-    Ok(len)
+    match decode::insn_len(&buf[..got.n], slot.vcpu.mode()) {
+        Ok(len) => {
+            slot.insn_cache = walk.and_then(|w| CodeSite::from_walk(ram, rip, cr3, &w, len));
+            Ok(len)
+        }
+        Err(e) => Err(fault_or_kill(p, v, got, e, "cannot decode the instruction")),
+    }
 }
 
 /// Drops what the core cached about the guest's code: the paging mode may have changed (a
@@ -174,11 +167,12 @@ pub fn skip(p: &mut Partition, v: usize) -> Flow {
         completed(&mut *slot.vcpu);
         return Flow::Continue;
     }
-    if let Some(len) = cached_len(slot) {
+    let (rip, cr3) = (slot.vcpu.linear_rip(), slot.vcpu.cr(3));
+    if let Some(len) = cached_len(slot, rip, cr3) {
         step_over(&mut *slot.vcpu, len);
         return Flow::Continue;
     }
-    match decode_len_at_rip(p, v) {
+    match decode_len_at(p, v, rip, cr3) {
         Ok(len) => {
             step_over(&mut *p.vcpus[v].vcpu, len);
             Flow::Continue
