@@ -158,7 +158,7 @@ pub fn skip_public(p: &mut Partition, v: usize) -> Flow {
     skip(p, v)
 }
 
-#[inline]
+#[inline(always)]
 pub fn skip(p: &mut Partition, v: usize) -> Flow {
     // The vCPU's slot once: this runs after nearly every emulated instruction.
     let slot = &mut p.vcpus[v];
