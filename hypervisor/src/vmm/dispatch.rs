@@ -409,8 +409,11 @@ fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
                 return fault_or_kill(p, vc, got, e, &what);
             }
         };
-        let gprs = *vcpu.gprs();
-        if let Some(v) = insn.store_value(|n| gprs.0[n as usize]) {
+        // The registers read in place (no copy of all sixteen).
+        let gprs = vcpu.gprs();
+        let stored = insn.store_value(|n| gprs.0[n as usize]);
+        let mut loaded = None;
+        if let Some(v) = stored {
             if apic {
                 super::vlapic::mmio_write(p, vc, gpa, insn.size, v);
             } else {
@@ -423,11 +426,15 @@ fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
                 p.mmio.read(gpa, insn.size)
             };
             if let super::decode::MmioOp::Load { dst, .. } = insn.op {
-                let r = &mut p.vcpus[vc].vcpu.gprs().0[dst.index() as usize];
-                *r = insn.load_result(*r, data).unwrap_or(*r);
+                loaded = Some((dst.index() as usize, data));
             }
         }
+        // The vCPU again (the APIC's handlers take the partition): the load's register, RIP.
         let vcpu = &mut p.vcpus[vc].vcpu;
+        if let Some((dst, data)) = loaded {
+            let r = &mut vcpu.gprs().0[dst];
+            *r = insn.load_result(*r, data).unwrap_or(*r);
+        }
         vcpu.set_rip(vcpu.rip() + insn.len as u64);
         completed(&mut **vcpu);
         return Flow::Continue;
