@@ -56,10 +56,7 @@ pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
             Flow::Continue
         }
         VmExit::Io(io) => port_io(p, vc, io),
-        VmExit::Paging { gpa, access } => {
-            let flow = paging(p, vc, gpa, access);
-            parked_yields(p, vc, flow)
-        }
+        VmExit::Paging { gpa, access } => paging(p, vc, gpa, access),
         VmExit::Preempted | VmExit::HostInterrupt => Flow::Yield,
         VmExit::InterruptWindow => {
             p.vcpus[vc].vcpu.set_interrupt_window_exiting(false);
@@ -437,7 +434,9 @@ fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
         }
         vcpu.set_rip(vcpu.rip() + insn.len as u64);
         completed(&mut **vcpu);
-        return Flow::Continue;
+        // Only its own APIC's ICR can park this vCPU (an INIT to itself); the bus devices,
+        // the I/O APIC included (it sends no INIT or SIPI), cannot.
+        return if apic { parked_yields(p, vc, Flow::Continue) } else { Flow::Continue };
     }
     report_last_exits(p, vc);
     p.kill(format!(
