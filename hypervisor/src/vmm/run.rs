@@ -159,7 +159,19 @@ pub fn run_slice(p: &mut Partition) -> Flow {
 /// while any vCPU is, halted until the earliest deadline while some wait for an interrupt;
 /// off when every vCPU is parked with interrupts off or waiting for a SIPI; stopped when the
 /// halted ones have nothing left that could wake them.
+#[inline]
 fn settle(p: &mut Partition, flow: Flow) -> Flow {
+    // The common case first: the vCPU that ran (or any) still runnable, one test.
+    if p.vcpus.get(p.current).is_some_and(|s| s.run == RunState::Runnable) {
+        p.state = State::Runnable;
+        return flow;
+    }
+    settle_all(p, flow)
+}
+
+/// [`settle`] past its common case: every vCPU's state looked at.
+#[inline(never)]
+fn settle_all(p: &mut Partition, flow: Flow) -> Flow {
     match overall(p.vcpus.iter().map(|s| s.run)) {
         Overall::Runnable => {
             p.state = State::Runnable;
