@@ -8,7 +8,6 @@ use super::exit::{Access, IoAccess, VmExit};
 use super::hypercall;
 use super::msr::{self, Place};
 use super::partition::{Partition, RunState, State};
-use super::profile::{self, Stage};
 pub use super::step::Flow;
 pub use super::step::report_last_exits;
 use super::step::{
@@ -24,13 +23,9 @@ const RFLAGS_IF: u64 = 1 << 9;
 const OFF_BY_HLT: &str = "HLT with interrupts off";
 const OFF_BY_ACPI: &str = "ACPI soft-off, S5";
 
-/// Handles one exit of vCPU `vc`.
+/// Handles one exit of vCPU `vc` (the run loop has counted it in the statistics and pushed it
+/// on the vCPU's last exits, where it holds the vCPU already).
 pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
-    p.stats.record(&exit);
-    profile::mark(Stage::Statistics);
-    let slot = &mut p.vcpus[vc];
-    slot.last_exits.push(slot.vcpu.rip(), exit);
-    profile::mark(Stage::LastExits);
     match exit {
         VmExit::Cpuid => cpuid(p, vc),
         VmExit::Rdmsr => rdmsr(p, vc),

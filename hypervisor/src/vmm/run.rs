@@ -232,6 +232,10 @@ fn run_vcpu_exits(p: &mut Partition, v: usize) -> Flow {
             },
             fast,
         );
+        stats.record(&exit);
+        profile::mark(Stage::Statistics);
+        slot.last_exits.push(slot.vcpu.rip(), exit);
+        profile::mark(Stage::LastExits);
         let flow = dispatch::handle(p, v, exit);
         profile::mark(Stage::Handler);
         match flow {
