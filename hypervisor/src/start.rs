@@ -403,6 +403,7 @@ fn enable_backend(cpu: &cpu::CpuInfo) -> Option<Box<dyn Backend>> {
 
 /// The partitions to run: from the `manifest` module, or one per image without one.
 fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<PartitionConfig>, String> {
+    use crate::arch::x86::pins::Request;
     use crate::vmm::manifest::{self, Expect, ImageFormat, Role};
     let find = |name: &str| modules.iter().find(|(n, _)| n == name).map(|(_, d)| *d);
     let Some(text) = find(MANIFEST_MODULE) else {
@@ -422,6 +423,7 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 management: false,
                 keep_free: 0,
                 devices: Vec::new(),
+                cpus: None,
             })
             .collect());
     };
@@ -470,6 +472,12 @@ fn partition_configs(modules: &[(String, &'static [u8])]) -> Result<Vec<Partitio
                 management: p.role == Role::Management,
                 keep_free: 0,
                 devices: p.devices.clone(),
+                cpus: p.cpus.as_ref().map(|c| match c {
+                    manifest::CpuRequest::Count(n) => Request::Count(*n as usize),
+                    manifest::CpuRequest::List(l) => {
+                        Request::List(l.iter().map(|&i| i as usize).collect())
+                    }
+                }),
             })
         })
         .collect()

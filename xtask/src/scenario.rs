@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(
             one("memry = 4"),
             "s.toml line 4: partition \"p\": unknown field \"memry\" (fields: name, role, image, \
-             format, initrd, modules, memory, vcpus, cmdline, devices, on_stop, expect)"
+             format, initrd, modules, memory, vcpus, cpus, cmdline, devices, on_stop, expect)"
         );
         assert_eq!(
             one("memory = \"4\""),

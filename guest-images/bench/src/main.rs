@@ -4,6 +4,11 @@
 //! and those of a CPU-bound loop without exits (`loop`, next to the hypervisor's native run).
 //! Under Bochs and QEMU `-icount shift=0` a tick is one retired instruction, so the figures are
 //! exact. `cargo xtask bench` reads them.
+//!
+//! Two more roles for the pinned-CPU figures (issue 10, item 7; `scenarios/bench-pinned*.toml`):
+//! with `storm=1` on its command line it only takes OUT exits, without end (the exit storm on
+//! another CPU); with `pinned=NAME` it waits [`SETTLE_TICKS`] (for that storm to be running),
+//! then measures the CPUID round trip alone and prints `BENCH NAME TICKS`.
 #![no_std]
 #![no_main]
 
@@ -14,8 +19,26 @@ use hvabi::start::SYSINFO_GPA;
 
 guest_rt::entry!(main);
 
+/// What `pinned=NAME` waits before it measures: longer than the hypervisor takes to build and
+/// start the storm partition after this one (a few million instructions).
+const SETTLE_TICKS: u64 = 50_000_000;
+
 fn main(info: &'static StartInfo) -> u64 {
     let now = guest_rt::instr::rdtsc();
+    let mut words = info.cmdline().split_ascii_whitespace();
+    if words.clone().any(|w| w == "storm=1") {
+        loop {
+            // SAFETY: 0x3ff is the virtual UART's scratch register: writing it changes nothing else.
+            unsafe { out_loop(1 << 20, 0x3ff) };
+        }
+    }
+    if let Some(name) = words.find_map(|w| w.strip_prefix("pinned=")) {
+        while guest_rt::instr::rdtsc().wrapping_sub(now) < SETTLE_TICKS {
+            core::hint::spin_loop();
+        }
+        println!("BENCH {name} {}", ticks_per_op(ITERATIONS, cpuid_loop));
+        return 0;
+    }
     println!("BENCH boot-to-guest {}", now.saturating_sub(info.hv_start_tsc));
     let n = ITERATIONS;
     println!("BENCH cpuid {}", ticks_per_op(n, cpuid_loop));

@@ -19,6 +19,8 @@ pub enum Command<'a> {
         image: &'a str,
         mib: u64,
         cmdline: &'a str,
+        /// Host CPUs of its own (`IMAGE@1,2`), as a mask of CPU indices; 0: none.
+        cpus: u64,
     },
     Start(&'a str),
     Pause(&'a str),
@@ -37,8 +39,8 @@ pub const COMMANDS: [(&str, &str, &str); 11] = [
     ("list", "", "the partitions: id, name, state, memory, exit status"),
     (
         "create",
-        "NAME IMAGE[+INITRD|+MODULE...] [MIB] [CMDLINE...]",
-        "a partition from boot module IMAGE (ELF64, multiboot with its boot modules or a Linux bzImage with its initrd module; MIB default 16), stopped until `start`",
+        "NAME IMAGE[+INITRD|+MODULE...][@CPU,...] [MIB] [CMDLINE...]",
+        "a partition from boot module IMAGE (ELF64, multiboot with its boot modules or a Linux bzImage with its initrd module; MIB default 16), on host CPUs of its own after @, stopped until `start`",
     ),
     ("start", "NAME", "runs a created partition"),
     ("pause", "NAME", "stops running a partition, keeping it"),
@@ -161,7 +163,11 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
         "list" => Command::List,
         "create" => {
             let name = required("NAME")?;
-            let image = required("IMAGE")?;
+            let word = required("IMAGE")?;
+            let (image, cpus) = match word.split_once('@') {
+                Some((image, list)) => (image, cpu_mask(list, command)?),
+                None => (word, 0),
+            };
             // A third word that starts with a digit is the memory size; anything else begins
             // the command line.
             let save = words.rest;
@@ -174,7 +180,7 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
                     DEFAULT_MIB
                 }
             };
-            return Ok(Command::Create { name, image, mib, cmdline: words.rest() });
+            return Ok(Command::Create { name, image, mib, cmdline: words.rest(), cpus });
         }
         "start" => Command::Start(required("NAME")?),
         "pause" => Command::Pause(required("NAME")?),
@@ -197,6 +203,18 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
         Some(word) => Err(ParseError::Extra { command, word }),
         None => Ok(cmd),
     }
+}
+
+/// `1,3`: a mask of host CPU indices (each below 64; the hypervisor checks the rest).
+fn cpu_mask<'a>(list: &'a str, command: &'static str) -> Result<u64, ParseError<'a>> {
+    let mut mask = 0u64;
+    for w in list.split(',') {
+        match number(w) {
+            Some(i) if i < 64 => mask |= 1 << i,
+            _ => return Err(ParseError::BadNumber { command, what: "CPU", word: w }),
+        }
+    }
+    Ok(mask)
 }
 
 #[cfg(test)]
@@ -226,7 +244,8 @@ mod tests {
 
     #[test]
     fn create_takes_optional_memory_and_the_rest_as_cmdline() {
-        let create = |name, image, mib, cmdline| Ok(Command::Create { name, image, mib, cmdline });
+        let create =
+            |name, image, mib, cmdline| Ok(Command::Create { name, image, mib, cmdline, cpus: 0 });
         assert_eq!(parse("create g1 probe"), create("g1", "probe", 16, ""));
         assert_eq!(parse("create g1 probe 32"), create("g1", "probe", 32, ""));
         assert_eq!(
@@ -244,7 +263,28 @@ mod tests {
         );
         assert_eq!(
             parse("create").unwrap_err().to_string(),
-            "create: missing NAME (usage: create NAME IMAGE[+INITRD] [MIB] [CMDLINE...])"
+            "create: missing NAME (usage: create NAME IMAGE[+INITRD|+MODULE...][@CPU,...] [MIB] [CMDLINE...])"
+        );
+    }
+
+    #[test]
+    fn create_takes_host_cpus_after_the_image() {
+        let with =
+            |cpus| Ok(Command::Create { name: "g1", image: "probe", mib: 32, cmdline: "", cpus });
+        assert_eq!(parse("create g1 probe@1 32"), with(0b10));
+        assert_eq!(parse("create g1 probe@1,3 32"), with(0b1010));
+        assert_eq!(parse("create g1 probe@0x3f 32"), with(1 << 63));
+        assert_eq!(
+            parse("create g1 probe@64"),
+            Err(ParseError::BadNumber { command: "create", what: "CPU", word: "64" })
+        );
+        assert_eq!(
+            parse("create g1 probe@"),
+            Err(ParseError::BadNumber { command: "create", what: "CPU", word: "" })
+        );
+        assert_eq!(
+            parse("create g1 probe@1,x").unwrap_err().to_string(),
+            "create: CPU `x` is not a number"
         );
     }
 

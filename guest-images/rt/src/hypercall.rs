@@ -282,6 +282,7 @@ pub fn create_request(
         memory_mib,
         initrd,
         initrd_len,
+        cpus: 0,
     })
 }
 

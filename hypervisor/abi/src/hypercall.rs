@@ -116,6 +116,9 @@ pub struct CreateRequest {
     /// name).
     pub initrd: [u8; 32],
     pub initrd_len: u64,
+    /// Host CPUs of its own, as a mask of host CPU indices (bit i: CPU i; CPU 0 is never
+    /// pinnable); 0: time-sliced on the boot CPU with the management partition.
+    pub cpus: u64,
 }
 
 /// Names of the exit kinds counted in [`StatsRecord::exits`], by index.

@@ -194,6 +194,7 @@ fn partition(
         modules: Vec::new(),
         memory_mib: MEMORY_DEFAULT_MIB,
         vcpus: 1,
+        cpus: None,
         cmdline: String::new(),
         devices: Vec::new(),
         on_stop: OnStop::Destroy,
@@ -205,6 +206,7 @@ fn partition(
         modules_at: At::default(),
     };
     let mut devices_line = 0;
+    let mut cpus_line = 0;
     let mut vcpus_line = 0;
     let mut memory_given = false;
     for (key, value) in entries {
@@ -318,6 +320,10 @@ fn partition(
                 spec.vcpus = *n as u32;
                 vcpus_line = line;
             }
+            ("cpus", v @ (Value::Integer(_) | Value::Array(_))) => {
+                spec.cpus = Some(cpus(v, before).map_err(fail)?);
+                cpus_line = line;
+            }
             ("cmdline", Value::String(s)) => {
                 if s.len() > LINUX_CMDLINE_MAX {
                     return Err(fail(format!(
@@ -361,6 +367,7 @@ fn partition(
             (_, v) => {
                 let want = match field {
                     "memory" | "vcpus" => "an integer",
+                    "cpus" => "an integer or an array of integers",
                     "devices" | "modules" => "an array of strings",
                     _ => "a string",
                 };
@@ -424,5 +431,92 @@ fn partition(
             "devices are handed only to the management partition (role = \"management\")".into(),
         ));
     }
+    if spec.cpus.is_some() && spec.role == Role::Management {
+        return Err(err(
+            cpus_line,
+            Some("cpus"),
+            "the management partition runs on CPU 0: cpus is for guest partitions".into(),
+        ));
+    }
     Ok(spec)
+}
+
+/// Most CPUs all partitions together may pin: every CPU the hypervisor starts but the boot CPU.
+const PINNABLE: u32 = MAX_HOST_CPUS - 1;
+
+/// Checks a `cpus` value against the partitions before it: a count `1..=PINNABLE`, or a list
+/// of distinct indices `1..MAX_HOST_CPUS` that no earlier partition lists; all requests
+/// together at most [`PINNABLE`]. Whether the machine has those CPUs is checked at boot.
+fn cpus(v: &Value, before: &[PartitionSpec]) -> Result<CpuRequest, String> {
+    let request = match v {
+        Value::Integer(n) => {
+            let n = *n;
+            if n < 1 {
+                return Err(format!(
+                    "{n} asks for no CPU (leave cpus out to share CPU 0 with the others)"
+                ));
+            }
+            if n > i64::from(PINNABLE) {
+                return Err(format!(
+                    "{n} CPUs asked for; at most {PINNABLE} (the hypervisor starts at most {MAX_HOST_CPUS} CPUs and CPU 0 is not pinnable)"
+                ));
+            }
+            CpuRequest::Count(n as u32)
+        }
+        Value::Array(list) => {
+            if list.is_empty() {
+                return Err(
+                    "[] asks for no CPU (leave cpus out to share CPU 0 with the others)".into()
+                );
+            }
+            let mut out: Vec<u32> = Vec::new();
+            for item in list {
+                let Value::Integer(i) = item else {
+                    return Err("arrays may hold only integers (host CPU indices)".into());
+                };
+                let i = *i;
+                if i == 0 {
+                    return Err(
+                        "CPU 0 runs the management partition and the time-sliced ones: not pinnable"
+                            .into(),
+                    );
+                }
+                if !(1..i64::from(MAX_HOST_CPUS)).contains(&i) {
+                    return Err(format!(
+                        "CPU {i} does not exist: host CPU indices are 1..={PINNABLE}"
+                    ));
+                }
+                let i = i as u32;
+                if out.contains(&i) {
+                    return Err(format!("CPU {i} is listed twice"));
+                }
+                let taken = before.iter().find(|p| match &p.cpus {
+                    Some(CpuRequest::List(l)) => l.contains(&i),
+                    _ => false,
+                });
+                if let Some(other) = taken {
+                    return Err(format!(
+                        "CPU {i} is already pinned to partition {:?} (line {})",
+                        other.name, other.line
+                    ));
+                }
+                out.push(i);
+            }
+            CpuRequest::List(out)
+        }
+        other => {
+            return Err(format!(
+                "expected an integer or an array of integers, found {}",
+                kind(other)
+            ));
+        }
+    };
+    let earlier: u32 = before.iter().filter_map(|p| p.cpus.as_ref()).map(CpuRequest::count).sum();
+    if earlier + request.count() > PINNABLE {
+        return Err(format!(
+            "{} CPUs asked for here and {earlier} by the partitions before: at most {PINNABLE} are pinnable",
+            request.count()
+        ));
+    }
+    Ok(request)
 }

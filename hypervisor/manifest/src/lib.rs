@@ -76,9 +76,11 @@ pub const TIMESLICE_MAX_US: u64 = 1_000_000;
 pub const TOP_KEYS: &[&str] = &["name", "timeslice_us", "images", "partition"];
 /// The keys of a `[[partition]]` table.
 pub const PARTITION_KEYS: &[&str] = &[
-    "name", "role", "image", "format", "initrd", "modules", "memory", "vcpus", "cmdline",
+    "name", "role", "image", "format", "initrd", "modules", "memory", "vcpus", "cpus", "cmdline",
     "devices", "on_stop", "expect",
 ];
+/// Most host CPUs the hypervisor starts (the boot CPU included): `cpus` indices are below it.
+pub const MAX_HOST_CPUS: u32 = 64;
 
 /// A whole manifest, checked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -132,6 +134,8 @@ pub struct PartitionSpec {
     /// partition without `memory`: all the host RAM the others do not use.
     pub memory_mib: u64,
     pub vcpus: u32,
+    /// Host CPUs of its own (`cpus = N` or `cpus = [indices]`); `None`: time-sliced on CPU 0.
+    pub cpus: Option<CpuRequest>,
     pub cmdline: String,
     /// Physical devices handed over (management partition only).
     pub devices: Vec<String>,
@@ -185,6 +189,27 @@ impl PartitionSpec {
         match self.format {
             ImageFormat::Linux => LINUX_CMDLINE_MAX,
             _ => CMDLINE_MAX,
+        }
+    }
+}
+
+/// A partition's `cpus`: host CPUs that run only its vCPU. Which CPUs exist is known only at
+/// boot: the hypervisor checks a request against the machine (`pins::Pins`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum CpuRequest {
+    /// `cpus = N`: any N free CPUs (1..[`MAX_HOST_CPUS`]).
+    Count(u32),
+    /// `cpus = [i, ...]`: exactly these host CPU indices (1..[`MAX_HOST_CPUS`], CPU 0 runs
+    /// the management partition), each once and in no other partition's list.
+    List(Vec<u32>),
+}
+
+impl CpuRequest {
+    /// How many CPUs it asks for.
+    pub fn count(&self) -> u32 {
+        match self {
+            Self::Count(n) => *n,
+            Self::List(l) => l.len() as u32,
         }
     }
 }

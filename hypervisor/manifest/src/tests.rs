@@ -258,7 +258,7 @@ fn field_values_are_checked() {
     assert!(imaged("image = \"has space\"").contains("field image"));
     assert!(one("bogus = 1").contains("line 4: partition \"p\": unknown field \"bogus\""));
     assert!(one("sub = { a = 1 }").contains("unknown field \"sub\""));
-    assert!(one("name2 = 1").contains("(fields: name, role, image, format, initrd, modules, memory, vcpus, cmdline, devices, on_stop, expect)"));
+    assert!(one("name2 = 1").contains("(fields: name, role, image, format, initrd, modules, memory, vcpus, cpus, cmdline, devices, on_stop, expect)"));
     assert!(one("memory = 4\nmemory = 6").ends_with("line 5: duplicate key \"memory\""));
     assert!(
         err("timeslice_us = 5\n[[partition]]\nname=\"a\"\nimage=\"b\"")
@@ -504,4 +504,53 @@ fn keyword_spellings_and_serde_agree() {
     }
     let t: T = toml::from_str("f = \"linux\"\no = \"poweroff\"").unwrap();
     assert_eq!((t.f, t.o), (ImageFormat::Linux, OnStop::PowerOff));
+}
+
+#[test]
+fn cpus_are_checked() {
+    let spec = |body: &str| {
+        let m = parse(&format!("[[partition]]\nname = \"p\"\nimage = \"probe\"\n{body}\n"))
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
+        m.partitions[0].cpus.clone()
+    };
+    assert_eq!(spec(""), None, "no cpus: time-sliced on CPU 0");
+    assert_eq!(spec("cpus = 2"), Some(CpuRequest::Count(2)));
+    assert_eq!(spec("cpus = [3, 1]"), Some(CpuRequest::List(alloc::vec![3, 1])));
+    assert_eq!(spec("cpus = [63]"), Some(CpuRequest::List(alloc::vec![63])));
+    assert!(one("cpus = 0").contains("line 4: partition \"p\": field cpus: 0 asks for no CPU"));
+    assert!(one("cpus = -1").contains("field cpus: -1 asks for no CPU"));
+    assert!(one("cpus = 64").contains("field cpus: 64 CPUs asked for; at most 63"));
+    assert!(one("cpus = []").contains("field cpus: [] asks for no CPU"));
+    assert!(one("cpus = [0]").contains("field cpus: CPU 0 runs the management partition"));
+    assert!(one("cpus = [64]").contains("field cpus: CPU 64 does not exist"));
+    assert!(one("cpus = [2, 2]").contains("field cpus: CPU 2 is listed twice"));
+    assert!(one("cpus = [\"1\"]").contains("field cpus: arrays may hold only integers"));
+    assert!(
+        one("cpus = \"1\"")
+            .contains("field cpus: expected an integer or an array of integers, found a string")
+    );
+    let two = |a: &str, b: &str| {
+        err(&format!(
+            "[[partition]]\nname = \"a\"\nimage = \"probe\"\n{a}\n[[partition]]\nname = \"b\"\nimage = \"probe\"\n{b}\n"
+        ))
+    };
+    assert!(two("cpus = [1, 2]", "cpus = [2]").contains(
+        "line 8: partition \"b\": field cpus: CPU 2 is already pinned to partition \"a\" (line 1)"
+    ));
+    assert!(
+        two("cpus = 40", "cpus = 24")
+            .contains("24 CPUs asked for here and 40 by the partitions before: at most 63")
+    );
+    assert!(
+        err("[[partition]]\nname = \"m\"\nrole = \"management\"\nimage = \"mgmt\"\ncpus = 1\n")
+            .contains(
+                "line 5: partition \"m\": field cpus: the management partition runs on CPU 0"
+            )
+    );
+    // Counts may overlap lists: which CPUs a count gets is decided at boot.
+    let m = parse(
+        "[[partition]]\nname = \"a\"\nimage = \"probe\"\ncpus = [1]\n[[partition]]\nname = \"b\"\nimage = \"probe\"\ncpus = 1\n",
+    )
+    .unwrap();
+    assert_eq!(m.partitions[1].cpus, Some(CpuRequest::Count(1)));
 }

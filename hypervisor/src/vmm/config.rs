@@ -33,6 +33,9 @@ pub struct PartitionConfig {
     pub keep_free: u64,
     /// Devices handed to a management partition (manifest syntax, see `vmm::passthrough`).
     pub devices: Vec<String>,
+    /// Host CPUs of its own (the manifest's `cpus`, the create call's CPU mask); `None`:
+    /// time-sliced on the boot CPU.
+    pub cpus: Option<crate::arch::x86::pins::Request>,
 }
 
 /// A multiboot boot module a partition gets: the bytes and the string the information

@@ -31,10 +31,26 @@ pub fn run_partitions(
     }
     let mut m = Machine::new(backend, modules, platform);
     let mut ok = true;
-    for c in configs {
+    for mut c in configs {
         let name = c.name.clone();
         let id = m.next_id;
         let tag = m.free_tag().expect("fewer partitions than tags");
+        if let Some(request) = c.cpus.take() {
+            // Built created: started with the others once all are built.
+            match m.pin(id, tag, c, &request, true) {
+                Ok(None) => {
+                    m.next_id += 1;
+                    continue;
+                }
+                // A count the machine cannot meet: time-sliced on CPU 0 instead.
+                Ok(Some(back)) => c = back,
+                Err(e) => {
+                    crate::println!("hypervisor: partition {name}: refused: {e}");
+                    ok = false;
+                    continue;
+                }
+            }
+        }
         match Partition::build(id, tag, c, m.backend, &m.platform) {
             Ok(p) => {
                 log::info!(
@@ -56,8 +72,9 @@ pub fn run_partitions(
         }
     }
     m.focus_management();
+    m.start_pinned();
     let powered_off = m.run();
-    let ended = report(&mut m.parts, powered_off) && ok;
+    let ended = report(&mut m.parts, powered_off) & m.report_pinned(powered_off) && ok;
     profile::report();
     ended
 }

@@ -3,6 +3,7 @@
 //! times cycles, as in Xen) and the hypervisor's debug keys.
 
 mod admin;
+pub mod pinned;
 
 use super::dispatch::Flow;
 use super::manifest::OnStop;
@@ -10,9 +11,11 @@ use super::partition::{Partition, State};
 use super::run::{print_stats, run_slice};
 use super::vcpu::Backend;
 use crate::arch::x86::instr::rdtsc;
+use crate::arch::x86::pins::Pins;
 use crate::mm::addr::HostPhys;
 use crate::{console, println};
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 /// A shared page between two partitions (`hvabi::channel`).
@@ -64,6 +67,10 @@ pub struct Machine<'a> {
     unexpected_irqs: u64,
     /// Times the CPU halted for want of work (the `idle` line of the debug keys' stats).
     pub idle_halts: u64,
+    /// Partitions running on CPUs of their own ([`pinned`]).
+    pub pinned: Vec<Arc<pinned::Remote>>,
+    /// Which CPU runs which pinned partition.
+    pub pins: Pins,
 }
 
 impl<'a> Machine<'a> {
@@ -84,6 +91,11 @@ impl<'a> Machine<'a> {
             ctrl_a: 0,
             unexpected_irqs: 0,
             idle_halts: 0,
+            pinned: Vec::new(),
+            pins: Pins::new(
+                crate::arch::x86::smp::cpu_slots(),
+                &crate::arch::x86::smp::ready_cpus(),
+            ),
         }
     }
 
@@ -94,7 +106,10 @@ impl<'a> Machine<'a> {
 
     /// The smallest VPID/ASID tag no live partition uses.
     pub fn free_tag(&self) -> Option<u16> {
-        (1..=u16::MAX).find(|t| !self.parts.iter().any(|p| p.tag == *t))
+        (1..=u16::MAX).find(|t| {
+            !self.parts.iter().any(|p| p.tag == *t)
+                && !self.pinned.iter().any(|r| r.tag == *t && !r.done())
+        })
     }
 
     /// Sends console input to the management partition, if there is one.
@@ -167,6 +182,9 @@ impl<'a> Machine<'a> {
         loop {
             self.poll_console();
             self.route_host_irqs();
+            if !self.pinned.is_empty() && self.reap_pinned() {
+                return true;
+            }
             let now = rdtsc();
             for p in self.parts.iter_mut() {
                 if let State::Halted { until } = p.state {
@@ -180,7 +198,14 @@ impl<'a> Machine<'a> {
             if let Some(i) =
                 (0..n).map(|k| (next + k) % n).find(|&i| self.parts[i].state == State::Runnable)
             {
+                // CPU 0's exits count for the pinned partitions' overlap figure (only while
+                // there are any: the sums cost a few instructions a slice).
+                let counting = !self.pinned.is_empty();
+                let before = if counting { self.parts[i].stats.total() } else { 0 };
                 let flow = run_slice(&mut self.parts[i]);
+                if counting {
+                    pinned::count_exits(0, self.parts[i].stats.total().wrapping_sub(before));
+                }
                 self.parts[i].drain_devices();
                 // The focused partition's prompt or echoed key shows at once once it waits
                 // (halted, for a key or a timer), not when its line ends. A slice that ends
@@ -211,6 +236,8 @@ impl<'a> Machine<'a> {
                 .min();
             match earliest {
                 Some(t) => self.idle_until(t),
+                // Partitions on other CPUs still run: look again at the next poll.
+                None if self.pinned.iter().any(|r| !r.done()) => self.idle_until(u64::MAX),
                 None => return false,
             }
         }
@@ -241,6 +268,43 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Gives the CPUs of pinned partitions that ended back to the pool; true when one ended
+    /// with `on_stop = "poweroff"` (the machine powers off now).
+    fn reap_pinned(&mut self) -> bool {
+        let mut power_off = false;
+        for r in &self.pinned {
+            if r.done() && !r.reaped.swap(true, core::sync::atomic::Ordering::Relaxed) {
+                let cpus = self.pins.unpin(r.id);
+                let s = r.snapshot();
+                log::info!(
+                    "partition {} ended on cpu {}: cpu(s) {cpus:?} back in the pool ({:?})",
+                    r.name,
+                    r.cpus[0],
+                    s.state
+                );
+                if s.power_off {
+                    println!("hypervisor: partition {} stopped with on_stop = poweroff", r.name);
+                    power_off = true;
+                }
+            }
+        }
+        power_off
+    }
+
+    /// The final report of the pinned partitions (after `run::report` of the others): each
+    /// CPU is asked for a fresh look first; true when all ended as expected.
+    pub fn report_pinned(&self, powered_off: bool) -> bool {
+        let timeout = self.platform.tsc_hz_or_nominal();
+        let mut ok = true;
+        for r in &self.pinned {
+            if !r.done() && !r.ask(pinned::Request::Look, timeout) {
+                log::warn!("partition {}: cpu {} did not answer", r.name, r.cpus[0]);
+            }
+            ok &= pinned::report(r, powered_off);
+        }
+        ok
+    }
+
     /// Unmasks, at the host's PIC, the IRQ lines of every partition that owns some.
     fn claim_irq_lines(&self) {
         for p in &self.parts {
@@ -263,7 +327,7 @@ impl<'a> Machine<'a> {
             }
         }
         crate::arch::x86::pic::window();
-        let (unexpected, vector) = crate::arch::x86::lapic::unexpected();
+        let (unexpected, vector) = crate::arch::x86::lapic::unexpected(0);
         if unexpected > self.unexpected_irqs {
             log::warn!(
                 "{} host interrupt(s) at vectors nothing expects (the last at {vector:#x}): acknowledged and ignored",
@@ -294,6 +358,9 @@ impl<'a> Machine<'a> {
     /// Takes typed bytes from COM1: Ctrl-A ×3 switches focus; other bytes go to the focused
     /// partition's UART or to the debug keys.
     fn poll_console(&mut self) {
+        // A pinned partition's CPU takes its bytes from a queue, told by an IPI once a poll's
+        // bytes are in.
+        let mut kick: Option<Arc<pinned::Remote>> = None;
         // Bytes stay in COM1 (and the emulator or terminal behind it holds the rest) while the
         // focused partition's UART has no room: typed input is never dropped.
         while self.input_room() {
@@ -309,6 +376,15 @@ impl<'a> Machine<'a> {
             self.ctrl_a = 0;
             match self.focus {
                 Focus::Hypervisor => self.debug_key(b),
+                Focus::Partition(id) if !self.parts.iter().any(|p| p.id == id) => {
+                    match self.pinned.iter().find(|r| r.id == id && !r.done()) {
+                        Some(r) => {
+                            r.push_input(b);
+                            kick = Some(r.clone());
+                        }
+                        None => self.focus = Focus::Hypervisor,
+                    }
+                }
                 Focus::Partition(id) => {
                     if let Some(uart) =
                         self.parts.iter_mut().find(|p| p.id == id).and_then(|p| p.io.uart())
@@ -325,23 +401,31 @@ impl<'a> Machine<'a> {
                 }
             }
         }
+        if let Some(r) = kick {
+            r.kick();
+        }
     }
 
     /// True when the focus can take a byte now.
     fn input_room(&mut self) -> bool {
         match self.focus {
             Focus::Hypervisor => true,
-            Focus::Partition(id) => self
-                .parts
-                .iter_mut()
-                .find(|p| p.id == id)
-                .and_then(|p| p.io.uart())
-                .is_none_or(|u| u.input_room() > 0),
+            Focus::Partition(id) => match self.pinned.iter().find(|r| r.id == id) {
+                Some(r) => r.done() || r.input_room() > 0,
+                None => self
+                    .parts
+                    .iter_mut()
+                    .find(|p| p.id == id)
+                    .and_then(|p| p.io.uart())
+                    .is_none_or(|u| u.input_room() > 0),
+            },
         }
     }
 
     fn switch_focus(&mut self) {
-        let ids: Vec<u64> = self.parts.iter().filter(|p| !p.stopped()).map(|p| p.id).collect();
+        let mut ids: Vec<u64> = self.parts.iter().filter(|p| !p.stopped()).map(|p| p.id).collect();
+        ids.extend(self.pinned.iter().filter(|r| !r.done()).map(|r| r.id));
+        ids.sort_unstable();
         self.focus = match self.focus {
             Focus::Hypervisor => ids.first().map_or(Focus::Hypervisor, |&id| Focus::Partition(id)),
             Focus::Partition(cur) => match ids.iter().position(|&i| i == cur) {
@@ -349,8 +433,18 @@ impl<'a> Machine<'a> {
                 _ => Focus::Hypervisor,
             },
         };
+        for r in &self.pinned {
+            let on = self.focus == Focus::Partition(r.id);
+            r.focused.store(on, core::sync::atomic::Ordering::Relaxed);
+            if on {
+                println!("hypervisor: console: input to {} (on cpu {})", r.name, r.cpus[0]);
+                // Its CPU shows its prompt the next time it looks.
+                r.kick();
+            }
+        }
         match self.focus {
             Focus::Hypervisor => println!("hypervisor: console: debug keys (h for help)"),
+            Focus::Partition(id) if self.pinned.iter().any(|r| r.id == id) => {}
             Focus::Partition(id) => {
                 println!("hypervisor: console: input to {}", admin::describe(&self.parts, id));
                 // Its prompt, if it waits at one.
@@ -380,12 +474,27 @@ impl<'a> Machine<'a> {
                         if p.config.management { " [management]" } else { "" }
                     );
                 }
+                for r in &self.pinned {
+                    let s = r.snapshot();
+                    println!(
+                        "  {:>3} {:<16} {:<10} {:>5} MiB on cpu {}",
+                        r.id,
+                        r.name,
+                        if r.done() { "gone" } else { super::run::state_name(&s.state) },
+                        s.memory >> 20,
+                        r.cpus[0]
+                    );
+                }
             }
             b's' => {
                 self.parts.iter().for_each(|p| {
                     println!("  {}:", p.name);
                     print_stats(p);
                 });
+                for r in &self.pinned {
+                    println!("  {} (cpu {}):", r.name, r.cpus[0]);
+                    pinned::print_stats(&r.snapshot());
+                }
                 println!("  the CPU halted idle {} times", self.idle_halts);
             }
             b'r' => {

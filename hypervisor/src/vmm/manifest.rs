@@ -4,5 +4,6 @@
 //! before it packs a boot image. Format: `docs/guests.md`.
 
 pub use hvmanifest::{
-    Expect, ImageFormat, Manifest, ManifestError, OnStop, PartitionSpec, Role, parse, parse_bytes,
+    CpuRequest, Expect, ImageFormat, Manifest, ManifestError, OnStop, PartitionSpec, Role, parse,
+    parse_bytes,
 };

@@ -130,6 +130,18 @@ const MIN_SLICE_TICKS: u64 = 2_000;
 /// afterwards: [`Partition::current`] says which vCPU), otherwise how the slice ended. The
 /// partition's state sums up its vCPUs' afterwards.
 pub fn run_slice(p: &mut Partition) -> Flow {
+    run_slice_as(p, false)
+}
+
+/// Runs a partition pinned to a CPU of its own (`machine::pinned`) as [`run_slice`] does, but
+/// a partition of one vCPU runs with no time slice (0: the VMX-preemption timer at its longest,
+/// no host APIC timer under SVM): only its own devices' or timer's next interrupt ends a run on
+/// time. The vCPUs of a partition of several still share its CPU in slices.
+pub fn run_pinned(p: &mut Partition) -> Flow {
+    run_slice_as(p, true)
+}
+
+fn run_slice_as(p: &mut Partition, pinned: bool) -> Flow {
     let now = rdtsc();
     p.tick(now);
     for v in 0..p.vcpus.len() {
@@ -144,7 +156,7 @@ pub fn run_slice(p: &mut Partition) -> Flow {
         return settle(p, Flow::Yield);
     };
     p.current = v;
-    let flow = run_vcpu(p, v);
+    let flow = run_vcpu(p, v, pinned && n == 1);
     if flow == Flow::Stopped {
         return flow;
     }
@@ -197,17 +209,24 @@ fn settle_all(p: &mut Partition, flow: Flow) -> Flow {
 }
 
 /// Runs vCPU `v` of `p` until its slice ends or an exit needs more than the vCPU, with its own
-/// FPU state and XCR0 in the registers ([`super::fpu`]).
-fn run_vcpu(p: &mut Partition, v: usize) -> Flow {
+/// FPU state and XCR0 in the registers ([`super::fpu`]). `unsliced`: a pinned partition's only
+/// vCPU, which runs without a time slice ([`run_pinned`]).
+fn run_vcpu(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
     p.vcpus[v].fpu.restore();
-    let flow = run_vcpu_exits(p, v);
+    let flow = run_vcpu_exits(p, v, unsliced);
     p.vcpus[v].fpu.save();
     flow
 }
 
 /// The exits of one slice of vCPU `v`.
-fn run_vcpu_exits(p: &mut Partition, v: usize) -> Flow {
-    let ticks = slice_ticks(p, rdtsc());
+fn run_vcpu_exits(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
+    let now = rdtsc();
+    let ticks = if unsliced {
+        p.next_deadline_for(v)
+            .map_or(0, |t| t.saturating_sub(now).clamp(MIN_SLICE_TICKS, u64::from(u32::MAX)))
+    } else {
+        slice_ticks(p, now)
+    };
     p.vcpus[v].vcpu.set_timeslice(ticks);
     profile::slice_start();
     for _ in 0..EXITS_PER_SLICE {

@@ -36,6 +36,7 @@ pub mod gate;
 mod idle;
 mod linux;
 mod output;
+mod pinned;
 mod profile;
 
 use output::{channel_table, json, table};
@@ -313,6 +314,13 @@ fn measure_all(only: Option<&str>) -> (Vec<Row>, Vec<String>) {
             Err(e) => {
                 step::note(format!("bench {} channel ({}): FAILED: {e:#}", b.backend, b.emulator));
                 failed.push(format!("{} channel", b.backend));
+            }
+        }
+        match pinned::measure(b) {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                step::note(format!("bench {} pinned ({}): FAILED: {e:#}", b.backend, b.emulator));
+                failed.push(format!("{} pinned", b.backend));
             }
         }
     }

@@ -309,6 +309,96 @@ pub const MGMT_LINUX: &[Want] = &[
     POWER_OFF_OK,
 ];
 
+/// `scenarios/pinned.toml` with 4 CPUs: probe1 and probe2 each get a CPU of their own (1 and
+/// 2), probe0 runs on CPU 0; all pass, and each pinned probe's report says that the other CPUs
+/// handled exits while it ran (they ran at the same time: a run one after the other prints
+/// `ran alone`, and the case fails).
+pub const PINNED4: &[Want] = &[
+    Line("partition probe1 (id 0): pinned to cpu(s) [1], built there"),
+    Line("partition probe2 (id 1): pinned to cpu(s) [2], built there"),
+    AtLeast(3, " checks, 0 failed"),
+    Line("hypervisor: partition probe0 (id 2): shut down with status 0 [as expected]"),
+    Line("hypervisor: partition probe1 (id 0): shut down with status 0 [as expected]"),
+    Line("hypervisor: partition probe2 (id 1): shut down with status 0 [as expected]"),
+    Line("    pinned to cpu 1: ran alongside the other CPUs: they handled "),
+    Line("    pinned to cpu 2: ran alongside the other CPUs: they handled "),
+    POWER_OFF_OK,
+];
+
+/// `scenarios/pinned.toml` with 2 CPUs (Bochs: only CPU 1 is pinnable): probe1 gets CPU 1,
+/// probe2's `cpus = 1` cannot be met and it shares CPU 0 with probe0 (a warning says so); all
+/// pass, and probe1 ran while CPU 0 handled exits.
+pub const PINNED2: &[Want] = &[
+    Line("partition probe1 (id 0): pinned to cpu(s) [1], built there"),
+    Line("partition probe2: cpus: 1 CPU(s) asked for, 0 free: runs time-sliced on CPU 0"),
+    AtLeast(3, " checks, 0 failed"),
+    Line("hypervisor: partition probe0 (id 2): shut down with status 0 [as expected]"),
+    Line("hypervisor: partition probe1 (id 0): shut down with status 0 [as expected]"),
+    Line("hypervisor: partition probe2 (id 1): shut down with status 0 [as expected]"),
+    Line("    pinned to cpu 1: ran alongside the other CPUs: they handled "),
+    POWER_OFF_OK,
+];
+
+/// The management shell session of `scenarios/mgmt-pinned.toml`: once `spin` (chaos, pinned
+/// to CPU 1) has started its operations, pause it, read its statistics, resume it and read its
+/// console from CPU 0, destroy it, then create `g2` from the probe on the CPU it gave back,
+/// start it, wait for its checks, list and shut down.
+pub const PINNED_MGMT_INPUT: &[(&[&str], &str)] = &[
+    (&["^[mgmt] mgmt: shell ready", "^[spin] chaos: seed "], "\x03list\r"),
+    (&["[mgmt] * partitions"], "pause spin\r"),
+    (&["[mgmt] paused spin"], "stats spin\r"),
+    (&["[mgmt] stats spin: "], "resume spin\r"),
+    (&["[mgmt] resumed spin"], "console spin\r"),
+    (&["[mgmt] (* bytes)"], "destroy spin\r"),
+    (&["[mgmt] destroyed spin"], "create g2 probe@1\r"),
+    (&["[mgmt] created g2 (id "], "start g2\r"),
+    (&["[mgmt] started g2", "^[g2] probe: * checks, 0 failed"], "list\r"),
+    (&["[mgmt] * partitions"], "shutdown\r"),
+];
+
+/// What that session must print: the destruction of a partition running on CPU 1 (its CPU
+/// back in the pool), a new partition pinned to that CPU passing every check, a clean
+/// power-off.
+pub const PINNED_MGMT: &[Want] = &[
+    Line("partition spin (id 1): pinned to cpu(s) [1], built there"),
+    LineWith(&["partition spin: ", " -> Paused on cpu 1"]),
+    Line("[mgmt] paused spin"),
+    LineWith(&["[mgmt] stats spin: ", " exits"]),
+    Line("[mgmt] resumed spin"),
+    LineWith(&["[mgmt]   | chaos: seed ", ", ops 100000000"]),
+    LineWith(&[
+        "hypervisor: partition spin (id 1) destroyed by mgmt on cpu 1 (",
+        "): cpu(s) [1] back in the pool",
+    ]),
+    Line("[mgmt] destroyed spin"),
+    Line(
+        "hypervisor: partition g2 (id 2) created by mgmt from image `probe`, 16 MiB, on cpu(s) [1]",
+    ),
+    LineWith(&["[g2] probe: ", " checks, 0 failed"]),
+    Line("partition g2 ended on cpu 1: cpu(s) [1] back in the pool (Shutdown(0))"),
+    Line("hypervisor: partition g2 (id 2): shut down with status 0 [as expected]"),
+    Line("    pinned to cpu 1: ran "),
+    POWER_OFF_OK,
+];
+
+/// `scenarios/linux-pinned.toml` on 2 CPUs: as [`LINUX`], with the Linux partition on CPU 1 of
+/// its own, taking its typed input from the boot CPU's console.
+pub const LINUX_PINNED: &[Want] = &[
+    Line("partition linux (id 0): pinned to cpu(s) [1], built there"),
+    Line("[linux] INIT-MARKER uptime="),
+    Line("[linux] PASS timer-ticks"),
+    Line("[linux] PASS date"),
+    Line("[linux] PASS lapic-timer"),
+    Line("[linux] ALL-CHECKS-DONE passed=6 failed=0"),
+    Line("hypervisor: console: input to linux (on cpu 1)"),
+    PROBE_PASSES,
+    PROBE_SUMMARY,
+    Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
+    Line("hypervisor: partition linux (id 0): powered off (ACPI soft-off, S5) [as expected]"),
+    Line("    pinned to cpu 1: ran alongside the other CPUs: they handled "),
+    POWER_OFF_OK,
+];
+
 /// `scenarios/barepc.toml`: the bare-PC kernel passes every check (its lines are compared with
 /// the bare reference's as well), ends through the debug-exit port with status 0, and the probe
 /// beside it passes.

@@ -4,8 +4,11 @@
 //! flushed before it runs (TLB_CONTROL, APM Vol. 2 §15.16: the TLB entries of an ASID are
 //! whatever the last guest with it left; a shared ASID is safe only with a flush on the switch).
 //!
-//! The owner table is global: it assumes one CPU runs the guests, or that a vCPU that moves to
-//! another CPU is flushed there anyway.
+//! Each CPU has its own owner table (a TLB is per CPU: what one CPU's guests left under an ASID
+//! says nothing of another CPU's), found by the CPU index its backend was enabled on; a vCPU
+//! runs only on the CPU that made it. A vCPU dropped gives its slot up ([`Owners::release`]):
+//! the next vCPU with that ASID on that CPU is flushed, even one whose VMCB lands at the same
+//! address (the "fresh tag" rule for a destroyed partition's translations).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,10 +29,22 @@ impl Owners {
         let slot = &self.0[asid as usize % MAX_ASIDS as usize];
         slot.swap(id, Ordering::Relaxed) != id
     }
+
+    /// vCPU `id` is gone: whoever runs with `asid` next flushes first.
+    pub fn release(&self, asid: u32, id: u64) {
+        let slot = &self.0[asid as usize % MAX_ASIDS as usize];
+        let _ = slot.compare_exchange(id, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
 }
 
-/// The owners of this machine's ASIDs.
-pub static OWNERS: Owners = Owners::new();
+/// The owners of each CPU's ASIDs, by CPU index.
+static OWNERS: [Owners; crate::arch::x86::smp::MAX_CPUS] =
+    [const { Owners::new() }; crate::arch::x86::smp::MAX_CPUS];
+
+/// The owner table of CPU `cpu` (indices past the last share the last table).
+pub fn owners(cpu: usize) -> &'static Owners {
+    &OWNERS[cpu.min(OWNERS.len() - 1)]
+}
 
 /// The guest ASID for tag `tag` (from 1) on a CPU with `asids` ASIDs (ASID 0 is the host's,
 /// §15.5.1), or `None` for tag 0 or a CPU without a guest ASID.
@@ -67,5 +82,16 @@ mod tests {
         assert!(o.claim(1, 0x1000), "and back");
         assert!(o.claim(2, 0x3000));
         assert!(!o.claim(1, 0x1000), "other ASIDs do not matter");
+        o.release(1, 0x2000);
+        assert!(!o.claim(1, 0x1000), "a release by a vCPU that is not the owner changes nothing");
+        o.release(1, 0x1000);
+        assert!(o.claim(1, 0x1000), "a VMCB reused at the same address after a release flushes");
+    }
+
+    #[test]
+    fn each_cpu_has_its_own_table() {
+        assert!(owners(5).claim(7, 0x9000));
+        assert!(owners(6).claim(7, 0x9000), "another CPU's TLB never held it");
+        assert!(!owners(5).claim(7, 0x9000));
     }
 }

@@ -37,6 +37,8 @@ pub struct SvmBackend {
     host_state: HostPhys,
     asids: u32,
     nrip_save: bool,
+    /// The CPU it was enabled on (its ASID owner table).
+    cpu: usize,
 }
 
 impl SvmBackend {
@@ -66,7 +68,13 @@ impl SvmBackend {
             wrmsr(VM_HSAVE_PA, hsave.0);
             entry::vmsave(host_state.0);
         }
-        Ok(Self { hsave, host_state, asids: caps.asids, nrip_save: caps.nrip_save })
+        Ok(Self {
+            hsave,
+            host_state,
+            asids: caps.asids,
+            nrip_save: caps.nrip_save,
+            cpu: crate::arch::x86::smp::cpu_index(),
+        })
     }
 }
 
@@ -98,6 +106,12 @@ impl Backend for SvmBackend {
         // share them, flushed on each switch (`asid.rs`).
         let asid = asid::for_tag(config.tag, self.asids)
             .ok_or("the vCPU's tag is 0 or the CPU has no guest ASID")?;
-        Ok(Box::new(vcpu::SvmVcpu::new(config, asid, self.host_state.0, self.nrip_save)?))
+        Ok(Box::new(vcpu::SvmVcpu::new(
+            config,
+            asid,
+            self.host_state.0,
+            self.nrip_save,
+            asid::owners(self.cpu),
+        )?))
     }
 }

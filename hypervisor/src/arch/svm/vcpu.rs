@@ -85,6 +85,8 @@ pub struct SvmVcpu {
     cpuid_site: Option<CodeSite>,
     /// CPUID exits the fast path handled since the core last asked.
     fast_exits: u64,
+    /// The ASID owner table of the CPU it runs on (the one that made it).
+    owners: &'static super::asid::Owners,
 }
 
 impl SvmVcpu {
@@ -93,6 +95,7 @@ impl SvmVcpu {
         asid: u32,
         host_state: u64,
         nrip_save: bool,
+        owners: &'static super::asid::Owners,
     ) -> Result<Self, &'static str> {
         let pages = HostPages::alloc_zeroed(PAGES).ok_or("out of memory for a VMCB")?;
         // SAFETY: the frames were just allocated for this vCPU; ones in both permission maps
@@ -116,6 +119,7 @@ impl SvmVcpu {
             // The ASID may have been another vCPU's.
             flush: true,
             timeslice: 0,
+            owners,
         };
         vcpu.setup(config);
         vcpu.vmcb_mut().control.guest_asid = asid;
@@ -198,8 +202,7 @@ impl SvmVcpu {
         let event = self.pending.take().map_or(0, event_inj);
         // Another vCPU may have run with this ASID since (more vCPUs than ASIDs, `asid.rs`).
         let asid = self.vmcb().control.guest_asid;
-        let flush =
-            core::mem::take(&mut self.flush) | super::asid::OWNERS.claim(asid, self.pages.0);
+        let flush = core::mem::take(&mut self.flush) | self.owners.claim(asid, self.pages.0);
         let c = &mut self.vmcb_mut().control;
         c.event_inj = event;
         c.tlb_control = if flush { TLB_FLUSH_ALL } else { TLB_FLUSH_NOTHING };
@@ -563,6 +566,7 @@ impl Vcpu for SvmVcpu {
 
 impl Drop for SvmVcpu {
     fn drop(&mut self) {
+        self.owners.release(self.vmcb().control.guest_asid, self.pages.0);
         HostPages::free(self.pages, PAGES);
     }
 }

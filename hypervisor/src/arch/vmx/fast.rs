@@ -12,12 +12,10 @@ use super::fields::{Field, ReadOnly};
 use super::instr::{vmread_unchecked, vmwrite_unchecked};
 use crate::vmm::cpuid::{Regs, guest_cpuid};
 use crate::vmm::vcpu::{Gprs, reg};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether the fast path may handle exits (set by the backend from the CPU's controls).
 pub static ENABLED: AtomicBool = AtomicBool::new(false);
-/// Exits handled on the fast path since the run loop last looked.
-pub static HANDLED: AtomicU64 = AtomicU64::new(0);
 
 const CR4_OSXSAVE: u64 = 1 << 18;
 const RFLAGS_TF: u64 = 1 << 8;
@@ -57,6 +55,9 @@ pub extern "C" fn vmx_fast_exit(g: &mut Gprs) -> u64 {
             + vmread_unchecked(ReadOnly::ExitInstructionLength as u32);
         vmwrite_unchecked(Field::GuestRip as u32, rip);
     }
-    HANDLED.fetch_add(1, Ordering::Relaxed);
+    // The count of exits handled here goes in the RSP slot, free while the guest runs (its RSP
+    // lives in the VMCS; the stubs never touch the slot): per vCPU, so per CPU
+    // (`VmxVcpu::run` zeroes it before the entry and takes it after).
+    g.0[reg::RSP] += 1;
     1
 }

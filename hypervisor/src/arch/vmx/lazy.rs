@@ -12,8 +12,10 @@
 //!
 //! Ownership is the address of the owner's [`GuestMsrs`] (boxed, so it does not move), cleared
 //! when that is dropped: a later vCPU allocated at the same place, or given the same VPID,
-//! loads its own values. One record per CPU; the hypervisor runs its vCPUs on one CPU (as
-//! [`super::vmcs`]'s current-VMCS record).
+//! loads its own values. One record per CPU (the MSRs are per logical processor), as
+//! [`super::vmcs`]'s current-VMCS record: a vCPU runs only on the CPU that made it (a pinned
+//! partition's on its own CPU), and a single record for all CPUs would let one CPU save its own
+//! KERNEL_GS_BASE into the vCPU another CPU had loaded.
 
 use crate::arch::x86::instr::{rdmsr, wrmsr};
 use crate::vmm::msr::{IA32_CSTAR, IA32_FMASK, IA32_KERNEL_GS_BASE, IA32_LSTAR, IA32_STAR};
@@ -21,17 +23,21 @@ use crate::vmm::vcpu::HwMsr;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-/// Whose values the CPU holds now (null: nobody's, the host's or a dropped vCPU's).
-static OWNER: AtomicPtr<GuestMsrs> = AtomicPtr::new(ptr::null_mut());
+/// Per CPU index: whose values that CPU holds now (null: nobody's, the host's or a dropped
+/// vCPU's).
+static OWNER: [AtomicPtr<GuestMsrs>; crate::arch::x86::smp::MAX_CPUS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; crate::arch::x86::smp::MAX_CPUS];
 
 /// The MSRs switched here, in `MSRS` order.
 const MSRS: [u32; 5] = [IA32_STAR, IA32_LSTAR, IA32_CSTAR, IA32_FMASK, IA32_KERNEL_GS_BASE];
 const KGS: usize = 4;
 
 /// One vCPU's values (all 0 at reset, SDM Vol. 3A Table 10-1).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GuestMsrs {
     values: [u64; MSRS.len()],
+    /// The owner record of the CPU it runs on.
+    owner: &'static AtomicPtr<GuestMsrs>,
 }
 
 fn index(m: HwMsr) -> Option<usize> {
@@ -46,9 +52,14 @@ fn index(m: HwMsr) -> Option<usize> {
 }
 
 impl GuestMsrs {
+    /// All 0, for a vCPU of CPU `cpu` (an index).
+    pub fn new(cpu: usize) -> Self {
+        Self { values: [0; MSRS.len()], owner: &OWNER[cpu.min(OWNER.len() - 1)] }
+    }
+
     #[inline(always)]
     fn owned(&self) -> bool {
-        ptr::eq(OWNER.load(Ordering::Relaxed), self)
+        ptr::eq(self.owner.load(Ordering::Relaxed), self)
     }
 
     /// Puts these values into the CPU unless they are there already. Called right before
@@ -66,11 +77,11 @@ impl GuestMsrs {
     #[inline(never)]
     fn switch_in(&mut self) {
         let me: *mut Self = self;
-        let prev = OWNER.load(Ordering::Relaxed);
+        let prev = self.owner.load(Ordering::Relaxed);
         if !prev.is_null() {
-            // SAFETY: a non-null owner is a live `GuestMsrs` (its drop clears OWNER), not
-            // borrowed now: vCPUs run one at a time on this CPU and the previous one's run has
-            // returned. KERNEL_GS_BASE exists on every 64-bit CPU.
+            // SAFETY: a non-null owner is a live `GuestMsrs` of this CPU (its drop clears the
+            // record), not borrowed now: vCPUs run one at a time on this CPU and the previous
+            // one's run has returned. KERNEL_GS_BASE exists on every 64-bit CPU.
             unsafe { (*prev).values[KGS] = rdmsr(IA32_KERNEL_GS_BASE) };
         }
         for (&msr, &v) in MSRS.iter().zip(&self.values) {
@@ -79,7 +90,7 @@ impl GuestMsrs {
             // uses them (no SYSCALL, SYSRET or SWAPGS in the hypervisor).
             unsafe { wrmsr(msr, v) };
         }
-        OWNER.store(me, Ordering::Relaxed);
+        self.owner.store(me, Ordering::Relaxed);
     }
 
     /// The guest's value of `m` (0 for an MSR not switched here): the CPU's for KERNEL_GS_BASE while
@@ -109,6 +120,7 @@ impl Drop for GuestMsrs {
     fn drop(&mut self) {
         let me: *mut Self = self;
         // Forget ownership: whoever takes this address (or VPID) next loads its own values.
-        let _ = OWNER.compare_exchange(me, ptr::null_mut(), Ordering::Relaxed, Ordering::Relaxed);
+        let _ =
+            self.owner.compare_exchange(me, ptr::null_mut(), Ordering::Relaxed, Ordering::Relaxed);
     }
 }

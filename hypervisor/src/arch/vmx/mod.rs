@@ -61,6 +61,8 @@ pub struct VmxBackend {
     controls: Controls,
     vmxon_region: HostPhys,
     gib_pages: bool,
+    /// The CPU it was enabled on (an index): its vCPUs' current-VMCS and MSR records.
+    cpu: usize,
 }
 
 /// An EPT table for one partition.
@@ -155,7 +157,12 @@ impl VmxBackend {
         let saves_timer = controls.exit & Exit::SAVE_PREEMPTION_TIMER.bits() != 0;
         fast::ENABLED
             .store(controls.timer_enabled && saves_timer, core::sync::atomic::Ordering::Relaxed);
-        Ok(Self { controls, vmxon_region: region, gib_pages: gib_pages && caps.ept_1g })
+        Ok(Self {
+            controls,
+            vmxon_region: region,
+            gib_pages: gib_pages && caps.ept_1g,
+            cpu: crate::arch::x86::smp::cpu_index(),
+        })
     }
 
     /// # Safety
@@ -285,6 +292,6 @@ impl Backend for VmxBackend {
             return Err("this CPU's VMX lacks unrestricted guest: no partition can start with \
                         paging off (multiboot kernels)");
         }
-        Ok(Box::new(vcpu::VmxVcpu::new(&self.controls, config)?))
+        Ok(Box::new(vcpu::VmxVcpu::new(&self.controls, config, self.cpu)?))
     }
 }

@@ -60,6 +60,8 @@ pub struct VmxVcpu {
     timeslice_fresh: bool,
     /// The guest's SYSCALL MSRs and KERNEL_GS_BASE (boxed: their address is their owner tag).
     msrs: Box<GuestMsrs>,
+    /// CPUID exits the fast path handled since the core last asked.
+    fast_exits: u64,
 }
 
 /// Pages of the bitmaps block: I/O bitmap A, I/O bitmap B, MSR bitmap.
@@ -73,8 +75,9 @@ fn write_segment(v: &Current, sel: F, base: F, limit: F, access: F, s: &Segment)
 }
 
 impl VmxVcpu {
-    pub(super) fn new(c: &Controls, config: &VcpuConfig) -> Result<Self, &'static str> {
-        let vmcs = Vmcs::new(c.revision)?;
+    /// A vCPU for CPU `cpu` (an index: the one creating it, the only one to run it).
+    pub(super) fn new(c: &Controls, config: &VcpuConfig, cpu: usize) -> Result<Self, &'static str> {
+        let vmcs = Vmcs::new(c.revision, cpu)?;
         let bitmaps =
             HostPages::alloc_zeroed(BITMAP_PAGES).ok_or("out of memory for VMX bitmaps")?;
         // SAFETY: the frames were just allocated for this vCPU's bitmaps: intercept every port
@@ -102,7 +105,8 @@ impl VmxVcpu {
             timer_enabled: c.timer_enabled,
             timeslice: 0,
             timeslice_fresh: true,
-            msrs: Box::default(),
+            msrs: Box::new(GuestMsrs::new(cpu)),
+            fast_exits: 0,
         };
         vcpu.setup(c, config).map_err(|_| "VMPTRLD of a new VMCS failed")?;
         Ok(vcpu)
@@ -320,9 +324,13 @@ impl Vcpu for VmxVcpu {
             // and VM entry, so the guest finds this value.
             unsafe { core::arch::asm!("mov cr2, {}", in(reg) cr2, options(nostack, nomem)) };
         }
+        // While the guest runs, the RSP slot (RSP is in the VMCS, written above) counts the
+        // exits the fast path handles (`fast::vmx_fast_exit`).
+        self.gprs.0[reg::RSP] = 0;
         // SAFETY: this vCPU's VMCS is current and was set up by `setup` with HOST_RIP =
         // vmx_exit; `launched` tracks VMLAUNCH vs VMRESUME for it.
         let failed = unsafe { vmx_enter(&mut self.gprs, u64::from(self.launched)) };
+        self.fast_exits += core::mem::replace(&mut self.gprs.0[reg::RSP], v.read(F::GuestRsp));
         if failed != 0 {
             return Err(self.entry_failure(
                 &v,
@@ -342,7 +350,6 @@ impl Vcpu for VmxVcpu {
         }
         self.rip = v.read(F::GuestRip);
         self.rflags = v.read(F::GuestRflags);
-        self.gprs.0[reg::RSP] = v.read(F::GuestRsp);
         self.exit_insn_len = v.read_ro(R::ExitInstructionLength);
         // An event whose delivery the exit interrupted is delivered again (SDM §28.2.4).
         let idt = v.read_ro(R::IdtVectoringInfo);
@@ -364,7 +371,7 @@ impl Vcpu for VmxVcpu {
     }
 
     fn take_fast_exits(&mut self) -> u64 {
-        super::fast::HANDLED.swap(0, core::sync::atomic::Ordering::Relaxed)
+        core::mem::take(&mut self.fast_exits)
     }
 
     fn gprs(&mut self) -> &mut Gprs {

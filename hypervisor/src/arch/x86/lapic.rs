@@ -37,9 +37,11 @@ static BASE: AtomicU64 = AtomicU64::new(0);
 static TIMER_PER_TSC: AtomicU64 = AtomicU64::new(0);
 /// The TSC when [`init`] started the timer counting.
 static START_TSC: AtomicU64 = AtomicU64::new(0);
-/// Interrupts at vectors nothing expects, and the last such vector.
-static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
-static LAST_UNEXPECTED: AtomicU64 = AtomicU64::new(0);
+/// Per CPU index: interrupts at vectors nothing expects, and the last such vector.
+static UNEXPECTED: [AtomicU64; super::smp::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; super::smp::MAX_CPUS];
+static LAST_UNEXPECTED: [AtomicU64; super::smp::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; super::smp::MAX_CPUS];
 
 fn read(reg: u64) -> u32 {
     let base = BASE.load(Ordering::Relaxed);
@@ -130,9 +132,10 @@ pub fn disarm() {
     }
 }
 
-/// Interrupts at unexpected vectors so far, and the last one's vector.
-pub fn unexpected() -> (u64, u8) {
-    (UNEXPECTED.load(Ordering::Relaxed), LAST_UNEXPECTED.load(Ordering::Relaxed) as u8)
+/// Interrupts at unexpected vectors so far on CPU `cpu` (an index), and the last one's vector.
+pub fn unexpected(cpu: usize) -> (u64, u8) {
+    let i = cpu.min(UNEXPECTED.len() - 1);
+    (UNEXPECTED[i].load(Ordering::Relaxed), LAST_UNEXPECTED[i].load(Ordering::Relaxed) as u8)
 }
 
 /// The timer's interrupt (from its IDT stub, interrupts off, with the vector): it has done its
@@ -146,8 +149,9 @@ pub extern "C" fn timer_entry(_vector: u64) {
 /// set; SDM vol. 3A §11.8.4), so it cannot block lower-priority interrupts. Never fatal.
 pub extern "C" fn unexpected_entry(vector: u64) {
     let vector = vector & 0xff;
-    UNEXPECTED.fetch_add(1, Ordering::Relaxed);
-    LAST_UNEXPECTED.store(vector, Ordering::Relaxed);
+    let i = super::smp::cpu_index();
+    UNEXPECTED[i].fetch_add(1, Ordering::Relaxed);
+    LAST_UNEXPECTED[i].store(vector, Ordering::Relaxed);
     if BASE.load(Ordering::Relaxed) != 0 {
         let isr = read(REG_ISR + (vector / 32) * 0x10);
         if isr & (1 << (vector % 32)) != 0 {

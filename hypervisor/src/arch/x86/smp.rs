@@ -131,6 +131,18 @@ pub fn with_backend<R>(f: impl FnOnce(&mut dyn Backend) -> R) -> Option<R> {
     b.as_mut().map(|b| f(b.as_mut()))
 }
 
+/// Lets this CPU take the interrupts pending at its APIC (a wake-up IPI or its APIC timer that
+/// ended a guest's run: both stay pending while interrupts are off, and one left pending ends
+/// every later VM entry at once); their handlers only end them.
+pub fn take_pending_interrupts() {
+    // SAFETY: STI's shadow covers the NOP, so pending interrupts are taken between the NOP and
+    // the CLI; on a CPU running partitions they are the wake-up IPI, the APIC timer and the host
+    // PIC lines, whose handlers touch only their device and atomics. Not `nomem`: what the
+    // handlers write (counters) is read after it. No red zone on this target, so the
+    // interrupt frame pushed below RSP harms nothing.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nostack)) };
+}
+
 /// The wake-up IPI's handler (from its IDT stub): only ends the interrupt; the idle loop
 /// looks at the mailbox once `hlt` returns.
 pub extern "C" fn wake_entry(_vector: u64) {

@@ -3,6 +3,7 @@
 //! (`dispatch`); [`Machine::admin`] carries them out with every argument checked and writes
 //! the status (and result) into the caller's registers.
 
+use super::pinned::Request;
 use super::{Channel, Machine};
 use crate::vmm::partition::{Partition, PartitionConfig, State};
 use crate::vmm::vcpu::reg;
@@ -71,7 +72,19 @@ impl Machine<'_> {
         let g = *p.vcpus[p.current].vcpu.gprs();
         let caller = self.parts[i].id;
         let (a1, a2, a3) = (g.0[reg::RDI], g.0[reg::RSI], g.0[reg::RDX]);
+        let target = matches!(
+            call,
+            Call::PartitionStart
+                | Call::PartitionPause
+                | Call::PartitionResume
+                | Call::PartitionDestroy
+                | Call::ConsoleRead
+                | Call::PartitionStats
+        )
+        .then(|| self.pinned.iter().position(|r| r.id == a1))
+        .flatten();
         let answer = match call {
+            _ if let Some(k) = target => self.pinned_call(k, i, call, a2, a3),
             Call::PartitionList => self.list(i, a1, a2),
             Call::PartitionCreate => self.create(i, a1),
             Call::PartitionStart => {
@@ -132,22 +145,33 @@ impl Machine<'_> {
     fn list(&mut self, i: usize, gpa: u64, len: u64) -> Answer {
         let size = core::mem::size_of::<PartitionInfo>() as u64;
         let fit = (len / size) as usize;
-        let infos: alloc::vec::Vec<PartitionInfo> = self
+        // Partitions on other CPUs publish their state when asked.
+        let timeout = self.platform.tsc_hz_or_nominal() / 10;
+        for r in self.pinned.iter().filter(|r| !r.done()) {
+            r.ask(Request::Look, timeout);
+        }
+        let rows = self
             .parts
             .iter()
+            .map(|p| (p.id, p.state.clone(), p.config.management, p.ram.size(), p.name.as_str()))
+            .chain(self.pinned.iter().map(|r| {
+                let s = r.snapshot();
+                (r.id, s.state, false, s.memory, r.name.as_str())
+            }));
+        let infos: alloc::vec::Vec<PartitionInfo> = rows
             .take(fit)
-            .map(|p| {
+            .map(|(id, state, management, memory_bytes, name)| {
                 let mut info = PartitionInfo {
-                    id: p.id,
-                    state: state_code(&p.state),
-                    management: u32::from(p.config.management),
-                    memory_bytes: p.ram.size(),
-                    exit_status: if let State::Shutdown(s) = p.state { s } else { 0 },
-                    name_len: p.name.len().min(32) as u64,
+                    id,
+                    state: state_code(&state),
+                    management: u32::from(management),
+                    memory_bytes,
+                    exit_status: if let State::Shutdown(s) = state { s } else { 0 },
+                    name_len: name.len().min(32) as u64,
                     name: [0; 32],
                 };
                 info.name[..info.name_len as usize]
-                    .copy_from_slice(&p.name.as_bytes()[..info.name_len as usize]);
+                    .copy_from_slice(&name.as_bytes()[..info.name_len as usize]);
                 info
             })
             .collect();
@@ -163,7 +187,7 @@ impl Machine<'_> {
                 .write(gpa + k as u64 * size, info.bytes())
                 .map_err(|_| Status::BadAddress)?;
         }
-        Ok(Some(self.parts.len() as u64))
+        Ok(Some((self.parts.len() + self.pinned.len()) as u64))
     }
 
     fn create(&mut self, i: usize, gpa: u64) -> Answer {
@@ -172,7 +196,10 @@ impl Machine<'_> {
         let image_name = text(&req.image, req.image_len)?;
         let cmdline = text(&req.cmdline, req.cmdline_len)?;
         let initrd_name = text(&req.initrd, req.initrd_len)?;
-        if !valid_name(name) || self.parts.iter().any(|p| p.name == name) {
+        if !valid_name(name)
+            || self.parts.iter().any(|p| p.name == name)
+            || self.pinned.iter().any(|r| r.name == name)
+        {
             return Err(Status::InvalidArgument);
         }
         if !(2..=1024).contains(&req.memory_mib) || req.memory_mib % 2 != 0 {
@@ -226,15 +253,31 @@ impl Machine<'_> {
             management: false,
             keep_free: 0,
             devices: alloc::vec::Vec::new(),
+            cpus: None,
         };
         let id = self.next_id;
-        match Partition::build(
-            id,
-            self.free_tag().ok_or(Status::InvalidArgument)?,
-            config,
-            self.backend,
-            &self.platform,
-        ) {
+        let tag = self.free_tag().ok_or(Status::InvalidArgument)?;
+        if req.cpus != 0 {
+            let cpus: alloc::vec::Vec<usize> =
+                (0..64).filter(|b| req.cpus & (1 << b) != 0).collect();
+            let request = crate::arch::x86::pins::Request::List(cpus.clone());
+            return match self.pin(id, tag, config, &request, true) {
+                Ok(_) => {
+                    crate::println!(
+                        "hypervisor: partition {name} (id {id}) created by {} from image `{image_name}`, {} MiB, on cpu(s) {cpus:?}",
+                        self.parts[i].name,
+                        req.memory_mib
+                    );
+                    self.next_id += 1;
+                    Ok(Some(id))
+                }
+                Err(e) => {
+                    crate::println!("hypervisor: creating partition {name}: {e}");
+                    Err(Status::InvalidArgument)
+                }
+            };
+        }
+        match Partition::build(id, tag, config, self.backend, &self.platform) {
             Ok(mut p) => {
                 p.state = State::Created;
                 crate::println!(
@@ -317,6 +360,14 @@ impl Machine<'_> {
     }
 
     fn channel_create(&mut self, caller: u64, other: u64) -> Answer {
+        if let Some(r) = self.pinned.iter().find(|r| r.id == other) {
+            crate::println!(
+                "hypervisor: no channel with {}: it runs on cpu {}, channels join partitions of CPU 0",
+                r.name,
+                r.cpus[0]
+            );
+            return Err(Status::InvalidArgument);
+        }
         let j = self.index_of(other)?;
         if other == caller {
             return Err(Status::InvalidArgument);
@@ -393,6 +444,69 @@ impl Machine<'_> {
             }
         }
         Ok(None)
+    }
+}
+
+impl Machine<'_> {
+    /// Carries out `call` for the management partition (index `i`) on pinned partition `k`:
+    /// its CPU is interrupted and answers (`pinned::Remote::ask`).
+    fn pinned_call(&mut self, k: usize, i: usize, call: Call, a2: u64, a3: u64) -> Answer {
+        let timeout = self.platform.tsc_hz_or_nominal();
+        let r = self.pinned[k].clone();
+        let state = r.snapshot().state;
+        let asked = |req| if r.ask(req, timeout) { Ok(None) } else { Err(Status::InvalidArgument) };
+        match call {
+            Call::PartitionStart if state == State::Created => asked(Request::Run),
+            Call::PartitionResume if state == State::Paused => asked(Request::Run),
+            Call::PartitionPause if matches!(state, State::Runnable | State::Halted { .. }) => {
+                asked(Request::Pause)?;
+                log::info!("partition {}: {state:?} -> Paused on cpu {}", r.name, r.cpus[0]);
+                Ok(None)
+            }
+            Call::PartitionDestroy => {
+                if !r.ask(Request::Stop, timeout) {
+                    log::warn!("partition {}: cpu {} did not stop it", r.name, r.cpus[0]);
+                    return Err(Status::InvalidArgument);
+                }
+                self.pinned.remove(k);
+                // Given back already if it had ended by itself (`reap_pinned`).
+                self.pins.unpin(r.id);
+                let cpus = &r.cpus;
+                let s = r.snapshot();
+                crate::println!(
+                    "hypervisor: partition {} (id {}) destroyed by {} on cpu {} ({:?}): cpu(s) {cpus:?} back in the pool",
+                    r.name,
+                    r.id,
+                    self.parts[i].name,
+                    r.cpus[0],
+                    s.state
+                );
+                super::pinned::print_stats(&s);
+                Ok(None)
+            }
+            Call::ConsoleRead => {
+                r.ask(Request::Look, timeout);
+                let n = (r.history_len() as u64).min(a3);
+                self.parts[i].ram.slice(a2, n).map_err(|_| Status::BadAddress)?;
+                let bytes = r.take_history(n as usize);
+                self.parts[i].ram.write(a2, &bytes).map_err(|_| Status::BadAddress)?;
+                Ok(Some(bytes.len() as u64))
+            }
+            Call::PartitionStats => {
+                r.ask(Request::Look, timeout);
+                let s = r.snapshot();
+                let rec = StatsRecord {
+                    exits_total: s.stats.total(),
+                    exits: s.stats.counts,
+                    absent_ports: s.absent_ports,
+                    absent_mmio: s.absent_mmio,
+                    refused: s.refused,
+                };
+                self.parts[i].ram.write(a2, rec.bytes()).map_err(|_| Status::BadAddress)?;
+                Ok(None)
+            }
+            _ => Err(Status::InvalidArgument),
+        }
     }
 }
 
