@@ -470,18 +470,19 @@ impl Partition {
     /// its wake-up from HLT.
     pub fn next_deadline_for(&self, v: usize) -> Option<u64> {
         let slot = &self.vcpus[v];
-        let timer = slot.timer.map(|(deadline, _)| deadline);
         let devices = if v == 0 { self.device_deadline() } else { None };
-        [timer, slot.lapic.next_deadline(), devices].into_iter().flatten().min()
+        earliest(devices, slot.deadline())
     }
 
     /// The earliest TSC at which something raises an interrupt by itself, for any vCPU (the
     /// length of a time slice).
     pub fn next_deadline(&self) -> Option<u64> {
-        let timers = self.vcpus.iter().flat_map(|s| {
-            [s.timer.map(|(deadline, _)| deadline), s.lapic.next_deadline()].into_iter().flatten()
-        });
-        timers.chain(self.device_deadline()).min()
+        // A plain loop: this runs once per slice.
+        let mut t = self.device_deadline();
+        for s in &self.vcpus {
+            t = earliest(t, s.deadline());
+        }
+        t
     }
 
     /// When the PC devices' next interrupt comes (the PIT's next tick through an unmasked line).
@@ -499,18 +500,6 @@ impl Partition {
         if let Some(pc) = &self.pc {
             pc.tick(now, &mut self.pic);
         }
-    }
-
-    /// [`Partition::tick`] for vCPU `v` alone and the devices, before each of its entries;
-    /// its slot.
-    #[inline]
-    pub fn tick_vcpu(&mut self, v: usize, now: u64) -> &VcpuSlot {
-        if let Some(pc) = &self.pc {
-            pc.tick(now, &mut self.pic);
-        }
-        let slot = &mut self.vcpus[v];
-        slot.tick(now);
-        slot
     }
 
     /// Raises `vector` at vCPU 0 (channel notifications).
@@ -543,5 +532,14 @@ impl Drop for Partition {
         for r in &self.owned {
             HostPages::free(HostPhys(r.start), (r.end - r.start) / PAGE_SIZE);
         }
+    }
+}
+
+/// The earlier of two optional deadlines.
+#[inline]
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
