@@ -52,7 +52,7 @@ static HITS: [AtomicU32; 64] = [const { AtomicU32::new(0) }; 64];
 static IN_SERVICE: AtomicU64 = AtomicU64::new(0);
 static X2APIC: AtomicBool = AtomicBool::new(false);
 
-fn read(off: u64) -> u32 {
+pub(crate) fn read(off: u64) -> u32 {
     let v: u32;
     // SAFETY: the APIC page is mapped uncached at its identity address (`run`); a 32-bit
     // aligned read of a register has no side effect.
@@ -62,7 +62,7 @@ fn read(off: u64) -> u32 {
     v
 }
 
-fn write(off: u64, v: u32) {
+pub(crate) fn write(off: u64, v: u32) {
     // SAFETY: as in `read`; the registers written are the APIC's own, no memory of ours.
     unsafe {
         asm!("mov dword ptr [{}], {:e}", in(reg) BASE + off, in(reg) v, options(nostack, preserves_flags))
@@ -116,7 +116,8 @@ fn rdmsr(msr: u32) -> Result<u64, Why> {
     e.map_or(Ok(v), |e| Err(guest_rt::why!("RDMSR {msr:#x} raised {e}")))
 }
 
-pub fn run(c: &mut Checks) {
+/// Runs the checks; true when the APIC page is mapped and the APIC enabled (for [`crate::nmi`]).
+pub fn run(c: &mut Checks) -> bool {
     let l1 = instr::cpuid(1, 0);
     let has = l1.edx & (1 << 9) != 0;
     c.check(
@@ -129,7 +130,7 @@ pub fn run(c: &mut Checks) {
         ),
     );
     if !has {
-        return;
+        return false;
     }
     let base = rdmsr(APIC_BASE_MSR);
     c.check(
@@ -141,7 +142,7 @@ pub fn run(c: &mut Checks) {
     // SAFETY: nothing of this partition lives at 0xfee0_0000 (RAM ends below 1 GiB); the
     // window holds the APIC page and nothing else.
     if !c.check("apic-map", unsafe { paging::map_2m(BASE, BASE, Caching::Uncached) }) {
-        return;
+        return false;
     }
     for v in [TIMER_VECTOR, IPI_VECTOR, LOW_VECTOR, X2_VECTOR] {
         guest_rt::register_handler(v, on_interrupt);
@@ -165,6 +166,7 @@ pub fn run(c: &mut Checks) {
     c.check("apic-self-ipi", self_ipi());
     c.check("apic-tpr", tpr());
     c.check("apic-x2apic", x2apic());
+    true
 }
 
 fn one_shot() -> Result<(), Why> {

@@ -15,6 +15,7 @@ mod entry;
 mod hypercalls;
 mod memory;
 mod msrs;
+mod nmi;
 mod remap;
 mod smp;
 
@@ -46,6 +47,8 @@ fn main(info: &'static StartInfo) -> u64 {
     devices::run(&mut c, info);
     hypercalls::run(&mut c, info);
     memory::run(&mut c, info);
-    apic::run(&mut c);
+    if apic::run(&mut c) {
+        nmi::run(&mut c);
+    }
     c.summary("probe")
 }

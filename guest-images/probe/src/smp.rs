@@ -2,7 +2,8 @@
 //! the way a PC's firmware or kernel starts an application processor, INIT, then two
 //! start-up IPIs (SDM Vol. 3A §9.4.4.1), into a real-mode trampoline below 1 MiB; then checks
 //! that it reports in at the SIPI's address, that its APIC timer fires, that fixed IPIs
-//! arrive both ways, and that a second INIT-SIPI restarts it.
+//! arrive both ways, that a second INIT-SIPI restarts it, and that an NMI IPI wakes it from
+//! HLT and its answer, an NMI IPI back, arrives here.
 //!
 //! Both vCPUs drive their local APIC through the x2APIC MSRs (SDM Vol. 3A §11.12): the
 //! application processor stays in real mode, where the xAPIC page at 0xFEE0_0000 is out of
@@ -26,6 +27,9 @@ const UP: u64 = 0x800;
 const TIMER_HITS: u64 = 0x804;
 const IPI_HITS: u64 = 0x808;
 const CS_SEEN: u64 = 0x80c;
+/// NMIs vCPU 1 took, and the IP its last one interrupted (16 bits).
+const NMI_HITS: u64 = 0x814;
+const NMI_IP: u64 = 0x818;
 /// The x87 control word vCPU 1 loads (at 0x810), and where its timer handler stores the one it
 /// has (0x812).
 const AP_FCW: u64 = 0x810;
@@ -52,11 +56,15 @@ const ICR_STARTUP: u64 = 6 << 8;
 const ICR_ASSERT: u64 = 1 << 14;
 const ICR_LEVEL: u64 = 1 << 15;
 const AP_APIC_ID: u64 = 1;
+/// ICR delivery mode NMI (the vector field is ignored).
+const ICR_NMI: u64 = 4 << 8;
+const NMI_VECTOR: u8 = 2;
 
 /// How long to wait for the other vCPU, in TSC ticks (it runs when this one's slice ends).
 const WAIT_TICKS: u64 = 400_000_000;
 
 static REPLIES: AtomicU32 = AtomicU32::new(0);
+static NMI_REPLIES: AtomicU32 = AtomicU32::new(0);
 
 // The application processor's code, copied to TRAMPOLINE and entered in real mode with CS =
 // 0x0800, IP = 0. DS = SS = CS; counters at fixed offsets (the constants above).
@@ -66,6 +74,8 @@ global_asm!(
     ".global probe_ap_end",
     ".global probe_ap_timer",
     ".global probe_ap_ipi",
+    ".global probe_ap_nmi",
+    ".global probe_ap_after_hlt",
     ".code16",
     "probe_ap_start:",
     "cli",
@@ -101,6 +111,7 @@ global_asm!(
     "sti",
     "2:",
     "hlt",
+    "probe_ap_after_hlt:",
     "jmp 2b",
     // Vector 0x40: count, EOI.
     "probe_ap_timer:",
@@ -134,6 +145,25 @@ global_asm!(
     "pop ecx",
     "pop eax",
     "iret",
+    // Vector 2 (NMI): count, note the interrupted IP, answer with an NMI IPI to APIC ID 0.
+    "probe_ap_nmi:",
+    "push eax",
+    "push ecx",
+    "push edx",
+    "push bp",
+    "mov bp, sp",
+    "mov ax, word ptr [bp + 14]",
+    "mov word ptr [0x818], ax",
+    "lock inc dword ptr [0x814]",
+    "xor edx, edx",
+    "mov eax, 0x400",
+    "mov ecx, 0x830",
+    "wrmsr",
+    "pop bp",
+    "pop edx",
+    "pop ecx",
+    "pop eax",
+    "iret",
     "probe_ap_end:",
     ".code64",
     ".popsection",
@@ -144,18 +174,34 @@ unsafe extern "C" {
     static probe_ap_end: u8;
     static probe_ap_timer: u8;
     static probe_ap_ipi: u8;
+    static probe_ap_nmi: u8;
+    static probe_ap_after_hlt: u8;
 }
 
-/// The trampoline's bytes, and its two handlers' offsets in it.
-fn trampoline() -> (&'static [u8], u16, u16) {
+/// Offsets in the trampoline: the handlers of the timer, the fixed IPI and the NMI, and the
+/// instruction after its HLT.
+struct Offsets {
+    timer: u16,
+    ipi: u16,
+    nmi: u16,
+    after_hlt: u16,
+}
+
+/// The trampoline's bytes, and offsets in it.
+fn trampoline() -> (&'static [u8], Offsets) {
     // SAFETY: the symbols delimit the assembled trampoline in this image's text, which is
     // mapped and never written.
     unsafe {
         let start = &raw const probe_ap_start;
         let len = (&raw const probe_ap_end).offset_from(start) as usize;
-        let timer = (&raw const probe_ap_timer).offset_from(start) as u16;
-        let ipi = (&raw const probe_ap_ipi).offset_from(start) as u16;
-        (core::slice::from_raw_parts(start, len), timer, ipi)
+        let at = |p: *const u8| p.offset_from(start) as u16;
+        let offsets = Offsets {
+            timer: at(&raw const probe_ap_timer),
+            ipi: at(&raw const probe_ap_ipi),
+            nmi: at(&raw const probe_ap_nmi),
+            after_hlt: at(&raw const probe_ap_after_hlt),
+        };
+        (core::slice::from_raw_parts(start, len), offsets)
     }
 }
 
@@ -183,6 +229,10 @@ fn fcw() -> u16 {
     // SAFETY: FNSTCW stores two bytes into `v`.
     unsafe { core::arch::asm!("fnstcw word ptr [{}]", in(reg) &mut v, options(nostack)) };
     v
+}
+
+fn on_nmi_reply(_: &mut InterruptFrame) {
+    NMI_REPLIES.fetch_add(1, Ordering::SeqCst);
 }
 
 fn on_reply(_: &mut InterruptFrame) {
@@ -233,7 +283,8 @@ pub fn run(c: &mut Checks) {
         return;
     }
     register_handler(BSP_IPI_VECTOR, on_reply);
-    let (code, timer, ipi) = trampoline();
+    register_handler(NMI_VECTOR, on_nmi_reply);
+    let (code, at) = trampoline();
     // SAFETY: the trampoline page below 1 MiB is RAM no part of the image uses (the contract's
     // boot structures end at 0x6000), identity-mapped; the other vCPU waits for a SIPI.
     unsafe {
@@ -242,7 +293,9 @@ pub fn run(c: &mut Checks) {
         core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len());
         let ivt = (TRAMPOLINE + IVT) as *mut u16;
         let segment = (TRAMPOLINE >> 4) as u16;
-        for (vector, offset) in [(AP_TIMER_VECTOR, timer), (AP_IPI_VECTOR, ipi)] {
+        for (vector, offset) in
+            [(AP_TIMER_VECTOR, at.timer), (AP_IPI_VECTOR, at.ipi), (NMI_VECTOR, at.nmi)]
+        {
             ivt.add(2 * usize::from(vector)).write(offset);
             ivt.add(2 * usize::from(vector) + 1).write(segment);
         }
@@ -292,4 +345,23 @@ pub fn run(c: &mut Checks) {
         "vcpus2-ap-timer-after-init",
         ensure!(timer_again, "vCPU 1's timer did not fire after its restart"),
     );
+
+    // vCPU 1 now halts with nothing armed: an NMI IPI wakes it (its handler runs with the
+    // HLT's successor as return address) and it answers with one.
+    icr((AP_APIC_ID << 32) | ICR_NMI);
+    let woke = wait_for(|| shared(NMI_HITS).load(Ordering::SeqCst) >= 1);
+    let ip = shared(NMI_IP).load(Ordering::SeqCst) & 0xffff;
+    c.check(
+        "vcpus2-nmi-wakes-hlt",
+        ensure!(
+            woke && ip == u32::from(at.after_hlt),
+            "vCPU 1 took {} NMIs, last at IP {ip:#x} (after its HLT: {:#x})",
+            shared(NMI_HITS).load(Ordering::SeqCst),
+            at.after_hlt
+        ),
+    );
+    let back = wait_for(|| NMI_REPLIES.load(Ordering::SeqCst) >= 1);
+    c.check("vcpus2-nmi-to-bsp", ensure!(back, "the NMI IPI from vCPU 1 never came"));
+    let (ap, bsp) = (shared(NMI_HITS).load(Ordering::SeqCst), NMI_REPLIES.load(Ordering::SeqCst));
+    c.check("vcpus2-nmi-once", ensure!(ap == 1 && bsp == 1, "NMIs: vCPU 1 {ap}, vCPU 0 {bsp}"));
 }

@@ -60,6 +60,8 @@ const TIMER_MODE_SHIFT: u32 = 17;
 const TIMER_ONE_SHOT: u32 = 0;
 const TIMER_PERIODIC: u32 = 1;
 const TIMER_TSC_DEADLINE: u32 = 2;
+/// [`Lapic::has_requests`]'s bit for a waiting NMI (bits 0-7: the IRR words).
+const NMI_LATCH: u16 = 1 << 8;
 /// The LVT entries in register order (the CMCI entry, at 0x2F0, is kept apart).
 const LVTS: usize = 6;
 
@@ -114,9 +116,9 @@ pub struct Lapic {
     dfr: u32,
     svr: u32,
     irr: [u32; 8],
-    /// Bit i set when `irr[i]` is not 0: the one-load test [`Lapic::has_requests`] makes
-    /// before every entry.
-    irr_words: u8,
+    /// Bit i set when `irr[i]` is not 0, and [`NMI_LATCH`] while an NMI waits: the one-load
+    /// test [`Lapic::has_requests`] makes before every entry.
+    irr_words: u16,
     isr: [u32; 8],
     tmr: [u32; 8],
     /// ESR as last latched, and errors seen since.
@@ -193,11 +195,31 @@ impl Lapic {
         self.tpr = tpr & 0xff;
     }
 
-    /// True when some vector is requested (IRR not empty), whatever the priorities: the cheap
-    /// test before an entry.
+    /// True when some vector is requested (IRR not empty), whatever the priorities, or an NMI
+    /// waits: the cheap test before an entry.
     #[inline]
     pub fn has_requests(&self) -> bool {
         self.irr_words != 0
+    }
+
+    /// Latches an NMI (an NMI IPI, LINT1 in NMI mode, an I/O APIC NMI message): NMIs do not
+    /// queue, a second before the first is taken is the same one (SDM Vol. 3A §6.7.1 lets one
+    /// more wait while a handler runs: this latch is that one). Reset and INIT drop it.
+    pub fn latch_nmi(&mut self) {
+        self.irr_words |= NMI_LATCH;
+    }
+
+    /// True when an NMI waits.
+    #[inline]
+    pub fn nmi_pending(&self) -> bool {
+        self.irr_words & NMI_LATCH != 0
+    }
+
+    /// Takes the waiting NMI.
+    pub fn take_nmi(&mut self) -> bool {
+        let was = self.nmi_pending();
+        self.irr_words &= !NMI_LATCH;
+        was
     }
 
     /// True when the 8259's INTR reaches the CPU through this APIC (the virtual-wire mode of

@@ -52,20 +52,7 @@ impl FrameAllocator {
     }
 
     fn remove(&mut self, cut: Range<u64>) {
-        let mut out = Vec::with_capacity(self.free.len() + 1);
-        for r in self.free.drain(..) {
-            if r.end <= cut.start || r.start >= cut.end {
-                out.push(r);
-                continue;
-            }
-            if r.start < cut.start {
-                out.push(r.start..cut.start);
-            }
-            if r.end > cut.end {
-                out.push(cut.end..r.end);
-            }
-        }
-        self.free = out;
+        remove_range(&mut self.free, cut);
     }
 
     /// Allocates `pages` contiguous 4 KiB frames aligned to `align` bytes (a power of two, at
@@ -143,6 +130,25 @@ impl FrameAllocator {
     pub fn ranges(&self) -> &[Range<u64>] {
         &self.free
     }
+}
+
+/// Takes `cut` out of the sorted, disjoint ranges `free`: a range it covers goes, one it
+/// overlaps shrinks, one it falls inside splits in two; the order stays.
+pub fn remove_range(free: &mut Vec<Range<u64>>, cut: Range<u64>) {
+    let mut out = Vec::with_capacity(free.len() + 1);
+    for r in free.drain(..) {
+        if r.end <= cut.start || r.start >= cut.end {
+            out.push(r);
+            continue;
+        }
+        if r.start < cut.start {
+            out.push(r.start..cut.start);
+        }
+        if r.end > cut.end {
+            out.push(cut.end..r.end);
+        }
+    }
+    *free = out;
 }
 
 #[cfg(test)]

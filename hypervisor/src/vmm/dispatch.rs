@@ -8,11 +8,11 @@ use super::exit::{Access, IoAccess, VmExit};
 use super::hypercall;
 use super::msr::{self, Place};
 use super::partition::{Partition, RunState, State};
-use super::profile::{self, Stage};
 pub use super::step::Flow;
 pub use super::step::report_last_exits;
 use super::step::{
-    completed, fault_or_kill, fetch_at_rip, forget_code_sites, linear_rip, raise, refuse_gp, skip,
+    completed, fault_or_kill, fetch_at_rip, fetch_at_rip_of, forget_code_sites, linear_rip, raise,
+    refuse_gp, skip,
 };
 use super::vcpu::{Event, reg};
 use alloc::format;
@@ -23,13 +23,9 @@ const RFLAGS_IF: u64 = 1 << 9;
 const OFF_BY_HLT: &str = "HLT with interrupts off";
 const OFF_BY_ACPI: &str = "ACPI soft-off, S5";
 
-/// Handles one exit of vCPU `vc`.
+/// Handles one exit of vCPU `vc` (the run loop has counted it in the statistics and pushed it
+/// on the vCPU's last exits, where it holds the vCPU already).
 pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
-    p.stats.record(&exit);
-    profile::mark(Stage::Statistics);
-    let slot = &mut p.vcpus[vc];
-    slot.last_exits.push(slot.vcpu.rip(), exit);
-    profile::mark(Stage::LastExits);
     match exit {
         VmExit::Cpuid => cpuid(p, vc),
         VmExit::Rdmsr => rdmsr(p, vc),
@@ -55,10 +51,7 @@ pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
             Flow::Continue
         }
         VmExit::Io(io) => port_io(p, vc, io),
-        VmExit::Paging { gpa, access } => {
-            let flow = paging(p, vc, gpa, access);
-            parked_yields(p, vc, flow)
-        }
+        VmExit::Paging { gpa, access } => paging(p, vc, gpa, access),
         VmExit::Preempted | VmExit::HostInterrupt => Flow::Yield,
         VmExit::InterruptWindow => {
             p.vcpus[vc].vcpu.set_interrupt_window_exiting(false);
@@ -400,16 +393,23 @@ fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
     let apic = !device && super::vlapic::claims(gpa);
     if access != Access::Fetch && (device || apic) {
         let mut buf = [0; MAX_INSN_LEN];
-        let got = fetch_at_rip(p, vc, &mut buf);
-        let insn = match decode::decode_mmio(&buf[..got.n], p.vcpus[vc].vcpu.mode()) {
+        // The vCPU borrowed apart from the RAM: indexed once for the fetch and the decode.
+        let Partition { vcpus, ram, .. } = &mut *p;
+        let vcpu = &mut vcpus[vc].vcpu;
+        let got = fetch_at_rip_of(ram, &**vcpu, &mut buf);
+        let decoded = decode::decode_mmio(&buf[..got.n], vcpu.mode());
+        let insn = match decoded {
             Ok(insn) => insn,
             Err(e) => {
                 let what = format!("MMIO {access} of {gpa:#x} by an instruction it cannot emulate");
                 return fault_or_kill(p, vc, got, e, &what);
             }
         };
-        let gprs = *p.vcpus[vc].vcpu.gprs();
-        if let Some(v) = insn.store_value(|n| gprs.0[n as usize]) {
+        // The registers read in place (no copy of all sixteen).
+        let gprs = vcpu.gprs();
+        let stored = insn.store_value(|n| gprs.0[n as usize]);
+        let mut loaded = None;
+        if let Some(v) = stored {
             if apic {
                 super::vlapic::mmio_write(p, vc, gpa, insn.size, v);
             } else {
@@ -422,14 +422,20 @@ fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
                 p.mmio.read(gpa, insn.size)
             };
             if let super::decode::MmioOp::Load { dst, .. } = insn.op {
-                let r = &mut p.vcpus[vc].vcpu.gprs().0[dst.index() as usize];
-                *r = insn.load_result(*r, data).unwrap_or(*r);
+                loaded = Some((dst.index() as usize, data));
             }
         }
-        let rip = p.vcpus[vc].vcpu.rip() + insn.len as u64;
-        p.vcpus[vc].vcpu.set_rip(rip);
-        completed(p, vc);
-        return Flow::Continue;
+        // The vCPU again (the APIC's handlers take the partition): the load's register, RIP.
+        let vcpu = &mut p.vcpus[vc].vcpu;
+        if let Some((dst, data)) = loaded {
+            let r = &mut vcpu.gprs().0[dst];
+            *r = insn.load_result(*r, data).unwrap_or(*r);
+        }
+        vcpu.set_rip(vcpu.rip() + insn.len as u64);
+        completed(&mut **vcpu);
+        // Only its own APIC's ICR can park this vCPU (an INIT to itself); the bus devices,
+        // the I/O APIC included (it sends no INIT or SIPI), cannot.
+        return if apic { parked_yields(p, vc, Flow::Continue) } else { Flow::Continue };
     }
     report_last_exits(p, vc);
     p.kill(format!(

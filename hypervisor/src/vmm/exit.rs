@@ -35,7 +35,8 @@ pub enum VmExit {
     Preempted,
     /// A host interrupt arrived (VMX 1, SVM 0x60).
     HostInterrupt,
-    /// The guest can take an interrupt now (VMX 7, SVM 0x64 VINTR).
+    /// The guest can take an interrupt now (VMX 7, SVM 0x64 VINTR), or an NMI (VMX 8 NMI
+    /// window; SVM: the single step past the IRET that ended NMI blocking).
     InterruptWindow,
     /// Triple fault (VMX 2, SVM 0x7F shutdown).
     TripleFault,

@@ -28,8 +28,10 @@ impl VectorSet {
         self.0[usize::from(v / 64)] & (1 << (v % 64)) != 0
     }
 
+    /// One test of the four words or'ed (the run loop asks before every entry).
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.0.iter().all(|w| *w == 0)
+        (self.0[0] | self.0[1] | self.0[2] | self.0[3]) == 0
     }
 
     /// The highest vector in the set.
@@ -57,13 +59,31 @@ pub enum Source {
 /// last only while the APIC lets ExtINT through (virtual wire, [`Vlapic::extint_open`]).
 /// `pic` is the 8259 pair where this vCPU has it wired (the bootstrap processor).
 pub fn next(direct: &VectorSet, pic: Option<&PicPair>, apic: &Vlapic) -> Option<Source> {
-    let pic = pic.filter(|_| apic.extint_open()).and_then(PicPair::pending_vector);
-    [direct.highest().map(Source::Direct), apic.pending().map(Source::Apic), pic.map(Source::Pic)]
-        .into_iter()
-        .flatten()
-        .max_by_key(|s| match *s {
+    // Ranked in place (this runs before entries with something requested and for each halted
+    // vCPU per slice): on equal vectors the later source wins, in the order direct, APIC, PIC.
+    let mut best = direct.highest().map(Source::Direct);
+    if let Some(v) = apic.pending()
+        && best.is_none_or(|b| v >= b.vector())
+    {
+        best = Some(Source::Apic(v));
+    }
+    if let Some(pic) = pic
+        && apic.extint_open()
+        && let Some(v) = pic.pending_vector()
+        && best.is_none_or(|b| v >= b.vector())
+    {
+        best = Some(Source::Pic(v));
+    }
+    best
+}
+
+impl Source {
+    /// The vector it names (the 8259's before its INTA cycle).
+    fn vector(self) -> u8 {
+        match self {
             Source::Direct(v) | Source::Pic(v) | Source::Apic(v) => v,
-        })
+        }
+    }
 }
 
 /// Takes the interrupt `source` names out of its controller: the vector to inject. An APIC

@@ -14,8 +14,12 @@
 //! - start-up: a vCPU waiting for one takes the INIT state (§10.1.1, Table 10-1: real mode,
 //!   CR0 60000010H) with CS = vector << 8, IP = 0 (§9.4.3, §11.6.1: "the vector ...
 //!   000VV000H"); one not waiting ignores it;
-//! - NMI, SMI and the reserved modes are not delivered (counted as refused): no partition has
-//!   an NMI or SMI handler contract yet.
+//! - NMI: latched in the target's local APIC (one NMI waits; more before it is taken are the
+//!   same one) and injected before its next entry, ahead of external interrupts (`vmm/run.rs`);
+//!   it wakes a vCPU halted with interrupts on or off (SDM Vol. 2A HLT); a vCPU waiting for a
+//!   SIPI ignores it (SDM Vol. 3A §9.4.2: only INIT and SIPI end that state);
+//! - SMI and the reserved modes are not delivered (counted as refused): no partition has an
+//!   SMI handler contract.
 //!
 //! [`Partition::send_ipi`] carries it out; the local APICs (`vmm/vlapic.rs`) match the
 //! destinations and take the vectors.
@@ -110,10 +114,12 @@ pub enum Effect {
     ResetPartition,
     /// Start in real mode at `vector << 12`.
     Start(u8),
+    /// An NMI for its local APIC's latch.
+    Nmi,
     /// Nothing (a SIPI to a running vCPU, an interrupt to one waiting for a SIPI, INIT
     /// de-assert).
     Ignored,
-    /// Not delivered: NMI, SMI, reserved delivery modes.
+    /// Not delivered: SMI, reserved delivery modes.
     Refused,
 }
 
@@ -132,7 +138,9 @@ pub fn effect(ipi: &Ipi, target: usize, run: RunState) -> Effect {
         DeliveryMode::Init => Effect::Init,
         DeliveryMode::StartUp if run == RunState::WaitForSipi => Effect::Start(ipi.vector),
         DeliveryMode::StartUp => Effect::Ignored,
-        DeliveryMode::Nmi | DeliveryMode::Smi | DeliveryMode::Reserved => Effect::Refused,
+        DeliveryMode::Nmi if run == RunState::WaitForSipi => Effect::Ignored,
+        DeliveryMode::Nmi => Effect::Nmi,
+        DeliveryMode::Smi | DeliveryMode::Reserved => Effect::Refused,
     }
 }
 
@@ -165,6 +173,15 @@ impl Partition {
                 Effect::Accept(_) => {
                     self.vcpus[v].lapic.deliver_ipi(&ipi);
                 }
+                Effect::Nmi => {
+                    let slot = &mut self.vcpus[v];
+                    slot.lapic.deliver_ipi(&ipi);
+                    // An NMI ends HLT even with interrupts off (a halted one wakes through
+                    // `interrupt_pending_for`).
+                    if slot.run == RunState::Stopped {
+                        slot.run = RunState::Runnable;
+                    }
+                }
                 Effect::Init => {
                     // The registers take the INIT state when the SIPI comes (`Start`): until
                     // then nothing runs or reads them, and the sender itself may be the target,
@@ -178,6 +195,7 @@ impl Partition {
                     // §11.12.5.1).
                     let x2apic = slot.lapic.apic.x2apic();
                     slot.lapic.apic.reset();
+                    slot.lapic.take_nmi();
                     slot.lapic.apic.set_x2apic(x2apic);
                     log::debug!("partition {}: vCPU {v}: INIT from vCPU {from}", self.name);
                 }
@@ -267,7 +285,12 @@ mod tests {
         assert_eq!(effect(&fixed, 1, RunState::Stopped), Effect::Accept(0x41));
         assert_eq!(effect(&fixed, 1, RunState::WaitForSipi), Effect::Ignored);
         let nmi = ipi(DeliveryMode::Nmi, 0, Destination::Physical(1));
-        assert_eq!(effect(&nmi, 1, RunState::Runnable), Effect::Refused);
+        assert_eq!(effect(&nmi, 1, RunState::Runnable), Effect::Nmi);
+        assert_eq!(effect(&nmi, 1, RunState::Halted { until: 0 }), Effect::Nmi);
+        assert_eq!(effect(&nmi, 1, RunState::Stopped), Effect::Nmi, "wakes HLT with IF=0");
+        assert_eq!(effect(&nmi, 1, RunState::WaitForSipi), Effect::Ignored);
+        let smi = ipi(DeliveryMode::Smi, 0, Destination::Physical(1));
+        assert_eq!(effect(&smi, 1, RunState::Runnable), Effect::Refused);
     }
 
     #[test]

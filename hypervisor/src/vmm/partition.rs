@@ -476,7 +476,8 @@ impl Partition {
     pub fn interrupt_pending_for(&self, v: usize) -> bool {
         let slot = &self.vcpus[v];
         let pic = (v == 0).then_some(&self.pic);
-        super::interrupts::next(&slot.vectors, pic, &slot.lapic).is_some()
+        slot.lapic.nmi_pending()
+            || super::interrupts::next(&slot.vectors, pic, &slot.lapic).is_some()
     }
 
     /// True when an interrupt waits for any halted or runnable vCPU (the machine wakes a
@@ -509,18 +510,19 @@ impl Partition {
     /// its wake-up from HLT.
     pub fn next_deadline_for(&self, v: usize) -> Option<u64> {
         let slot = &self.vcpus[v];
-        let timer = slot.timer.map(|(deadline, _)| deadline);
         let devices = if v == 0 { self.device_deadline() } else { None };
-        [timer, slot.lapic.next_deadline(), devices].into_iter().flatten().min()
+        earliest(devices, slot.deadline())
     }
 
     /// The earliest TSC at which something raises an interrupt by itself, for any vCPU (the
     /// length of a time slice).
     pub fn next_deadline(&self) -> Option<u64> {
-        let timers = self.vcpus.iter().flat_map(|s| {
-            [s.timer.map(|(deadline, _)| deadline), s.lapic.next_deadline()].into_iter().flatten()
-        });
-        timers.chain(self.device_deadline()).min()
+        // A plain loop: this runs once per slice.
+        let mut t = self.device_deadline();
+        for s in &self.vcpus {
+            t = earliest(t, s.deadline());
+        }
+        t
     }
 
     /// When the PC devices' next interrupt comes (the PIT's next tick through an unmasked line).
@@ -549,20 +551,14 @@ impl Partition {
     #[inline]
     fn tick_devices(&mut self, now: u64) {
         let Some(pc) = &self.pc else { return };
-        if pc.tick(now, &mut self.pic) && self.ioapic.is_some() {
+        pc.tick(now, &mut self.pic);
+        // The run loop ticks the devices before every entry too (`run::deliver_events`): an
+        // edge it found waits for this, at the start of the next slice, which the PIT's
+        // deadline ends (`run::slice_ticks`).
+        if self.ioapic.is_some() && pc.take_irq0_edge() {
             super::vioapic::set_line(self, 0, true);
             super::vioapic::set_line(self, 0, false);
         }
-    }
-
-    /// [`Partition::tick`] for vCPU `v` alone and the devices, before each of its entries;
-    /// its slot.
-    #[inline]
-    pub fn tick_vcpu(&mut self, v: usize, now: u64) -> &VcpuSlot {
-        self.tick_devices(now);
-        let slot = &mut self.vcpus[v];
-        slot.tick(now);
-        slot
     }
 
     /// Raises `vector` at vCPU 0 (channel notifications).
@@ -595,5 +591,14 @@ impl Drop for Partition {
         for r in &self.owned {
             HostPages::free(HostPhys(r.start), (r.end - r.start) / PAGE_SIZE);
         }
+    }
+}
+
+/// The earlier of two optional deadlines.
+#[inline]
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

@@ -38,6 +38,8 @@ pub struct PcDevices {
     /// The management partition's: the machine's PM1 control registers, trapped
     /// (`vmm::host_pm`), with their ports.
     host_pm: alloc::vec::Vec<(u16, Shared<super::host_pm::HostPmCnt>)>,
+    /// A PIT period ended since [`PcDevices::take_irq0_edge`] last looked.
+    irq0_edge: core::cell::Cell<bool>,
     /// PIT periods that ended and whose IRQ 0 is not raised yet (at most [`MAX_LOST_TICKS`]).
     lost_ticks: core::cell::Cell<u64>,
     /// The TSC before which [`PcDevices::tick`] has nothing to do (0: look now). The exit path
@@ -98,6 +100,7 @@ impl PcDevices {
             pci,
             pm,
             host_pm: alloc::vec::Vec::new(),
+            irq0_edge: core::cell::Cell::new(false),
             lost_ticks: core::cell::Cell::new(0),
             due: core::cell::Cell::new(0),
             recheck_ticks: (hz / 100).max(1),
@@ -148,6 +151,7 @@ impl PcDevices {
             sysctl,
             pci: shared(PciNone::new()),
             pm: shared(AcpiPm::new(clock)),
+            irq0_edge: core::cell::Cell::new(false),
             lost_ticks: core::cell::Cell::new(0),
             due: core::cell::Cell::new(0),
             recheck_ticks: (hz / 100).max(1),
@@ -218,13 +222,17 @@ impl PcDevices {
 
     /// Raises the devices' interrupts at `pic`: an IRQ 0 edge for each PIT period that ended,
     /// one at a time (the next once the guest took the last), and IRQ 8 at the RTC's level.
-    /// True when a PIT period ended since the last call: the caller gives the I/O APIC's pin 2
-    /// its edge too, where the partition has one (as a PC wires the PIT's output to both; an
-    /// edge on a masked or busy I/O APIC pin is lost, as on the hardware).
-    pub fn tick(&self, now: u64, pic: &mut PicPair) -> bool {
-        if now < self.due.get() {
-            return false;
+    #[inline]
+    pub fn tick(&self, now: u64, pic: &mut PicPair) {
+        // Before every entry: nothing due is the common case, one comparison in the run loop.
+        if now >= self.due.get() {
+            self.tick_due(now, pic);
         }
+    }
+
+    /// [`PcDevices::tick`] once its deadline has come.
+    #[inline(never)]
+    fn tick_due(&self, now: u64, pic: &mut PicPair) {
         let edges = self.pit.borrow_mut().irq0_edges();
         let lost = (self.lost_ticks.get() + edges).min(MAX_LOST_TICKS);
         if lost > 0 && !pic.requested(0) {
@@ -250,7 +258,17 @@ impl PcDevices {
             self.next_deadline().map_or(bound, |d| d.min(bound))
         };
         self.due.set(due);
-        edges > 0
+        if edges > 0 {
+            self.irq0_edge.set(true);
+        }
+    }
+
+    /// True once after a PIT period ended (since the last call): the partition gives the I/O
+    /// APIC's pin 2 its edge too, where it has one (a PC wires the PIT's output to both; an
+    /// edge on a masked or busy I/O APIC pin is lost, as on the hardware).
+    #[inline]
+    pub fn take_irq0_edge(&self) -> bool {
+        self.irq0_edge.replace(false)
     }
 
     /// True when a device will raise an interrupt on a line unmasked in `unmasked` (the PIC
@@ -389,10 +407,13 @@ mod tests {
         pc.touched();
         let mut pic = PicPair::default();
         pic.set_irq(8, true);
-        assert!(!pc.tick(clock.now(), &mut pic), "no period ended yet");
+        pc.tick(clock.now(), &mut pic);
+        assert!(!pc.take_irq0_edge(), "no period ended yet");
         clock.advance(1000 * 101);
         pc.touched();
-        assert!(pc.tick(clock.now(), &mut pic));
+        pc.tick(clock.now(), &mut pic);
+        assert!(pc.take_irq0_edge());
+        assert!(!pc.take_irq0_edge(), "once");
         assert!(pic.requested(0));
         assert!(pic.requested(8), "IRQ 8 is a forwarded host line here, not the RTC model's");
         io.write(0x92, 1, 0x01);

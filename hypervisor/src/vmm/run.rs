@@ -5,11 +5,14 @@ use super::dispatch::{self, Flow};
 use super::exit::VmExit;
 use super::interrupts;
 use super::manifest::Expect;
+use super::memory::GuestRam;
 use super::partition::{Partition, RunState, State};
+use super::pc::PcDevices;
 use super::profile::{self, Stage};
-use super::vcpu::{Event, reg};
-use super::vcpu_slot::{Overall, next_runnable, overall};
+use super::vcpu::{EntryError, Event, reg};
+use super::vcpu_slot::{Overall, VcpuSlot, next_runnable, overall};
 use crate::arch::x86::instr::rdtsc;
+use crate::devices::pic8259::PicPair;
 use alloc::format;
 use alloc::string::String;
 
@@ -18,44 +21,97 @@ pub const TIMESLICE_TICKS: u64 = 2_000_000;
 /// Exits handled in one slice before the scheduler looks at the others.
 const EXITS_PER_SLICE: u32 = 10_000;
 
-/// Delivers due timers and pending interrupts to vCPU `v` before an entry: the highest waiting
-/// vector is injected when the guest can take it, otherwise the vCPU exits as soon as it can.
-/// The PIC interrupts vCPU 0 only (its output is wired to the bootstrap processor, as in a PC
-/// in virtual-wire mode).
-fn deliver_events(p: &mut Partition, v: usize) {
+/// Delivers due timers and pending interrupts to a vCPU (`slot`; `bsp`: vCPU 0) before an
+/// entry: the highest waiting vector is injected when the guest can take it, otherwise the
+/// vCPU exits as soon as it can. The PIC interrupts vCPU 0 only (its output is wired to the
+/// bootstrap processor, as in a PC in virtual-wire mode).
+///
+/// Takes the partition's parts apart (split borrows) so that the run loop indexes the vCPU
+/// once per exit; the common case, nothing requested, is a few flag tests here, and the
+/// ranking is out of line ([`deliver_pending`]).
+#[inline(always)]
+fn deliver_events(
+    slot: &mut VcpuSlot,
+    bsp: bool,
+    pic: &mut PicPair,
+    pc: Option<&PcDevices>,
+    ram: &GuestRam,
+) {
     // Only this vCPU's sources and the devices: the others' timers are looked at when their
     // own slices begin (`run_slice`), which the slice length waits for (`slice_ticks`).
-    let slot = p.tick_vcpu(v, rdtsc());
+    let now = rdtsc();
+    if let Some(pc) = pc {
+        pc.tick(now, pic);
+    }
+    slot.tick(now);
+    // IRR not empty or an NMI latched (one test: `Lapic::has_requests`).
     let apic = slot.lapic.apic.has_requests();
     // Nothing requested anywhere, the common case: no need to rank the sources.
-    if slot.vectors.is_empty() && !apic && !(v == 0 && p.pic.any_requested()) {
+    if slot.vectors.is_empty() && !apic && !(bsp && pic.any_requested()) {
         return;
     }
-    let slot = &mut p.vcpus[v];
+    deliver_pending(slot, bsp, pic, pc, ram, apic);
+}
+
+/// [`deliver_events`] once something is requested: ranks the sources and injects the winner
+/// or opens an interrupt window. `apic`: the local APIC has requests.
+#[inline(never)]
+fn deliver_pending(
+    slot: &mut VcpuSlot,
+    bsp: bool,
+    pic: &mut PicPair,
+    pc: Option<&PcDevices>,
+    ram: &GuestRam,
+    apic: bool,
+) {
+    // An NMI goes first (SDM Vol. 3A §6.9, priority among simultaneous events).
+    if apic && slot.lapic.nmi_pending() && deliver_nmi(slot, bsp, pic) {
+        return;
+    }
     if apic {
         // A MOV to CR8 (the TPR) does not always exit: take it before ranking.
         let cr8 = slot.vcpu.cr(8);
         slot.lapic.sync_cr8(cr8);
     }
-    let pic_in = (v == 0).then_some(&p.pic);
+    let pic_in = bsp.then_some(&*pic);
     let Some(source) = interrupts::next(&slot.vectors, pic_in, &slot.lapic) else { return };
-    if halts_next(p, v) {
+    if halts_next(slot, ram) {
         // The HLT exits at once and the interrupt wakes it: the same to the guest.
-        p.vcpus[v].vcpu.set_interrupt_window_exiting(false);
+        slot.vcpu.set_interrupt_window_exiting(false);
         return;
     }
-    let slot = &mut p.vcpus[v];
     if !slot.vcpu.event_pending() && slot.vcpu.interruptible() {
-        let vector = interrupts::take(source, &mut slot.vectors, &mut p.pic, &mut slot.lapic);
+        let vector = interrupts::take(source, &mut slot.vectors, pic, &mut slot.lapic);
         slot.vcpu.inject(Event::Interrupt { vector });
         // A PIT tick may wait behind the one just taken.
-        if let Some(pc) = &p.pc {
+        if let Some(pc) = pc {
             pc.delivered();
         }
         slot.vcpu.set_interrupt_window_exiting(false);
     } else {
         slot.vcpu.set_interrupt_window_exiting(true);
     }
+}
+
+/// Injects the vCPU's pending NMI when it can take one (not masked by RFLAGS.IF; held back by
+/// NMI blocking until the handler's IRET and by a MOV-SS shadow: [`super::vcpu::Vcpu::nmi_injectable`]),
+/// otherwise asks for an exit as soon as it can. True when injected; an interrupt also waiting
+/// then goes in at the next interrupt window, after the NMI's delivery.
+#[inline(never)]
+fn deliver_nmi(slot: &mut VcpuSlot, bsp: bool, pic: &PicPair) -> bool {
+    let pic_in = bsp.then_some(pic);
+    let others = interrupts::next(&slot.vectors, pic_in, &slot.lapic).is_some();
+    if !slot.vcpu.nmi_injectable() {
+        slot.vcpu.set_nmi_window_exiting(true);
+        return false;
+    }
+    slot.lapic.take_nmi();
+    slot.vcpu.inject(Event::Nmi);
+    slot.vcpu.set_nmi_window_exiting(false);
+    if others {
+        slot.vcpu.set_interrupt_window_exiting(true);
+    }
+    true
 }
 
 /// True when the guest was stopped by a host interrupt (or an interrupt window) just before a
@@ -68,13 +124,13 @@ fn deliver_events(p: &mut Partition, v: usize) {
 /// INHIBIT_IRQ/TF/RF handling for VMRUN", 2024): the guest's handler returned to the HLT,
 /// which found nothing left to wake it (the chaos guest and the probe hit it about once in
 /// seven runs). Only after those exits: one read of the byte at RIP.
-fn halts_next(p: &Partition, v: usize) -> bool {
-    let after = p.vcpus[v].last_exits.last();
+fn halts_next(slot: &VcpuSlot, ram: &GuestRam) -> bool {
+    let after = slot.last_exits.last();
     if !matches!(after, Some(VmExit::HostInterrupt | VmExit::Preempted | VmExit::InterruptWindow)) {
         return false;
     }
     let mut buf = [0; crate::vmm::decode::MAX_INSN_LEN];
-    let got = super::step::fetch_at_rip(p, v, &mut buf);
+    let got = super::step::fetch_at_rip_of(ram, &*slot.vcpu, &mut buf);
     got.n >= 1 && buf[0] == HLT_OPCODE
 }
 
@@ -141,7 +197,19 @@ fn run_slice_as(p: &mut Partition, pinned: bool) -> Flow {
 /// while any vCPU is, halted until the earliest deadline while some wait for an interrupt;
 /// off when every vCPU is parked with interrupts off or waiting for a SIPI; stopped when the
 /// halted ones have nothing left that could wake them.
+#[inline]
 fn settle(p: &mut Partition, flow: Flow) -> Flow {
+    // The common case first: the vCPU that ran (or any) still runnable, one test.
+    if p.vcpus.get(p.current).is_some_and(|s| s.run == RunState::Runnable) {
+        p.state = State::Runnable;
+        return flow;
+    }
+    settle_all(p, flow)
+}
+
+/// [`settle`] past its common case: every vCPU's state looked at.
+#[inline(never)]
+fn settle_all(p: &mut Partition, flow: Flow) -> Flow {
     match overall(p.vcpus.iter().map(|s| s.run)) {
         Overall::Runnable => {
             p.state = State::Runnable;
@@ -188,33 +256,31 @@ fn run_vcpu_exits(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
     p.vcpus[v].vcpu.set_timeslice(ticks);
     profile::slice_start();
     for _ in 0..EXITS_PER_SLICE {
-        deliver_events(p, v);
+        // Split borrows: the vCPU's slot is indexed once per exit, not once per use.
+        let Partition { vcpus, pic, pc, ram, stats, .. } = &mut *p;
+        let slot = &mut vcpus[v];
+        deliver_events(slot, v == 0, pic, pc.as_ref(), ram);
         profile::mark(Stage::Events);
-        let vcpu = &mut p.vcpus[v].vcpu;
-        let result = vcpu.run();
-        let fast = vcpu.take_fast_exits();
-        p.stats.counts[super::exit::VmExit::Cpuid.index()] += fast;
+        let result = slot.vcpu.run();
+        let fast = slot.vcpu.take_fast_exits();
+        stats.counts[VmExit::Cpuid.index()] += fast;
         let exit = match result {
             Ok(e) => e,
-            Err(e) => {
-                let mut dump = String::new();
-                let _ = p.vcpus[v].vcpu.dump(&mut dump);
-                crate::print!("{dump}");
-                dispatch::report_last_exits(p, v);
-                p.kill(format!("VM entry failed: {e}"));
-                return Flow::Stopped;
-            }
+            Err(e) => return entry_failed(p, v, e),
         };
         profile::exit(
             &exit,
             || {
-                let vcpu = &mut p.vcpus[v].vcpu;
-                let rip = vcpu.rip();
-                let g = vcpu.gprs();
+                let rip = slot.vcpu.rip();
+                let g = slot.vcpu.gprs();
                 (rip, [g.0[reg::R8], g.0[reg::R8 + 2], g.0[reg::R8 + 3]])
             },
             fast,
         );
+        stats.record(&exit);
+        profile::mark(Stage::Statistics);
+        slot.last_exits.push(slot.vcpu.rip(), exit);
+        profile::mark(Stage::LastExits);
         let flow = dispatch::handle(p, v, exit);
         profile::mark(Stage::Handler);
         match flow {
@@ -223,6 +289,18 @@ fn run_vcpu_exits(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
         }
     }
     Flow::Yield
+}
+
+/// VM entry of vCPU `v` failed (`e`): its state and last exits to the log, the partition ends.
+#[cold]
+#[inline(never)]
+fn entry_failed(p: &mut Partition, v: usize, e: EntryError) -> Flow {
+    let mut dump = String::new();
+    let _ = p.vcpus[v].vcpu.dump(&mut dump);
+    crate::print!("{dump}");
+    dispatch::report_last_exits(p, v);
+    p.kill(format!("VM entry failed: {e}"));
+    Flow::Stopped
 }
 
 /// A state's name for lists.

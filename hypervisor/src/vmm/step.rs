@@ -8,8 +8,9 @@ use super::code_site::{CodeSite, Walk};
 use super::decode::{self, DecodeError, MAX_INSN_LEN};
 use super::exit::VmExit;
 use super::fetch::{self, Fetched};
-use super::partition::Partition;
-use super::vcpu::{Event, HwMsr};
+use super::memory::GuestRam;
+use super::partition::{Partition, VcpuSlot};
+use super::vcpu::{Event, HwMsr, Vcpu};
 use alloc::format;
 
 const RFLAGS_RF: u64 = 1 << 16;
@@ -68,8 +69,15 @@ pub fn linear_rip(p: &Partition, v: usize) -> u64 {
 /// Reads up to 15 bytes of the instruction at the guest's RIP ([`fetch::fetch`]).
 #[inline]
 pub fn fetch_at_rip(p: &Partition, v: usize, buf: &mut [u8; MAX_INSN_LEN]) -> Fetched {
-    let paging = p.vcpus[v].vcpu.cr(0) & (1 << 31) != 0;
-    fetch::fetch(&p.ram, linear_rip(p, v), p.vcpus[v].vcpu.cr(3), paging, buf)
+    fetch_at_rip_of(&p.ram, &*p.vcpus[v].vcpu, buf)
+}
+
+/// [`fetch_at_rip`] for a vCPU borrowed apart from its partition (the run loop's split
+/// borrows).
+#[inline]
+pub fn fetch_at_rip_of(ram: &GuestRam, vcpu: &dyn Vcpu, buf: &mut [u8; MAX_INSN_LEN]) -> Fetched {
+    let paging = vcpu.cr(0) & (1 << 31) != 0;
+    fetch::fetch(ram, vcpu.linear_rip(), vcpu.cr(3), paging, buf)
 }
 
 /// The bytes at RIP did not decode (`err`): when they ended before the instruction did, the
@@ -100,34 +108,41 @@ pub fn fault_or_kill(
     Flow::Stopped
 }
 
-/// The length of the instruction at RIP, decoded from guest memory (no next RIP from the
-/// CPU): from the [`CodeSite`] cache when it is still the same instruction there.
-#[inline]
-pub fn decoded_len(p: &mut Partition, v: usize) -> Result<usize, Flow> {
-    // Keyed by the linear address: the same bytes under the same CR3.
-    let (rip, cr3) = (linear_rip(p, v), p.vcpus[v].vcpu.cr(3));
-    if let Some(c) = &p.vcpus[v].insn_cache
-        // SAFETY: the site was captured from this partition's RAM, which lives as long as it.
-        && unsafe { c.still_valid(rip, cr3) }
-    {
-        return Ok(usize::from(c.len));
-    }
+/// The length of the instruction at linear address `rip` under `cr3` when the vCPU's
+/// [`CodeSite`] cache still holds that instruction (the same bytes there).
+#[inline(always)]
+fn cached_len(slot: &VcpuSlot, rip: u64, cr3: u64) -> Option<usize> {
+    let c = slot.insn_cache.as_ref()?;
+    // SAFETY: the site was captured from this partition's RAM, which lives as long as it.
+    unsafe { c.still_valid(rip, cr3) }.then_some(usize::from(c.len))
+}
+
+/// [`skip`] past the [`CodeSite`] cache: decodes the instruction at linear address `rip` (under
+/// `cr3`) from guest memory and caches its site.
+#[inline(never)]
+fn decode_len_at(p: &mut Partition, v: usize, rip: u64, cr3: u64) -> Result<usize, Flow> {
+    // The vCPU borrowed apart from the RAM: indexed once.
+    let Partition { vcpus, ram, .. } = &mut *p;
+    let slot = &mut vcpus[v];
     // One walk serves the fetch (when all 15 bytes lie in one page) and the new site.
-    let paging = p.vcpus[v].vcpu.cr(0) & (1 << 31) != 0;
-    let walk = Walk::new(&p.ram, rip, cr3, paging);
+    let paging = slot.vcpu.cr(0) & (1 << 31) != 0;
+    let walk = Walk::new(ram, rip, cr3, paging);
     let mut buf = [0; MAX_INSN_LEN];
     let in_page = MAX_INSN_LEN.min((4096 - (rip & 0xfff)) as usize);
-    let got = match walk.map(|w| p.ram.slice(w.gpa, in_page as u64)) {
+    let got = match walk.map(|w| ram.slice(w.gpa, in_page as u64)) {
         Some(Ok(b)) if in_page == MAX_INSN_LEN => {
             buf.copy_from_slice(b);
             Fetched { n: MAX_INSN_LEN, fault: None }
         }
-        _ => fetch_at_rip(p, v, &mut buf),
+        _ => fetch_at_rip_of(ram, &*slot.vcpu, &mut buf),
     };
-    let len = decode::insn_len(&buf[..got.n], p.vcpus[v].vcpu.mode())
-        .map_err(|e| fault_or_kill(p, v, got, e, "cannot decode the instruction"))?;
-    p.vcpus[v].insn_cache = walk.and_then(|w| CodeSite::from_walk(&p.ram, rip, cr3, &w, len));
-    Ok(len)
+    match decode::insn_len(&buf[..got.n], slot.vcpu.mode()) {
+        Ok(len) => {
+            slot.insn_cache = walk.and_then(|w| CodeSite::from_walk(ram, rip, cr3, &w, len));
+            Ok(len)
+        }
+        Err(e) => Err(fault_or_kill(p, v, got, e, "cannot decode the instruction")),
+    }
 }
 
 /// Drops what the core cached about the guest's code: the paging mode may have changed (a
@@ -143,30 +158,41 @@ pub fn skip_public(p: &mut Partition, v: usize) -> Flow {
     skip(p, v)
 }
 
-#[inline]
+#[inline(always)]
 pub fn skip(p: &mut Partition, v: usize) -> Flow {
-    let vcpu = &mut p.vcpus[v].vcpu;
-    if let Some(next) = vcpu.next_rip() {
-        vcpu.set_rip(next);
-        vcpu.instruction_completed();
+    // The vCPU's slot once: this runs after nearly every emulated instruction.
+    let slot = &mut p.vcpus[v];
+    if let Some(next) = slot.vcpu.next_rip() {
+        slot.vcpu.set_rip(next);
+        completed(&mut *slot.vcpu);
         return Flow::Continue;
     }
-    match decoded_len(p, v) {
+    let (rip, cr3) = (slot.vcpu.linear_rip(), slot.vcpu.cr(3));
+    if let Some(len) = cached_len(slot, rip, cr3) {
+        step_over(&mut *slot.vcpu, len);
+        return Flow::Continue;
+    }
+    match decode_len_at(p, v, rip, cr3) {
         Ok(len) => {
-            let vcpu = &mut p.vcpus[v].vcpu;
-            vcpu.set_rip(vcpu.rip() + len as u64);
-            vcpu.instruction_completed();
+            step_over(&mut *p.vcpus[v].vcpu, len);
             Flow::Continue
         }
         Err(flow) => flow,
     }
 }
 
+/// Moves RIP `len` bytes on and ends the instruction ([`completed`]).
+#[inline(always)]
+fn step_over(vcpu: &mut dyn Vcpu, len: usize) {
+    vcpu.set_rip(vcpu.rip() + len as u64);
+    completed(vcpu);
+}
+
 /// An emulated instruction completed (RIP already past it): its interrupt shadow ends, and
 /// under single-step the #DB trap follows (SDM Vol. 3B §17.3.1.4).
 #[inline]
-pub fn completed(p: &mut Partition, v: usize) {
-    p.vcpus[v].vcpu.instruction_completed();
+pub fn completed(vcpu: &mut dyn Vcpu) {
+    vcpu.instruction_completed();
 }
 
 /// Injects exception `e` as the CPU would raise it: a fault saves RFLAGS with RF set (SDM

@@ -41,6 +41,11 @@ pub enum Event {
     Exception { vector: u8, error_code: Option<u32> },
     /// An external interrupt (vector 32-255).
     Interrupt { vector: u8 },
+    /// A non-maskable interrupt (vector 2): VMX interruption type 2 (SDM Vol. 3C §25.8.3),
+    /// SVM EVENTINJ type 2 (APM Vol. 2 §15.20). Not masked by RFLAGS.IF; it blocks further
+    /// NMIs until the guest's next IRET (SDM Vol. 3A §6.7.1), which the backend tracks
+    /// ([`Vcpu::nmi_injectable`]).
+    Nmi,
 }
 
 /// Exception vectors the core injects.
@@ -208,6 +213,14 @@ pub trait Vcpu {
     fn instruction_completed(&mut self);
     /// Exit as soon as the guest can take an interrupt.
     fn set_interrupt_window_exiting(&mut self, on: bool);
+    /// True when an NMI injected now would be delivered: no NMI blocking (an NMI delivered
+    /// and its handler's IRET not yet executed, SDM Vol. 3A §6.7.1) and no MOV-SS shadow
+    /// (SDM Vol. 3C §25.4.2, Table 25-3; STI blocking is left to the backend: the SDM lets a
+    /// CPU deliver an NMI inside it). An injected event must not be pending either.
+    fn nmi_injectable(&self) -> bool;
+    /// Exit ([`super::exit::VmExit::InterruptWindow`]) as soon as the guest can take an NMI
+    /// (VMX NMI-window exiting; SVM: the IRET intercept, then one single step past the IRET).
+    fn set_nmi_window_exiting(&mut self, on: bool);
     /// Ends the next run after about `ticks` TSC ticks of guest time (0 = no limit).
     fn set_timeslice(&mut self, ticks: u64);
     /// Lets the guest reach ports `[first, first+count)` directly (management partition).

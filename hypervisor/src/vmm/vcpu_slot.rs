@@ -113,6 +113,19 @@ impl VcpuSlot {
     }
 }
 
+impl VcpuSlot {
+    /// The earliest TSC at which its own timers raise an interrupt: its timer hypercall's
+    /// deadline, its local APIC timer.
+    #[inline]
+    pub fn deadline(&self) -> Option<u64> {
+        let timer = self.timer.map(|(deadline, _)| deadline);
+        match (timer, self.lapic.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 /// What a partition is, given its vCPUs' run states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Overall {

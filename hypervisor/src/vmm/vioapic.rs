@@ -108,11 +108,18 @@ pub fn set_line(p: &mut Partition, irq: u8, high: bool) {
 /// Once per pass of the scheduler: delivers what the I/O APIC sent since the last call (a
 /// guest's register write can send: an unmasked level pin) and returns the ISA lines (bit n:
 /// IRQ n) whose interrupt it is done with. A flag test when nothing happened.
+#[inline]
 pub fn poll(p: &mut Partition) -> u16 {
-    let Some(v) = &p.ioapic else { return 0 };
-    if !v.dirty.replace(false) {
-        return 0;
+    match &p.ioapic {
+        Some(v) if v.dirty.replace(false) => poll_dirty(p),
+        _ => 0,
     }
+}
+
+/// [`poll`] once the I/O APIC has sent or finished something.
+#[inline(never)]
+fn poll_dirty(p: &mut Partition) -> u16 {
+    let Some(v) = &p.ioapic else { return 0 };
     let pins = v.dev.borrow_mut().take_finished();
     deliver_pending(p);
     isa_lines(pins)
@@ -200,6 +207,10 @@ pub fn deliver(p: &mut Partition, m: Message) {
         if mode == lapic::DeliveryMode::Nmi {
             let ipi = lapic::Ipi { mode, vector: m.vector, deassert: false, dest };
             apic.deliver_ipi(&ipi);
+            // An NMI ends HLT with interrupts off too (SDM Vol. 2A HLT).
+            if slot.run == super::partition::RunState::Stopped {
+                slot.run = super::partition::RunState::Runnable;
+            }
         } else {
             apic.apic.accept(m.vector, m.level);
         }

@@ -76,8 +76,6 @@ pub struct Vlapic {
     pub apic: Lapic,
     /// IA32_APIC_BASE: the base, EN, EXTD and BSP bits.
     base: u64,
-    /// An NMI delivered (an NMI IPI) and not yet taken.
-    nmi: bool,
     /// CR8 as last synchronised with the TPR ([`Vlapic::sync_cr8`]).
     cr8: u8,
 }
@@ -91,7 +89,7 @@ impl Vlapic {
         apic.write(reg::LVT_LINT0, 7 << 8);
         apic.write(reg::LVT_LINT1, 4 << 8);
         let base = APIC_BASE | BASE_EN | if bsp { BASE_BSP } else { 0 };
-        Self { apic, base, nmi: false, cr8: 0 }
+        Self { apic, base, cr8: 0 }
     }
 
     /// IA32_APIC_BASE as RDMSR reads it.
@@ -231,7 +229,7 @@ impl Vlapic {
                 IpiEffect::Requested
             }
             DeliveryMode::Nmi => {
-                self.nmi = true;
+                self.apic.latch_nmi();
                 IpiEffect::Nmi
             }
             DeliveryMode::Init if !ipi.deassert => IpiEffect::Init,
@@ -265,9 +263,41 @@ impl Vlapic {
         )
     }
 
-    /// Takes a pending NMI.
+    /// Takes a pending NMI (the latch is the APIC's: [`Lapic::latch_nmi`]).
     pub fn take_nmi(&mut self) -> bool {
-        core::mem::take(&mut self.nmi)
+        self.apic.take_nmi()
+    }
+
+    /// True when an NMI waits for the vCPU (part of [`Lapic::has_requests`], the flag test
+    /// before every entry).
+    #[inline]
+    pub fn nmi_pending(&self) -> bool {
+        self.apic.nmi_pending()
+    }
+
+    /// The LINT1 pin is asserted (an edge; on a PC, the chipset's NMI line): what its LVT
+    /// entry says (SDM Vol. 3A §11.5.1): nothing while masked, an NMI in NMI mode, the
+    /// entry's vector in fixed mode (level-triggered with the trigger-mode bit). With the APIC
+    /// globally disabled the pin is the CPU's NMI input itself (§11.4.3). Returns true when
+    /// something was raised.
+    pub fn lint1(&mut self) -> bool {
+        const MODE_FIXED: u32 = 0;
+        const MODE_NMI: u32 = 4;
+        if !self.enabled() {
+            self.apic.latch_nmi();
+            return true;
+        }
+        let lvt = self.apic.read(reg::LVT_LINT1);
+        if lvt & (1 << 16) != 0 {
+            return false;
+        }
+        match (lvt >> 8) & 7 {
+            MODE_NMI => self.apic.latch_nmi(),
+            MODE_FIXED => self.apic.accept(lvt as u8, lvt & (1 << 15) != 0),
+            // SMI, INIT and ExtINT on LINT1 do not exist on a PC.
+            _ => return false,
+        }
+        true
     }
 }
 

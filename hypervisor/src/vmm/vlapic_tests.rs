@@ -141,3 +141,43 @@ fn timer_deadline_wakes_only_unmasked() {
     assert_eq!(a.pending(), Some(0x40));
     assert_eq!(a.next_deadline(), None, "one-shot done");
 }
+
+#[test]
+fn lint1_follows_its_lvt_entry() {
+    let (_, mut a) = vlapic();
+    // The firmware's virtual wire: LINT1 in NMI mode, unmasked.
+    assert!(!a.nmi_pending());
+    assert!(a.lint1());
+    assert!(a.nmi_pending(), "LINT1 in NMI mode latches an NMI");
+    assert!(a.lint1() && a.take_nmi() && !a.take_nmi(), "NMIs do not queue");
+    assert!(!a.nmi_pending());
+    // Masked: nothing.
+    a.mmio_write(u64::from(reg::LVT_LINT1), 4, (1 << 16) | (4 << 8));
+    assert!(!a.lint1() && !a.nmi_pending());
+    // Fixed mode: its vector, level-triggered with bit 15.
+    a.mmio_write(u64::from(reg::LVT_LINT1), 4, (1 << 15) | 0x58);
+    assert!(a.lint1() && !a.nmi_pending());
+    assert_eq!(a.pending(), Some(0x58));
+    assert_ne!(a.mmio_read(u64::from(reg::TMR) + 0x20, 4) & (1 << (0x58 - 0x40)), 0, "level");
+    // ExtINT on LINT1: nothing a PC wires.
+    a.mmio_write(u64::from(reg::LVT_LINT1), 4, 7 << 8);
+    assert!(!a.lint1() && !a.nmi_pending());
+    // Globally disabled: LINT1 is the CPU's NMI pin (SDM Vol. 3A §11.4.3).
+    a.set_base(APIC_BASE | BASE_BSP).unwrap();
+    assert!(a.lint1() && a.nmi_pending());
+}
+
+#[test]
+fn an_nmi_ipi_is_latched_for_the_next_entry() {
+    let (_, mut a) = vlapic();
+    let nmi =
+        Ipi { mode: DeliveryMode::Nmi, vector: 0, deassert: false, dest: Destination::SelfOnly };
+    assert_eq!(a.deliver_ipi(&nmi), IpiEffect::Nmi);
+    assert!(a.nmi_pending() && a.apic.has_requests(), "the entry-time test sees it");
+    assert_eq!(a.pending(), None, "no vector in IRR for an NMI");
+    assert!(a.take_nmi() && !a.nmi_pending());
+    // A globally disabled APIC receives no IPI (§11.4.3).
+    a.set_base(APIC_BASE | BASE_BSP).unwrap();
+    assert_eq!(a.deliver_ipi(&nmi), IpiEffect::Ignored);
+    assert!(!a.nmi_pending());
+}

@@ -17,8 +17,16 @@ pub const PROBE_EXIT: Want =
     Line("hypervisor: partition probe (id 0): shut down with status 0 [as expected]");
 pub const POWER_OFF_OK: Want = Line("hypervisor: power off: ok");
 
-/// `scenarios/probe.toml`: one probe that passes every check.
-pub const PROBE: &[Want] = &[PROBE_PASSES, PROBE_SUMMARY, PROBE_EXIT, POWER_OFF_OK];
+/// `scenarios/probe.toml`: one probe that passes every check (the NMI ones named: they must
+/// run, not merely not fail).
+pub const PROBE: &[Want] = &[
+    PROBE_PASSES,
+    Line("[probe] PASS nmi-self-ipi"),
+    Line("[probe] PASS nmi-blocked-until-iret"),
+    PROBE_SUMMARY,
+    PROBE_EXIT,
+    POWER_OFF_OK,
+];
 
 /// `scenarios/vcpus2.toml`: the probe's two-vCPU mode: vCPU 1 started by INIT-SIPI-SIPI
 /// (the hypervisor says where), its APIC timer, fixed IPIs both ways, a restart by INIT.
@@ -32,6 +40,9 @@ pub const VCPUS2: &[Want] = &[
     Line("[probe-smp] PASS vcpus2-ipi-to-bsp"),
     Line("[probe-smp] PASS vcpus2-init-restarts"),
     Line("[probe-smp] PASS vcpus2-ap-timer-after-init"),
+    Line("[probe-smp] PASS vcpus2-nmi-wakes-hlt"),
+    Line("[probe-smp] PASS vcpus2-nmi-to-bsp"),
+    Line("[probe-smp] PASS vcpus2-nmi-once"),
     LineWith(&["[probe-smp] probe: ", " checks, 0 failed"]),
     Line("partition probe-smp: vCPU 1 started by vCPU 0 at 0x8000"),
     Line("hypervisor: partition probe-smp (id 0): shut down with status 0 [as expected]"),

@@ -13,6 +13,9 @@ pub mod code {
     pub const NMI: u64 = 0x61;
     pub const INIT: u64 = 0x63;
     pub const VINTR: u64 = 0x64;
+    pub const IRET: u64 = 0x74;
+    /// Exception intercept 0x40 + 1: #DB.
+    pub const EXCP_DB: u64 = 0x41;
     pub const RDPMC: u64 = 0x6f;
     pub const CPUID: u64 = 0x72;
     pub const INVD: u64 = 0x76;

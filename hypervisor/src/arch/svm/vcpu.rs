@@ -7,6 +7,8 @@
 //! - VMRUN, VMMCALL, VMLOAD, VMSAVE, STGI, CLGI, SKINIT, INVLPGA: the guest's EFER.SVME is
 //!   really set (VMRUN demands it), so these would run without an intercept;
 //! - INTR, NMI (host events), INIT and SHUTDOWN (the partition's end);
+//! - IRET while an NMI the hypervisor injected is blocking the next, then #DB for one single
+//!   step past it ([`Step`]): without V_NMI, NMI blocking is the hypervisor's to track;
 //! - writes to CR0 and CR4 (§15.9): SVM fixes none of their bits, but the core must refuse the
 //!   ones the architecture forbids (CR0.NW without CD, CR0 bits 63:32, PG cleared in long mode)
 //!   and the CR4 bits the CPU lacks and VMXE/SMXE, and QEMU TCG (6.x to 9.x) ends the run with
@@ -32,7 +34,7 @@
 
 use super::EFER_SVME;
 use super::entry::svm_run;
-use super::exit::{code_name, decode, invalid_state};
+use super::exit::{code, code_name, decode, invalid_state};
 use super::fast::FastCtx;
 use super::vmcb::{
     INTERRUPT_SHADOW, IntCtl, Intercept1 as I1, Intercept2 as I2, NP_ENABLE, Seg, TLB_FLUSH_ALL,
@@ -47,6 +49,10 @@ use crate::vmm::vcpu::{
     CpuMode, EntryError, Event, Gprs, HwMsr, InitialState, Vcpu, VcpuConfig, reg,
 };
 use core::fmt;
+
+#[path = "nmi.rs"]
+mod nmi;
+use nmi::{INTERCEPT_DB, Step};
 
 const RFLAGS_IF: u64 = 1 << 9;
 const RFLAGS_TF: u64 = 1 << 8;
@@ -85,6 +91,11 @@ pub struct SvmVcpu {
     cpuid_site: Option<CodeSite>,
     /// CPUID exits the fast path handled since the core last asked.
     fast_exits: u64,
+    /// NMI blocking (SDM Vol. 3A §6.7.1): an injected NMI's handler runs until its IRET.
+    /// SVM without V_NMI leaves it to the hypervisor (APM Vol. 2 §15.20, §15.21.4).
+    nmi_masked: bool,
+    /// The single step under way, if any.
+    step: Option<Step>,
     /// The ASID owner table of the CPU it runs on (the one that made it).
     owners: &'static super::asid::Owners,
 }
@@ -119,6 +130,8 @@ impl SvmVcpu {
             // The ASID may have been another vCPU's.
             flush: true,
             timeslice: 0,
+            nmi_masked: false,
+            step: None,
             owners,
         };
         vcpu.setup(config);
@@ -247,6 +260,10 @@ impl SvmVcpu {
             _ if self.nrip_save && nrip != 0 => Some(nrip),
             _ => None,
         };
+        if let VmExit::Unknown { code: c @ (code::IRET | code::EXCP_DB), .. } = exit {
+            // The IRET intercept or a single step's #DB: the NMI tracking's (`nmi.rs`).
+            return Ok(self.nmi_exit(c));
+        }
         if exit == VmExit::HostInterrupt
             && self.timeslice != 0
             && rdtsc().wrapping_sub(start) >= self.timeslice
@@ -424,6 +441,12 @@ impl Vcpu for SvmVcpu {
     }
 
     fn inject(&mut self, e: Event) {
+        if e == Event::Nmi {
+            // Blocked until the handler's IRET, which exits (§15.9, the IRET intercept). An NMI
+            // injected again after an interrupted delivery (EXITINTINFO) finds both set.
+            self.nmi_masked = true;
+            self.vmcb_mut().control.intercept1 |= I1::IRET;
+        }
         self.pending = Some(e);
     }
     fn event_pending(&self) -> bool {
@@ -439,6 +462,11 @@ impl Vcpu for SvmVcpu {
         let v = self.vmcb_mut();
         v.control.int_state &= !INTERRUPT_SHADOW;
         if v.save.rflags & RFLAGS_TF != 0 {
+            if self.step.is_some() && self.end_step() {
+                // The hypervisor's own single step (an instruction it emulated): no #DB.
+                return;
+            }
+            let v = self.vmcb_mut();
             // DR6 is in the VMCB (loaded by VMRUN); the #DB goes in through EVENTINJ (§15.20).
             v.save.dr6 |= DR6_BS;
             if self.pending.is_none() {
@@ -454,6 +482,21 @@ impl Vcpu for SvmVcpu {
         let window = IntCtl::V_IRQ | IntCtl::V_IGN_TPR | IntCtl::V_INTR_PRIO;
         c.int_ctl.set(window, on);
         c.intercept1.set(I1::VINTR, on);
+    }
+
+    fn nmi_injectable(&self) -> bool {
+        // The interrupt shadow holds NMIs back too (as KVM and the SDM's MOV-SS rule have it).
+        self.pending.is_none()
+            && !self.nmi_masked
+            && self.vmcb().control.int_state & INTERRUPT_SHADOW == 0
+    }
+
+    /// SVM has no NMI window: while an injected NMI blocks, the IRET intercept is on (set at
+    /// injection) and a single step follows it; an interrupt shadow is stepped over.
+    fn set_nmi_window_exiting(&mut self, on: bool) {
+        if on && !self.nmi_masked && self.vmcb().control.int_state & INTERRUPT_SHADOW != 0 {
+            self.begin_step(false);
+        }
     }
 
     /// SVM has no VMX-preemption-timer equivalent: a run ends at the next intercepted host
@@ -488,7 +531,11 @@ impl Vcpu for SvmVcpu {
     fn reset(&mut self, s: &InitialState) {
         self.write_guest_state(s);
         self.set_interrupt_window_exiting(false);
+        self.nmi_masked = false;
+        self.step = None;
         let c = &mut self.vmcb_mut().control;
+        c.intercept1.remove(I1::IRET);
+        c.intercept_exceptions &= !INTERCEPT_DB;
         c.int_state = 0;
         c.event_inj = 0;
         // V_TPR (CR8) is 0 after INIT.

@@ -348,7 +348,10 @@ impl Seg {
 const EVENT_VALID: u64 = 1 << 31;
 const EVENT_ERROR_VALID: u64 = 1 << 11;
 const TYPE_INTR: u64 = 0;
+const TYPE_NMI: u64 = 2;
 const TYPE_EXCEPTION: u64 = 3;
+/// The NMI's vector.
+const VECTOR_NMI: u64 = 2;
 const VECTOR_BP: u8 = 3;
 const VECTOR_OF: u8 = 4;
 
@@ -363,13 +366,15 @@ pub const fn event_inj(e: Event) -> u64 {
             }
         }
         Event::Interrupt { vector } => EVENT_VALID | (TYPE_INTR << 8) | vector as u64,
+        // Type 2 (§15.20); the vector field is ignored for NMIs, 2 is what EXITINTINFO shows.
+        Event::Nmi => EVENT_VALID | (TYPE_NMI << 8) | VECTOR_NMI,
     }
 }
 
 /// The event to deliver again after an exit that interrupted its delivery (EXITINTINFO).
 /// Software interrupts and the INT3/INTO traps are not re-injected: RIP still points at the
-/// instruction, which raises them again when the guest resumes. NMIs are never injected by
-/// this hypervisor, so none can be interrupted.
+/// instruction, which raises them again when the guest resumes. An NMI whose delivery was
+/// interrupted is injected again.
 pub const fn reinjected(exit_int_info: u64) -> Option<Event> {
     if exit_int_info & EVENT_VALID == 0 {
         return None;
@@ -377,6 +382,7 @@ pub const fn reinjected(exit_int_info: u64) -> Option<Event> {
     let vector = (exit_int_info & 0xff) as u8;
     match (exit_int_info >> 8) & 7 {
         TYPE_INTR => Some(Event::Interrupt { vector }),
+        TYPE_NMI => Some(Event::Nmi),
         TYPE_EXCEPTION if vector != VECTOR_BP && vector != VECTOR_OF => Some(Event::Exception {
             vector,
             error_code: if exit_int_info & EVENT_ERROR_VALID != 0 {
@@ -385,7 +391,7 @@ pub const fn reinjected(exit_int_info: u64) -> Option<Event> {
                 None
             },
         }),
-        // Type 4 (INTn) and type 2 (NMI).
+        // Type 4 (INTn).
         _ => None,
     }
 }
@@ -416,11 +422,12 @@ mod tests {
         let pf = Event::Exception { vector: 14, error_code: Some(6) };
         assert_eq!(event_inj(pf), (6 << 32) | 0x8000_0b0e);
         assert_eq!(event_inj(Event::Interrupt { vector: 0x40 }), 0x8000_0040);
+        assert_eq!(event_inj(Event::Nmi), 0x8000_0202);
     }
 
     #[test]
     fn interrupted_events_are_delivered_again() {
-        for e in [Event::GP0, Event::UD, Event::Interrupt { vector: 0x40 }] {
+        for e in [Event::GP0, Event::UD, Event::Interrupt { vector: 0x40 }, Event::Nmi] {
             assert_eq!(reinjected(event_inj(e)), Some(e));
         }
         assert_eq!(reinjected(0x40), None, "not valid");

@@ -29,6 +29,8 @@ bitflags! {
         const CR8_LOAD_EXITING = 1 << 19;
         const CR8_STORE_EXITING = 1 << 20;
         const USE_TPR_SHADOW = 1 << 21;
+        /// Needs "virtual NMIs" (SDM Vol. 3C §27.2.1.1).
+        const NMI_WINDOW_EXITING = 1 << 22;
         const MOV_DR_EXITING = 1 << 23;
         const UNCONDITIONAL_IO_EXITING = 1 << 24;
         const USE_IO_BITMAPS = 1 << 25;

@@ -10,6 +10,7 @@ pub mod reason {
     pub const INIT: u32 = 3;
     pub const SIPI: u32 = 4;
     pub const INTERRUPT_WINDOW: u32 = 7;
+    pub const NMI_WINDOW: u32 = 8;
     pub const CPUID: u32 = 10;
     pub const GETSEC: u32 = 11;
     pub const HLT: u32 = 12;
@@ -53,6 +54,7 @@ pub fn reason_name(r: u32) -> &'static str {
         INIT => "INIT signal",
         SIPI => "SIPI",
         INTERRUPT_WINDOW => "interrupt window",
+        NMI_WINDOW => "NMI window",
         CPUID => "CPUID",
         HLT => "HLT",
         INVD => "INVD",
@@ -118,7 +120,8 @@ pub fn decode(basic: u32, qualification: u64, gpa: u64) -> VmExit {
         },
         PREEMPTION_TIMER => VmExit::Preempted,
         EXTERNAL_INTERRUPT => VmExit::HostInterrupt,
-        INTERRUPT_WINDOW => VmExit::InterruptWindow,
+        // The core looks at every source again after either window.
+        INTERRUPT_WINDOW | NMI_WINDOW => VmExit::InterruptWindow,
         TRIPLE_FAULT => VmExit::TripleFault,
         INIT => VmExit::Init,
         RDPMC => VmExit::Rdpmc,
@@ -175,6 +178,7 @@ mod tests {
         assert_eq!(decode(reason::VMXON, 0, 0), VmExit::VirtInstruction);
         assert_eq!(decode(reason::VMCALL, 0, 0), VmExit::Hypercall);
         assert_eq!(decode(reason::TRIPLE_FAULT, 0, 0), VmExit::TripleFault);
+        assert_eq!(decode(reason::NMI_WINDOW, 0, 0), VmExit::InterruptWindow);
         assert_eq!(decode(99, 7, 0), VmExit::Unknown { code: 99, qualification: 7 });
     }
 }

@@ -53,6 +53,8 @@ pub struct Controls {
     pub vpid: bool,
     pub timer_enabled: bool,
     pub timer_shift: u8,
+    /// "Virtual NMIs" and "NMI-window exiting" are both on.
+    pub nmi_window: bool,
 }
 
 /// VMX is on; vCPUs and EPT tables come from here.
@@ -196,7 +198,10 @@ impl VmxBackend {
             "pin-based",
             pin_cap,
             Pin::EXTERNAL_INTERRUPT_EXITING | Pin::NMI_EXITING,
-            Pin::PREEMPTION_TIMER,
+            // Virtual NMIs: the CPU tracks the guest's NMI blocking from an injected NMI to
+            // its IRET (SDM Vol. 3C §25.6.1, §26.3, §27.6.1.2); with NMI-window exiting the
+            // next NMI waits for that IRET (§26.7.6).
+            Pin::PREEMPTION_TIMER | Pin::VIRTUAL_NMIS,
         )
         .map_err(err)?;
         let proc = compute(
@@ -257,6 +262,10 @@ impl VmxBackend {
             vpid: proc2 & Proc2::ENABLE_VPID.bits() != 0,
             timer_enabled: pin & Pin::PREEMPTION_TIMER.bits() != 0,
             timer_shift: caps.preemption_timer_rate,
+            // NMI-window exiting may be 1 only with virtual NMIs (SDM Vol. 3C §27.2.1.1);
+            // IA32_VMX_PROCBASED_CTLS bit 54 says the CPU has it (Appendix A.3.2).
+            nmi_window: pin & Pin::VIRTUAL_NMIS.bits() != 0
+                && (proc_cap >> 32) as u32 & Proc::NMI_WINDOW_EXITING.bits() != 0,
         })
     }
 

@@ -26,9 +26,18 @@ const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 /// Interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1) (SDM Table 25-3).
 const BLOCKING_STI_MOVSS: u64 = 3;
+const BLOCKING_MOVSS: u64 = 2;
+/// Interruptibility state bit 3: blocking by NMI (with "virtual NMIs": virtual-NMI blocking,
+/// from an injected NMI's delivery to the guest's next IRET; SDM Table 25-3, §26.3).
+const BLOCKING_NMI: u64 = 1 << 3;
+/// EPT-violation qualification bit 12: "NMI unblocking due to IRET" (SDM §28.2.3).
+const QUAL_NMI_UNBLOCKED_BY_IRET: u64 = 1 << 12;
 /// VM-entry interruption information: valid bit and types (SDM Table 25-17).
 const INTR_VALID: u64 = 1 << 31;
 const INTR_TYPE_EXTERNAL: u64 = 0 << 8;
+const INTR_TYPE_NMI: u64 = 2 << 8;
+/// The NMI's vector.
+const NMI_VECTOR: u64 = 2;
 const INTR_TYPE_HW_EXCEPTION: u64 = 3 << 8;
 const INTR_DELIVER_ERROR_CODE: u64 = 1 << 11;
 
@@ -54,6 +63,8 @@ pub struct VmxVcpu {
     vpid: u16,
     timer_shift: u8,
     timer_enabled: bool,
+    /// The CPU has virtual NMIs with NMI-window exiting ([`Controls::nmi_window`]).
+    nmi_window: bool,
     timeslice: u64,
     /// A new slice must be loaded into the preemption timer at the next entry (otherwise the
     /// CPU's saved remainder runs on).
@@ -103,6 +114,7 @@ impl VmxVcpu {
             vpid: config.tag,
             timer_shift: c.timer_shift,
             timer_enabled: c.timer_enabled,
+            nmi_window: c.nmi_window,
             timeslice: 0,
             timeslice_fresh: true,
             msrs: Box::new(GuestMsrs::new(cpu)),
@@ -305,6 +317,9 @@ impl Vcpu for VmxVcpu {
                         | if error_code.is_some() { INTR_DELIVER_ERROR_CODE } else { 0 }
                 }
                 Event::Interrupt { vector } => INTR_VALID | INTR_TYPE_EXTERNAL | u64::from(vector),
+                // Type 2, vector 2 (SDM §25.8.3, Table 25-17); with virtual NMIs its delivery
+                // sets virtual-NMI blocking until the guest's IRET (§27.6.1.2, §26.3).
+                Event::Nmi => INTR_VALID | INTR_TYPE_NMI | NMI_VECTOR,
             };
             v.write(F::EntryInterruptionInfo, info);
             self.pending = None;
@@ -357,6 +372,13 @@ impl Vcpu for VmxVcpu {
             let vector = (idt & 0xff) as u8;
             self.pending = Some(match (idt >> 8) & 7 {
                 0 => Event::Interrupt { vector },
+                2 => {
+                    // The NMI was not delivered: it blocks nothing yet, and VM entry refuses
+                    // to inject one with blocking by NMI set (SDM §27.3.1.5).
+                    let s = v.read(F::GuestInterruptibility);
+                    v.write(F::GuestInterruptibility, s & !BLOCKING_NMI);
+                    Event::Nmi
+                }
                 _ => Event::Exception {
                     vector,
                     error_code: (idt & INTR_DELIVER_ERROR_CODE != 0)
@@ -367,6 +389,16 @@ impl Vcpu for VmxVcpu {
         let q = if basic == reason::CPUID { 0 } else { v.read_ro(R::ExitQualification) };
         let gpa =
             if basic == reason::EPT_VIOLATION { v.read_ro(R::GuestPhysicalAddress) } else { 0 };
+        if basic == reason::EPT_VIOLATION
+            && q & QUAL_NMI_UNBLOCKED_BY_IRET != 0
+            && idt & INTR_VALID == 0
+            && self.nmi_window
+        {
+            // An IRET that unblocked NMIs faulted: it runs again, so the blocking is put back
+            // (SDM §28.2.3, "NMI unblocking due to IRET").
+            let s = v.read(F::GuestInterruptibility);
+            v.write(F::GuestInterruptibility, s | BLOCKING_NMI);
+        }
         Ok(decode(basic, q, gpa))
     }
 
@@ -536,6 +568,27 @@ impl Vcpu for VmxVcpu {
         }
     }
 
+    fn nmi_injectable(&self) -> bool {
+        // STI blocking is left out: VM entry may inject an NMI inside it (SDM §27.3.1.5 forbids
+        // only MOV-SS blocking and NMI blocking), and NMI-window exits happen inside it on some
+        // CPUs (§26.7.6), so waiting for it could exit forever.
+        self.pending.is_none()
+            && self.current().read(F::GuestInterruptibility) & (BLOCKING_MOVSS | BLOCKING_NMI) == 0
+    }
+
+    fn set_nmi_window_exiting(&mut self, on: bool) {
+        // Without virtual NMIs the NMI waits for the next exit of any kind.
+        if !self.nmi_window {
+            return;
+        }
+        let bit = Proc::NMI_WINDOW_EXITING.bits();
+        let new = if on { self.proc | bit } else { self.proc & !bit };
+        if new != self.proc {
+            self.proc = new;
+            self.current().write(F::ProcBasedControls, u64::from(new));
+        }
+    }
+
     fn set_timeslice(&mut self, ticks: u64) {
         self.timeslice = ticks;
         self.timeslice_fresh = true;
@@ -567,6 +620,7 @@ impl Vcpu for VmxVcpu {
         v.write(F::GuestPendingDebugExceptions, 0);
         v.write(F::EntryInterruptionInfo, 0);
         self.set_interrupt_window_exiting(false);
+        self.set_nmi_window_exiting(false);
         self.gprs = s.gprs;
         self.rip = s.rip;
         self.rflags = s.rflags;

@@ -40,20 +40,7 @@ impl BootPlacer {
     }
 
     fn cut(&mut self, cut: Range<u64>) {
-        let mut out = Vec::with_capacity(self.free.len() + 1);
-        for r in self.free.drain(..) {
-            if r.end <= cut.start || r.start >= cut.end {
-                out.push(r);
-                continue;
-            }
-            if r.start < cut.start {
-                out.push(r.start..cut.start);
-            }
-            if cut.end < r.end {
-                out.push(cut.end..r.end);
-            }
-        }
-        self.free = out;
+        crate::mm::frames::remove_range(&mut self.free, cut);
     }
 
     /// Takes the lowest `len` bytes (whole pages) of free RAM that end at or below `limit`

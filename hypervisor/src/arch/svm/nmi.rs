@@ -1,0 +1,80 @@
+//! NMI blocking on SVM without V_NMI (APM Vol. 2 §15.20, §15.21.4): the hypervisor tracks
+//! it. An injected NMI sets it and turns on the IRET intercept; at that intercept (before the
+//! IRET runs) a single step starts (RFLAGS.TF, #DB intercepted), and its #DB, right after the
+//! IRET, ends the blocking and reports an NMI window. An interrupt shadow that holds an NMI
+//! back is stepped over the same way. The guest's own TF and DR6 are kept: a #DB it would take
+//! itself is still delivered.
+//!
+//! Limits: an IRET that faults inside the guest (a #GP, a not-present stack page) pushes the
+//! hypervisor's TF with its frame, and the blocking ends at the next single-step trap; an NMI
+//! that waits behind another injected event goes in at the next exit of any kind.
+
+use super::{Event, I1, RFLAGS_TF, SvmVcpu, VmExit, code};
+
+/// A single step the hypervisor runs (RFLAGS.TF set by it, #DB intercepted) to see the guest
+/// past an IRET that ends NMI blocking or past an interrupt shadow that holds an NMI back.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Step {
+    /// The guest's own RFLAGS.TF and DR6 before the step.
+    pub(super) guest_tf: bool,
+    pub(super) dr6: u64,
+    /// The stepped instruction is the IRET that ends NMI blocking.
+    pub(super) after_iret: bool,
+}
+
+/// Exception intercept bit of #DB (control offset 0x008, one bit per vector).
+pub(super) const INTERCEPT_DB: u32 = 1 << 1;
+
+impl SvmVcpu {
+    /// Starts a single step of the guest's next instruction (RFLAGS.TF, #DB intercepted; SDM
+    /// Vol. 3B §17.3.1.4: the trap comes after the instruction, with TF as it was before it:
+    /// after an IRET too, whatever RFLAGS it pops).
+    pub(super) fn begin_step(&mut self, after_iret: bool) {
+        if let Some(s) = &mut self.step {
+            s.after_iret |= after_iret;
+            return;
+        }
+        let v = self.vmcb_mut();
+        let step = Step { guest_tf: v.save.rflags & RFLAGS_TF != 0, dr6: v.save.dr6, after_iret };
+        v.save.rflags |= RFLAGS_TF;
+        v.control.intercept_exceptions |= INTERCEPT_DB;
+        self.step = Some(step);
+    }
+
+    /// The IRET intercept (before the IRET runs) and the #DB of a single step (after it): both
+    /// come back to the core as an interrupt window, which looks at the sources again.
+    #[inline(never)]
+    pub(super) fn nmi_exit(&mut self, exit_code: u64) -> VmExit {
+        if exit_code == code::IRET {
+            self.vmcb_mut().control.intercept1.remove(I1::IRET);
+            self.begin_step(true);
+            return VmExit::InterruptWindow;
+        }
+        if !self.end_step() {
+            // The guest single-steps as well (or no step was ours): the #DB is the guest's,
+            // with DR6.BS as the CPU set it.
+            self.pending.get_or_insert(Event::Exception { vector: 1, error_code: None });
+        }
+        VmExit::InterruptWindow
+    }
+
+    /// The stepped instruction completed: NMI blocking ends after an IRET, TF and DR6 are the
+    /// guest's again. False when the guest's own TF was set (its #DB is due) or no step ran.
+    pub(super) fn end_step(&mut self) -> bool {
+        self.vmcb_mut().control.intercept_exceptions &= !INTERCEPT_DB;
+        let Some(step) = self.step.take() else { return false };
+        if step.after_iret {
+            self.nmi_masked = false;
+        }
+        if step.guest_tf {
+            return false;
+        }
+        let g = &mut self.vmcb_mut().save;
+        g.dr6 = step.dr6;
+        if !step.after_iret {
+            // After an IRET, RFLAGS is what it popped; otherwise TF is still ours.
+            g.rflags &= !RFLAGS_TF;
+        }
+        true
+    }
+}
