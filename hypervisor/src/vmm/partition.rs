@@ -461,14 +461,21 @@ impl Partition {
 
     /// Copies device interrupt outputs to the virtual PIC's inputs (the UART on IRQ 4), and to
     /// the I/O APIC's where the partition has one (pin 4: a PC wires ISA lines to both).
+    #[inline]
     pub fn sync_irq_lines(&mut self) {
         if let Some(u) = self.io.uart() {
             let line = u.irq_line();
             self.pic.set_irq(4, line);
             if self.ioapic.is_some() {
-                super::vioapic::set_line(self, 4, line);
+                self.uart_to_ioapic(line);
             }
         }
+    }
+
+    /// The UART's IRQ 4 at the I/O APIC's pin 4 (out of line: guests have no I/O APIC).
+    #[inline(never)]
+    fn uart_to_ioapic(&mut self, line: bool) {
+        super::vioapic::set_line(self, 4, line);
     }
 
     /// True when an interrupt waits that vCPU `v` could take once it sets RFLAGS.IF: its own
@@ -527,8 +534,8 @@ impl Partition {
 
     /// When the PC devices' next interrupt comes (the PIT's next tick through an unmasked line).
     fn device_deadline(&self) -> Option<u64> {
-        let unmasked = self.unmasked_irqs();
-        self.pc.as_ref().and_then(|pc| pc.next_interrupt(unmasked))
+        let pc = self.pc.as_ref()?;
+        pc.next_interrupt(self.unmasked_irqs())
     }
 
     /// The ISA IRQ lines (bit n: IRQ n) that reach a vCPU: unmasked at the 8259 pair or, for a
