@@ -239,6 +239,27 @@ pub fn facs_page(rsdp: u64) -> Option<u64> {
     facs_addr(&fadt).map(|a| a & !(PAGE as u64 - 1))
 }
 
+/// Maps the host's FACS page ([`facs_page`]) read/write into a management partition where one
+/// of its read-only firmware `windows` holds it (the firmware may list it as merely reserved):
+/// the OS writes it (the ACPI global lock, the waking vector).
+pub fn map_facs(
+    slat: &mut dyn super::vcpu::SecondLevel,
+    platform: &super::platform::Platform,
+    windows: &[super::firmware::Window],
+) -> Result<(), alloc::string::String> {
+    let facs = platform.firmware_rsdp.and_then(facs_page);
+    let read_only = |f: u64| {
+        windows
+            .iter()
+            .any(|w| w.access == super::firmware::Access::ReadOnly && (w.start..w.end).contains(&f))
+    };
+    let Some(page) = facs.filter(|&f| read_only(f)) else { return Ok(()) };
+    let len = PAGE as u64;
+    slat.unmap(page, len)
+        .and_then(|()| slat.map(page, page, len))
+        .map_err(|e| alloc::format!("mapping the FACS page {page:#x}: {e:?}"))
+}
+
 /// Builds the shadow for the host RSDP at `rsdp` (it must lie below 1 MiB, in the firmware's
 /// window: the EBDA or the BIOS area) with the tables page at `tables_gpa` (a page of host
 /// memory the partition does not get as RAM, identity-mapped read-only by `firmware::windows`);

@@ -129,6 +129,26 @@ impl Device for HostPmCnt {
     }
 }
 
+/// The PM1 control registers to trap for partition `config`: the machine's (FADT and DSDT,
+/// `firmware_acpi::host_fadt_dsdt`) for a management partition handed every device
+/// (`all_devices`); none for another (one handed a few devices gets no reach to them).
+pub fn for_partition(
+    config: &super::config::PartitionConfig,
+    all_devices: bool,
+    platform: &super::platform::Platform,
+) -> Vec<(u16, HostPmCnt)> {
+    let regs = match (config.management && all_devices, platform.firmware_rsdp) {
+        (true, Some(rsdp)) => super::firmware_acpi::host_fadt_dsdt(rsdp)
+            .map(|(fadt, dsdt)| from_fadt(&fadt, dsdt.as_deref()))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    for (port, _) in &regs {
+        log::info!("partition {}: the machine's PM1 control at {port:#x} trapped", config.name);
+    }
+    regs
+}
+
 /// The management partition's trapped PM1 control registers, from the host's FADT (`fadt`)
 /// and DSDT: `(port, device)` for PM1a_CNT and, where set, PM1b_CNT.
 pub fn from_fadt(fadt: &[u8], dsdt: Option<&[u8]>) -> Vec<(u16, HostPmCnt)> {

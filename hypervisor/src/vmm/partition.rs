@@ -217,19 +217,8 @@ impl Partition {
         }
         let mut io = Bus::default();
         io.attach(0x3f8..0x400, Box::new(Uart16550::new()));
-        // The machine's PM1 control registers, trapped for the management partition's
-        // soft-off (`host_pm`), from the firmware's FADT and DSDT.
-        // Only for a partition given every device: one given a few keeps no reach to them.
         let all_devices = config.devices.iter().any(|d| d == "all");
-        let host_pm = match (config.management && all_devices, platform.firmware_rsdp) {
-            (true, Some(rsdp)) => super::firmware_acpi::host_fadt_dsdt(rsdp)
-                .map(|(fadt, dsdt)| super::host_pm::from_fadt(&fadt, dsdt.as_deref()))
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        for (port, _) in &host_pm {
-            log::info!("partition {}: the machine's PM1 control at {port:#x} trapped", config.name);
-        }
+        let host_pm = super::host_pm::for_partition(&config, all_devices, platform);
         let keep: Vec<core::ops::RangeInclusive<u16>> =
             host_pm.iter().map(|&(port, _)| port..=port.saturating_add(1)).collect();
         // A management partition handed the machine (`all`) gets the PC devices the hypervisor
@@ -265,18 +254,7 @@ impl Partition {
         } else {
             0
         };
-        // The FACS: written by the OS (ACPI global lock, waking vector), read/write where a
-        // read-only firmware window holds it (the firmware may list it as merely reserved).
-        let facs = platform.firmware_rsdp.and_then(super::firmware_acpi::facs_page);
-        if let Some(page) = facs.filter(|&f| {
-            firmware.iter().any(|w| {
-                w.access == super::firmware::Access::ReadOnly && (w.start..w.end).contains(&f)
-            })
-        }) {
-            slat.unmap(page, PAGE_SIZE)
-                .and_then(|()| slat.map(page, page, PAGE_SIZE))
-                .map_err(|e| cleanup(format!("mapping the FACS page {page:#x}: {e:?}")))?;
-        }
+        super::firmware_acpi::map_facs(slat.as_mut(), platform, &firmware).map_err(cleanup)?;
         if let Some((rsdp, tables)) = acpi_tables {
             match super::firmware_acpi::install(slat.as_mut(), rsdp, tables) {
                 Ok(frame) => owned.push(frame..frame + PAGE_SIZE),
