@@ -260,8 +260,12 @@ pub fn map_facs(
         .map_err(|e| alloc::format!("mapping the FACS page {page:#x}: {e:?}"))
 }
 
-/// Builds the shadow for the host RSDP at `rsdp` (it must lie below 1 MiB, in the firmware's
-/// window: the EBDA or the BIOS area) with the tables page at `tables_gpa` (a page of host
+/// Where the management partition finds its RSDP when the firmware's lies above 1 MiB (UEFI):
+/// the first page of the BIOS area a kernel searches.
+const UEFI_RSDP_GPA: u64 = 0xe_0000;
+
+/// Builds the shadow for the host RSDP at `rsdp` (below 1 MiB, in the firmware's window: the
+/// EBDA or the BIOS area; or, under UEFI, anywhere: then its copy goes at [`UEFI_RSDP_GPA`]) with the tables page at `tables_gpa` (a page of host
 /// memory the partition does not get as RAM, identity-mapped read-only by `firmware::windows`);
 /// writes that page, copies the RSDP's page into a new frame and maps it over the RSDP's page.
 /// Returns the frame (the partition owns it) or why nothing was shadowed.
@@ -272,13 +276,24 @@ pub fn install(
 ) -> Result<u64, &'static str> {
     use crate::arch::x86::acpi::PhysRead;
     use crate::arch::x86::paging::HostPages;
-    if !(0x1000..0x10_0000).contains(&rsdp) {
-        return Err("the RSDP is not below 1 MiB");
-    }
-    let page_gpa = rsdp & !(PAGE as u64 - 1);
     let mut page = alloc::vec![0u8; PAGE];
-    HostMemory.read(page_gpa, &mut page).map_err(|_| "the RSDP's page is unreadable")?;
-    let off = (rsdp - page_gpa) as usize;
+    let (page_gpa, off) = if (0x1000..0x10_0000).contains(&rsdp) {
+        // A BIOS: the RSDP lies where a kernel's search finds it; its page is shadowed.
+        let page_gpa = rsdp & !(PAGE as u64 - 1);
+        HostMemory.read(page_gpa, &mut page).map_err(|_| "the RSDP's page is unreadable")?;
+        (page_gpa, (rsdp - page_gpa) as usize)
+    } else {
+        // UEFI: the RSDP is in the firmware's ACPI memory, found through the EFI system table,
+        // which the partition does not get. A copy goes at the start of the BIOS area's search
+        // range (ACPI 6.5 §5.2.5.1: 0xE0000-0xFFFFF, on a 16-byte boundary), over the page
+        // that is there, so a kernel made for the bare PC finds it by its usual search.
+        HostMemory.read(UEFI_RSDP_GPA, &mut page).map_err(|_| "the BIOS area is unreadable")?;
+        let mut rsdp_bytes = [0u8; 36];
+        HostMemory.read(rsdp, &mut rsdp_bytes).map_err(|_| "the RSDP is unreadable")?;
+        let len = if rsdp_bytes[15] >= 2 { 36 } else { 20 };
+        page[..len].copy_from_slice(&rsdp_bytes[..len]);
+        (UEFI_RSDP_GPA, 0)
+    };
     let rsdt = read_table(u64::from(u32_at(&page, off + 16))).ok_or("the RSDT is unreadable")?;
     let xsdt_at = if page[off + 15] >= 2 && off + 32 <= PAGE { u64_at(&page, off + 24) } else { 0 };
     let xsdt = (xsdt_at != 0).then(|| read_table(xsdt_at)).flatten();
@@ -308,9 +323,12 @@ pub fn install(
     let frame = HostPages::alloc_zeroed(1).ok_or("no frame for the RSDP's page")?;
     // SAFETY: a fresh frame from the allocator, identity-mapped, a page long.
     unsafe { core::ptr::copy_nonoverlapping(s.rsdp_page.as_ptr(), frame.0 as *mut u8, PAGE) };
-    let remap = slat
-        .unmap(page_gpa, PAGE as u64)
-        .and_then(|()| slat.map_readonly(page_gpa, frame.0, PAGE as u64));
+    // Under UEFI the BIOS area's page may not be mapped at all: then there is nothing to unmap.
+    let unmapped = slat.unmap(page_gpa, PAGE as u64);
+    let remap = match unmapped {
+        Err(_) if page_gpa != UEFI_RSDP_GPA => unmapped,
+        _ => slat.map_readonly(page_gpa, frame.0, PAGE as u64),
+    };
     if remap.is_err() {
         HostPages::free(frame, 1);
         return Err("the RSDP's page could not be remapped");

@@ -142,7 +142,7 @@ impl Partition {
         // The management partition's shadow ACPI tables (`firmware_acpi`) take the top page of
         // its conventional memory, which then is the firmware's, read-only, listed reserved.
         let acpi_tables = match (config.management, platform.firmware_rsdp) {
-            (true, Some(rsdp)) if rsdp < 0x10_0000 && blocks[0].2 > LOW_RAM_NEEDED => {
+            (true, Some(rsdp)) if blocks[0].2 > LOW_RAM_NEEDED => {
                 blocks[0].2 -= PAGE_SIZE;
                 Some((rsdp, blocks[0].2))
             }

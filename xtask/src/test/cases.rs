@@ -501,6 +501,23 @@ pub const CASES: &[Case] = &[
         test_disk: false,
         cpus: 1,
     },
+    // `barepc` through UEFI: the firmware's RSDP lies in its ACPI memory above 1 MiB, so the
+    // hypervisor puts a copy at 0xE0000, where barepc's search finds it (`firmware_acpi`);
+    // every one of its checks must pass.
+    Case {
+        name: "qemu-uefi-barepc",
+        emulator: Choice::Qemu,
+        boot: Boot::Uefi,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "barepc",
+        expect: BAREPC,
+        status: Expect::Success,
+        timeout_s: 120,
+        input: &[],
+        test_disk: true,
+        cpus: 1,
+    },
     // The same kernel through UEFI: the bootloader's frames above 1 MiB stay holes in the
     // management partition's RAM, but 0x8000 and 16 MiB are its.
     Case {
