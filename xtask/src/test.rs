@@ -173,7 +173,7 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
                     tally.record(BAREPC_REFERENCE, barepc_reference());
                 }
                 for case in cases {
-                    tally.record(case.name, run_case(case, args.cpus));
+                    tally.record(case.name, run_case_twice_under_bochs_input(case, args.cpus));
                 }
                 if gate {
                     let start = Instant::now();
@@ -206,6 +206,25 @@ fn barepc_reference() -> Result<String> {
         );
     }
     Ok(format!("{} checks pass, {}", r.checks.len(), step::secs(r.wall)))
+}
+
+/// [`run_case`], and for a Bochs case with typed input that fails, once more, saying so with
+/// the first run's error. Bochs 2.7's COM1 in socket mode has been seen to insert a stray byte
+/// ('7', the last byte of the hypervisor's UART self-test, which Bochs loops back twice; see
+/// `console::settle_receiver`) into typed input long after boot, about once in ten such runs
+/// (vmx-mgmt typed `destroy g1` and the shell read `destroy g17`; vmx-linux read `pow7eroff`):
+/// the command then fails and the run waits for its timeout. A case that fails twice fails.
+fn run_case_twice_under_bochs_input(case: &Case, cpus: Option<u32>) -> Result<String> {
+    match run_case(case, cpus) {
+        Err(e) if case.emulator == Choice::Bochs && !case.input.is_empty() => {
+            step::note(format!(
+                "{}: FAILED on its first run; running it once more (Bochs' COM1 has inserted stray bytes into typed input): {e:#}",
+                case.name
+            ));
+            run_case(case, cpus).map(|ok| format!("{ok}, on its second run"))
+        }
+        result => result,
+    }
 }
 
 /// Boots one case and checks it; `Ok` carries its timings.

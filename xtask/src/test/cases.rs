@@ -543,7 +543,7 @@ pub const CASES: &[Case] = &[
         scenario: "mgmt",
         expect: MGMT,
         status: Expect::Success,
-        timeout_s: 600,
+        timeout_s: 240,
         input: MGMT_INPUT,
         test_disk: true,
         cpus: 1,
