@@ -2,7 +2,8 @@
 //! partition, one `PASS name` / `FAIL name: why` line per check, then `probe: N checks, M
 //! failed`; the shutdown status is M. The check list is in `docs/guests.md`. With `vcpus=2`
 //! on its command line (a partition with two vCPUs) it runs the multi-vCPU checks alone
-//! ([`smp`]).
+//! ([`smp`]); with `parallel` too, the handshake that needs both vCPUs running at the same time
+//! ([`parallel`]).
 #![no_std]
 #![no_main]
 
@@ -16,6 +17,7 @@ mod hypercalls;
 mod memory;
 mod msrs;
 mod nmi;
+mod parallel;
 mod remap;
 mod smp;
 
@@ -34,7 +36,8 @@ fn main(info: &'static StartInfo) -> u64 {
     let mut c = Checks::new();
     if info.cmdline().split(' ').any(|w| w == "vcpus=2") {
         // The two-vCPU scenario: this vCPU starts the other and checks IPIs between them.
-        smp::run(&mut c);
+        let parallel = info.cmdline().split(' ').any(|w| w == "parallel");
+        smp::run(&mut c, parallel);
         return c.summary("probe");
     }
     entry::run(&mut c, info);

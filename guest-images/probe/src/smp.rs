@@ -55,7 +55,7 @@ const ICR_INIT: u64 = 5 << 8;
 const ICR_STARTUP: u64 = 6 << 8;
 const ICR_ASSERT: u64 = 1 << 14;
 const ICR_LEVEL: u64 = 1 << 15;
-const AP_APIC_ID: u64 = 1;
+pub(crate) const AP_APIC_ID: u64 = 1;
 /// ICR delivery mode NMI (the vector field is ignored).
 const ICR_NMI: u64 = 4 << 8;
 const NMI_VECTOR: u8 = 2;
@@ -76,6 +76,7 @@ global_asm!(
     ".global probe_ap_ipi",
     ".global probe_ap_nmi",
     ".global probe_ap_after_hlt",
+    ".global probe_ap_pingpong",
     ".code16",
     "probe_ap_start:",
     "cli",
@@ -164,6 +165,24 @@ global_asm!(
     "pop ecx",
     "pop eax",
     "iret",
+    // Vector 0x43: EOI, then count at 0x820 until vCPU 0 says stop at 0x824
+    // (`crate::parallel`).
+    "probe_ap_pingpong:",
+    "push eax",
+    "push ecx",
+    "push edx",
+    "xor eax, eax",
+    "xor edx, edx",
+    "mov ecx, 0x80b",
+    "wrmsr",
+    "3:",
+    "lock inc dword ptr [0x820]",
+    "cmp dword ptr [0x824], 0",
+    "je 3b",
+    "pop edx",
+    "pop ecx",
+    "pop eax",
+    "iret",
     "probe_ap_end:",
     ".code64",
     ".popsection",
@@ -176,6 +195,7 @@ unsafe extern "C" {
     static probe_ap_ipi: u8;
     static probe_ap_nmi: u8;
     static probe_ap_after_hlt: u8;
+    static probe_ap_pingpong: u8;
 }
 
 /// Offsets in the trampoline: the handlers of the timer, the fixed IPI and the NMI, and the
@@ -185,6 +205,7 @@ struct Offsets {
     ipi: u16,
     nmi: u16,
     after_hlt: u16,
+    pingpong: u16,
 }
 
 /// The trampoline's bytes, and offsets in it.
@@ -200,18 +221,19 @@ fn trampoline() -> (&'static [u8], Offsets) {
             ipi: at(&raw const probe_ap_ipi),
             nmi: at(&raw const probe_ap_nmi),
             after_hlt: at(&raw const probe_ap_after_hlt),
+            pingpong: at(&raw const probe_ap_pingpong),
         };
         (core::slice::from_raw_parts(start, len), offsets)
     }
 }
 
-fn shared(offset: u64) -> &'static AtomicU32 {
+pub(crate) fn shared(offset: u64) -> &'static AtomicU32 {
     // SAFETY: the trampoline page is RAM below 1 MiB that nothing else uses, identity-mapped;
     // the counters are 4-byte aligned and only touched atomically (here and by LOCK INC).
     unsafe { &*((TRAMPOLINE + offset) as *const AtomicU32) }
 }
 
-fn icr(value: u64) {
+pub(crate) fn icr(value: u64) {
     // SAFETY: the x2APIC is on (checked before); an ICR write only sends an IPI.
     unsafe { instr::wrmsr(X2APIC_ICR, value) };
 }
@@ -278,7 +300,8 @@ fn x2apic_on() -> Result<(), Why> {
     Ok(())
 }
 
-pub fn run(c: &mut Checks) {
+/// The checks; `parallel`: also the handshake that needs both vCPUs running at once.
+pub fn run(c: &mut Checks, parallel: bool) {
     if !c.check("vcpus2-x2apic", x2apic_on()) {
         return;
     }
@@ -293,9 +316,12 @@ pub fn run(c: &mut Checks) {
         core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len());
         let ivt = (TRAMPOLINE + IVT) as *mut u16;
         let segment = (TRAMPOLINE >> 4) as u16;
-        for (vector, offset) in
-            [(AP_TIMER_VECTOR, at.timer), (AP_IPI_VECTOR, at.ipi), (NMI_VECTOR, at.nmi)]
-        {
+        for (vector, offset) in [
+            (AP_TIMER_VECTOR, at.timer),
+            (AP_IPI_VECTOR, at.ipi),
+            (NMI_VECTOR, at.nmi),
+            (crate::parallel::VECTOR, at.pingpong),
+        ] {
             ivt.add(2 * usize::from(vector)).write(offset);
             ivt.add(2 * usize::from(vector) + 1).write(segment);
         }
@@ -364,4 +390,7 @@ pub fn run(c: &mut Checks) {
     c.check("vcpus2-nmi-to-bsp", ensure!(back, "the NMI IPI from vCPU 1 never came"));
     let (ap, bsp) = (shared(NMI_HITS).load(Ordering::SeqCst), NMI_REPLIES.load(Ordering::SeqCst));
     c.check("vcpus2-nmi-once", ensure!(ap == 1 && bsp == 1, "NMIs: vCPU 1 {ap}, vCPU 0 {bsp}"));
+    if parallel {
+        crate::parallel::run(c);
+    }
 }

@@ -24,7 +24,7 @@
 //! [`Partition::send_ipi`] carries it out; the local APICs (`vmm/vlapic.rs`) match the
 //! destinations and take the vectors.
 
-use super::partition::{Partition, RunState, State};
+use super::partition::{Partition, RunState, State, VcpuSlot};
 use super::vcpu::{Gprs, InitialState, Segment, reg};
 pub use crate::devices::lapic::{DeliveryMode, Destination, Ipi};
 use alloc::format;
@@ -169,7 +169,12 @@ impl Partition {
         // software-disabled one still takes INIT and SIPI (§11.4.7.2).
         to.retain(|&v| self.vcpus[v].lapic.enabled());
         for v in to {
-            match effect(&ipi, v, self.vcpus[v].run) {
+            let effect = effect(&ipi, v, self.vcpus[v].run);
+            if v != from && !matches!(effect, Effect::Ignored | Effect::Refused) {
+                // On another host CPU it may be in its guest or asleep: it looks again.
+                self.kick(v);
+            }
+            match effect {
                 Effect::Accept(_) => {
                     self.vcpus[v].lapic.deliver_ipi(&ipi);
                 }
@@ -188,6 +193,7 @@ impl Partition {
                     // its instruction not yet completed.
                     let slot = &mut self.vcpus[v];
                     slot.run = RunState::WaitForSipi;
+                    slot.start = None;
                     slot.timer = None;
                     slot.vectors = Default::default();
                     slot.insn_cache = None;
@@ -200,8 +206,11 @@ impl Partition {
                     log::debug!("partition {}: vCPU {v}: INIT from vCPU {from}", self.name);
                 }
                 Effect::Start(vector) => {
+                    // Its registers take the start-up state right before its next entry, on
+                    // the CPU that runs it ([`apply_start`]): it may run on another host CPU
+                    // than the sender, and a backend vCPU is touched only by its own.
                     let slot = &mut self.vcpus[v];
-                    slot.vcpu.reset(&sipi_state(vector, signature()));
+                    slot.start = Some(vector);
                     slot.insn_cache = None;
                     slot.run = RunState::Runnable;
                     log::info!(
@@ -230,6 +239,35 @@ impl Partition {
             self.state = State::Runnable;
         }
         true
+    }
+}
+
+/// Puts vCPU `slot` in the start-up state of the SIPI it took ([`VcpuSlot::start`]), if any:
+/// called by the CPU that runs it, right before its entry.
+#[inline]
+pub fn apply_start(slot: &mut VcpuSlot) {
+    if let Some(vector) = slot.take_start() {
+        slot.vcpu.reset(&sipi_state(vector, signature()));
+    }
+}
+
+impl Partition {
+    /// Makes vCPU `v`'s host CPU look at the partition again (the wake-up IPI: a running guest
+    /// exits, SDM Vol. 3C §26.2 external-interrupt exiting, APM Vol. 2 §15.21.4 the INTR
+    /// intercept; a sleeping CPU wakes), where the partition's vCPUs are spread over CPUs
+    /// ([`Partition::hosts`]); nothing otherwise (they share this CPU, and the run loop looks
+    /// at each in turn). One IPI until that CPU has looked ([`VcpuSlot::kicked`]).
+    pub fn kick(&mut self, v: usize) {
+        let Some(&apic) = self.hosts.get(v) else { return };
+        let Some(slot) = self.vcpus.get_mut(v) else { return };
+        if slot.kicked {
+            return;
+        }
+        slot.kicked = true;
+        #[cfg(not(test))]
+        crate::arch::x86::lapic::send_fixed(apic, crate::arch::x86::smp::WAKE_VECTOR);
+        #[cfg(test)]
+        let _ = apic;
     }
 }
 

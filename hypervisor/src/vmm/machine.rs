@@ -4,6 +4,8 @@
 
 mod admin;
 pub mod pinned;
+mod pinned_report;
+mod spread;
 
 use super::dispatch::Flow;
 use super::manifest::OnStop;

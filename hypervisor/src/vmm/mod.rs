@@ -33,6 +33,7 @@ pub mod profile;
 pub mod run;
 pub mod step;
 pub mod vcpu;
+pub mod vcpu_gone;
 pub mod vcpu_slot;
 pub mod vioapic;
 pub mod vlapic;

@@ -10,7 +10,7 @@ use super::memory::GuestRam;
 use super::msr::SoftMsrs;
 use super::platform::Platform;
 use super::vcpu::{Backend, SecondLevel, VcpuConfig};
-pub use super::vcpu_slot::{ExitRing, RunState, VcpuSlot};
+pub use super::vcpu_slot::{ExitRing, RunState, TAG_STRIDE, VcpuSlot, vcpu_tag};
 use crate::arch::x86::paging::HostPages;
 use crate::devices::pic8259::PicPair;
 use crate::devices::uart16550::Uart16550;
@@ -91,6 +91,9 @@ pub struct Partition {
     console_limit: super::console_limit::ConsoleLimit,
     /// Recent console output, for the management partition's ConsoleRead.
     pub history: alloc::collections::VecDeque<u8>,
+    /// The APIC ID of each vCPU's host CPU when its vCPUs run on CPUs of their own
+    /// (`machine::spread`); empty when they share one ([`Partition::kick`]).
+    pub hosts: Vec<u32>,
 }
 
 /// RAM blocks `(gpa, hpa, len)` to map, and the host frames allocated for them.
@@ -102,18 +105,6 @@ type RamBlocks = (Vec<(u64, u64, u64)>, Vec<core::ops::Range<u64>>);
 const LOW_RAM_NEEDED: u64 = 0x8_0000;
 /// The pages those fixed boot structures use, cleared before they are written.
 const BOOT_AREA: u64 = 0x1_0000;
-
-/// vCPU `k` of a partition whose vCPU 0 has tag `t` has tag `t + k * TAG_STRIDE`: the
-/// machine hands out base tags from 1 up, unique among partitions, so the others' are unique
-/// too while base tags stay below the stride (VMX needs a VPID per vCPU that shares a host
-/// CPU: guest-linear translations are tagged by VPID, not by CR3, SDM Vol. 3C §29.1; SVM
-/// flushes an ASID that another vCPU used, `arch/svm/asid.rs`).
-const TAG_STRIDE: u16 = 0x1000;
-
-/// The tag of vCPU `k` of a partition whose base tag is `tag` ([`TAG_STRIDE`]).
-fn vcpu_tag(tag: u16, k: u32) -> u16 {
-    tag + k as u16 * TAG_STRIDE
-}
 
 /// The heap has no room for a vCPU's FPU state.
 const NO_HEAP: &str = "no heap left for a vCPU's FPU state";
@@ -133,6 +124,19 @@ impl Partition {
         config: PartitionConfig,
         backend: &mut dyn Backend,
         platform: &Platform,
+    ) -> Result<Self, BuildError> {
+        Self::build_as(id, tag, config, backend, platform, true)
+    }
+
+    /// [`Partition::build`]; `aps_here` false: vCPUs 1 and up get place-holders
+    /// ([`super::vcpu_gone::Gone`]), each made on its own host CPU later (`machine::spread`).
+    pub fn build_as(
+        id: u64,
+        tag: u16,
+        config: PartitionConfig,
+        backend: &mut dyn Backend,
+        platform: &Platform,
+        aps_here: bool,
     ) -> Result<Self, BuildError> {
         let (mut blocks, mut owned) = if config.management {
             Self::management_memory(&config, platform.low_ram_end)?
@@ -211,7 +215,11 @@ impl Partition {
                 slat_root: slat.root(),
                 tag: vcpu_tag(tag, k),
             };
-            let ap = backend.create_vcpu(&config).map_err(|e| cleanup(e.into()))?;
+            let ap: Box<dyn super::vcpu::Vcpu> = if aps_here {
+                backend.create_vcpu(&config).map_err(|e| cleanup(e.into()))?
+            } else {
+                Box::new(super::vcpu_gone::Gone::default())
+            };
             let fpu = Fpu::new(fpu_method).ok_or_else(|| cleanup(NO_HEAP.into()))?;
             slots.push(VcpuSlot::new(ap, RunState::WaitForSipi, fpu, lapic(k)));
         }
@@ -292,6 +300,7 @@ impl Partition {
             console: Vec::new(),
             console_limit: super::console_limit::ConsoleLimit::new(crate::arch::x86::instr::rdtsc()),
             history: alloc::collections::VecDeque::new(),
+            hosts: Vec::new(),
         })
     }
 

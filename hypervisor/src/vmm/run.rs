@@ -19,7 +19,7 @@ use alloc::string::String;
 /// TSC ticks a partition runs before another gets the CPU.
 pub const TIMESLICE_TICKS: u64 = 2_000_000;
 /// Exits handled in one slice before the scheduler looks at the others.
-const EXITS_PER_SLICE: u32 = 10_000;
+pub(crate) const EXITS_PER_SLICE: u32 = 10_000;
 
 /// Delivers due timers and pending interrupts to a vCPU (`slot`; `bsp`: vCPU 0) before an
 /// entry: the highest waiting vector is injected when the guest can take it, otherwise the
@@ -30,7 +30,7 @@ const EXITS_PER_SLICE: u32 = 10_000;
 /// once per exit; the common case, nothing requested, is a few flag tests here, and the
 /// ranking is out of line ([`deliver_pending`]).
 #[inline(always)]
-fn deliver_events(
+pub(crate) fn deliver_events(
     slot: &mut VcpuSlot,
     bsp: bool,
     pic: &mut PicPair,
@@ -148,7 +148,7 @@ fn slice_ticks(p: &Partition, now: u64) -> u64 {
 }
 
 /// The shortest slice: a guest that programs its PIT for a 2-tick period still gets to run.
-const MIN_SLICE_TICKS: u64 = 2_000;
+pub(crate) const MIN_SLICE_TICKS: u64 = 2_000;
 
 /// Runs `p` for one time slice: its next runnable vCPU, round-robin (a halted vCPU whose
 /// deadline passed or which has an interrupt waiting is runnable again). Returns
@@ -209,7 +209,7 @@ fn settle(p: &mut Partition, flow: Flow) -> Flow {
 
 /// [`settle`] past its common case: every vCPU's state looked at.
 #[inline(never)]
-fn settle_all(p: &mut Partition, flow: Flow) -> Flow {
+pub(crate) fn settle_all(p: &mut Partition, flow: Flow) -> Flow {
     match overall(p.vcpus.iter().map(|s| s.run)) {
         Overall::Runnable => {
             p.state = State::Runnable;
@@ -238,6 +238,7 @@ fn settle_all(p: &mut Partition, flow: Flow) -> Flow {
 /// FPU state and XCR0 in the registers ([`super::fpu`]). `unsliced`: a pinned partition's only
 /// vCPU, which runs without a time slice ([`run_pinned`]).
 fn run_vcpu(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
+    super::ipi::apply_start(&mut p.vcpus[v]);
     p.vcpus[v].fpu.restore();
     let flow = run_vcpu_exits(p, v, unsliced);
     p.vcpus[v].fpu.save();
@@ -294,7 +295,7 @@ fn run_vcpu_exits(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
 /// VM entry of vCPU `v` failed (`e`): its state and last exits to the log, the partition ends.
 #[cold]
 #[inline(never)]
-fn entry_failed(p: &mut Partition, v: usize, e: EntryError) -> Flow {
+pub(crate) fn entry_failed(p: &mut Partition, v: usize, e: EntryError) -> Flow {
     let mut dump = String::new();
     let _ = p.vcpus[v].vcpu.dump(&mut dump);
     crate::print!("{dump}");

@@ -81,6 +81,14 @@ pub struct VcpuSlot {
     pub fpu: Fpu,
     /// Its local APIC (`vmm/vlapic.rs`).
     pub lapic: Vlapic,
+    /// A start-up IPI's vector taken while it waited for one ([`RunState::WaitForSipi`]),
+    /// not yet applied to its registers: the CPU that runs it puts it in the start-up state
+    /// ([`VcpuSlot::take_start`]) right before its next entry, so that only that CPU ever
+    /// touches its backend vCPU (a partition spread over CPUs, `machine::spread`).
+    pub start: Option<u8>,
+    /// Its host CPU was sent the wake-up IPI and has not yet looked at the partition since
+    /// (a partition spread over CPUs): no second IPI is needed until it has.
+    pub kicked: bool,
 }
 
 impl VcpuSlot {
@@ -94,7 +102,15 @@ impl VcpuSlot {
             vectors: VectorSet::default(),
             last_exits: ExitRing::default(),
             insn_cache: None,
+            start: None,
+            kicked: false,
         }
+    }
+
+    /// The start-up IPI's vector it took and has not yet applied, taken (once).
+    #[inline]
+    pub fn take_start(&mut self) -> Option<u8> {
+        self.start.take()
     }
 }
 
@@ -124,6 +140,18 @@ impl VcpuSlot {
             (a, b) => a.or(b),
         }
     }
+}
+
+/// vCPU `k` of a partition whose vCPU 0 has tag `t` has tag `t + k * TAG_STRIDE`: the
+/// machine hands out base tags from 1 up, unique among partitions, so the others' are unique
+/// too while base tags stay below the stride (VMX needs a VPID per vCPU that shares a host
+/// CPU: guest-linear translations are tagged by VPID, not by CR3, SDM Vol. 3C §29.1; SVM
+/// flushes an ASID that another vCPU used, `arch/svm/asid.rs`).
+pub const TAG_STRIDE: u16 = 0x1000;
+
+/// The tag of vCPU `k` of a partition whose base tag is `tag` ([`TAG_STRIDE`]).
+pub fn vcpu_tag(tag: u16, k: u32) -> u16 {
+    tag + k as u16 * TAG_STRIDE
 }
 
 /// What a partition is, given its vCPUs' run states.

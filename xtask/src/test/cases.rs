@@ -373,6 +373,37 @@ pub const CASES: &[Case] = &[
         test_disk: false,
         cpus: 1,
     },
+    // The same probe pinned to two host CPUs (`scenarios/vcpus2-pinned.toml`): each vCPU on
+    // a CPU of its own, at the same time (`vmm/machine/spread.rs`). Bochs needs 3 CPUs: CPU 0
+    // is the boot CPU's.
+    Case {
+        name: "svm-vcpus2-pinned",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "vcpus2-pinned",
+        expect: VCPUS2_PINNED,
+        status: Expect::Success,
+        timeout_s: 120,
+        input: &[],
+        test_disk: false,
+        cpus: 4,
+    },
+    Case {
+        name: "vmx-vcpus2-pinned",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: Some("tigerlake"),
+        append: "",
+        scenario: "vcpus2-pinned",
+        expect: VCPUS2_PINNED,
+        status: Expect::Success,
+        timeout_s: 300,
+        input: &[],
+        test_disk: false,
+        cpus: 3,
+    },
     // The chaos guest (`scenarios/chaos.toml`) with the log at `warn`: its tens of thousands
     // of refused MSRs and ports would each be an `info` line on a slow serial port.
     Case {

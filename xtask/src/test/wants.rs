@@ -49,6 +49,32 @@ pub const VCPUS2: &[Want] = &[
     POWER_OFF_OK,
 ];
 
+/// `scenarios/vcpus2-pinned.toml`: every check of [`VCPUS2`], each vCPU on a host CPU of its
+/// own, and the handshake only vCPUs running at the same time finish in time; the report says
+/// where each ran and that exits of one came while the other was in its guest.
+pub const VCPUS2_PINNED: &[Want] = &[
+    Line("[probe-smp] PASS vcpus2-ap-started"),
+    Line("[probe-smp] PASS vcpus2-ap-real-mode-cs"),
+    Line("[probe-smp] PASS vcpus2-ap-apic-timer"),
+    Line("[probe-smp] PASS vcpus2-fpu-isolated"),
+    Line("[probe-smp] PASS vcpus2-second-sipi-ignored"),
+    Line("[probe-smp] PASS vcpus2-ipi-to-ap"),
+    Line("[probe-smp] PASS vcpus2-ipi-to-bsp"),
+    Line("[probe-smp] PASS vcpus2-init-restarts"),
+    Line("[probe-smp] PASS vcpus2-ap-timer-after-init"),
+    Line("[probe-smp] PASS vcpus2-nmi-wakes-hlt"),
+    Line("[probe-smp] PASS vcpus2-nmi-to-bsp"),
+    Line("[probe-smp] PASS vcpus2-nmi-once"),
+    Line("[probe-smp] PASS vcpus2-parallel"),
+    LineWith(&["[probe-smp] probe: ", " checks, 0 failed"]),
+    Line("partition probe-smp: vCPU 0 runs on cpu 1, vCPU 1 runs on cpu 2"),
+    Line("partition probe-smp: vCPU 1 started by vCPU 0 at 0x8000"),
+    Line("hypervisor: partition probe-smp (id 0): shut down with status 0 [as expected]"),
+    Line("    pinned to cpus [1, 2]: vCPU 0 on cpu 1, vCPU 1 on cpu 2"),
+    Line("    its vCPUs ran at the same time: "),
+    POWER_OFF_OK,
+];
+
 /// `scenarios/attack.toml`: the hypervisor refuses each forbidden access (its log lines) and
 /// stops each attack partition (its `stopped:` warning and its final report), while the
 /// neighbouring probe passes every check. RIPs and addresses are left out: they move with the

@@ -13,6 +13,7 @@
 //! SVM INTR intercept, APM vol. 2 §15.21.4) or ends its HLT; the CPU answers, and the boot CPU
 //! waits for the answer.
 
+pub use super::pinned_report::{Snapshot, print_stats, report};
 use crate::arch::x86::instr::{rdtsc, wait_for_interrupt};
 use crate::arch::x86::{lapic, smp};
 use crate::vmm::dispatch::Flow;
@@ -60,7 +61,7 @@ pub fn count_exits(cpu: usize, n: u64) {
 }
 
 /// Exits handled so far on every CPU but `cpu`.
-fn others_exits(cpu: usize) -> u64 {
+pub(super) fn others_exits(cpu: usize) -> u64 {
     EXITS
         .iter()
         .enumerate()
@@ -75,26 +76,6 @@ pub struct Asked {
     req: Request,
     /// Requests answered before it.
     answers: u64,
-}
-
-/// What a pinned partition's CPU last published.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub state: State,
-    pub stats: ExitStats,
-    pub absent_ports: u64,
-    pub last_absent: u64,
-    pub absent_mmio: u64,
-    pub refused: u64,
-    pub tables: usize,
-    pub memory: u64,
-    /// Why it could not be built.
-    pub error: Option<String>,
-    /// It stopped with `on_stop = "poweroff"`.
-    pub power_off: bool,
-    /// Exits the other CPUs handled between its first entry and its end (0: none ran
-    /// alongside it).
-    pub alongside: u64,
 }
 
 /// The boot CPU's handle on a pinned partition.
@@ -169,7 +150,7 @@ impl Remote {
     }
 
     /// On its CPU: moves queued typed bytes into the partition's UART, as far as it has room.
-    fn take_input(&self, p: &mut Partition) {
+    pub(super) fn take_input(&self, p: &mut Partition) {
         if !self.has_input.load(Ordering::Acquire) {
             return;
         }
@@ -221,7 +202,44 @@ impl Remote {
         }
     }
 
-    fn publish(&self, p: &mut Partition, others0: Option<u64>, cpu: usize) {
+    /// On its CPU: carries out the boot CPU's request, if one came, and answers it (but
+    /// [`Request::Stop`], which the caller carries out). Returns the request.
+    pub(super) fn answer(
+        &self,
+        p: &mut Partition,
+        others0: Option<u64>,
+        cpu: usize,
+    ) -> Option<Request> {
+        let req = match self.request.swap(0, Ordering::AcqRel) {
+            1 => Request::Run,
+            2 => Request::Pause,
+            3 => Request::Look,
+            4 => return Some(Request::Stop),
+            _ => return None,
+        };
+        match &p.state {
+            State::Created | State::Paused if req == Request::Run => p.state = State::Runnable,
+            State::Runnable | State::Halted { .. } if req == Request::Pause => {
+                p.state = State::Paused
+            }
+            _ => {}
+        }
+        self.publish(p, others0, cpu);
+        self.answers.fetch_add(1, Ordering::AcqRel);
+        Some(req)
+    }
+
+    /// On the first CPU of a partition spread over CPUs (`machine::spread`): where each vCPU
+    /// runs and how many exits came while another of its vCPUs was in its guest.
+    pub(super) fn note_spread(&self, p: &Partition, overlap: u64) {
+        let mut s = self.shared.lock();
+        if s.homes.is_empty() {
+            s.homes = self.cpus[..p.vcpus.len().min(self.cpus.len())].to_vec();
+        }
+        s.overlap = overlap;
+    }
+
+    pub(super) fn publish(&self, p: &mut Partition, others0: Option<u64>, cpu: usize) {
         let mut s = self.shared.lock();
         s.state = p.state.clone();
         s.stats = p.stats;
@@ -276,6 +294,8 @@ pub fn launch(
             error: None,
             power_off: false,
             alongside: 0,
+            homes: Vec::new(),
+            overlap: 0,
         }),
         reaped: AtomicBool::new(false),
         history: spin::Mutex::new(VecDeque::new()),
@@ -354,7 +374,7 @@ impl super::Machine<'_> {
 }
 
 /// How a pinned partition's run ended.
-enum End {
+pub(super) enum End {
     /// The boot CPU asked it to stop (destroy).
     Asked,
     /// It stopped by itself (shutdown, power-off, killed).
@@ -367,9 +387,29 @@ fn host_loop(r: &Remote, config: PartitionConfig, platform: Platform, created: b
     let mut restarts = 0;
     let mut carried = None;
     let mut state = if created { State::Created } else { State::Runnable };
+    // Its vCPUs on CPUs of their own, or all time-sliced here (`machine::spread`).
+    let homes = super::spread::homes(config.vcpus, &r.cpus);
+    match &homes {
+        Some(h) => {
+            let each: Vec<String> =
+                h.iter().enumerate().map(|(v, c)| format!("vCPU {v} runs on cpu {c}")).collect();
+            log::info!("partition {}: {}", r.name, each.join(", "));
+        }
+        None if config.vcpus > 1 => log::info!(
+            "partition {}: its {} vCPUs share cpu {} (time-sliced): {} CPU(s) pinned",
+            r.name,
+            config.vcpus,
+            cpu,
+            r.cpus.len()
+        ),
+        None => {}
+    }
+    let cap = platform.tsc_hz_or_nominal();
     loop {
-        let built =
-            smp::with_backend(|b| Partition::build(r.id, r.tag, config.clone(), b, &platform));
+        let here = homes.is_none();
+        let built = smp::with_backend(|b| {
+            Partition::build_as(r.id, r.tag, config.clone(), b, &platform, here)
+        });
         let mut p = match built {
             Some(Ok(p)) => p,
             Some(Err(e)) => return fail(r, e),
@@ -379,11 +419,34 @@ fn host_loop(r: &Remote, config: PartitionConfig, platform: Platform, created: b
             p.stats = stats;
         }
         p.state = state.clone();
-        r.publish(&mut p, None, cpu);
-        r.phase.store(RUNNING, Ordering::Release);
-        let end = run_here(&mut p, r, cpu, &platform);
-        // Its second-level translations are cached on this CPU alone (the only one that ran
-        // it): flushed here before its memory goes back to the allocator. VMX: INVEPT
+        let (end, mut p) = match &homes {
+            None => {
+                r.publish(&mut p, None, cpu);
+                r.phase.store(RUNNING, Ordering::Release);
+                let end = run_here(&mut p, r, cpu, &platform);
+                (end, p)
+            }
+            Some(h) => match super::spread::start(p, h, cap) {
+                Ok(sh) => {
+                    r.phase.store(RUNNING, Ordering::Release);
+                    super::spread::run(sh, r)
+                }
+                Err(failed) if restarts == 0 => {
+                    let (p, why) = *failed;
+                    drop(p);
+                    return fail(r, why);
+                }
+                Err(failed) => {
+                    let (mut p, why) = *failed;
+                    p.kill(why);
+                    restarts = super::MAX_RESTARTS;
+                    (End::Stopped, p)
+                }
+            },
+        };
+        // Its second-level translations are cached on this CPU (the others that ran its vCPUs
+        // flushed theirs, `machine::spread`): flushed here before its memory goes back to the
+        // allocator. VMX: INVEPT
         // single-context for its EPTP (SDM vol. 3C §29.4.3.1); SVM: its ASID's owner slot is
         // cleared when the vCPU is dropped, so whichever vCPU takes that ASID next on this
         // CPU runs with TLB_CONTROL flushing it (APM vol. 2 §15.16, `arch/svm/asid.rs`).
@@ -436,22 +499,8 @@ fn run_here(p: &mut Partition, r: &Remote, cpu: usize, platform: &Platform) -> E
     let mut others0 = None;
     let mut unexpected = lapic::unexpected(cpu).0;
     loop {
-        let req = r.request.swap(0, Ordering::AcqRel);
-        if req != 0 {
-            if req == Request::Stop as u8 {
-                return End::Asked;
-            }
-            match &p.state {
-                State::Created | State::Paused if req == Request::Run as u8 => {
-                    p.state = State::Runnable
-                }
-                State::Runnable | State::Halted { .. } if req == Request::Pause as u8 => {
-                    p.state = State::Paused
-                }
-                _ => {}
-            }
-            r.publish(p, others0, cpu);
-            r.answers.fetch_add(1, Ordering::AcqRel);
+        if r.answer(p, others0, cpu) == Some(Request::Stop) {
+            return End::Asked;
         }
         r.take_input(p);
         match p.state {
@@ -477,7 +526,8 @@ fn run_here(p: &mut Partition, r: &Remote, cpu: usize, platform: &Platform) -> E
                     p.show_partial_line();
                 }
                 if let Flow::Admin(call) = flow {
-                    refuse(p, call);
+                    let v = p.current;
+                    refuse(p, v, call);
                 }
                 r.publish(p, others0, cpu);
                 if p.stopped() {
@@ -503,7 +553,7 @@ fn run_here(p: &mut Partition, r: &Remote, cpu: usize, platform: &Platform) -> E
 }
 
 /// Halts this CPU for up to `ticks` (its APIC timer), or until an IPI.
-fn sleep(ticks: u64) {
+pub(super) fn sleep(ticks: u64) {
     if lapic::timer_usable() {
         lapic::arm(ticks);
         wait_for_interrupt();
@@ -518,66 +568,10 @@ fn sleep(ticks: u64) {
 
 /// A pinned partition is not the management partition, and channels join the management
 /// partition with partitions of its own CPU: the calls the machine carries out find nothing.
-fn refuse(p: &mut Partition, call: hvabi::hypercall::Call) {
+pub(super) fn refuse(p: &mut Partition, v: usize, call: hvabi::hypercall::Call) {
     log::debug!("partition {}: {call:?} on a pinned CPU: not found", p.name);
-    let v = p.current;
     p.vcpus[v].vcpu.gprs().0[crate::vmm::vcpu::reg::RAX] = Status::NotFound as u64;
     crate::vmm::step::skip(p, v);
-}
-
-/// The report lines of a pinned partition (as `run::report` prints the others'); true when it
-/// ended as its manifest expected.
-pub fn report(r: &Remote, powered_off: bool) -> bool {
-    let s = r.snapshot();
-    let (ended, ok) = match &s.state {
-        State::Shutdown(st) => {
-            (format!("shut down with status {st}"), *st == 0 && r.expect == Expect::Exit)
-        }
-        State::Off(how) => (format!("powered off ({how})"), r.expect == Expect::Halt),
-        State::Killed(why) => {
-            (format!("stopped by the hypervisor: {why}"), r.expect == Expect::Fault)
-        }
-        other if powered_off => (format!("still {} at power-off", run::state_name(other)), true),
-        other => (format!("still {}", run::state_name(other)), false),
-    };
-    // The line every partition's end gets (scripts read it), then where it ran.
-    crate::println!(
-        "hypervisor: partition {} (id {}): {ended} [{}]",
-        r.name,
-        r.id,
-        if ok { "as expected" } else { "UNEXPECTED" }
-    );
-    print_stats(&s);
-    if s.alongside > 0 {
-        crate::println!(
-            "    pinned to cpu {}: ran alongside the other CPUs: they handled {} exits while it ran",
-            r.cpus[0],
-            s.alongside
-        );
-    } else {
-        crate::println!(
-            "    pinned to cpu {}: ran alone: no other CPU handled an exit while it ran",
-            r.cpus[0]
-        );
-    }
-    ok
-}
-
-/// A pinned partition's statistics, as `run::print_stats` prints a partition's.
-pub fn print_stats(s: &Snapshot) {
-    let mut line = format!("    exits: {} total", s.stats.total());
-    for (name, count) in s.stats.nonzero() {
-        line.push_str(&format!(", {name} {count}"));
-    }
-    crate::println!("{line}");
-    crate::println!(
-        "    absent ports {} (last {:#x}) absent MMIO {} refused accesses {} table pages {}",
-        s.absent_ports,
-        s.last_absent,
-        s.absent_mmio,
-        s.refused,
-        s.tables
-    );
 }
 
 #[cfg(test)]
