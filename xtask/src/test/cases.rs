@@ -711,6 +711,22 @@ pub const CASES: &[Case] = &[
         test_disk: false,
         cpus: 1,
     },
+    // The same, pinned to two host CPUs (`scenarios/linux-smp-pinned.toml`): each vCPU on its
+    // own, at the same time.
+    Case {
+        name: "svm-linux-smp-pinned",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "linux-smp-pinned",
+        expect: LINUX_SMP_PINNED,
+        status: Expect::Success,
+        timeout_s: 240,
+        input: &[],
+        test_disk: false,
+        cpus: 4,
+    },
     Case {
         name: "vmx-linux-smp",
         emulator: Choice::Bochs,

@@ -313,6 +313,21 @@ pub const LINUX_SMP: &[Want] = &[
     Line("hypervisor: partition linux-smp (id 0): powered off (ACPI soft-off, S5) [as expected]"),
     POWER_OFF_OK,
 ];
+/// `scenarios/linux-smp-pinned.toml`: [`LINUX_SMP`]'s checks with each vCPU on a host CPU of
+/// its own, running at the same time.
+pub const LINUX_SMP_PINNED: &[Want] = &[
+    Line("partition linux-smp: vCPU 0 runs on cpu 1, vCPU 1 runs on cpu 2"),
+    Line("partition linux-smp: vCPU 1 started by vCPU 0 at "),
+    LineWith(&["[linux-smp] ", "smpboot: Total of 2 processors activated"]),
+    Line("[linux-smp] PASS lapic-timer"),
+    Line("[linux-smp] PASS cpus"),
+    Line("[linux-smp] PASS task-per-cpu"),
+    Line("[linux-smp] ALL-CHECKS-DONE passed=8 failed=0"),
+    Line("hypervisor: partition linux-smp (id 0): powered off (ACPI soft-off, S5) [as expected]"),
+    Line("    pinned to cpus [1, 2]: vCPU 0 on cpu 1, vCPU 1 on cpu 2"),
+    Line("    its vCPUs ran at the same time: "),
+    POWER_OFF_OK,
+];
 pub const LINUX_INPUT: &[(&[&str], &str)] = &[
     (&["[linux] ALL-CHECKS-DONE"], "\x01\x01\x01"),
     (&["hypervisor: console: input to "], "poweroff -f\r"),

@@ -283,11 +283,7 @@ fn vcpu_loop(sh: &Spread, k: usize, head: Option<&Remote>) -> End {
 /// `run::run_pinned`). The lock is left for each run of the guest.
 fn batch<'a>(sh: &'a Spread, mut p: spin::MutexGuard<'a, Partition>, k: usize, cpu: usize) -> Flow {
     p.vcpus[k].fpu.restore();
-    let now = rdtsc();
-    let ticks = p
-        .next_deadline_for(k)
-        .map_or(0, |t| t.saturating_sub(now).clamp(run::MIN_SLICE_TICKS, u64::from(u32::MAX)));
-    p.vcpus[k].vcpu.set_timeslice(ticks);
+    let mut armed = None;
     let mut flow = Flow::Yield;
     let mut exits = 0;
     for _ in 0..run::EXITS_PER_SLICE {
@@ -299,6 +295,17 @@ fn batch<'a>(sh: &'a Spread, mut p: spin::MutexGuard<'a, Partition>, k: usize, c
         let slot = &mut vcpus[k];
         ipi::apply_start(slot);
         run::deliver_events(slot, k == 0, pic, pc.as_ref(), ram);
+        // Its next timer or device interrupt ends the run on time, one its last exit armed
+        // too (a local APIC timer write, a PIT reload): no time slice ends the run otherwise.
+        let due = p.next_deadline_for(k);
+        if due != armed {
+            let ticks = due.map_or(0, |t| {
+                t.saturating_sub(rdtsc()).clamp(run::MIN_SLICE_TICKS, u64::from(u32::MAX))
+            });
+            p.vcpus[k].vcpu.set_timeslice(ticks);
+            armed = due;
+        }
+        let slot = &mut p.vcpus[k];
         let vcpu: *mut dyn Vcpu = &mut *slot.vcpu;
         drop(p);
         sh.in_guest.fetch_add(1, Ordering::SeqCst);
