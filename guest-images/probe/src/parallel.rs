@@ -19,9 +19,9 @@ pub const VECTOR: u8 = 0x43;
 /// Two reads closer than this many TSC ticks: no time slice of vCPU 1 fits between them.
 const GAP: u64 = 1_000;
 /// Sightings needed.
-const SIGHTINGS: u32 = 100;
+const SIGHTINGS: u32 = 10;
 /// TSC ticks to look for them.
-const LIMIT: u64 = 1_000_000_000;
+const LIMIT: u64 = 4_000_000_000;
 /// Offsets in the trampoline page: vCPU 1's count, and the word that stops it.
 const COUNT: u64 = 0x820;
 const STOP: u64 = 0x824;

@@ -62,6 +62,14 @@ const NMI_VECTOR: u8 = 2;
 
 /// How long to wait for the other vCPU, in TSC ticks (it runs when this one's slice ends).
 const WAIT_TICKS: u64 = 400_000_000;
+/// With `parallel` (host CPUs of their own), ten times as long: the other vCPU's CPU may sleep
+/// in HLT, and an emulator on a busy host wakes its thread late (QEMU's TSC follows the host's
+/// clock; Bochs' counts instructions and needs no more).
+static WAIT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(WAIT_TICKS);
+
+fn wait_ticks() -> u64 {
+    WAIT.load(Ordering::Relaxed)
+}
 
 static REPLIES: AtomicU32 = AtomicU32::new(0);
 static NMI_REPLIES: AtomicU32 = AtomicU32::new(0);
@@ -267,7 +275,7 @@ fn on_reply(_: &mut InterruptFrame) {
 fn wait_for(done: impl Fn() -> bool) -> bool {
     let start = instr::rdtsc();
     while !done() {
-        if instr::rdtsc().wrapping_sub(start) > WAIT_TICKS {
+        if instr::rdtsc().wrapping_sub(start) > wait_ticks() {
             return false;
         }
         instr::sti();
@@ -275,6 +283,51 @@ fn wait_for(done: impl Fn() -> bool) -> bool {
         instr::cli();
     }
     true
+}
+
+/// Round trips of [`spin_round_trips`].
+const SPIN_ROUNDS: u32 = 16;
+/// Most turns of its spin loop a round trip may take on average. With both vCPUs on one CPU
+/// and the directed yield, the sender's slice ends at its ICR write and the answer is waiting
+/// when it runs again: a turn or two. Without it the sender spins out the rest of its slice
+/// (2,000,000 TSC ticks, `vmm/run.rs`): tens of thousands of turns. The count, not the time,
+/// is checked: under QEMU without -icount the TSC follows the host's clock.
+const SPIN_TURNS_PER_ROUND: u64 = 2_000;
+
+/// Fixed IPIs to vCPU 1 (halted), each answered by one back, waited for by spinning with
+/// interrupts on (as Linux's `csd_lock_wait` does): the answer must come without the spin loop
+/// running out a time slice (`vmm/ipi.rs`, `ipi::yields_to`). `parallel`: the vCPUs have host
+/// CPUs of their own (`crate::parallel`), there is no slice to hand over, and the spin loop
+/// turns while vCPU 1's CPU wakes from HLT (an emulator's host thread wakes in milliseconds
+/// on a busy host): every answer must come, the turns are not counted.
+fn spin_round_trips(c: &mut Checks, parallel: bool) {
+    let base = REPLIES.load(Ordering::SeqCst);
+    let (mut turns, start) = (0u64, instr::rdtsc());
+    for k in 1..=SPIN_ROUNDS {
+        icr((AP_APIC_ID << 32) | u64::from(AP_IPI_VECTOR));
+        instr::sti();
+        while REPLIES.load(Ordering::SeqCst) < base + k {
+            turns += 1;
+            if instr::rdtsc().wrapping_sub(start) > wait_ticks() {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        instr::cli();
+    }
+    let ticks = instr::rdtsc().wrapping_sub(start);
+    let got = REPLIES.load(Ordering::SeqCst) - base;
+    guest_rt::println!(
+        "vcpus2: {SPIN_ROUNDS} spin-wait IPI round trips: {ticks} TSC ticks, {turns} spin turns"
+    );
+    c.check(
+        "vcpus2-ipi-spin-roundtrip",
+        ensure!(
+            got == SPIN_ROUNDS
+                && (parallel || turns <= SPIN_TURNS_PER_ROUND * u64::from(SPIN_ROUNDS)),
+            "{got} of {SPIN_ROUNDS} answers, {turns} turns of the spin loop, {ticks} TSC ticks"
+        ),
+    );
 }
 
 /// INIT (assert, de-assert), then two start-up IPIs, to APIC ID 1.
@@ -302,6 +355,9 @@ fn x2apic_on() -> Result<(), Why> {
 
 /// The checks; `parallel`: also the handshake that needs both vCPUs running at once.
 pub fn run(c: &mut Checks, parallel: bool) {
+    if parallel {
+        WAIT.store(10 * WAIT_TICKS, Ordering::Relaxed);
+    }
     if !c.check("vcpus2-x2apic", x2apic_on()) {
         return;
     }
@@ -361,6 +417,8 @@ pub fn run(c: &mut Checks, parallel: bool) {
     c.check("vcpus2-ipi-to-ap", ensure!(got, "vCPU 1 never took the fixed IPI on 0x41"));
     let back = wait_for(|| REPLIES.load(Ordering::SeqCst) >= 1);
     c.check("vcpus2-ipi-to-bsp", ensure!(back, "the fixed IPI on 0x42 from vCPU 1 never came"));
+
+    spin_round_trips(c, parallel);
 
     // INIT and SIPI again: the application processor starts over at the trampoline.
     init_sipi_sipi();

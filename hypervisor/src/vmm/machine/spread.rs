@@ -283,7 +283,7 @@ fn vcpu_loop(sh: &Spread, k: usize, head: Option<&Remote>) -> End {
 /// `run::run_pinned`). The lock is left for each run of the guest.
 fn batch<'a>(sh: &'a Spread, mut p: spin::MutexGuard<'a, Partition>, k: usize, cpu: usize) -> Flow {
     p.vcpus[k].fpu.restore();
-    let mut armed = None;
+    let (mut armed, mut retry) = (None, None);
     let mut flow = Flow::Yield;
     let mut exits = 0;
     for _ in 0..run::EXITS_PER_SLICE {
@@ -297,7 +297,17 @@ fn batch<'a>(sh: &'a Spread, mut p: spin::MutexGuard<'a, Partition>, k: usize, c
         run::deliver_events(slot, k == 0, pic, pc.as_ref(), ram);
         // Its next timer or device interrupt ends the run on time, one its last exit armed
         // too (a local APIC timer write, a PIT reload): no time slice ends the run otherwise.
-        let due = p.next_deadline_for(k);
+        let mut due = p.next_deadline_for(k);
+        if p.interrupt_pending_for(k) {
+            // One waits behind RFLAGS.IF, a shadow or an event being delivered: the window
+            // exit brings it in, and a slice's end looks again, as the time-sliced loop's
+            // slices do (QEMU's TCG can miss the window of `sti; pause; cli`, its PAUSE ending
+            // the translation block inside the STI shadow).
+            let again = *retry.get_or_insert_with(|| rdtsc() + run::TIMESLICE_TICKS);
+            due = Some(due.map_or(again, |d| d.min(again)));
+        } else {
+            retry = None;
+        }
         if due != armed {
             let ticks = due.map_or(0, |t| {
                 t.saturating_sub(rdtsc()).clamp(run::MIN_SLICE_TICKS, u64::from(u32::MAX))
