@@ -202,28 +202,14 @@ impl Partition {
                     // The registers take the INIT state when the SIPI comes (`Start`): until
                     // then nothing runs or reads them, and the sender itself may be the target,
                     // its instruction not yet completed.
-                    let slot = &mut self.vcpus[v];
-                    slot.run = RunState::WaitForSipi;
-                    slot.start = None;
-                    slot.timer = None;
-                    slot.vectors = Default::default();
-                    slot.insn_cache = None;
-                    // INIT resets the APIC but for its ID and its mode (SDM Vol. 3A §11.4.7.3,
-                    // §11.12.5.1).
-                    let x2apic = slot.lapic.apic.x2apic();
-                    slot.lapic.apic.reset();
-                    slot.lapic.take_nmi();
-                    slot.lapic.apic.set_x2apic(x2apic);
+                    self.vcpus[v].init();
                     log::debug!("partition {}: vCPU {v}: INIT from vCPU {from}", self.name);
                 }
                 Effect::Start(vector) => {
                     // Its registers take the start-up state right before its next entry, on
                     // the CPU that runs it ([`apply_start`]): it may run on another host CPU
                     // than the sender, and a backend vCPU is touched only by its own.
-                    let slot = &mut self.vcpus[v];
-                    slot.start = Some(vector);
-                    slot.insn_cache = None;
-                    slot.run = RunState::Runnable;
+                    self.vcpus[v].start_up(vector);
                     log::info!(
                         "partition {}: vCPU {v} started by vCPU {from} at {:#x}",
                         self.name,

@@ -107,6 +107,32 @@ impl VcpuSlot {
         }
     }
 
+    /// INIT (SDM Vol. 3A §9.4.2, §10.1.1): it waits for a SIPI, its timers, vectors and a
+    /// start-up not yet applied dropped, its local APIC reset but for its ID and its mode
+    /// (§11.4.7.3, §11.12.5.1). Its registers take the INIT state with the SIPI's
+    /// ([`VcpuSlot::start_up`]): until then nothing runs or reads them, and the sender itself
+    /// may be the target, its instruction not yet completed.
+    pub fn init(&mut self) {
+        self.run = RunState::WaitForSipi;
+        self.start = None;
+        self.timer = None;
+        self.vectors = Default::default();
+        self.insn_cache = None;
+        let x2apic = self.lapic.apic.x2apic();
+        self.lapic.apic.reset();
+        self.lapic.take_nmi();
+        self.lapic.apic.set_x2apic(x2apic);
+    }
+
+    /// A start-up IPI with `vector` reached it while it waited for one: it runs, from the
+    /// start-up state that the CPU running it applies right before its next entry
+    /// ([`VcpuSlot::take_start`], `ipi::apply_start`).
+    pub fn start_up(&mut self, vector: u8) {
+        self.start = Some(vector);
+        self.insn_cache = None;
+        self.run = RunState::Runnable;
+    }
+
     /// The start-up IPI's vector it took and has not yet applied, taken (once).
     #[inline]
     pub fn take_start(&mut self) -> Option<u8> {
@@ -316,6 +342,37 @@ mod tests {
         let total: u64 = ran.iter().sum();
         assert!(ran[2] * 10 >= total * 3, "vCPU 2 ran {} of {total} ticks", ran[2]);
         assert!(ran[0] > 0 && ran[1] > 0);
+    }
+
+    fn slot() -> VcpuSlot {
+        let clock = alloc::rc::Rc::new(crate::devices::clock::ManualClock::new(1_000_000));
+        let fpu = Fpu::new(crate::vmm::fpu::Method::Fxsave).expect("heap");
+        let lapic = Vlapic::new(clock, 1, false);
+        VcpuSlot::new(Box::new(crate::vmm::vcpu_gone::Gone::default()), WaitForSipi, fpu, lapic)
+    }
+
+    #[test]
+    fn a_start_up_waits_for_the_cpu_that_runs_the_vcpu_and_is_taken_once() {
+        let mut s = slot();
+        s.start_up(0x08);
+        assert_eq!(s.run, Runnable, "it runs at once");
+        assert_eq!(s.start, Some(0x08), "recorded, its registers untouched by the sender");
+        assert_eq!(s.take_start(), Some(0x08));
+        assert_eq!(s.take_start(), None, "applied once");
+    }
+
+    #[test]
+    fn init_drops_a_start_up_not_yet_applied() {
+        let mut s = slot();
+        s.start_up(0x08);
+        s.timer = Some((5, 0x40));
+        s.vectors.set(0x41);
+        s.init();
+        assert_eq!(s.run, WaitForSipi);
+        assert_eq!(s.take_start(), None, "the INIT-SIPI-INIT sequence leaves it waiting");
+        assert!(s.timer.is_none() && s.vectors.is_empty());
+        s.start_up(0x9a);
+        assert_eq!(s.take_start(), Some(0x9a), "the next SIPI starts it where it says");
     }
 
     #[test]
