@@ -411,11 +411,17 @@ pub const LINUX_PINNED: &[Want] = &[
 ];
 
 /// `scenarios/linux-mgmt.toml`: Debian's stock kernel as the management partition, with every
-/// device: its /init finds the firmware's ACPI tables, reads the test disk through ata_piix and
-/// sees the disk's IRQ 14 through the I/O APIC; the probe beside it passes; `poweroff -f` (the
-/// machine's PM1a control register, trapped) ends the partition, which powers the machine off.
+/// device and two vCPUs: it starts its second CPU (INIT-SIPI-SIPI into its own low RAM) from the
+/// generated MADT, its /init finds both in /proc/cpuinfo with a task running on each, finds the
+/// firmware's ACPI tables, reads the test disk through ata_piix and sees the disk's IRQ 14
+/// through the I/O APIC; the probe beside it passes; `poweroff -f` (the machine's PM1a control
+/// register, trapped) ends the partition, which powers the machine off.
 pub const LINUX_MGMT: &[Want] = &[
     Line("[linux] INIT-MARKER uptime="),
+    Line("partition linux: vCPU 1 started by vCPU 0 at "),
+    LineWith(&["[linux] ", "smp: Brought up 1 node, 2 CPUs"]),
+    Line("[linux] PASS cpus"),
+    Line("[linux] PASS task-per-cpu"),
     LineWith(&["[linux] ", "ACPI: Using IOAPIC for interrupt routing"]),
     Line("[linux] PASS uname-r"),
     Line("[linux] PASS timer-ticks"),
@@ -426,7 +432,7 @@ pub const LINUX_MGMT: &[Want] = &[
     Line("[linux] PASS disk-sector0"),
     LineWith(&["[linux] disk-irq: 14: ", " IO-APIC 14-edge ata_piix"]),
     Line("[linux] PASS disk-irq"),
-    Line("[linux] ALL-CHECKS-DONE passed=9 failed=0"),
+    Line("[linux] ALL-CHECKS-DONE passed=11 failed=0"),
     PROBE_PASSES,
     PROBE_SUMMARY,
     Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
