@@ -455,3 +455,37 @@ pub const BAREPC: &[Want] = &[
     Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
     POWER_OFF_OK,
 ];
+
+/// `scenarios/mgmt-vcpus.toml`: the shell creates a two-vCPU probe (`IMAGE*2`) and starts it;
+/// then a count of 0 and one of 9, each refused; then `list` (the shell still answers).
+pub const MGMT_VCPUS_INPUT: &[(&[&str], &str)] = &[
+    (&["^[mgmt] mgmt: shell ready"], "\x03create s2 probe*2 vcpus=2\r"),
+    (&["[mgmt] created s2 (id "], "start s2\r"),
+    (&["[mgmt] started s2", "^[s2] probe: * checks, 0 failed"], "create b0 probe*0\r"),
+    (&["[mgmt] error: create: InvalidArgument"], "create b9 probe*9\r"),
+    (&["[mgmt] error: create: InvalidArgument"], "list\r"),
+    (&["[mgmt] * partitions"], "shutdown\r"),
+];
+
+/// What that session must print: the management partition's MADT with its two local APICs,
+/// its disk on IRQ 14 as in [`MGMT`], the created probe's two-vCPU checks (vCPU 1 started by
+/// INIT-SIPI-SIPI, IPIs both ways), the bad counts refused with the hypervisor's reason, the
+/// shell's `list` after them, a clean power-off.
+pub const MGMT_VCPUS: &[Want] = &[
+    LineWith(&["[mgmt] mgmt: PASS acpi APIC at ", ", 2 processor(s) enabled"]),
+    Line("mgmt: disk: sector 0 starts \"MICROHV TEST DISK\", signature 0xaa55"),
+    Line("hypervisor: partition s2 (id 1) created by mgmt from image `probe`, 16 MiB, 2 vCPUs"),
+    Line("partition s2: vCPU 1 started by vCPU 0 at 0x8000"),
+    Line("[s2] PASS vcpus2-ap-started"),
+    Line("[s2] PASS vcpus2-ap-apic-timer"),
+    Line("[s2] PASS vcpus2-ipi-to-ap"),
+    Line("[s2] PASS vcpus2-ipi-to-bsp"),
+    Line("[s2] PASS vcpus2-init-restarts"),
+    LineWith(&["[s2] probe: ", " checks, 0 failed"]),
+    Line("hypervisor: partition s2 (id 1): shut down with status 0 [as expected]"),
+    Line("hypervisor: creating partition b0: 0 vCPUs asked for; a partition has 1 to 8"),
+    Line("hypervisor: creating partition b9: 9 vCPUs asked for; a partition has 1 to 8"),
+    AtLeast(2, "[mgmt] error: create: InvalidArgument (a bad or taken name"),
+    Line("[mgmt] 2 partitions"),
+    POWER_OFF_OK,
+];

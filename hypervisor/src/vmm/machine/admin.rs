@@ -82,6 +82,11 @@ fn text(bytes: &[u8], len: u64) -> Result<&str, Status> {
     core::str::from_utf8(&bytes[..len]).map_err(|_| Status::InvalidArgument)
 }
 
+/// `, N vCPUs` for a partition of several, for the creation message (nothing for one).
+fn vcpus_note(vcpus: u32) -> String {
+    if vcpus > 1 { format!(", {vcpus} vCPUs") } else { String::new() }
+}
+
 /// A partition name: 1..=31 bytes of `[a-z0-9_-]`.
 pub fn valid_name(name: &str) -> bool {
     (1..=31).contains(&name.len())
@@ -304,9 +309,10 @@ impl Machine<'_> {
             return match self.pin(id, tag, config, &request, true) {
                 Ok(_) => {
                     crate::println!(
-                        "hypervisor: partition {name} (id {id}) created by {} from image `{image_name}`, {} MiB, {vcpus} vCPU(s), on cpu(s) {cpus:?}",
+                        "hypervisor: partition {name} (id {id}) created by {} from image `{image_name}`, {} MiB{}, on cpu(s) {cpus:?}",
                         self.parts[i].name,
-                        req.memory_mib
+                        req.memory_mib,
+                        vcpus_note(vcpus)
                     );
                     self.next_id += 1;
                     Ok(Some(id))
@@ -321,9 +327,10 @@ impl Machine<'_> {
             Ok(mut p) => {
                 p.state = State::Created;
                 crate::println!(
-                    "hypervisor: partition {name} (id {id}) created by {} from image `{image_name}`, {} MiB, {vcpus} vCPU(s)",
+                    "hypervisor: partition {name} (id {id}) created by {} from image `{image_name}`, {} MiB{}",
                     self.parts[i].name,
-                    req.memory_mib
+                    req.memory_mib,
+                    vcpus_note(vcpus)
                 );
                 self.next_id += 1;
                 self.parts.push(p);
