@@ -78,10 +78,13 @@ pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
 }
 
 /// After an exit that may have sent an IPI (an ICR write through WRMSR or the APIC page): a
-/// vCPU that sent itself INIT waits for a SIPI, so its slice ends.
+/// vCPU that sent itself INIT waits for a SIPI, so its slice ends; one whose IPI gave another
+/// vCPU of its CPU work ends its slice for it, the write completed (a directed yield:
+/// [`Partition::yield_to`], `vmm/run.rs`).
 #[inline]
 fn parked_yields(p: &Partition, vc: usize, flow: Flow) -> Flow {
-    if flow == Flow::Continue && p.vcpus[vc].run != RunState::Runnable { Flow::Yield } else { flow }
+    let ended = p.vcpus[vc].run != RunState::Runnable || p.yield_to.is_some();
+    if flow == Flow::Continue && ended { Flow::Yield } else { flow }
 }
 
 /// HLT (SDM Vol. 2A HLT): vCPU `vc` waits for an interrupt, or for good with interrupts off.

@@ -65,6 +65,9 @@ pub struct Partition {
     ///
     /// [`Flow::Admin`]: super::step::Flow::Admin
     pub current: usize,
+    /// The vCPU an IPI just made runnable, set by [`Partition::send_ipi`] for the run loop
+    /// (`vmm/run.rs`), which runs it next in the sender's slice (a directed yield).
+    pub yield_to: Option<usize>,
     /// The partition's state; `Runnable` and `Halted` sum up its vCPUs' [`RunState`]s.
     pub state: State,
     pub stats: ExitStats,
@@ -280,6 +283,7 @@ impl Partition {
                 .chain(slots)
                 .collect(),
             current: 0,
+            yield_to: None,
             state: State::Runnable,
             stats: ExitStats::default(),
             io,
