@@ -10,6 +10,7 @@ use super::memory::GuestRam;
 use super::msr::SoftMsrs;
 use super::platform::Platform;
 use super::vcpu::{Backend, SecondLevel, VcpuConfig};
+use super::vcpu_slot::earliest;
 pub use super::vcpu_slot::{ExitRing, RunState, TAG_STRIDE, VcpuSlot, vcpu_tag};
 use crate::arch::x86::paging::HostPages;
 use crate::devices::pic8259::PicPair;
@@ -594,14 +595,5 @@ impl Drop for Partition {
         for r in &self.owned {
             HostPages::free(HostPhys(r.start), (r.end - r.start) / PAGE_SIZE);
         }
-    }
-}
-
-/// The earlier of two optional deadlines.
-#[inline]
-fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }

@@ -160,11 +160,16 @@ impl VcpuSlot {
     /// deadline, its local APIC timer.
     #[inline]
     pub fn deadline(&self) -> Option<u64> {
-        let timer = self.timer.map(|(deadline, _)| deadline);
-        match (timer, self.lapic.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.timer.map(|(deadline, _)| deadline), self.lapic.next_deadline())
+    }
+}
+
+/// The earlier of two optional deadlines.
+#[inline]
+pub fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
