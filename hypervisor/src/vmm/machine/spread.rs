@@ -283,7 +283,9 @@ fn vcpu_loop(sh: &Spread, k: usize, head: Option<&Remote>) -> End {
 /// `run::run_pinned`). The lock is left for each run of the guest.
 fn batch<'a>(sh: &'a Spread, mut p: spin::MutexGuard<'a, Partition>, k: usize, cpu: usize) -> Flow {
     p.vcpus[k].fpu.restore();
-    let (mut armed, mut retry) = (None, None);
+    // The deadline the backend's run limit is set for (`None`: not set in this batch yet, so
+    // the last batch's limit is replaced at the first entry).
+    let (mut armed, mut retry): (Option<Option<u64>>, _) = (None, None);
     let mut flow = Flow::Yield;
     let mut exits = 0;
     for _ in 0..run::EXITS_PER_SLICE {
@@ -308,12 +310,12 @@ fn batch<'a>(sh: &'a Spread, mut p: spin::MutexGuard<'a, Partition>, k: usize, c
         } else {
             retry = None;
         }
-        if due != armed {
+        if armed != Some(due) {
             let ticks = due.map_or(0, |t| {
                 t.saturating_sub(rdtsc()).clamp(run::MIN_SLICE_TICKS, u64::from(u32::MAX))
             });
             p.vcpus[k].vcpu.set_timeslice(ticks);
-            armed = due;
+            armed = Some(due);
         }
         let slot = &mut p.vcpus[k];
         let vcpu: *mut dyn Vcpu = &mut *slot.vcpu;
