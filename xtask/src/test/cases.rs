@@ -741,6 +741,20 @@ pub const CASES: &[Case] = &[
         test_disk: false,
         cpus: 1,
     },
+    Case {
+        name: "vmx-linux-smp-pinned",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: None,
+        append: "",
+        scenario: "linux-smp-pinned",
+        expect: LINUX_SMP_PINNED,
+        status: Expect::Success,
+        timeout_s: 480,
+        input: &[],
+        test_disk: false,
+        cpus: 3,
+    },
     // Debian's stock Linux as the management partition with every device
     // (`scenarios/linux-mgmt.toml`): ACPI, the I/O APIC, the real ATA disk and its IRQ.
     Case {
