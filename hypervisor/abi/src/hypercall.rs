@@ -122,7 +122,7 @@ pub struct CreateRequest {
 }
 
 /// Names of the exit kinds counted in [`StatsRecord::exits`], by index.
-pub const EXIT_KIND_NAMES: [&str; 19] = [
+pub const EXIT_KIND_NAMES: [&str; 20] = [
     "cpuid",
     "rdmsr",
     "wrmsr",
@@ -142,6 +142,7 @@ pub const EXIT_KIND_NAMES: [&str; 19] = [
     "unsupported",
     "unknown",
     "rdpmc",
+    "pause",
 ];
 
 /// The result of [`Call::PartitionStats`].
@@ -150,7 +151,7 @@ pub const EXIT_KIND_NAMES: [&str; 19] = [
 pub struct StatsRecord {
     pub exits_total: u64,
     /// Exit counts by kind, named by [`EXIT_KIND_NAMES`].
-    pub exits: [u64; 19],
+    pub exits: [u64; 20],
     pub absent_ports: u64,
     pub absent_mmio: u64,
     /// Refused MSR accesses, VMX/SVM instructions and the like.

@@ -218,6 +218,18 @@ impl Partition {
             let fpu = Fpu::new(fpu_method).ok_or_else(|| cleanup(NO_HEAP.into()))?;
             slots.push(VcpuSlot::new(ap, RunState::WaitForSipi, fpu, lapic(k)));
         }
+        if vcpus > 1 {
+            // They share a CPU: one spinning on PAUSE for another hands it the CPU
+            // (`dispatch::pause`; docs/cpus.md).
+            let on = slots
+                .iter_mut()
+                .fold(vcpu.set_pause_exiting(true), |on, s| s.vcpu.set_pause_exiting(true) && on);
+            log::info!(
+                "partition {}: {vcpus} vCPUs, PAUSE exits {}",
+                config.name,
+                if on { "on" } else { "not offered by the CPU" }
+            );
+        }
         let mut io = Bus::default();
         io.attach(0x3f8..0x400, Box::new(Uart16550::new()));
         let all_devices = config.devices.iter().any(|d| d == "all");

@@ -39,6 +39,7 @@ pub const VCPUS2: &[Want] = &[
     Line("[probe-smp] PASS vcpus2-ipi-to-ap"),
     Line("[probe-smp] PASS vcpus2-ipi-to-bsp"),
     Line("[probe-smp] PASS vcpus2-ipi-spin-roundtrip"),
+    Line("[probe-smp] PASS vcpus2-pause-yields"),
     Line("[probe-smp] PASS vcpus2-init-restarts"),
     Line("[probe-smp] PASS vcpus2-ap-timer-after-init"),
     Line("[probe-smp] PASS vcpus2-nmi-wakes-hlt"),
