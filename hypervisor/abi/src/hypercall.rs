@@ -275,4 +275,13 @@ mod tests {
         }
         assert_eq!(Status::from_u64(99), None);
     }
+
+    #[test]
+    fn stats_record_has_a_count_per_named_exit_kind() {
+        let r = StatsRecord::default();
+        assert_eq!(r.exits.len(), EXIT_KIND_NAMES.len());
+        assert_eq!(EXIT_KIND_NAMES.last(), Some(&"pause"));
+        // docs/hypercalls.md gives the size the management partition's buffer needs.
+        assert_eq!(core::mem::size_of::<StatsRecord>(), 192);
+    }
 }
