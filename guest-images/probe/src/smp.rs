@@ -42,6 +42,11 @@ const BSP_FCW_VALUE: u16 = 0x027f;
 /// sends back.
 const AP_TIMER_VECTOR: u8 = 0x40;
 const AP_IPI_VECTOR: u8 = 0x41;
+/// vCPU 1 counts without exits until told to stop ([`pause_yields`]).
+const AP_BUSY_VECTOR: u8 = 0x44;
+const BUSY_COUNT: u64 = 0x81c;
+const BUSY_STOP: u64 = 0x820;
+const BUSY_DONE: u64 = 0x824;
 const BSP_IPI_VECTOR: u8 = 0x42;
 
 const IA32_APIC_BASE: u32 = 0x1b;
@@ -76,6 +81,7 @@ global_asm!(
     ".global probe_ap_ipi",
     ".global probe_ap_nmi",
     ".global probe_ap_after_hlt",
+    ".global probe_ap_busy",
     ".code16",
     "probe_ap_start:",
     "cli",
@@ -164,6 +170,25 @@ global_asm!(
     "pop ecx",
     "pop eax",
     "iret",
+    // Vector 0x44: count at 0x81c, without an exit, until 0x820 is set; then say so at 0x824,
+    // EOI.
+    "probe_ap_busy:",
+    "push eax",
+    "push ecx",
+    "push edx",
+    "3:",
+    "lock inc dword ptr [0x81c]",
+    "cmp dword ptr [0x820], 0",
+    "je 3b",
+    "lock inc dword ptr [0x824]",
+    "xor eax, eax",
+    "xor edx, edx",
+    "mov ecx, 0x80b",
+    "wrmsr",
+    "pop edx",
+    "pop ecx",
+    "pop eax",
+    "iret",
     "probe_ap_end:",
     ".code64",
     ".popsection",
@@ -176,15 +201,17 @@ unsafe extern "C" {
     static probe_ap_ipi: u8;
     static probe_ap_nmi: u8;
     static probe_ap_after_hlt: u8;
+    static probe_ap_busy: u8;
 }
 
 /// Offsets in the trampoline: the handlers of the timer, the fixed IPI and the NMI, and the
 /// instruction after its HLT.
-struct Offsets {
+pub struct Offsets {
     timer: u16,
     ipi: u16,
     nmi: u16,
     after_hlt: u16,
+    busy: u16,
 }
 
 /// The trampoline's bytes, and offsets in it.
@@ -200,6 +227,7 @@ fn trampoline() -> (&'static [u8], Offsets) {
             ipi: at(&raw const probe_ap_ipi),
             nmi: at(&raw const probe_ap_nmi),
             after_hlt: at(&raw const probe_ap_after_hlt),
+            busy: at(&raw const probe_ap_busy),
         };
         (core::slice::from_raw_parts(start, len), offsets)
     }
@@ -245,7 +273,7 @@ fn on_reply(_: &mut InterruptFrame) {
 fn wait_for(done: impl Fn() -> bool) -> bool {
     let start = instr::rdtsc();
     while !done() {
-        if instr::rdtsc().wrapping_sub(start) > WAIT_TICKS {
+        if instr::rdtsc().wrapping_sub(start) > BUSY_TICKS {
             return false;
         }
         instr::sti();
@@ -253,6 +281,86 @@ fn wait_for(done: impl Fn() -> bool) -> bool {
         instr::cli();
     }
     true
+}
+
+/// Round trips of [`spin_round_trips`].
+const SPIN_ROUNDS: u32 = 16;
+/// Most turns of its spin loop a round trip may take on average. With both vCPUs on one CPU
+/// and the directed yield, the sender's slice ends at its ICR write and the answer is waiting
+/// when it runs again: a turn or two. Without it the sender spins out the rest of its slice
+/// (2,000,000 TSC ticks, `vmm/run.rs`): tens of thousands of turns. The count, not the time,
+/// is checked: under QEMU without -icount the TSC follows the host's clock.
+const SPIN_TURNS_PER_ROUND: u64 = 2_000;
+
+/// Fixed IPIs to vCPU 1 (halted), each answered by one back, waited for by spinning with
+/// interrupts on (as Linux's `csd_lock_wait` does): the answer must come without the spin loop
+/// running out a time slice (`vmm/ipi.rs`, `ipi::yields_to`).
+fn spin_round_trips(c: &mut Checks) {
+    let base = REPLIES.load(Ordering::SeqCst);
+    let (mut turns, start) = (0u64, instr::rdtsc());
+    for k in 1..=SPIN_ROUNDS {
+        icr((AP_APIC_ID << 32) | u64::from(AP_IPI_VECTOR));
+        instr::sti();
+        while REPLIES.load(Ordering::SeqCst) < base + k {
+            turns += 1;
+            if instr::rdtsc().wrapping_sub(start) > WAIT_TICKS {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        instr::cli();
+    }
+    let ticks = instr::rdtsc().wrapping_sub(start);
+    let got = REPLIES.load(Ordering::SeqCst) - base;
+    guest_rt::println!(
+        "vcpus2: {SPIN_ROUNDS} spin-wait IPI round trips: {ticks} TSC ticks, {turns} spin turns"
+    );
+    c.check(
+        "vcpus2-ipi-spin-roundtrip",
+        ensure!(
+            got == SPIN_ROUNDS && turns <= SPIN_TURNS_PER_ROUND * u64::from(SPIN_ROUNDS),
+            "{got} of {SPIN_ROUNDS} answers, {turns} turns of the spin loop, {ticks} TSC ticks"
+        ),
+    );
+}
+
+/// Counts vCPU 1 makes in [`pause_yields`] (about three instructions each: several time slices
+/// under Bochs), or TSC ticks it may take (under QEMU's TCG without `-icount`, where the TSC
+/// follows the host's clock and counting is slower: about 25 slices), whichever comes first.
+const BUSY_TARGET: u32 = 3_000_000;
+const BUSY_TICKS: u64 = 50_000_000;
+
+/// vCPU 1, told by an IPI, counts without exits (runnable, not halted); this vCPU spins with
+/// PAUSE until the count reaches [`BUSY_TARGET`] (or [`BUSY_TICKS`] passed). Where PAUSE exits (VMX PAUSE-loop exiting,
+/// SVM's PAUSE intercept) the spinning vCPU hands vCPU 1 the rest of each turn, so this loop
+/// turns a tiny share of vCPU 1's counts; without, each of its turns spins out a whole time
+/// slice, a third as many turns as vCPU 1 counts or more. Turns against counts, not time: the
+/// same on every emulator.
+fn pause_yields(c: &mut Checks) {
+    for at in [BUSY_COUNT, BUSY_STOP, BUSY_DONE] {
+        shared(at).store(0, Ordering::SeqCst);
+    }
+    icr((AP_APIC_ID << 32) | u64::from(AP_BUSY_VECTOR));
+    let (mut turns, start) = (0u64, instr::rdtsc());
+    while shared(BUSY_COUNT).load(Ordering::SeqCst) < BUSY_TARGET {
+        turns += 1;
+        if instr::rdtsc().wrapping_sub(start) > WAIT_TICKS {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    let counted = shared(BUSY_COUNT).load(Ordering::SeqCst);
+    shared(BUSY_STOP).store(1, Ordering::SeqCst);
+    let stopped = wait_for(|| shared(BUSY_DONE).load(Ordering::SeqCst) >= 1);
+    guest_rt::println!("vcpus2: PAUSE spin: {turns} turns while vCPU 1 counted {counted}");
+    c.check(
+        "vcpus2-pause-yields",
+        ensure!(
+            stopped && counted > 0 && turns * 50 < u64::from(counted),
+            "vCPU 1 counted {counted}{}; this vCPU's PAUSE loop turned {turns} times (want under 1/50 of that)",
+            if stopped { "" } else { " and never stopped" }
+        ),
+    );
 }
 
 /// INIT (assert, de-assert), then two start-up IPIs, to APIC ID 1.
@@ -278,9 +386,13 @@ fn x2apic_on() -> Result<(), Why> {
     Ok(())
 }
 
-pub fn run(c: &mut Checks) {
+/// Turns the x2APIC on, puts the trampoline in place and starts vCPU 1 with INIT-SIPI-SIPI
+/// (checks in `c`); `None` when it did not report in. vCPU 1 then halts, answering each fixed
+/// IPI on [`AP_IPI_VECTOR`] ([`to_ap`]) with one on [`BSP_IPI_VECTOR`] (counted by
+/// [`replies`]).
+pub fn start(c: &mut Checks) -> Option<Offsets> {
     if !c.check("vcpus2-x2apic", x2apic_on()) {
-        return;
+        return None;
     }
     register_handler(BSP_IPI_VECTOR, on_reply);
     register_handler(NMI_VECTOR, on_nmi_reply);
@@ -293,9 +405,12 @@ pub fn run(c: &mut Checks) {
         core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len());
         let ivt = (TRAMPOLINE + IVT) as *mut u16;
         let segment = (TRAMPOLINE >> 4) as u16;
-        for (vector, offset) in
-            [(AP_TIMER_VECTOR, at.timer), (AP_IPI_VECTOR, at.ipi), (NMI_VECTOR, at.nmi)]
-        {
+        for (vector, offset) in [
+            (AP_TIMER_VECTOR, at.timer),
+            (AP_IPI_VECTOR, at.ipi),
+            (NMI_VECTOR, at.nmi),
+            (AP_BUSY_VECTOR, at.busy),
+        ] {
             ivt.add(2 * usize::from(vector)).write(offset);
             ivt.add(2 * usize::from(vector) + 1).write(segment);
         }
@@ -310,9 +425,21 @@ pub fn run(c: &mut Checks) {
     init_sipi_sipi();
     let up = wait_for(|| shared(UP).load(Ordering::SeqCst) >= 1);
     c.check("vcpus2-ap-started", ensure!(up, "vCPU 1 never reported in after INIT-SIPI-SIPI"));
-    if !up {
-        return;
-    }
+    up.then_some(at)
+}
+
+/// Sends vCPU 1 the fixed IPI it answers.
+pub fn to_ap() {
+    icr((AP_APIC_ID << 32) | u64::from(AP_IPI_VECTOR));
+}
+
+/// Answers from vCPU 1 so far.
+pub fn replies() -> u32 {
+    REPLIES.load(Ordering::SeqCst)
+}
+
+pub fn run(c: &mut Checks) {
+    let Some(at) = start(c) else { return };
     let cs = shared(CS_SEEN).load(Ordering::SeqCst) & 0xffff;
     c.check_eq("vcpus2-ap-real-mode-cs", u64::from(cs), SIPI_VECTOR << 8);
     let fired = wait_for(|| shared(TIMER_HITS).load(Ordering::SeqCst) >= 1);
@@ -335,6 +462,9 @@ pub fn run(c: &mut Checks) {
     c.check("vcpus2-ipi-to-ap", ensure!(got, "vCPU 1 never took the fixed IPI on 0x41"));
     let back = wait_for(|| REPLIES.load(Ordering::SeqCst) >= 1);
     c.check("vcpus2-ipi-to-bsp", ensure!(back, "the fixed IPI on 0x42 from vCPU 1 never came"));
+
+    spin_round_trips(c);
+    pause_yields(c);
 
     // INIT and SIPI again: the application processor starts over at the trampoline.
     init_sipi_sipi();

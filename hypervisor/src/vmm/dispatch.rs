@@ -39,6 +39,7 @@ pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
         VmExit::Hlt => hlt(p, vc),
         VmExit::Hypercall => hypercall::handle(p, vc),
         VmExit::Rdpmc => rdpmc(p, vc),
+        VmExit::Pause => pause(p, vc),
         VmExit::VirtInstruction | VmExit::Unsupported => {
             p.refused += 1;
             log::info!(
@@ -78,10 +79,13 @@ pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
 }
 
 /// After an exit that may have sent an IPI (an ICR write through WRMSR or the APIC page): a
-/// vCPU that sent itself INIT waits for a SIPI, so its slice ends.
+/// vCPU that sent itself INIT waits for a SIPI, so its slice ends; one whose IPI gave another
+/// vCPU of its CPU work ends its slice for it, the write completed (a directed yield:
+/// [`Partition::yield_to`], `vmm/run.rs`).
 #[inline]
 fn parked_yields(p: &Partition, vc: usize, flow: Flow) -> Flow {
-    if flow == Flow::Continue && p.vcpus[vc].run != RunState::Runnable { Flow::Yield } else { flow }
+    let ended = p.vcpus[vc].run != RunState::Runnable || p.yield_to.is_some();
+    if flow == Flow::Continue && ended { Flow::Yield } else { flow }
 }
 
 /// HLT (SDM Vol. 2A HLT): vCPU `vc` waits for an interrupt, or for good with interrupts off.
@@ -121,6 +125,25 @@ fn hlt(p: &mut Partition, vc: usize) -> Flow {
             p.vcpus[vc].vcpu.rip()
         ));
         Flow::Stopped
+    }
+}
+
+/// A PAUSE that spins (PAUSE-loop exiting, the PAUSE intercept: only in partitions of several
+/// vCPUs, `Partition::build`): the vCPU waits for something another vCPU of its CPU must do
+/// (release a lock, answer an IPI), so the next runnable one gets the rest of the turn
+/// ([`Partition::yield_to`], `vmm/run.rs`). With none runnable it goes on spinning.
+fn pause(p: &mut Partition, vc: usize) -> Flow {
+    let flow = skip(p, vc);
+    let n = p.vcpus.len();
+    let other = super::vcpu_slot::next_runnable(n, (vc + 1) % n, |v| {
+        v != vc && p.vcpus[v].run == RunState::Runnable
+    });
+    match other {
+        Some(v) if flow == Flow::Continue => {
+            p.yield_to = Some(v);
+            Flow::Yield
+        }
+        _ => flow,
     }
 }
 
