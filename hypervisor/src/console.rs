@@ -18,7 +18,8 @@ static CONSOLE: Mutex<Option<Uart16550Tty<PioBackend>>> = Mutex::new(None);
 
 /// TSC ticks without a received byte after which COM1's receiver counts as quiet once the UART
 /// is set up, and the most ticks spent waiting for that (see [`settle_receiver`]). Under Bochs,
-/// whose TSC counts instructions, the stray byte came about 20,000 ticks after the self-test.
+/// whose TSC counts instructions, the stray byte (at the crate's default trigger level of 14)
+/// came about 20,000 ticks after the self-test.
 const QUIET_TICKS: u64 = 100_000;
 const SETTLE_TICKS_MAX: u64 = 1_000_000;
 /// Bytes [`settle_receiver`] dropped.
@@ -29,10 +30,25 @@ pub fn stray_bytes() -> u64 {
     STRAY.load(Ordering::Relaxed)
 }
 
-/// Sets up COM1 (115200 8N1). Returns false when the UART failed its loopback self-test.
+/// COM1's set-up: the crate's default (9600 8N1, FIFOs on) with the receive FIFO's trigger
+/// level at one byte, so that a received byte shows in LSR.DR at once.
+///
+/// With a higher trigger level a byte below it waits for the FIFO's character timeout
+/// (PC16550D datasheet, FCR bits 7:6 and "FIFO interrupt mode operation"), and Bochs 2.7's
+/// model of that timeout misfires: its `serial.fifo` timer can fire after the FIFO was
+/// drained and set DR with nothing in it, and a read of RBR then returns a stale byte (see
+/// [`settle_receiver`] and `docs/testing.md`, "Bochs' stray '7'"). At level one Bochs never
+/// arms that timer. A console loses nothing by it: the hypervisor polls, and the receive
+/// interrupt only wakes an idle CPU, which now happens on the first byte, not a timeout later.
+const CONFIG: Config = Config {
+    fifo_trigger_level: Some(uart_16550::spec::registers::FifoTriggerLevel::One),
+    ..Config::DEFAULT
+};
+
+/// Sets up COM1 ([`CONFIG`]). Returns false when the UART failed its loopback self-test.
 pub fn init() -> bool {
     // SAFETY: COM1 belongs to the hypervisor for its whole life; nothing else drives it.
-    let uart = unsafe { Uart16550Tty::new_port(COM1, Config::default()) };
+    let uart = unsafe { Uart16550Tty::new_port(COM1, CONFIG) };
     let ok = uart.is_ok();
     *CONSOLE.lock() = uart.ok();
     if ok {
@@ -43,12 +59,15 @@ pub fn init() -> bool {
 
 /// Drops what COM1 receives until it has been quiet for [`QUIET_TICKS`].
 ///
-/// The UART's loopback self-test (`uart_16550`'s `test_loopback`, whose message ends in
-/// "1337") can leave a byte behind: Bochs' 16550 model loops the message's last byte back a
-/// second time, after the test has read all it sent. Measured with a probe build polling right
-/// after the test: under Bochs one byte, 0x37 ('7'), at poll 346; under QEMU none. The byte
-/// reached the debug keys as `no debug key '7'` (or the focused partition's console). Nothing
-/// typed before the banner is meant for anyone, so dropping it loses nothing.
+/// The UART's loopback self-test (`uart_16550`'s `test_loopback`, whose 16-byte message ends
+/// in "1337") left a byte behind under Bochs while the trigger level was the crate's 14: the
+/// 15th and 16th looped-back bytes armed Bochs' FIFO character timeout, the test drained the
+/// FIFO, and the timeout then set LSR.DR with the FIFO empty; RBR then reads Bochs' stale
+/// `rx_fifo[0]`, which after the drain's left shifts is the message's last byte, 0x37 ('7').
+/// Measured with a probe build polling right after the test: one '7' at poll 346 under Bochs,
+/// none under QEMU; it reached the debug keys as `no debug key '7'`. [`CONFIG`]'s trigger level
+/// of one byte keeps that timer from being armed; this wait stays as a guard for other UARTs
+/// (nothing typed before the banner is meant for anyone, so dropping it loses nothing).
 ///
 /// The wait is in TSC ticks, not polls: how long a poll takes is nobody's promise (a poll
 /// through the UART crate and its lock took ten times the instructions of a bare LSR read, and
@@ -152,9 +171,19 @@ pub fn enable_receive_interrupt() {
     });
 }
 
-/// Takes one received byte, if any.
+/// TSC at the last byte [`read_byte`] took, for its debug log.
+static LAST_RX_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// Takes one received byte, if any. At debug level each byte is logged with the TSC and the
+/// ticks since the previous one (to set typed input against the xtask's `typed.log`).
 pub fn read_byte() -> Option<u8> {
-    with_console(|c| c.inner_mut().try_receive_byte().ok()).flatten()
+    let b = with_console(|c| c.inner_mut().try_receive_byte().ok()).flatten()?;
+    if log::log_enabled!(log::Level::Debug) {
+        let now = crate::arch::x86::instr::rdtsc();
+        let since = now.wrapping_sub(LAST_RX_TSC.swap(now, Ordering::Relaxed));
+        log::debug!("COM1 rx {b:#04x} at tsc {now} (+{since})");
+    }
+    Some(b)
 }
 
 /// Waits until COM1 has sent everything (the UART transmits synchronously, so this only

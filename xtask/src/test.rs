@@ -209,11 +209,12 @@ fn barepc_reference() -> Result<String> {
 }
 
 /// [`run_case`], and for a Bochs case with typed input that fails, once more, saying so with
-/// the first run's error. Bochs 2.7's COM1 in socket mode has been seen to insert a stray byte
-/// ('7', the last byte of the hypervisor's UART self-test, which Bochs loops back twice; see
-/// `console::settle_receiver`) into typed input long after boot, about once in ten such runs
+/// the first run's error. Bochs 2.7's COM1 in socket mode inserted stray '7's into typed input
 /// (vmx-mgmt typed `destroy g1` and the shell read `destroy g17`; vmx-linux read `pow7eroff`):
-/// the command then fails and the run waits for its timeout. A case that fails twice fails.
+/// its FIFO character-timeout timer could fire on an empty FIFO, and RBR then returned a stale
+/// byte. The hypervisor's receive trigger level of one byte keeps that timer unarmed
+/// (`docs/testing.md`, "Bochs' stray '7'"); the second run stays as a guard against what the
+/// shared, loaded machines still do to slow Bochs runs. A case that fails twice fails.
 fn run_case_twice_under_bochs_input(case: &Case, cpus: Option<u32>) -> Result<String> {
     match run_case(case, cpus) {
         Err(e) if case.emulator == Choice::Bochs && !case.input.is_empty() => {

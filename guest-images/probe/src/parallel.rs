@@ -29,8 +29,8 @@ const SIGHTINGS: u32 = 3;
 /// TSC ticks to look for them.
 const LIMIT: u64 = 8_000_000_000;
 /// Offsets in the trampoline page: vCPU 1's count, and the word that stops it.
-const COUNT: u64 = 0x820;
-const STOP: u64 = 0x824;
+const COUNT: u64 = 0x828;
+const STOP: u64 = 0x82c;
 
 pub fn run(c: &mut Checks) {
     let (count, stop) = (crate::smp::shared(COUNT), crate::smp::shared(STOP));

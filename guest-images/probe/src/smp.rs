@@ -42,6 +42,11 @@ const BSP_FCW_VALUE: u16 = 0x027f;
 /// sends back.
 const AP_TIMER_VECTOR: u8 = 0x40;
 const AP_IPI_VECTOR: u8 = 0x41;
+/// vCPU 1 counts without exits until told to stop ([`pause_yields`]).
+const AP_BUSY_VECTOR: u8 = 0x44;
+const BUSY_COUNT: u64 = 0x81c;
+const BUSY_STOP: u64 = 0x820;
+const BUSY_DONE: u64 = 0x824;
 const BSP_IPI_VECTOR: u8 = 0x42;
 
 const IA32_APIC_BASE: u32 = 0x1b;
@@ -85,6 +90,7 @@ global_asm!(
     ".global probe_ap_nmi",
     ".global probe_ap_after_hlt",
     ".global probe_ap_pingpong",
+    ".global probe_ap_busy",
     ".code16",
     "probe_ap_start:",
     "cli",
@@ -173,7 +179,26 @@ global_asm!(
     "pop ecx",
     "pop eax",
     "iret",
-    // Vector 0x43: EOI, then count at 0x820 until vCPU 0 says stop at 0x824
+    // Vector 0x44: count at 0x81c, without an exit, until 0x820 is set; then say so at 0x824,
+    // EOI.
+    "probe_ap_busy:",
+    "push eax",
+    "push ecx",
+    "push edx",
+    "3:",
+    "lock inc dword ptr [0x81c]",
+    "cmp dword ptr [0x820], 0",
+    "je 3b",
+    "lock inc dword ptr [0x824]",
+    "xor eax, eax",
+    "xor edx, edx",
+    "mov ecx, 0x80b",
+    "wrmsr",
+    "pop edx",
+    "pop ecx",
+    "pop eax",
+    "iret",
+    // Vector 0x43: EOI, then count at 0x828 until vCPU 0 says stop at 0x82c
     // (`crate::parallel`).
     "probe_ap_pingpong:",
     "push eax",
@@ -184,8 +209,8 @@ global_asm!(
     "mov ecx, 0x80b",
     "wrmsr",
     "3:",
-    "lock inc dword ptr [0x820]",
-    "cmp dword ptr [0x824], 0",
+    "lock inc dword ptr [0x828]",
+    "cmp dword ptr [0x82c], 0",
     "je 3b",
     "pop edx",
     "pop ecx",
@@ -204,6 +229,7 @@ unsafe extern "C" {
     static probe_ap_nmi: u8;
     static probe_ap_after_hlt: u8;
     static probe_ap_pingpong: u8;
+    static probe_ap_busy: u8;
 }
 
 /// Offsets in the trampoline: the handlers of the timer, the fixed IPI and the NMI, and the
@@ -214,6 +240,7 @@ pub struct Offsets {
     nmi: u16,
     after_hlt: u16,
     pingpong: u16,
+    busy: u16,
 }
 
 /// The trampoline's bytes, and offsets in it.
@@ -230,6 +257,7 @@ fn trampoline() -> (&'static [u8], Offsets) {
             nmi: at(&raw const probe_ap_nmi),
             after_hlt: at(&raw const probe_ap_after_hlt),
             pingpong: at(&raw const probe_ap_pingpong),
+            busy: at(&raw const probe_ap_busy),
         };
         (core::slice::from_raw_parts(start, len), offsets)
     }
@@ -330,6 +358,46 @@ fn spin_round_trips(c: &mut Checks, parallel: bool) {
     );
 }
 
+/// Counts vCPU 1 makes in [`pause_yields`] (about three instructions each: several time slices
+/// under Bochs), or TSC ticks it may take (under QEMU's TCG without `-icount`, where the TSC
+/// follows the host's clock and counting is slower: about 25 slices), whichever comes first.
+const BUSY_TARGET: u32 = 3_000_000;
+const BUSY_TICKS: u64 = 50_000_000;
+
+/// vCPU 1, told by an IPI, counts without exits (runnable, not halted); this vCPU spins with
+/// PAUSE until the count reaches [`BUSY_TARGET`] (or [`BUSY_TICKS`] passed). Where PAUSE exits (VMX PAUSE-loop exiting,
+/// SVM's PAUSE intercept) the spinning vCPU hands vCPU 1 the rest of each turn, so this loop
+/// turns a tiny share of vCPU 1's counts; without, each of its turns spins out a whole time
+/// slice, a third as many turns as vCPU 1 counts or more. Turns against counts, not time: the
+/// same on every emulator. `parallel`: each vCPU has a host CPU (no PAUSE exits, nothing to
+/// hand over): vCPU 1 must count and stop, the turns are not compared.
+fn pause_yields(c: &mut Checks, parallel: bool) {
+    for at in [BUSY_COUNT, BUSY_STOP, BUSY_DONE] {
+        shared(at).store(0, Ordering::SeqCst);
+    }
+    icr((AP_APIC_ID << 32) | u64::from(AP_BUSY_VECTOR));
+    let (mut turns, start) = (0u64, instr::rdtsc());
+    while shared(BUSY_COUNT).load(Ordering::SeqCst) < BUSY_TARGET {
+        turns += 1;
+        if instr::rdtsc().wrapping_sub(start) > BUSY_TICKS {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    let counted = shared(BUSY_COUNT).load(Ordering::SeqCst);
+    shared(BUSY_STOP).store(1, Ordering::SeqCst);
+    let stopped = wait_for(|| shared(BUSY_DONE).load(Ordering::SeqCst) >= 1);
+    guest_rt::println!("vcpus2: PAUSE spin: {turns} turns while vCPU 1 counted {counted}");
+    c.check(
+        "vcpus2-pause-yields",
+        ensure!(
+            stopped && counted > 0 && (parallel || turns * 50 < u64::from(counted)),
+            "vCPU 1 counted {counted}{}; this vCPU's PAUSE loop turned {turns} times (want under 1/50 of that)",
+            if stopped { "" } else { " and never stopped" }
+        ),
+    );
+}
+
 /// INIT (assert, de-assert), then two start-up IPIs, to APIC ID 1.
 fn init_sipi_sipi() {
     let dest = AP_APIC_ID << 32;
@@ -377,6 +445,7 @@ pub fn start(c: &mut Checks) -> Option<Offsets> {
             (AP_IPI_VECTOR, at.ipi),
             (NMI_VECTOR, at.nmi),
             (crate::parallel::VECTOR, at.pingpong),
+            (AP_BUSY_VECTOR, at.busy),
         ] {
             ivt.add(2 * usize::from(vector)).write(offset);
             ivt.add(2 * usize::from(vector) + 1).write(segment);
@@ -436,6 +505,7 @@ pub fn run(c: &mut Checks, parallel: bool) {
     c.check("vcpus2-ipi-to-bsp", ensure!(back, "the fixed IPI on 0x42 from vCPU 1 never came"));
 
     spin_round_trips(c, parallel);
+    pause_yields(c, parallel);
 
     // INIT and SIPI again: the application processor starts over at the trampoline.
     init_sipi_sipi();

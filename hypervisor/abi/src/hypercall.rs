@@ -141,7 +141,7 @@ const _: () = assert!(
 );
 
 /// Names of the exit kinds counted in [`StatsRecord::exits`], by index.
-pub const EXIT_KIND_NAMES: [&str; 19] = [
+pub const EXIT_KIND_NAMES: [&str; 20] = [
     "cpuid",
     "rdmsr",
     "wrmsr",
@@ -161,6 +161,7 @@ pub const EXIT_KIND_NAMES: [&str; 19] = [
     "unsupported",
     "unknown",
     "rdpmc",
+    "pause",
 ];
 
 /// The result of [`Call::PartitionStats`].
@@ -169,7 +170,7 @@ pub const EXIT_KIND_NAMES: [&str; 19] = [
 pub struct StatsRecord {
     pub exits_total: u64,
     /// Exit counts by kind, named by [`EXIT_KIND_NAMES`].
-    pub exits: [u64; 19],
+    pub exits: [u64; 20],
     pub absent_ports: u64,
     pub absent_mmio: u64,
     /// Refused MSR accesses, VMX/SVM instructions and the like.
@@ -273,5 +274,14 @@ mod tests {
             }
         }
         assert_eq!(Status::from_u64(99), None);
+    }
+
+    #[test]
+    fn stats_record_has_a_count_per_named_exit_kind() {
+        let r = StatsRecord::default();
+        assert_eq!(r.exits.len(), EXIT_KIND_NAMES.len());
+        assert_eq!(EXIT_KIND_NAMES.last(), Some(&"pause"));
+        // docs/hypercalls.md gives the size the management partition's buffer needs.
+        assert_eq!(core::mem::size_of::<StatsRecord>(), 192);
     }
 }

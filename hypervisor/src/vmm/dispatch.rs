@@ -39,6 +39,7 @@ pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
         VmExit::Hlt => hlt(p, vc),
         VmExit::Hypercall => hypercall::handle(p, vc),
         VmExit::Rdpmc => rdpmc(p, vc),
+        VmExit::Pause => pause(p, vc),
         VmExit::VirtInstruction | VmExit::Unsupported => {
             p.refused += 1;
             log::info!(
@@ -124,6 +125,25 @@ fn hlt(p: &mut Partition, vc: usize) -> Flow {
             p.vcpus[vc].vcpu.rip()
         ));
         Flow::Stopped
+    }
+}
+
+/// A PAUSE that spins (PAUSE-loop exiting, the PAUSE intercept: only in partitions of several
+/// vCPUs, `Partition::build`): the vCPU waits for something another vCPU of its CPU must do
+/// (release a lock, answer an IPI), so the next runnable one gets the rest of the turn
+/// ([`Partition::yield_to`], `vmm/run.rs`). With none runnable it goes on spinning.
+fn pause(p: &mut Partition, vc: usize) -> Flow {
+    let flow = skip(p, vc);
+    let n = p.vcpus.len();
+    let other = super::vcpu_slot::next_runnable(n, (vc + 1) % n, |v| {
+        v != vc && p.vcpus[v].run == RunState::Runnable
+    });
+    match other {
+        Some(v) if flow == Flow::Continue => {
+            p.yield_to = Some(v);
+            Flow::Yield
+        }
+        _ => flow,
     }
 }
 

@@ -46,6 +46,10 @@ pub enum VmExit {
     Unsupported,
     /// RDPMC (VMX 15, SVM 0x6f): read a performance counter.
     Rdpmc,
+    /// PAUSE in a spin loop (VMX 40 by PAUSE-loop exiting, SDM Vol. 3C §26.1.3; SVM 0x77, the
+    /// PAUSE intercept after its filter count, APM Vol. 2 §15.14.4): only for vCPUs that share
+    /// a CPU (`Vcpu::set_pause_exiting`).
+    Pause,
     /// An exit code the backend does not know; `code` is the vendor's raw value.
     Unknown { code: u64, qualification: u64 },
 }
@@ -110,6 +114,7 @@ impl VmExit {
             Self::Unsupported => 16,
             Self::Unknown { .. } => 17,
             Self::Rdpmc => 18,
+            Self::Pause => 19,
         }
     }
 }
@@ -192,6 +197,7 @@ mod tests {
             VmExit::Unsupported,
             VmExit::Unknown { code: 0, qualification: 0 },
             VmExit::Rdpmc,
+            VmExit::Pause,
         ];
         for (i, e) in all.iter().enumerate() {
             assert_eq!(e.index(), i);

@@ -5,7 +5,6 @@
 use super::bus::{Bus, Sysinfo};
 use super::exit::ExitStats;
 use super::fpu::Fpu;
-use super::ipi::MAX_VCPUS;
 use super::memory::GuestRam;
 use super::msr::SoftMsrs;
 use super::platform::Platform;
@@ -201,7 +200,7 @@ impl Partition {
             Vec::new()
         };
         let initial = super::image::load(&mut ram, &map, id, &config, platform).map_err(cleanup)?;
-        let vcpus = Self::check_vcpus(&config, tag).map_err(cleanup)?;
+        let vcpus = super::vcpu_slot::check_vcpus(&config, tag).map_err(cleanup)?;
         // Each vCPU's local APIC, with APIC ID = its index; vCPU 0 is the bootstrap processor.
         let clock: alloc::rc::Rc<dyn crate::devices::clock::Clock> =
             alloc::rc::Rc::new(super::platform::HostClock { hz: platform.tsc_hz_or_nominal() });
@@ -226,6 +225,18 @@ impl Partition {
             };
             let fpu = Fpu::new(fpu_method).ok_or_else(|| cleanup(NO_HEAP.into()))?;
             slots.push(VcpuSlot::new(ap, RunState::WaitForSipi, fpu, lapic(k)));
+        }
+        if vcpus > 1 && aps_here {
+            // They share a CPU (not so on CPUs of their own, `machine::spread`): one spinning on PAUSE for another hands it the CPU
+            // (`dispatch::pause`; docs/cpus.md).
+            let on = slots
+                .iter_mut()
+                .fold(vcpu.set_pause_exiting(true), |on, s| s.vcpu.set_pause_exiting(true) && on);
+            log::info!(
+                "partition {}: {vcpus} vCPUs, PAUSE exits {}",
+                config.name,
+                if on { "on" } else { "not offered by the CPU" }
+            );
         }
         let mut io = Bus::default();
         io.attach(0x3f8..0x400, Box::new(Uart16550::new()));
@@ -310,20 +321,6 @@ impl Partition {
             history: alloc::collections::VecDeque::new(),
             hosts: Vec::new(),
         })
-    }
-
-    /// The number of vCPUs `config` asks for, checked: 1..=[`MAX_VCPUS`] (the management
-    /// partition's included: each of its vCPUs gets its devices, `passthrough::hand_over`),
-    /// and a base tag that leaves room for the others' ([`vcpu_tag`]).
-    fn check_vcpus(config: &PartitionConfig, tag: u16) -> Result<u32, BuildError> {
-        let n = config.vcpus;
-        if !(1..=MAX_VCPUS).contains(&n) {
-            return Err(format!("{n} vCPUs asked for; a partition has 1 to {MAX_VCPUS}"));
-        }
-        if n > 1 && tag >= TAG_STRIDE {
-            return Err(format!("no VPID/ASID tags left for {n} vCPUs (base tag {tag})"));
-        }
-        Ok(n)
     }
 
     /// A guest's RAM: `size` bytes (a multiple of 2 MiB up to 1 GiB), host-contiguous and

@@ -223,6 +223,13 @@ pub trait Vcpu {
     fn set_nmi_window_exiting(&mut self, on: bool);
     /// Ends the next run after about `ticks` TSC ticks of guest time (0 = no limit).
     fn set_timeslice(&mut self, ticks: u64);
+    /// Exits ([`super::exit::VmExit::Pause`]) on a PAUSE that spins: VMX PAUSE-loop exiting,
+    /// SVM's PAUSE intercept (with its filter count where the CPU has one). For vCPUs that
+    /// share a CPU, so that one spinning for another hands it the CPU. False (and nothing
+    /// changes) where the CPU cannot.
+    fn set_pause_exiting(&mut self, _on: bool) -> bool {
+        false
+    }
     /// Lets the guest reach ports `[first, first+count)` directly (management partition).
     fn pass_through_ports(&mut self, first: u16, count: u16);
     /// Root of the second-level table changed or shrank: flush its translations.

@@ -9,9 +9,11 @@
 //! partition as a whole is once each vCPU's state is known.
 
 use super::code_site::CodeSite;
+use super::config::PartitionConfig;
 use super::exit::VmExit;
 use super::fpu::Fpu;
 use super::interrupts::VectorSet;
+use super::ipi::MAX_VCPUS;
 use super::vcpu::Vcpu;
 use super::vlapic::Vlapic;
 use alloc::boxed::Box;
@@ -162,6 +164,20 @@ impl VcpuSlot {
     pub fn deadline(&self) -> Option<u64> {
         earliest(self.timer.map(|(deadline, _)| deadline), self.lapic.next_deadline())
     }
+}
+
+/// The number of vCPUs `config` asks for, checked: 1..=[`MAX_VCPUS`] (the management
+/// partition's included: each of its vCPUs gets its devices, `passthrough::hand_over`), and a
+/// base tag that leaves room for the others' ([`vcpu_tag`]).
+pub fn check_vcpus(config: &PartitionConfig, tag: u16) -> Result<u32, alloc::string::String> {
+    let n = config.vcpus;
+    if !(1..=MAX_VCPUS).contains(&n) {
+        return Err(alloc::format!("{n} vCPUs asked for; a partition has 1 to {MAX_VCPUS}"));
+    }
+    if n > 1 && tag >= TAG_STRIDE {
+        return Err(alloc::format!("no VPID/ASID tags left for {n} vCPUs (base tag {tag})"));
+    }
+    Ok(n)
 }
 
 /// The earlier of two optional deadlines.

@@ -9,7 +9,9 @@
 //! typed is lost on the way in.
 //!
 //! One thread copies what the guest writes into the run's `serial.log` (which `watch` follows,
-//! as ever); another writes queued input one byte at a time with [`BYTE_DELAY`] between bytes.
+//! as ever); another writes queued input one byte at a time with [`BYTE_DELAY`] between bytes,
+//! noting each in `typed.log` (milliseconds since the connection, the byte in hex, and as a
+//! character where it is printable), so a run's input can be set against what the guest read.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
@@ -165,8 +167,8 @@ pub struct Connection {
 
 impl Connection {
     /// Starts copying `stream`'s output into `log` (already created, empty) and a writer for
-    /// [`send`](Self::send).
-    pub fn start(stream: Stream, mut log: File) -> Result<Self> {
+    /// [`send`](Self::send) that notes each byte it writes in `typed`.
+    pub fn start(stream: Stream, mut log: File, typed: File) -> Result<Self> {
         let (mut from, mut to) = stream.halves().context("cloning the COM1 socket")?;
         let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -185,11 +187,15 @@ impl Connection {
         });
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let writer = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut typed = std::io::BufWriter::new(typed);
             for chunk in rx {
                 for b in chunk {
                     if to.write_all(&[b]).and_then(|()| to.flush()).is_err() {
                         return;
                     }
+                    let _ = writeln!(typed, "{}", typed_line(start.elapsed(), b));
+                    let _ = typed.flush();
                     std::thread::sleep(BYTE_DELAY);
                 }
             }
@@ -212,5 +218,27 @@ impl Connection {
         if self.writer.is_finished() {
             let _ = self.writer.join();
         }
+    }
+}
+
+/// One line of `typed.log`: `12.345 0x6c 'l'` (milliseconds since the connection).
+fn typed_line(at: Duration, byte: u8) -> String {
+    let ms = at.as_secs_f64() * 1000.0;
+    if byte.is_ascii_graphic() || byte == b' ' {
+        format!("{ms:.3} {byte:#04x} '{}'", byte as char)
+    } else {
+        format!("{ms:.3} {byte:#04x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_lines_show_time_hex_and_printable_characters() {
+        assert_eq!(typed_line(Duration::from_micros(12_345), b'l'), "12.345 0x6c 'l'");
+        assert_eq!(typed_line(Duration::from_millis(2), b'\r'), "2.000 0x0d");
+        assert_eq!(typed_line(Duration::ZERO, b' '), "0.000 0x20 ' '");
     }
 }

@@ -65,6 +65,11 @@ impl Launch {
         self.run_dir.join("serial.log")
     }
 
+    /// What the xtask typed on COM1: one line per byte, with the time since the connection.
+    pub fn typed_log(&self) -> PathBuf {
+        self.run_dir.join("typed.log")
+    }
+
     /// Where the emulator's own output goes in headless runs.
     pub fn emulator_log(&self) -> PathBuf {
         self.run_dir.join("emulator.log")

@@ -113,7 +113,10 @@ pub fn run(emu: &dyn Emulator, launch: &Launch, watch: &Watch) -> Result<Ran> {
         (Some(l), Some(log)) => {
             let within = watch.timeout.unwrap_or(CONNECT_TIMEOUT).min(CONNECT_TIMEOUT);
             match l.accept(&mut child, within) {
-                Ok(Some(stream)) => Some(Connection::start(stream, log)?),
+                Ok(Some(stream)) => {
+                    let typed = File::create(launch.typed_log())?;
+                    Some(Connection::start(stream, log, typed)?)
+                }
                 Ok(None) => None,
                 Err(e) => {
                     let _ = child.kill();

@@ -19,6 +19,7 @@ pub mod code {
     pub const RDPMC: u64 = 0x6f;
     pub const CPUID: u64 = 0x72;
     pub const INVD: u64 = 0x76;
+    pub const PAUSE: u64 = 0x77;
     pub const HLT: u64 = 0x78;
     pub const INVLPGA: u64 = 0x7a;
     pub const IOIO: u64 = 0x7b;
@@ -118,6 +119,7 @@ pub fn decode(code: u64, info1: u64, info2: u64) -> Result<VmExit, EntryError> {
         SHUTDOWN => VmExit::TripleFault,
         INIT => VmExit::Init,
         RDPMC => VmExit::Rdpmc,
+        PAUSE => VmExit::Pause,
         RDTSCP | MONITOR | MWAIT | MWAIT_CONDITIONAL => VmExit::Unsupported,
         INVALID | BUSY => {
             return Err(EntryError { what: code_name(code), code });
@@ -177,6 +179,12 @@ mod tests {
             io((0x40 << 16) | (1 << 6) | 1),
             VmExit::Io(IoAccess { port: 0x40, size: 4, write: false, string: false, rep: false })
         );
+    }
+
+    #[test]
+    fn pause_is_its_own_exit() {
+        // EXITCODE 0x77: the PAUSE intercept (APM Vol. 2 Appendix C).
+        assert_eq!(decode(0x77, 0, 0), Ok(VmExit::Pause));
     }
 
     #[test]

@@ -66,6 +66,10 @@ const ATTRIB_L: u16 = 1 << 9;
 const ATTRIB_DB: u16 = 1 << 10;
 /// Power-on PAT, the guest's under nested paging.
 const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+/// The PAUSE filter (APM Vol. 2 §15.14.4): PAUSEs before the intercept, and the most cycles
+/// between two of one spin loop (KVM's defaults).
+const PAUSE_FILTER_COUNT: u16 = 3000;
+const PAUSE_FILTER_THRESHOLD: u16 = 128;
 
 /// The vCPU's block of frames: the VMCB, the 12 KiB I/O permission map and the 8 KiB MSR
 /// permission map (both physically contiguous, 4 KiB aligned: §15.10.1, §15.11).
@@ -503,6 +507,19 @@ impl Vcpu for SvmVcpu {
     /// interrupt (INTR), which this reports as [`VmExit::Preempted`] once the slice is spent.
     /// Preemption of a guest that never exits therefore comes from a host timer interrupt
     /// (the LAPIC timer), which the platform does not arm yet.
+    fn set_pause_exiting(&mut self, on: bool) -> bool {
+        // CPUID Fn8000_000A EDX: bit 10 pause filter, bit 12 its threshold (APM Vol. 3
+        // Appendix E, Fn8000_000A_EDX). Without a filter every PAUSE exits (QEMU's TCG has none).
+        let edx = core::arch::x86_64::__cpuid(0x8000_000a).edx;
+        let c = &mut self.vmcb_mut().control;
+        // APM Vol. 2 §15.14.4: with a count, the intercept comes once that many PAUSEs ran
+        // (with a threshold: none more than that many cycles after the one before it).
+        c.pause_filter_count = if edx & (1 << 10) != 0 { PAUSE_FILTER_COUNT } else { 0 };
+        c.pause_filter_threshold = if edx & (1 << 12) != 0 { PAUSE_FILTER_THRESHOLD } else { 0 };
+        c.intercept1.set(I1::PAUSE, on);
+        true
+    }
+
     fn set_timeslice(&mut self, ticks: u64) {
         self.timeslice = ticks;
         // SVM has no preemption timer: the host APIC's timer interrupt, which the INTR

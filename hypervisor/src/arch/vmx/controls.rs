@@ -48,6 +48,8 @@ bitflags! {
         const ENABLE_VPID = 1 << 5;
         const WBINVD_EXITING = 1 << 6;
         const UNRESTRICTED_GUEST = 1 << 7;
+        /// PAUSE-loop exiting (SDM Vol. 3C §26.1.3; PLE_Gap and PLE_Window, §25.6.13).
+        const PAUSE_LOOP_EXITING = 1 << 10;
         const ENABLE_INVPCID = 1 << 12;
         const ENABLE_XSAVES = 1 << 20;
     }

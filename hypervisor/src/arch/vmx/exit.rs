@@ -29,6 +29,7 @@ pub mod reason {
     pub const MSR_LOADING: u32 = 34;
     pub const MWAIT: u32 = 36;
     pub const MONITOR: u32 = 39;
+    pub const PAUSE: u32 = 40;
     pub const MACHINE_CHECK: u32 = 41;
     pub const EPT_VIOLATION: u32 = 48;
     pub const EPT_MISCONFIG: u32 = 49;
@@ -72,6 +73,7 @@ pub fn reason_name(r: u32) -> &'static str {
         PREEMPTION_TIMER => "VMX-preemption timer expired",
         WBINVD => "WBINVD",
         XSETBV => "XSETBV",
+        PAUSE => "PAUSE",
         _ => "other",
     }
 }
@@ -125,6 +127,7 @@ pub fn decode(basic: u32, qualification: u64, gpa: u64) -> VmExit {
         TRIPLE_FAULT => VmExit::TripleFault,
         INIT => VmExit::Init,
         RDPMC => VmExit::Rdpmc,
+        PAUSE => VmExit::Pause,
         MWAIT | MONITOR | RDRAND | RDSEED | INVPCID | RDTSCP => VmExit::Unsupported,
         other => VmExit::Unknown { code: u64::from(other), qualification },
     }
@@ -148,6 +151,13 @@ mod tests {
             decode(reason::IO, q, 0),
             VmExit::Io(IoAccess { port: 0x1f0, size: 2, write: false, string: true, rep: true })
         );
+    }
+
+    #[test]
+    fn pause_is_its_own_exit() {
+        // Basic reason 40: PAUSE, by PAUSE exiting or PAUSE-loop exiting (SDM Vol. 3D App. C).
+        assert_eq!(decode(40, 0, 0), VmExit::Pause);
+        assert_eq!(VmExit::Pause.name(), "pause");
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub enum Field {
     EntryExceptionErrorCode = 0x4018,
     EntryInstructionLength = 0x401a,
     ProcBasedControls2 = 0x401e,
+    PleGap = 0x4020,
+    PleWindow = 0x4022,
     // B.3.3 32-bit guest-state fields
     GuestEsLimit = 0x4800,
     GuestCsLimit = 0x4802,

@@ -55,6 +55,8 @@ pub struct Controls {
     pub timer_shift: u8,
     /// "Virtual NMIs" and "NMI-window exiting" are both on.
     pub nmi_window: bool,
+    /// The CPU offers PAUSE-loop exiting (off until `Vcpu::set_pause_exiting`).
+    pub ple: bool,
 }
 
 /// VMX is on; vCPUs and EPT tables come from here.
@@ -266,6 +268,8 @@ impl VmxBackend {
             // IA32_VMX_PROCBASED_CTLS bit 54 says the CPU has it (Appendix A.3.2).
             nmi_window: pin & Pin::VIRTUAL_NMIS.bits() != 0
                 && (proc_cap >> 32) as u32 & Proc::NMI_WINDOW_EXITING.bits() != 0,
+            // IA32_VMX_PROCBASED_CTLS2 bit 42: PAUSE-loop exiting may be 1 (Appendix A.3.3).
+            ple: (proc2_cap >> 32) as u32 & Proc2::PAUSE_LOOP_EXITING.bits() != 0,
         })
     }
 

@@ -1,6 +1,6 @@
 //! A VMX virtual CPU: its VMCS, I/O and MSR bitmaps, and the [`Vcpu`] operations.
 
-use super::controls::{Entry, FixedBits, Proc};
+use super::controls::{Entry, FixedBits, Proc, Proc2};
 use super::entry::{vmx_enter, vmx_exit};
 use super::exit::{decode, reason, reason_name};
 use super::fields::{Field as F, ReadOnly as R, instruction_error_name};
@@ -65,6 +65,8 @@ pub struct VmxVcpu {
     timer_enabled: bool,
     /// The CPU has virtual NMIs with NMI-window exiting ([`Controls::nmi_window`]).
     nmi_window: bool,
+    /// The CPU offers PAUSE-loop exiting ([`Controls::ple`]).
+    ple: bool,
     timeslice: u64,
     /// A new slice must be loaded into the preemption timer at the next entry (otherwise the
     /// CPU's saved remainder runs on).
@@ -77,6 +79,10 @@ pub struct VmxVcpu {
 
 /// Pages of the bitmaps block: I/O bitmap A, I/O bitmap B, MSR bitmap.
 const BITMAP_PAGES: u64 = 3;
+/// PAUSE-loop exiting (SDM Vol. 3C §26.1.3), in TSC ticks: PAUSEs at most PLE_GAP apart are
+/// one spin loop, which exits once it has spun for PLE_WINDOW (KVM's defaults).
+const PLE_GAP: u64 = 128;
+const PLE_WINDOW: u64 = 4096;
 
 fn write_segment(v: &Current, sel: F, base: F, limit: F, access: F, s: &Segment) {
     v.write(sel, u64::from(s.selector));
@@ -115,6 +121,7 @@ impl VmxVcpu {
             timer_shift: c.timer_shift,
             timer_enabled: c.timer_enabled,
             nmi_window: c.nmi_window,
+            ple: c.ple,
             timeslice: 0,
             timeslice_fresh: true,
             msrs: Box::new(GuestMsrs::new(cpu)),
@@ -587,6 +594,21 @@ impl Vcpu for VmxVcpu {
             self.proc = new;
             self.current().write(F::ProcBasedControls, u64::from(new));
         }
+    }
+
+    fn set_pause_exiting(&mut self, on: bool) -> bool {
+        if !self.ple {
+            return false;
+        }
+        let v = self.current();
+        // A PAUSE exits when it comes within PLE_Gap TSC ticks of the previous one and more
+        // than PLE_Window ticks after the first of that run of them (SDM Vol. 3C §26.1.3).
+        v.write(F::PleGap, PLE_GAP);
+        v.write(F::PleWindow, PLE_WINDOW);
+        let bit = u64::from(Proc2::PAUSE_LOOP_EXITING.bits());
+        let proc2 = v.read(F::ProcBasedControls2);
+        v.write(F::ProcBasedControls2, if on { proc2 | bit } else { proc2 & !bit });
+        true
     }
 
     fn set_timeslice(&mut self, ticks: u64) {
