@@ -6,9 +6,9 @@
 //! two-CPU ping-pong is not measured).
 //!
 //! Each run is a scenario and a machine: [`RUNS`] has the vCPUs sharing one CPU
-//! (`scenarios/bench-ipi.toml`, where the directed yield of `docs/cpus.md` matters);
-//! `scenarios/bench-ipi-cpus2.toml` is the same partition with `cpus = 2`, on a machine of 3
-//! CPUs, for a run per vCPU on a CPU of its own (add it to [`RUNS`] with its suffix).
+//! (`scenarios/bench-ipi.toml`, where the directed yield of `docs/cpus.md` matters), and
+//! `scenarios/bench-ipi-cpus2.toml`, the same partition with `cpus = 2` on a machine of 3 CPUs:
+//! each vCPU on a CPU of its own (`vmm/machine/spread.rs`), figures suffixed `-cpus2`.
 
 use anyhow::{Result, bail};
 
@@ -25,7 +25,10 @@ pub struct Run {
 }
 
 /// The runs of `cargo xtask bench`.
-pub const RUNS: &[Run] = &[Run { scenario: "bench-ipi", cpus: 1, suffix: "" }];
+pub const RUNS: &[Run] = &[
+    Run { scenario: "bench-ipi", cpus: 1, suffix: "" },
+    Run { scenario: "bench-ipi-cpus2", cpus: 3, suffix: "-cpus2" },
+];
 /// The figures the probe prints, in its order.
 pub const FIGURES: &[&str] = &["ipi-roundtrip-spin", "ipi-roundtrip-hlt", "ipi-self"];
 /// The partition that measures (`[NAME] BENCH ...`).
