@@ -5,10 +5,12 @@ use super::{
     LVT_MASK, Lapic, TIMER_MODE_SHIFT, TIMER_ONE_SHOT, TIMER_PERIODIC, TIMER_TSC_DEADLINE,
 };
 
-/// The shortest time between two interrupts of a periodic timer, in TSC ticks: a guest that
-/// programs a count of 1 at divide-by-1 gets its interrupts at this rate, not one per tick (as
-/// KVM bounds its periodic timer). Its current count still counts at the programmed rate.
-pub const MIN_PERIOD_TICKS: u64 = 2_000;
+/// The shortest time between two interrupts of a periodic timer, in microseconds: a guest
+/// that programs a count of 1 at divide-by-1 gets its interrupts at this rate, not one per
+/// tick, so that it still runs between them however slow its exits are (KVM bounds its
+/// periodic timer the same way, at the same 200 µs). Its current count still counts at the
+/// programmed rate; a one-shot or TSC-deadline timer is not bounded (each needs a write).
+pub const MIN_PERIOD_US: u64 = 200;
 
 impl Lapic {
     /// The TSC at which the timer next raises an interrupt: armed and unmasked (a masked
@@ -57,6 +59,11 @@ impl Lapic {
             self.start = now;
             self.expiry = now + u64::from(left.max(1)) * self.divisor();
         }
+    }
+
+    /// [`MIN_PERIOD_US`] in TSC ticks (at least 2000 where the rate is unknown or slow).
+    pub(super) fn min_period_ticks(&self) -> u64 {
+        (self.clock.hz() / 1_000_000 * MIN_PERIOD_US).max(2_000)
     }
 
     /// The divide configuration's divisor (§11.5.4, Figure 11-10: bits 0, 1 and 3).
@@ -108,8 +115,8 @@ impl Lapic {
                 let p = self.period();
                 let missed = (now - self.expiry) / p;
                 self.expiry += (missed + 1) * p;
-                // At most one interrupt per MIN_PERIOD_TICKS, however short the period.
-                self.expiry = self.expiry.max(now.saturating_add(MIN_PERIOD_TICKS));
+                // At most one interrupt per MIN_PERIOD_US, however short the period.
+                self.expiry = self.expiry.max(now.saturating_add(self.min_period_ticks()));
             }
             TIMER_TSC_DEADLINE => {
                 self.tsc_deadline = 0;

@@ -12,7 +12,7 @@ pub use super::step::Flow;
 pub use super::step::report_last_exits;
 use super::step::{
     completed, fault_or_kill, fetch_at_rip, fetch_at_rip_of, forget_code_sites, linear_rip, raise,
-    refuse_gp, skip,
+    refuse_gp, refuse_gp_limited, skip,
 };
 use super::vcpu::{Event, reg};
 use alloc::format;
@@ -81,6 +81,10 @@ pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
 /// vCPU that sent itself INIT waits for a SIPI, so its slice ends.
 #[inline]
 fn parked_yields(p: &Partition, vc: usize, flow: Flow) -> Flow {
+    if p.stopped() {
+        // Its IPI stopped the partition (an INIT to vCPU 0 is a reset).
+        return Flow::Stopped;
+    }
     if flow == Flow::Continue && p.vcpus[vc].run != RunState::Runnable { Flow::Yield } else { flow }
 }
 
@@ -159,7 +163,9 @@ fn rdmsr(p: &mut Partition, vc: usize) -> Flow {
         Some(Place::Tsc) => crate::arch::x86::instr::rdtsc(),
         Some(Place::Apic) => match super::vlapic::rdmsr(p, vc, m) {
             Some(v) => v,
-            None => return refuse_gp(p, vc, format_args!("RDMSR {m:#x} refused (local APIC)")),
+            None => {
+                return refuse_gp_limited(p, vc, format_args!("RDMSR {m:#x} refused (local APIC)"));
+            }
         },
         None => return refuse_gp(p, vc, format_args!("RDMSR {m:#x} refused")),
     };
@@ -208,9 +214,13 @@ fn wrmsr(p: &mut Partition, vc: usize) -> Flow {
     };
     if place == Place::Apic {
         if let Err(why) = super::vlapic::wrmsr(p, vc, m, v) {
-            return refuse_gp(p, vc, format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})"));
+            let what = format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})");
+            return refuse_gp_limited(p, vc, what);
         }
-        return skip(p, vc);
+        // An x2APIC ICR write may have parked this vCPU (an INIT to itself) or stopped the
+        // partition (an INIT to vCPU 0).
+        let flow = skip(p, vc);
+        return parked_yields(p, vc, flow);
     }
     let old = match place {
         Place::Hardware(h) => p.vcpus[vc].vcpu.msr(h),

@@ -387,6 +387,11 @@ pub fn wrmsr(p: &mut Partition, vc: usize, msr: u32, v: u64) -> Result<(), &'sta
                     BaseError::Moved.why()
                 );
             }
+            if r.is_ok() {
+                // A disable resets the TPR (§11.4.3): CR8 follows, or its stale value would
+                // come back into the TPR at the next synchronisation.
+                sync_to_cr8(p, vc);
+            }
             r.map_err(BaseError::why)
         }
         IA32_TSC_DEADLINE => {
