@@ -361,3 +361,18 @@ fn init_keeps_the_id_power_up_restores_the_initial_one_11_4_7() {
     a.power_up();
     assert_eq!(a.read(reg::ID), 1 << 24, "power-up: the ID it was made with (§11.4.7.1)");
 }
+
+#[test]
+fn the_periodic_floor_holds_on_a_slow_tsc_too() {
+    // Bochs calibrates its TSC to about 4 MHz: 200 µs would be 800 ticks, less than one exit.
+    let clock = Rc::new(ManualClock::new(4_000_000));
+    let mut a = Lapic::new(clock.clone(), 0);
+    a.write(reg::SVR, SVR_ENABLE | 0xff);
+    assert_eq!(a.min_period_ticks(), 20_000);
+    a.write(reg::LVT_TIMER, (TIMER_PERIODIC << TIMER_MODE_SHIFT) | 0x40);
+    a.write(reg::TIMER_DIVIDE, 0b1011);
+    a.write(reg::TIMER_INITIAL, 1);
+    a.tick(5);
+    assert_eq!(a.acknowledge(), Some(0x40));
+    assert_eq!(a.next_deadline(), Some(5 + 20_000), "the next one a floor later");
+}

@@ -11,6 +11,12 @@ use super::{
 /// periodic timer the same way, at the same 200 µs). Its current count still counts at the
 /// programmed rate; a one-shot or TSC-deadline timer is not bounded (each needs a write).
 pub const MIN_PERIOD_US: u64 = 200;
+/// The same floor in TSC ticks, for a TSC that is slow next to the cost of an exit (Bochs's
+/// counts one tick per instruction and calibrates to about 4 MHz: 200 µs are 800 ticks, less
+/// than the hypervisor's own work for one interrupt and its EOI, and a 1-tick periodic timer
+/// would leave the guest no time at all). Linux's periodic tick at HZ=1000 is 1 ms, longer
+/// than this at any rate above 20 MHz.
+pub const MIN_PERIOD_TICKS: u64 = 20_000;
 
 impl Lapic {
     /// The TSC at which the timer next raises an interrupt: armed and unmasked (a masked
@@ -61,9 +67,9 @@ impl Lapic {
         }
     }
 
-    /// [`MIN_PERIOD_US`] in TSC ticks (at least 2000 where the rate is unknown or slow).
+    /// [`MIN_PERIOD_US`] in TSC ticks, and at least [`MIN_PERIOD_TICKS`].
     pub(super) fn min_period_ticks(&self) -> u64 {
-        (self.clock.hz() / 1_000_000 * MIN_PERIOD_US).max(2_000)
+        (self.clock.hz() / 1_000_000 * MIN_PERIOD_US).max(MIN_PERIOD_TICKS)
     }
 
     /// The divide configuration's divisor (§11.5.4, Figure 11-10: bits 0, 1 and 3).

@@ -3,7 +3,7 @@
 //! the same thing in a loop must not flood the serial console every partition shares, nor
 //! slow its CPU to the console's pace. A token bucket: a burst of [`BURST`] lines, regaining
 //! [`PER_SECOND`] lines per second of TSC; the lines that do not fit are counted, and the next
-//! line that does says how many were left out.
+//! line that does says how many were left out before it.
 
 /// Lines that may come at once.
 pub const BURST: u32 = 8;
@@ -55,13 +55,14 @@ impl LogLimit {
     }
 }
 
-/// `" (N similar lines left out before)"` for a line [`LogLimit::admit`] let through after
-/// dropping `n` (empty for 0): for the end of that line.
+/// `" (N earlier lines left out)"` for a line [`LogLimit::admit`] let through after dropping
+/// `n` (empty for 0): for the end of that line. The count is the budget's, whatever lines they
+/// were (a vCPU's budget covers all its rate-limited lines).
 pub fn dropped_note(n: u64) -> alloc::string::String {
     if n == 0 {
         alloc::string::String::new()
     } else {
-        alloc::format!(" ({n} similar lines left out before)")
+        alloc::format!(" ({n} earlier lines left out)")
     }
 }
 
@@ -93,7 +94,7 @@ mod tests {
         }
         assert_eq!(l.admit(now, HZ), None);
         assert_eq!(dropped_note(0), "");
-        assert_eq!(dropped_note(3), " (3 similar lines left out before)");
+        assert_eq!(dropped_note(3), " (3 earlier lines left out)");
     }
 
     #[test]
