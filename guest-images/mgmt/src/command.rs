@@ -21,6 +21,8 @@ pub enum Command<'a> {
         cmdline: &'a str,
         /// Host CPUs of its own (`IMAGE@1,2`), as a mask of CPU indices; 0: none.
         cpus: u64,
+        /// Its vCPUs (`IMAGE*2`; the hypervisor checks the count, 1..=8).
+        vcpus: u64,
     },
     Start(&'a str),
     Pause(&'a str),
@@ -39,8 +41,8 @@ pub const COMMANDS: [(&str, &str, &str); 11] = [
     ("list", "", "the partitions: id, name, state, memory, exit status"),
     (
         "create",
-        "NAME IMAGE[+INITRD|+MODULE...][@CPU,...] [MIB] [CMDLINE...]",
-        "a partition from boot module IMAGE (ELF64, multiboot with its boot modules or a Linux bzImage with its initrd module; MIB default 16), on host CPUs of its own after @, stopped until `start`",
+        "NAME IMAGE[+INITRD|+MODULE...][*VCPUS][@CPU,...] [MIB] [CMDLINE...]",
+        "a partition from boot module IMAGE (ELF64, multiboot with its boot modules or a Linux bzImage with its initrd module; MIB default 16), with VCPUS vCPUs after * (1 to 8, default 1), on host CPUs of its own after @, stopped until `start`",
     ),
     ("start", "NAME", "runs a created partition"),
     ("pause", "NAME", "stops running a partition, keeping it"),
@@ -168,6 +170,14 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
                 Some((image, list)) => (image, cpu_mask(list, command)?),
                 None => (word, 0),
             };
+            // `*N` after the image (and its modules) and before `@`: the vCPU count.
+            let (image, vcpus) = match image.rsplit_once('*') {
+                Some((image, n)) => (
+                    image,
+                    number(n).ok_or(ParseError::BadNumber { command, what: "VCPUS", word: n })?,
+                ),
+                None => (image, 1),
+            };
             // A third word that starts with a digit is the memory size; anything else begins
             // the command line.
             let save = words.rest;
@@ -180,7 +190,7 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
                     DEFAULT_MIB
                 }
             };
-            return Ok(Command::Create { name, image, mib, cmdline: words.rest(), cpus });
+            return Ok(Command::Create { name, image, mib, cmdline: words.rest(), cpus, vcpus });
         }
         "start" => Command::Start(required("NAME")?),
         "pause" => Command::Pause(required("NAME")?),
@@ -244,8 +254,9 @@ mod tests {
 
     #[test]
     fn create_takes_optional_memory_and_the_rest_as_cmdline() {
-        let create =
-            |name, image, mib, cmdline| Ok(Command::Create { name, image, mib, cmdline, cpus: 0 });
+        let create = |name, image, mib, cmdline| {
+            Ok(Command::Create { name, image, mib, cmdline, cpus: 0, vcpus: 1 })
+        };
         assert_eq!(parse("create g1 probe"), create("g1", "probe", 16, ""));
         assert_eq!(parse("create g1 probe 32"), create("g1", "probe", 32, ""));
         assert_eq!(
@@ -263,14 +274,15 @@ mod tests {
         );
         assert_eq!(
             parse("create").unwrap_err().to_string(),
-            "create: missing NAME (usage: create NAME IMAGE[+INITRD|+MODULE...][@CPU,...] [MIB] [CMDLINE...])"
+            "create: missing NAME (usage: create NAME IMAGE[+INITRD|+MODULE...][*VCPUS][@CPU,...] [MIB] [CMDLINE...])"
         );
     }
 
     #[test]
     fn create_takes_host_cpus_after_the_image() {
-        let with =
-            |cpus| Ok(Command::Create { name: "g1", image: "probe", mib: 32, cmdline: "", cpus });
+        let with = |cpus| {
+            Ok(Command::Create { name: "g1", image: "probe", mib: 32, cmdline: "", cpus, vcpus: 1 })
+        };
         assert_eq!(parse("create g1 probe@1 32"), with(0b10));
         assert_eq!(parse("create g1 probe@1,3 32"), with(0b1010));
         assert_eq!(parse("create g1 probe@0x3f 32"), with(1 << 63));
@@ -285,6 +297,27 @@ mod tests {
         assert_eq!(
             parse("create g1 probe@1,x").unwrap_err().to_string(),
             "create: CPU `x` is not a number"
+        );
+    }
+
+    #[test]
+    fn create_takes_a_vcpu_count_after_a_star() {
+        let with = |image, vcpus, cpus| {
+            Ok(Command::Create { name: "g1", image, mib: 16, cmdline: "vcpus=2", cpus, vcpus })
+        };
+        assert_eq!(parse("create g1 probe*2 vcpus=2"), with("probe", 2, 0));
+        assert_eq!(parse("create g1 probe*2@1,2 vcpus=2"), with("probe", 2, 0b110));
+        assert_eq!(parse("create g1 mb32+module.txt*3 vcpus=2"), with("mb32+module.txt", 3, 0));
+        // The count is the hypervisor's to refuse (it says why): 0 and 9 parse.
+        assert_eq!(parse("create g1 probe*0 vcpus=2"), with("probe", 0, 0));
+        assert_eq!(parse("create g1 probe*9 vcpus=2"), with("probe", 9, 0));
+        assert_eq!(
+            parse("create g1 probe* 16"),
+            Err(ParseError::BadNumber { command: "create", what: "VCPUS", word: "" })
+        );
+        assert_eq!(
+            parse("create g1 probe*two").unwrap_err().to_string(),
+            "create: VCPUS `two` is not a number"
         );
     }
 

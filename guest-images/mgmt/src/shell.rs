@@ -104,7 +104,7 @@ impl fmt::Display for Refused {
             ("resume", Status::InvalidArgument) => "only a paused partition resumes",
             ("destroy", Status::InvalidArgument) => "a partition cannot destroy itself",
             ("create", Status::InvalidArgument) => {
-                "a bad or taken name, memory not an even 2..=1024 MiB, CPUs not free, or no room for it"
+                "a bad or taken name, memory not an even 2..=1024 MiB, vCPUs not 1..=8, CPUs not free, or no room for it"
             }
             ("create", Status::NotFound) => "no boot module of that name",
             ("chan", Status::InvalidArgument) => "no free channel, or that is this partition",
@@ -164,8 +164,8 @@ fn execute(line: &str, channels: &mut Channels, own_id: u64) {
         Command::Empty => {}
         Command::Help => help(),
         Command::List => list(),
-        Command::Create { name, image, mib, cmdline, cpus } => {
-            create(name, image, mib, cmdline, cpus)
+        Command::Create { name, image, mib, cmdline, cpus, vcpus } => {
+            create(name, image, mib, cmdline, cpus, vcpus)
         }
         Command::Start(name) => {
             transition("start", name, hc::partition_start, "started");
@@ -219,12 +219,13 @@ fn list() {
     }
 }
 
-fn create(name: &str, image: &str, mib: u64, cmdline: &str, cpus: u64) {
+fn create(name: &str, image: &str, mib: u64, cmdline: &str, cpus: u64, vcpus: u64) {
     let mut req = match hc::create_request(name, image, cmdline, mib) {
         Ok(r) => r,
         Err(e) => return fail("create", e),
     };
     req.cpus = cpus;
+    req.vcpus = vcpus;
     match hc::partition_create(&req) {
         Ok(id) => println!("created {name} (id {id})"),
         Err(s) => fail("create", Refused("create", s)),

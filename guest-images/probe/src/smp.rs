@@ -255,6 +255,47 @@ fn wait_for(done: impl Fn() -> bool) -> bool {
     true
 }
 
+/// Round trips of [`spin_round_trips`].
+const SPIN_ROUNDS: u32 = 16;
+/// Most turns of its spin loop a round trip may take on average. With both vCPUs on one CPU
+/// and the directed yield, the sender's slice ends at its ICR write and the answer is waiting
+/// when it runs again: a turn or two. Without it the sender spins out the rest of its slice
+/// (2,000,000 TSC ticks, `vmm/run.rs`): tens of thousands of turns. The count, not the time,
+/// is checked: under QEMU without -icount the TSC follows the host's clock.
+const SPIN_TURNS_PER_ROUND: u64 = 2_000;
+
+/// Fixed IPIs to vCPU 1 (halted), each answered by one back, waited for by spinning with
+/// interrupts on (as Linux's `csd_lock_wait` does): the answer must come without the spin loop
+/// running out a time slice (`vmm/ipi.rs`, `ipi::yields_to`).
+fn spin_round_trips(c: &mut Checks) {
+    let base = REPLIES.load(Ordering::SeqCst);
+    let (mut turns, start) = (0u64, instr::rdtsc());
+    for k in 1..=SPIN_ROUNDS {
+        icr((AP_APIC_ID << 32) | u64::from(AP_IPI_VECTOR));
+        instr::sti();
+        while REPLIES.load(Ordering::SeqCst) < base + k {
+            turns += 1;
+            if instr::rdtsc().wrapping_sub(start) > WAIT_TICKS {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        instr::cli();
+    }
+    let ticks = instr::rdtsc().wrapping_sub(start);
+    let got = REPLIES.load(Ordering::SeqCst) - base;
+    guest_rt::println!(
+        "vcpus2: {SPIN_ROUNDS} spin-wait IPI round trips: {ticks} TSC ticks, {turns} spin turns"
+    );
+    c.check(
+        "vcpus2-ipi-spin-roundtrip",
+        ensure!(
+            got == SPIN_ROUNDS && turns <= SPIN_TURNS_PER_ROUND * u64::from(SPIN_ROUNDS),
+            "{got} of {SPIN_ROUNDS} answers, {turns} turns of the spin loop, {ticks} TSC ticks"
+        ),
+    );
+}
+
 /// INIT (assert, de-assert), then two start-up IPIs, to APIC ID 1.
 fn init_sipi_sipi() {
     let dest = AP_APIC_ID << 32;
@@ -335,6 +376,8 @@ pub fn run(c: &mut Checks) {
     c.check("vcpus2-ipi-to-ap", ensure!(got, "vCPU 1 never took the fixed IPI on 0x41"));
     let back = wait_for(|| REPLIES.load(Ordering::SeqCst) >= 1);
     c.check("vcpus2-ipi-to-bsp", ensure!(back, "the fixed IPI on 0x42 from vCPU 1 never came"));
+
+    spin_round_trips(c);
 
     // INIT and SIPI again: the application processor starts over at the trampoline.
     init_sipi_sipi();

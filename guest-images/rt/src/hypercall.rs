@@ -162,9 +162,11 @@ pub fn partition_count() -> Result<usize, Status> {
 }
 
 /// `PartitionCreate` (management only): a new partition, stopped until [`partition_start`];
-/// returns its id.
+/// returns its id. RSI carries the request's size (`CREATE_REQUEST_SIZE`: the layout with
+/// `vcpus`).
 pub fn partition_create(req: &CreateRequest) -> Result<u64, Status> {
-    call3(Call::PartitionCreate, req as *const CreateRequest as u64, 0, 0).result()
+    let size = hvabi::hypercall::CREATE_REQUEST_SIZE;
+    call3(Call::PartitionCreate, req as *const CreateRequest as u64, size, 0).result()
 }
 
 /// `PartitionStart` (management only) of a created partition.
@@ -247,8 +249,9 @@ impl fmt::Display for RequestError {
     }
 }
 
-/// A [`CreateRequest`] for [`partition_create`]; checks only that the strings fit (the
-/// hypervisor checks the rest: characters, uniqueness, the image, the memory size). `image`
+/// A [`CreateRequest`] for [`partition_create`], of one vCPU and no CPUs of its own; checks
+/// only that the strings fit (the hypervisor checks the rest: characters, uniqueness, the
+/// image, the memory size, a `vcpus` set afterwards). `image`
 /// may name an initial RAM disk after a `+` (`vmlinuz+initrd.gz`, a Linux image).
 pub fn create_request(
     name: &str,
@@ -283,6 +286,7 @@ pub fn create_request(
         initrd,
         initrd_len,
         cpus: 0,
+        vcpus: 1,
     })
 }
 

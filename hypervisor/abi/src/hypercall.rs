@@ -11,8 +11,9 @@
 //! Buffers are guest-physical addresses inside the caller's own RAM; the hypervisor checks
 //! every byte of the range before touching it. The table lives in `docs/hypercalls.md`.
 
-/// Version reported by [`Call::Version`]: major in bits 31:16, minor in bits 15:0.
-pub const VERSION: u64 = 0x0001_0000;
+/// Version reported by [`Call::Version`]: major in bits 31:16, minor in bits 15:0. Minor 1:
+/// [`CreateRequest::vcpus`] (a caller that sees minor 0 sends the request without it).
+pub const VERSION: u64 = 0x0001_0001;
 
 /// The signature in CPUID leaf 0x4000_0000 (EBX, ECX, EDX): `"MicroHVisor!"`.
 pub const CPUID_SIGNATURE: [u8; 12] = *b"MicroHVisor!";
@@ -40,7 +41,9 @@ pub enum Call {
     /// RDI; RDX = the number of partitions (which may exceed what fitted).
     PartitionList = 0x10,
     /// Management only. Creates a partition from the [`CreateRequest`] at guest-physical RDI
-    /// (stopped until [`Call::PartitionStart`]); RDX = its id.
+    /// (stopped until [`Call::PartitionStart`]); RSI = the request's size in bytes
+    /// ([`CREATE_REQUEST_SIZE`], or 0 or [`CREATE_REQUEST_SIZE_V0`] for the layout without
+    /// `vcpus`: one vCPU); RDX = its id.
     PartitionCreate = 0x11,
     /// Management only. Starts created partition RDI.
     PartitionStart = 0x12,
@@ -119,7 +122,23 @@ pub struct CreateRequest {
     /// Host CPUs of its own, as a mask of host CPU indices (bit i: CPU i; CPU 0 is never
     /// pinnable); 0: time-sliced on the boot CPU with the management partition.
     pub cpus: u64,
+    /// vCPUs, 1..=[`MAX_VCPUS`] (ABI minor 1; a request of [`CREATE_REQUEST_SIZE_V0`] bytes
+    /// has no such field and gets 1).
+    pub vcpus: u64,
 }
+
+/// Most vCPUs of one partition (the manifest's `vcpus` bound too).
+pub const MAX_VCPUS: u64 = 8;
+/// The size of a [`CreateRequest`], which the caller passes in RSI.
+pub const CREATE_REQUEST_SIZE: u64 = core::mem::size_of::<CreateRequest>() as u64;
+/// The size of the first layout, which ended at `cpus` (ABI 1.0): still understood, as one
+/// vCPU, as is RSI = 0 (what every 1.0 caller passed).
+pub const CREATE_REQUEST_SIZE_V0: u64 = CREATE_REQUEST_SIZE - 8;
+const _: () = assert!(
+    CREATE_REQUEST_SIZE == 280
+        && CREATE_REQUEST_SIZE_V0 == 272
+        && core::mem::offset_of!(CreateRequest, vcpus) == 272
+);
 
 /// Names of the exit kinds counted in [`StatsRecord::exits`], by index.
 pub const EXIT_KIND_NAMES: [&str; 19] = [

@@ -207,7 +207,6 @@ fn partition(
     };
     let mut devices_line = 0;
     let mut cpus_line = 0;
-    let mut vcpus_line = 0;
     let mut memory_given = false;
     for (key, value) in entries {
         let line = line_of(text, key.span().start);
@@ -318,7 +317,6 @@ fn partition(
                     )));
                 }
                 spec.vcpus = *n as u32;
-                vcpus_line = line;
             }
             ("cpus", v @ (Value::Integer(_) | Value::Array(_))) => {
                 spec.cpus = Some(cpus(v, before).map_err(fail)?);
@@ -416,13 +414,6 @@ fn partition(
     if spec.role == Role::Management && !memory_given {
         // All the host RAM the hypervisor and the other partitions do not use.
         spec.memory_mib = 0;
-    }
-    if spec.role == Role::Management && spec.vcpus != 1 {
-        return Err(err(
-            vcpus_line,
-            Some("vcpus"),
-            format!("{} vCPUs asked for; the management partition has 1", spec.vcpus),
-        ));
     }
     if !spec.devices.is_empty() && spec.role != Role::Management {
         return Err(err(

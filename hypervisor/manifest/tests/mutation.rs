@@ -300,7 +300,7 @@ fn invariants(m: &Manifest) -> Result<(), String> {
         if !p.devices.is_empty() && p.role != Role::Management {
             return Err("devices on a guest".into());
         }
-        if !(1..=MAX_VCPUS).contains(&p.vcpus) || (p.role == Role::Management && p.vcpus != 1) {
+        if !(1..=MAX_VCPUS).contains(&p.vcpus) {
             return Err("vcpus".into());
         }
     }

@@ -77,15 +77,19 @@ pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
     }
 }
 
-/// After an exit that may have sent an IPI (an ICR write through WRMSR or the APIC page): a
-/// vCPU that sent itself INIT waits for a SIPI, so its slice ends.
+/// After an exit that may have sent an IPI (an ICR write through WRMSR or the APIC page): an
+/// INIT to vCPU 0 stopped the partition; a vCPU that sent itself INIT waits for a SIPI, so its
+/// slice ends; one whose IPI gave another
+/// vCPU of its CPU work ends its slice for it, the write completed (a directed yield:
+/// [`Partition::yield_to`], `vmm/run.rs`).
 #[inline]
 fn parked_yields(p: &Partition, vc: usize, flow: Flow) -> Flow {
     if p.stopped() {
         // Its IPI stopped the partition (an INIT to vCPU 0 is a reset).
         return Flow::Stopped;
     }
-    if flow == Flow::Continue && p.vcpus[vc].run != RunState::Runnable { Flow::Yield } else { flow }
+    let ended = p.vcpus[vc].run != RunState::Runnable || p.yield_to.is_some();
+    if flow == Flow::Continue && ended { Flow::Yield } else { flow }
 }
 
 /// HLT (SDM Vol. 2A HLT): vCPU `vc` waits for an interrupt, or for good with interrupts off.
@@ -217,10 +221,7 @@ fn wrmsr(p: &mut Partition, vc: usize) -> Flow {
             let what = format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})");
             return refuse_gp_limited(p, vc, what);
         }
-        // An x2APIC ICR write may have parked this vCPU (an INIT to itself) or stopped the
-        // partition (an INIT to vCPU 0).
-        let flow = skip(p, vc);
-        return parked_yields(p, vc, flow);
+        return skip(p, vc);
     }
     let old = match place {
         Place::Hardware(h) => p.vcpus[vc].vcpu.msr(h),

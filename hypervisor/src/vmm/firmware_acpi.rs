@@ -1,7 +1,7 @@
 //! The management partition's ACPI tables: the firmware's, except the MADT. The host's MADT
-//! lists every host CPU and the real I/O APIC; the partition gets one vCPU with a virtual local
-//! APIC and the virtual 8259 pair, so it gets a generated MADT (`loader::acpi::madt`) in their
-//! place. The firmware's RSDP, RSDT and XSDT are shadowed: a copy of the page that holds the
+//! lists every host CPU and the real I/O APIC; the partition gets its vCPUs (the manifest's
+//! `vcpus`, time-sliced on CPU 0), each with a virtual local APIC, the virtual I/O APIC and the
+//! virtual 8259 pair, so it gets a generated MADT (`loader::acpi::madt_with`) in their place. The firmware's RSDP, RSDT and XSDT are shadowed: a copy of the page that holds the
 //! RSDP is mapped over it, its RSDP pointing at copies of the RSDT and XSDT whose MADT entry
 //! (or a new last entry, where they list none) points at the generated MADT. Every other
 //! entry still points at the firmware's own tables (ACPI 6.5 §5.2.5.3 RSDP, §5.2.7 RSDT,
@@ -268,11 +268,13 @@ const UEFI_RSDP_GPA: u64 = 0xe_0000;
 /// EBDA or the BIOS area; or, under UEFI, anywhere: then its copy goes at [`UEFI_RSDP_GPA`]) with the tables page at `tables_gpa` (a page of host
 /// memory the partition does not get as RAM, identity-mapped read-only by `firmware::windows`);
 /// writes that page, copies the RSDP's page into a new frame and maps it over the RSDP's page.
-/// Returns the frame (the partition owns it) or why nothing was shadowed.
+/// Returns the frame (the partition owns it) or why nothing was shadowed. The generated MADT
+/// lists `vcpus` local APICs (IDs 0 up, the partition's vCPUs).
 pub fn install(
     slat: &mut dyn super::vcpu::SecondLevel,
     rsdp: u64,
     tables_gpa: u64,
+    vcpus: u32,
 ) -> Result<u64, &'static str> {
     use crate::arch::x86::acpi::PhysRead;
     use crate::arch::x86::paging::HostPages;
@@ -313,7 +315,7 @@ pub fn install(
     if let Some(sci) = fadt.as_deref().and_then(sci_int) {
         entries.extend_from_slice(&super::vioapic::sci_override(sci));
     }
-    let madt = super::loader::acpi::madt_with(1, &entries);
+    let madt = super::loader::acpi::madt_with(vcpus, &entries);
     let s = shadow(&page, off, &rsdt, xsdt.as_deref(), &kind, &madt, tables_gpa)
         .ok_or("the shadow tables do not fit")?;
     // SAFETY: `tables_gpa` is a page of host memory kept for this partition's tables (the top

@@ -144,6 +144,17 @@ pub fn effect(ipi: &Ipi, target: usize, run: RunState) -> Effect {
     }
 }
 
+/// True when IPI effect `effect`, sent by vCPU `from` to vCPU `target` (now in `run`), is a
+/// reason to end the sender's slice and run the target at once (a directed yield): the target
+/// is another vCPU of the sender's CPU, the IPI gives it work (an interrupt, an NMI, a start)
+/// and it can run. A sender that then waits for an answer (HLT, or a spin loop such as Linux's
+/// `csd_lock_wait`) gets it within the slice instead of after it (`vmm/run.rs`).
+pub fn yields_to(from: usize, target: usize, effect: Effect, run: RunState) -> bool {
+    target != from
+        && matches!(effect, Effect::Accept(_) | Effect::Nmi | Effect::Start(_))
+        && run == RunState::Runnable
+}
+
 /// The processor signature a vCPU finds in EDX after INIT: the CPUID leaf 1 EAX the guest
 /// sees (family, model, stepping are the host's).
 fn signature() -> u32 {
@@ -169,7 +180,8 @@ impl Partition {
         // software-disabled one still takes INIT and SIPI (§11.4.7.2).
         to.retain(|&v| self.vcpus[v].lapic.enabled());
         for v in to {
-            match effect(&ipi, v, self.vcpus[v].run) {
+            let e = effect(&ipi, v, self.vcpus[v].run);
+            match e {
                 Effect::Accept(_) => {
                     self.vcpus[v].lapic.deliver_ipi(&ipi);
                 }
@@ -229,12 +241,30 @@ impl Partition {
                     }
                 }
             }
+            if v != from {
+                self.directed_yield(from, v, e);
+            }
         }
         if self.state != State::Runnable && !self.stopped() {
             // A halted partition's vCPUs may have been woken; the run loop looks again.
             self.state = State::Runnable;
         }
         true
+    }
+
+    /// After IPI effect `e` on vCPU `v` (not the sender, `from`): a halted vCPU the IPI
+    /// interrupts runs again (as the run loop would wake it at its next slice), and the first
+    /// target that can run is where the sender's slice goes ([`Partition::yield_to`]).
+    fn directed_yield(&mut self, from: usize, v: usize, e: Effect) {
+        if matches!(self.vcpus[v].run, RunState::Halted { .. })
+            && matches!(e, Effect::Accept(_) | Effect::Nmi)
+            && self.interrupt_pending_for(v)
+        {
+            self.vcpus[v].run = RunState::Runnable;
+        }
+        if self.yield_to.is_none() && yields_to(from, v, e, self.vcpus[v].run) {
+            self.yield_to = Some(v);
+        }
     }
 }
 
@@ -296,6 +326,20 @@ mod tests {
         assert_eq!(effect(&nmi, 1, RunState::WaitForSipi), Effect::Ignored);
         let smi = ipi(DeliveryMode::Smi, 0, Destination::Physical(1));
         assert_eq!(effect(&smi, 1, RunState::Runnable), Effect::Refused);
+    }
+
+    #[test]
+    fn only_work_for_another_runnable_vcpu_yields_to_it() {
+        use RunState::*;
+        assert!(yields_to(0, 1, Effect::Accept(0x40), Runnable));
+        assert!(yields_to(1, 0, Effect::Nmi, Runnable));
+        assert!(yields_to(0, 2, Effect::Start(0x08), Runnable));
+        assert!(!yields_to(1, 1, Effect::Accept(0x40), Runnable), "a self-IPI");
+        assert!(!yields_to(0, 1, Effect::Accept(0x40), Halted { until: 9 }), "masked: not woken");
+        assert!(!yields_to(0, 1, Effect::Accept(0x40), Stopped), "HLT with IF=0");
+        assert!(!yields_to(0, 1, Effect::Init, WaitForSipi));
+        assert!(!yields_to(0, 1, Effect::Ignored, Runnable));
+        assert!(!yields_to(0, 1, Effect::Refused, Runnable));
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub struct Partition {
     ///
     /// [`Flow::Admin`]: super::step::Flow::Admin
     pub current: usize,
+    /// The vCPU an IPI just made runnable, set by [`Partition::send_ipi`] for the run loop
+    /// (`vmm/run.rs`), which runs it next in the sender's slice (a directed yield).
+    pub yield_to: Option<usize>,
     /// The partition's state; `Runnable` and `Halted` sum up its vCPUs' [`RunState`]s.
     pub state: State,
     pub stats: ExitStats,
@@ -242,9 +245,12 @@ impl Partition {
             mmio.attach(w.start..w.end, Box::new(super::firmware::RomWrites::default()));
         }
         let irq_lines = if config.management {
+            // Every vCPU gets the same ports (the I/O bitmap is per vCPU).
+            let mut all: Vec<&mut dyn super::vcpu::Vcpu> = alloc::vec![vcpu.as_mut()];
+            slots.iter_mut().for_each(|s| all.push(s.vcpu.as_mut()));
             super::passthrough::hand_over(
                 &config.devices,
-                vcpu.as_mut(),
+                &mut all,
                 slat.as_mut(),
                 &mut io,
                 platform.ram_top_below_4g,
@@ -256,7 +262,7 @@ impl Partition {
         };
         super::firmware_acpi::map_facs(slat.as_mut(), platform, &firmware).map_err(cleanup)?;
         if let Some((rsdp, tables)) = acpi_tables {
-            match super::firmware_acpi::install(slat.as_mut(), rsdp, tables) {
+            match super::firmware_acpi::install(slat.as_mut(), rsdp, tables, vcpus) {
                 Ok(frame) => owned.push(frame..frame + PAGE_SIZE),
                 Err(why) => log::warn!(
                     "partition {}: the firmware's MADT is not replaced: {why}",
@@ -277,6 +283,7 @@ impl Partition {
                 .chain(slots)
                 .collect(),
             current: 0,
+            yield_to: None,
             state: State::Runnable,
             stats: ExitStats::default(),
             io,
@@ -295,16 +302,13 @@ impl Partition {
         })
     }
 
-    /// The number of vCPUs `config` asks for, checked: 1..=[`MAX_VCPUS`], one for the
-    /// management partition (its devices' ports are handed to one vCPU), and a base tag that
-    /// leaves room for the others' ([`vcpu_tag`]).
+    /// The number of vCPUs `config` asks for, checked: 1..=[`MAX_VCPUS`] (the management
+    /// partition's included: each of its vCPUs gets its devices, `passthrough::hand_over`),
+    /// and a base tag that leaves room for the others' ([`vcpu_tag`]).
     fn check_vcpus(config: &PartitionConfig, tag: u16) -> Result<u32, BuildError> {
         let n = config.vcpus;
         if !(1..=MAX_VCPUS).contains(&n) {
             return Err(format!("{n} vCPUs asked for; a partition has 1 to {MAX_VCPUS}"));
-        }
-        if config.management && n != 1 {
-            return Err(format!("{n} vCPUs asked for; the management partition has 1"));
         }
         if n > 1 && tag >= TAG_STRIDE {
             return Err(format!("no VPID/ASID tags left for {n} vCPUs (base tag {tag})"));
@@ -473,7 +477,8 @@ impl Partition {
 
     /// True when something could still interrupt vCPU `v` by itself: its timer, its pending
     /// vectors and, for vCPU 0, a bound channel, or an unmasked PIC line with a source behind
-    /// it (its UART, a forwarded host line, the PIT and RTC).
+    /// it (its UART, a forwarded host line, the PIT and RTC); for any vCPU of a partition with
+    /// an I/O APIC, such a line unmasked at its pin (the guest routes it to any vCPU).
     pub fn can_be_woken(&self, v: usize) -> bool {
         let slot = &self.vcpus[v];
         if slot.timer.is_some()
@@ -483,19 +488,18 @@ impl Partition {
             return true;
         }
         let wired = self.irq_lines | (1 << 4);
-        let unmasked = self.unmasked_irqs();
-        v == 0
-            && (self.pc.as_ref().is_some_and(|pc| pc.can_wake(unmasked))
-                || self.bound_channels > 0
-                || unmasked & wired != 0)
+        let unmasked = if v == 0 { self.unmasked_irqs() } else { self.ioapic_unmasked() };
+        (v == 0 && self.bound_channels > 0)
+            || self.pc.as_ref().is_some_and(|pc| pc.can_wake(unmasked))
+            || unmasked & wired != 0
     }
 
     /// The earliest TSC at which something raises an interrupt for vCPU `v` by itself (its
-    /// timer hypercall's deadline, its local APIC timer; for vCPU 0 the PIT's next tick), for
-    /// its wake-up from HLT.
+    /// timer hypercall's deadline, its local APIC timer; the PIT's next tick for vCPU 0, and
+    /// for any vCPU through an I/O APIC), for its wake-up from HLT.
     pub fn next_deadline_for(&self, v: usize) -> Option<u64> {
         let slot = &self.vcpus[v];
-        let devices = if v == 0 { self.device_deadline() } else { None };
+        let devices = if v == 0 || self.ioapic.is_some() { self.device_deadline() } else { None };
         earliest(devices, slot.deadline())
     }
 
@@ -519,7 +523,12 @@ impl Partition {
     /// The ISA IRQ lines (bit n: IRQ n) that reach a vCPU: unmasked at the 8259 pair or, for a
     /// partition with an I/O APIC, at its pin (`vioapic::unmasked_lines`).
     fn unmasked_irqs(&self) -> u16 {
-        self.pic.unmasked() | self.ioapic.as_ref().map_or(0, super::vioapic::unmasked_lines)
+        self.pic.unmasked() | self.ioapic_unmasked()
+    }
+
+    /// The ISA IRQ lines unmasked at the I/O APIC's pins (none without one).
+    fn ioapic_unmasked(&self) -> u16 {
+        self.ioapic.as_ref().map_or(0, super::vioapic::unmasked_lines)
     }
 
     /// Moves what came due into the interrupt inputs: each vCPU's timer hypercall vector and

@@ -275,11 +275,21 @@ impl Device for PciFilter {
     }
 }
 
-/// Hands `devices` to a management partition: clears I/O bitmap bits, maps MMIO identity,
+/// Lets every one of `vcpus` reach ports `[first, first+count)` directly: the I/O bitmap is
+/// per vCPU (VMX: each VMCS names its own bitmaps, SDM Vol. 3C §25.6.4; SVM: each VMCB its own
+/// IOPM, APM Vol. 2 §15.10.1), and a partition's devices are the same for all its vCPUs.
+fn pass_ports(vcpus: &mut [&mut dyn Vcpu], first: u16, count: u16) {
+    for v in vcpus.iter_mut() {
+        v.pass_through_ports(first, count);
+    }
+}
+
+/// Hands `devices` to a management partition: clears I/O bitmap bits in each of its `vcpus`,
+/// maps MMIO identity (the second-level table is the partition's, shared by its vCPUs),
 /// installs the PCI filter on its port bus. Returns the host IRQ lines it now owns.
 pub fn hand_over(
     devices: &[String],
-    vcpu: &mut dyn Vcpu,
+    vcpus: &mut [&mut dyn Vcpu],
     slat: &mut dyn SecondLevel,
     io: &mut Bus,
     ram_top_below_4g: u64,
@@ -292,7 +302,7 @@ pub fn hand_over(
         match spec {
             DeviceSpec::All => {
                 for r in allowed_ports_except(0..=0xffff, keep) {
-                    vcpu.pass_through_ports(*r.start(), r.end() - r.start() + 1);
+                    pass_ports(vcpus, *r.start(), r.end() - r.start() + 1);
                 }
                 // Everything above RAM in the first 4 GiB is device space, except the local
                 // APIC and the hypervisor's own virtual devices' windows.
@@ -313,7 +323,7 @@ pub fn hand_over(
             DeviceSpec::Irq(n) => irqs |= 1 << n,
             DeviceSpec::Ports(r) => {
                 for a in allowed_ports_except(r.clone(), keep) {
-                    vcpu.pass_through_ports(*a.start(), a.end() - a.start() + 1);
+                    pass_ports(vcpus, *a.start(), a.end() - a.start() + 1);
                 }
             }
             DeviceSpec::Mmio(r) => {
@@ -332,7 +342,7 @@ pub fn hand_over(
                 if let PciAccess::Only(list) = &mut pci {
                     list.push((*bus, *dev, *func));
                 }
-                map_bars(*bus, *dev, *func, vcpu, slat)?;
+                map_bars(*bus, *dev, *func, vcpus, slat)?;
                 irqs |= function_irqs(*bus, *dev, *func);
             }
         }
@@ -398,7 +408,7 @@ fn map_bars(
     bus: u8,
     dev: u8,
     func: u8,
-    vcpu: &mut dyn Vcpu,
+    vcpus: &mut [&mut dyn Vcpu],
     slat: &mut dyn SecondLevel,
 ) -> Result<(), String> {
     if config_read(bus, dev, func, 0) & 0xffff == 0xffff {
@@ -414,7 +424,7 @@ fn map_bars(
         if probe != 0 && orig != 0 {
             if orig & 1 == 1 {
                 let size = (!(probe & !3)).wrapping_add(1) & 0xffff;
-                vcpu.pass_through_ports((orig & !3) as u16, size as u16);
+                pass_ports(vcpus, (orig & !3) as u16, size as u16);
             } else {
                 let size = u64::from((!(probe & !0xf)).wrapping_add(1));
                 let base = u64::from(orig & !0xf)

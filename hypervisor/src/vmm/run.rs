@@ -10,7 +10,7 @@ use super::partition::{Partition, RunState, State};
 use super::pc::PcDevices;
 use super::profile::{self, Stage};
 use super::vcpu::{EntryError, Event, reg};
-use super::vcpu_slot::{Overall, VcpuSlot, next_runnable, overall};
+use super::vcpu_slot::{Overall, Turn, VcpuSlot, overall};
 use crate::arch::x86::instr::rdtsc;
 use crate::devices::pic8259::PicPair;
 use alloc::format;
@@ -178,17 +178,28 @@ fn run_slice_as(p: &mut Partition, pinned: bool) -> Flow {
         }
     }
     let n = p.vcpus.len();
-    let Some(v) = next_runnable(n, p.current, |v| p.vcpus[v].run == RunState::Runnable) else {
+    let runnable = |p: &Partition, v: usize| p.vcpus[v].run == RunState::Runnable;
+    let Some(turn) = Turn::start(n, p.current, now, TIMESLICE_TICKS, |v| runnable(p, v)) else {
         return settle(p, Flow::Yield);
     };
-    p.current = v;
-    let flow = run_vcpu(p, v, pinned && n == 1);
-    if flow == Flow::Stopped {
-        return flow;
-    }
+    let mut v = turn.first;
+    let flow = loop {
+        p.current = v;
+        let flow = run_vcpu(p, v, pinned && n == 1, &turn);
+        if flow == Flow::Stopped {
+            return flow;
+        }
+        // A directed yield (an IPI gave vCPU `to` work: `ipi::yields_to`) runs the target
+        // in the rest of the turn.
+        let to = p.yield_to.take();
+        match turn.next(to, rdtsc(), MIN_SLICE_TICKS, |t| runnable(p, t)) {
+            Some(t) if flow == Flow::Yield => v = t,
+            _ => break flow,
+        }
+    };
     if !matches!(flow, Flow::Admin(_)) {
-        // The next slice starts looking at the next vCPU.
-        p.current = (v + 1) % n;
+        // The next turn starts looking at the vCPU after the one whose turn this was.
+        p.current = turn.cursor_after(n);
     }
     settle(p, flow)
 }
@@ -237,21 +248,21 @@ fn settle_all(p: &mut Partition, flow: Flow) -> Flow {
 /// Runs vCPU `v` of `p` until its slice ends or an exit needs more than the vCPU, with its own
 /// FPU state and XCR0 in the registers ([`super::fpu`]). `unsliced`: a pinned partition's only
 /// vCPU, which runs without a time slice ([`run_pinned`]).
-fn run_vcpu(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
+fn run_vcpu(p: &mut Partition, v: usize, unsliced: bool, turn: &Turn) -> Flow {
     p.vcpus[v].fpu.restore();
-    let flow = run_vcpu_exits(p, v, unsliced);
+    let flow = run_vcpu_exits(p, v, unsliced, turn);
     p.vcpus[v].fpu.save();
     flow
 }
 
-/// The exits of one slice of vCPU `v`.
-fn run_vcpu_exits(p: &mut Partition, v: usize, unsliced: bool) -> Flow {
+/// The exits of one slice of vCPU `v`, at most the rest of its `turn`.
+fn run_vcpu_exits(p: &mut Partition, v: usize, unsliced: bool, turn: &Turn) -> Flow {
     let now = rdtsc();
     let ticks = if unsliced {
         p.next_deadline_for(v)
             .map_or(0, |t| t.saturating_sub(now).clamp(MIN_SLICE_TICKS, u64::from(u32::MAX)))
     } else {
-        slice_ticks(p, now)
+        turn.ticks_left(now, slice_ticks(p, now), MIN_SLICE_TICKS)
     };
     p.vcpus[v].vcpu.set_timeslice(ticks);
     profile::slice_start();

@@ -157,6 +157,58 @@ pub fn next_runnable(n: usize, from: usize, runnable: impl Fn(usize) -> bool) ->
     (0..n).map(|k| (from + k) % n).find(|&v| runnable(v))
 }
 
+/// One turn of a partition's round-robin on its CPU: the vCPU whose turn it is runs, and a
+/// directed yield (an IPI that gave another vCPU work, [`super::ipi::yields_to`]) hands the
+/// rest of the turn to the target, then to the next target, until the turn's time is up or a
+/// run ends for another reason. The next turn starts after the vCPU whose turn this was, not
+/// after the last target: two vCPUs that keep sending each other IPIs share their turns but
+/// take none of a third's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Turn {
+    /// The vCPU whose turn it is.
+    pub first: usize,
+    /// The TSC at which the turn ends.
+    pub end: u64,
+}
+
+impl Turn {
+    /// The turn of the first runnable vCPU from `cursor` on among `n`, starting at TSC `now`
+    /// and lasting `ticks`; `None` when none can run.
+    pub fn start(
+        n: usize,
+        cursor: usize,
+        now: u64,
+        ticks: u64,
+        runnable: impl Fn(usize) -> bool,
+    ) -> Option<Self> {
+        next_runnable(n, cursor, runnable).map(|first| Self { first, end: now + ticks })
+    }
+
+    /// After a run that ended at TSC `now` with a directed yield to `to` (`None`: it ended
+    /// otherwise), the vCPU that runs next in this turn: the target, while it can run and at
+    /// least `min_ticks` of the turn are left; `None`: the turn ends.
+    pub fn next(
+        &self,
+        to: Option<usize>,
+        now: u64,
+        min_ticks: u64,
+        runnable: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        to.filter(|&t| now.saturating_add(min_ticks) <= self.end && runnable(t))
+    }
+
+    /// Ticks a run that starts at TSC `now` in this turn may take, at most `ticks`, at least
+    /// `min_ticks`.
+    pub fn ticks_left(&self, now: u64, ticks: u64, min_ticks: u64) -> u64 {
+        self.end.saturating_sub(now).clamp(min_ticks, ticks.max(min_ticks))
+    }
+
+    /// Where the next turn looks for a runnable vCPU, among `n`.
+    pub fn cursor_after(&self, n: usize) -> usize {
+        (self.first + 1) % n
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +247,47 @@ mod tests {
         assert_eq!(next_runnable(4, 1, r), Some(2));
         assert_eq!(next_runnable(4, 3, r), Some(0));
         assert_eq!(next_runnable(4, 2, |_| false), None);
+    }
+
+    #[test]
+    fn a_directed_yield_runs_the_target_for_the_rest_of_the_turn() {
+        let t = Turn::start(2, 0, 100, 1000, |_| true).unwrap();
+        assert_eq!(t, Turn { first: 0, end: 1100 });
+        assert_eq!(t.next(Some(1), 500, 10, |_| true), Some(1));
+        assert_eq!(t.next(None, 500, 10, |_| true), None, "no yield: the turn ends");
+        assert_eq!(t.next(Some(1), 1095, 10, |_| true), None, "too little time left");
+        assert_eq!(t.next(Some(1), 500, 10, |v| v != 1), None, "the target cannot run");
+        assert_eq!(t.ticks_left(500, 1000, 10), 600);
+        assert_eq!(t.ticks_left(1099, 1000, 10), 10);
+        assert_eq!(t.ticks_left(100, 400, 10), 400, "never more than a run's own slice");
+        assert_eq!(Turn::start(3, 1, 0, 5, |v| v == 0), Some(Turn { first: 0, end: 5 }));
+        assert_eq!(Turn::start(3, 1, 0, 5, |_| false), None);
+    }
+
+    /// vCPUs 0 and 1 send each other an IPI every 7 ticks, vCPU 2 only computes: every vCPU
+    /// still starts a turn in rotation, so 2 gets a third of the time.
+    #[test]
+    fn vcpus_that_ping_pong_do_not_starve_a_third() {
+        let (mut now, mut cursor, slice) = (0u64, 0usize, 100u64);
+        let mut ran = [0u64; 3];
+        for _ in 0..30 {
+            let turn = Turn::start(3, cursor, now, slice, |_| true).unwrap();
+            let mut v = turn.first;
+            loop {
+                let took = if v == 2 { turn.ticks_left(now, slice, 1) } else { 7 };
+                ran[v] += took;
+                now += took;
+                let to = (v != 2).then(|| 1 - v);
+                match turn.next(to, now, 1, |_| true) {
+                    Some(t) => v = t,
+                    None => break,
+                }
+            }
+            cursor = turn.cursor_after(3);
+        }
+        let total: u64 = ran.iter().sum();
+        assert!(ran[2] * 10 >= total * 3, "vCPU 2 ran {} of {total} ticks", ran[2]);
+        assert!(ran[0] > 0 && ran[1] > 0);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!
 //! Delivery ([`deliver`]) is the one place a message becomes an interrupt for a vCPU: a fixed
 //! or lowest-priority message is accepted by the local APIC(s) its destination names
-//! (physical: an APIC ID or 0xFF; logical: the APICs' logical IDs), with its trigger mode
+//! (physical: an APIC ID or 0xFF; logical: the APICs' logical IDs; lowest priority: one of
+//! them, [`lowest_priority`]), on any of the partition's vCPUs, with its trigger mode
 //! (level: the vector's TMR bit, SDM Vol. 3A §11.8.4); an NMI is kept for the target's next
 //! entry. The local APIC's EOI of a level vector comes back through [`eoi`] (`vmm::vlapic`
 //! calls [`level_eoi`] before each EOI write). SMI, INIT and ExtINT entries are not delivered
@@ -202,11 +203,20 @@ pub fn deliver(p: &mut Partition, m: Message) {
             return;
         }
     };
-    for slot in p.vcpus.iter_mut() {
-        let apic = &mut slot.lapic;
-        if !apic.enabled() || !apic.is_target(dest, false) {
+    let targets = targets(p, dest);
+    let chosen = match mode {
+        lapic::DeliveryMode::LowestPriority => {
+            let apics = p.vcpus.iter_mut().enumerate().filter(|(v, _)| targets & (1 << v) != 0);
+            lowest_priority(apics.map(|(v, s)| (v, &mut s.lapic.apic)), m.vector)
+                .map_or(0, |v| 1 << v)
+        }
+        _ => targets,
+    };
+    for (v, slot) in p.vcpus.iter_mut().enumerate() {
+        if chosen & (1 << v) == 0 {
             continue;
         }
+        let apic = &mut slot.lapic;
         if mode == lapic::DeliveryMode::Nmi {
             let ipi = lapic::Ipi { mode, vector: m.vector, deassert: false, dest };
             apic.deliver_ipi(&ipi);
@@ -217,11 +227,47 @@ pub fn deliver(p: &mut Partition, m: Message) {
         } else {
             apic.apic.accept(m.vector, m.level);
         }
-        // Lowest priority: one receiver (the first; every vCPU's TPR is alike in practice).
-        if mode == lapic::DeliveryMode::LowestPriority {
-            break;
+    }
+}
+
+/// The vCPUs (bit v: vCPU v) whose local APIC accepts a message to `dest`: globally enabled,
+/// named by the destination (physical: its APIC ID or the broadcast ID; logical: its logical
+/// ID, flat or cluster, SDM Vol. 3A §11.6.2), and not waiting for a start-up IPI (a CPU in
+/// that state takes no interrupts, §9.4.2).
+fn targets(p: &Partition, dest: Destination) -> u32 {
+    let mut set = 0;
+    for (v, slot) in p.vcpus.iter().enumerate() {
+        let apic = &slot.lapic;
+        if apic.enabled()
+            && apic.is_target(dest, false)
+            && slot.run != super::partition::RunState::WaitForSipi
+        {
+            set |= 1 << v;
         }
     }
+    set
+}
+
+/// Lowest-priority delivery (SDM Vol. 3A §11.6.2.4): one of the `targets` takes the
+/// message. A focus processor (one with `vector` already requested or in service) keeps it;
+/// otherwise the one whose task priority is lowest, the lowest-numbered on a tie (the
+/// arbitration the SDM leaves to the chipset).
+fn lowest_priority<'a>(
+    targets: impl Iterator<Item = (usize, &'a mut lapic::Lapic)>,
+    vector: u8,
+) -> Option<usize> {
+    let mut best: Option<(usize, u32)> = None;
+    let (word, bit) = (u32::from(vector / 32) * 16, 1u32 << (vector % 32));
+    for (v, apic) in targets {
+        if (apic.read(lapic::reg::IRR + word) | apic.read(lapic::reg::ISR + word)) & bit != 0 {
+            return Some(v);
+        }
+        let tpr = apic.tpr() >> 4;
+        if best.is_none_or(|(_, b)| tpr < b) {
+            best = Some((v, tpr));
+        }
+    }
+    best.map(|(v, _)| v)
 }
 
 /// Before vCPU `vc` writes its local APIC's EOI register (xAPIC offset 0xB0, x2APIC MSR
@@ -252,6 +298,33 @@ mod tests {
         assert_eq!(e[..12], [1, 12, 1, 0, 0x00, 0x00, 0xc0, 0xfe, 0, 0, 0, 0]);
         // Override: type 2, length 10, ISA, IRQ 0, GSI 2, flags 0.
         assert_eq!(e[12..], [2, 10, 0, 0, 2, 0, 0, 0, 0, 0]);
+    }
+
+    fn apics(n: u32) -> alloc::vec::Vec<crate::vmm::vlapic::Vlapic> {
+        let clock = Rc::new(crate::devices::clock::ManualClock::new(1_000_000));
+        (0..n).map(|k| crate::vmm::vlapic::Vlapic::new(clock.clone(), k, k == 0)).collect()
+    }
+
+    fn pick(a: &mut [crate::vmm::vlapic::Vlapic], targets: u32, vector: u8) -> Option<usize> {
+        let it = a.iter_mut().enumerate().filter(|(v, _)| targets & (1 << v) != 0);
+        lowest_priority(it.map(|(v, x)| (v, &mut x.apic)), vector)
+    }
+
+    #[test]
+    fn lowest_priority_goes_to_the_lowest_task_priority_or_the_focus() {
+        let mut a = apics(3);
+        assert_eq!(pick(&mut a, 0b111, 0x41), Some(0), "a tie: the lowest-numbered");
+        assert_eq!(pick(&mut a, 0b110, 0x41), Some(1), "only the targets compete");
+        a[0].apic.set_tpr(0x20);
+        a[1].apic.set_tpr(0x30);
+        assert_eq!(pick(&mut a, 0b111, 0x41), Some(2), "TPR 0 is the lowest");
+        a[2].apic.set_tpr(0x40);
+        assert_eq!(pick(&mut a, 0b111, 0x41), Some(0));
+        // A focus processor (the vector already requested there) keeps it.
+        a[1].apic.accept(0x41, false);
+        assert_eq!(pick(&mut a, 0b111, 0x41), Some(1));
+        assert_eq!(pick(&mut a, 0b101, 0x41), Some(0));
+        assert_eq!(pick(&mut a, 0, 0x41), None, "no target, no receiver");
     }
 
     #[test]

@@ -755,6 +755,36 @@ pub const CASES: &[Case] = &[
         test_disk: true,
         cpus: 1,
     },
+    // vCPUs for the management partition and for what it creates (`scenarios/mgmt-vcpus.toml`):
+    // the shell's `create s2 probe*2`, bad counts refused, a management partition of two vCPUs.
+    Case {
+        name: "svm-mgmt-vcpus",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "mgmt-vcpus",
+        expect: MGMT_VCPUS,
+        status: Expect::Success,
+        timeout_s: 180,
+        input: MGMT_VCPUS_INPUT,
+        test_disk: true,
+        cpus: 1,
+    },
+    Case {
+        name: "vmx-mgmt-vcpus",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: Some("tigerlake"),
+        append: "",
+        scenario: "mgmt-vcpus",
+        expect: MGMT_VCPUS,
+        status: Expect::Success,
+        timeout_s: 240,
+        input: MGMT_VCPUS_INPUT,
+        test_disk: true,
+        cpus: 1,
+    },
     // --- apichostile: the APIC abuse scenario (`scenarios/apic-abuse.toml`) on both backends:
     // a two-vCPU partition abuses its local APICs and checks the SDM's answers, two more are
     // stopped for an INIT to themselves and a locked APIC access, the probe beside them passes.

@@ -38,6 +38,7 @@ pub const VCPUS2: &[Want] = &[
     Line("[probe-smp] PASS vcpus2-second-sipi-ignored"),
     Line("[probe-smp] PASS vcpus2-ipi-to-ap"),
     Line("[probe-smp] PASS vcpus2-ipi-to-bsp"),
+    Line("[probe-smp] PASS vcpus2-ipi-spin-roundtrip"),
     Line("[probe-smp] PASS vcpus2-init-restarts"),
     Line("[probe-smp] PASS vcpus2-ap-timer-after-init"),
     Line("[probe-smp] PASS vcpus2-nmi-wakes-hlt"),
@@ -411,11 +412,17 @@ pub const LINUX_PINNED: &[Want] = &[
 ];
 
 /// `scenarios/linux-mgmt.toml`: Debian's stock kernel as the management partition, with every
-/// device: its /init finds the firmware's ACPI tables, reads the test disk through ata_piix and
-/// sees the disk's IRQ 14 through the I/O APIC; the probe beside it passes; `poweroff -f` (the
-/// machine's PM1a control register, trapped) ends the partition, which powers the machine off.
+/// device and two vCPUs: it starts its second CPU (INIT-SIPI-SIPI into its own low RAM) from the
+/// generated MADT, its /init finds both in /proc/cpuinfo with a task running on each, finds the
+/// firmware's ACPI tables, reads the test disk through ata_piix and sees the disk's IRQ 14
+/// through the I/O APIC; the probe beside it passes; `poweroff -f` (the machine's PM1a control
+/// register, trapped) ends the partition, which powers the machine off.
 pub const LINUX_MGMT: &[Want] = &[
     Line("[linux] INIT-MARKER uptime="),
+    Line("partition linux: vCPU 1 started by vCPU 0 at "),
+    LineWith(&["[linux] ", "smp: Brought up 1 node, 2 CPUs"]),
+    Line("[linux] PASS cpus"),
+    Line("[linux] PASS task-per-cpu"),
     LineWith(&["[linux] ", "ACPI: Using IOAPIC for interrupt routing"]),
     Line("[linux] PASS uname-r"),
     Line("[linux] PASS timer-ticks"),
@@ -426,7 +433,7 @@ pub const LINUX_MGMT: &[Want] = &[
     Line("[linux] PASS disk-sector0"),
     LineWith(&["[linux] disk-irq: 14: ", " IO-APIC 14-edge ata_piix"]),
     Line("[linux] PASS disk-irq"),
-    Line("[linux] ALL-CHECKS-DONE passed=9 failed=0"),
+    Line("[linux] ALL-CHECKS-DONE passed=11 failed=0"),
     PROBE_PASSES,
     PROBE_SUMMARY,
     Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
@@ -447,6 +454,40 @@ pub const BAREPC: &[Want] = &[
     Line("hypervisor: partition barepc (id 0): shut down with status 0 [as expected]"),
     LineWith(&["[probe] probe: ", " checks, 0 failed"]),
     Line("hypervisor: partition probe (id 1): shut down with status 0 [as expected]"),
+    POWER_OFF_OK,
+];
+
+/// `scenarios/mgmt-vcpus.toml`: the shell creates a two-vCPU probe (`IMAGE*2`) and starts it;
+/// then a count of 0 and one of 9, each refused; then `list` (the shell still answers).
+pub const MGMT_VCPUS_INPUT: &[(&[&str], &str)] = &[
+    (&["^[mgmt] mgmt: shell ready"], "\x03create s2 probe*2 vcpus=2\r"),
+    (&["[mgmt] created s2 (id "], "start s2\r"),
+    (&["[mgmt] started s2", "^[s2] probe: * checks, 0 failed"], "create b0 probe*0\r"),
+    (&["[mgmt] error: create: InvalidArgument"], "create b9 probe*9\r"),
+    (&["[mgmt] error: create: InvalidArgument"], "list\r"),
+    (&["[mgmt] * partitions"], "shutdown\r"),
+];
+
+/// What that session must print: the management partition's MADT with its two local APICs,
+/// its disk on IRQ 14 as in [`MGMT`], the created probe's two-vCPU checks (vCPU 1 started by
+/// INIT-SIPI-SIPI, IPIs both ways), the bad counts refused with the hypervisor's reason, the
+/// shell's `list` after them, a clean power-off.
+pub const MGMT_VCPUS: &[Want] = &[
+    LineWith(&["[mgmt] mgmt: PASS acpi APIC at ", ", 2 processor(s) enabled"]),
+    Line("mgmt: disk: sector 0 starts \"MICROHV TEST DISK\", signature 0xaa55"),
+    Line("hypervisor: partition s2 (id 1) created by mgmt from image `probe`, 16 MiB, 2 vCPUs"),
+    Line("partition s2: vCPU 1 started by vCPU 0 at 0x8000"),
+    Line("[s2] PASS vcpus2-ap-started"),
+    Line("[s2] PASS vcpus2-ap-apic-timer"),
+    Line("[s2] PASS vcpus2-ipi-to-ap"),
+    Line("[s2] PASS vcpus2-ipi-to-bsp"),
+    Line("[s2] PASS vcpus2-init-restarts"),
+    LineWith(&["[s2] probe: ", " checks, 0 failed"]),
+    Line("hypervisor: partition s2 (id 1): shut down with status 0 [as expected]"),
+    Line("hypervisor: creating partition b0: 0 vCPUs asked for; a partition has 1 to 8"),
+    Line("hypervisor: creating partition b9: 9 vCPUs asked for; a partition has 1 to 8"),
+    AtLeast(2, "[mgmt] error: create: InvalidArgument (a bad or taken name"),
+    Line("[mgmt] 2 partitions"),
     POWER_OFF_OK,
 ];
 

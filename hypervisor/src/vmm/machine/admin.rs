@@ -9,7 +9,10 @@ use crate::vmm::partition::{Partition, PartitionConfig, State};
 use crate::vmm::vcpu::reg;
 use alloc::format;
 use alloc::string::String;
-use hvabi::hypercall::{Call, CreateRequest, PartitionInfo, StatsRecord, Status, state};
+use hvabi::hypercall::{
+    CREATE_REQUEST_SIZE, CREATE_REQUEST_SIZE_V0, Call, CreateRequest, MAX_VCPUS, PartitionInfo,
+    StatsRecord, Status, state,
+};
 
 /// A status and an optional result for RDX.
 type Answer = Result<Option<u64>, Status>;
@@ -30,20 +33,58 @@ trait Record: Copy {
 impl Record for PartitionInfo {}
 impl Record for StatsRecord {}
 
-fn read_request(p: &Partition, gpa: u64) -> Result<CreateRequest, Status> {
-    let bytes = p
-        .ram
-        .slice(gpa, core::mem::size_of::<CreateRequest>() as u64)
-        .map_err(|_| Status::BadAddress)?;
+/// Reads the [`CreateRequest`] at `gpa`, `size` bytes long (the caller's RSI): the current
+/// layout ([`CREATE_REQUEST_SIZE`]), or the first one without `vcpus` (RSI 0, as every ABI 1.0
+/// caller passed, or [`CREATE_REQUEST_SIZE_V0`]), which gets one vCPU; any other size is
+/// refused with `InvalidArgument`, said on the console.
+fn read_request(p: &Partition, gpa: u64, size: u64) -> Result<CreateRequest, Status> {
+    let len = match size {
+        0 | CREATE_REQUEST_SIZE_V0 => CREATE_REQUEST_SIZE_V0,
+        CREATE_REQUEST_SIZE => CREATE_REQUEST_SIZE,
+        _ => {
+            crate::println!(
+                "hypervisor: partition {}: PartitionCreate: request size {size} (RSI) is neither {CREATE_REQUEST_SIZE} nor {CREATE_REQUEST_SIZE_V0} (or 0) for the layout without vcpus",
+                p.name
+            );
+            return Err(Status::InvalidArgument);
+        }
+    };
+    let bytes = p.ram.slice(gpa, len).map_err(|_| Status::BadAddress)?;
+    Ok(request_from(bytes))
+}
+
+/// A [`CreateRequest`] from the guest's bytes: its first layout (without `vcpus`) gets 1.
+fn request_from(bytes: &[u8]) -> CreateRequest {
+    let mut full = [0u8; CREATE_REQUEST_SIZE as usize];
+    let n = bytes.len().min(full.len());
+    full[..n].copy_from_slice(&bytes[..n]);
+    if n as u64 == CREATE_REQUEST_SIZE_V0 {
+        full[n..].copy_from_slice(&1u64.to_le_bytes());
+    }
     // SAFETY: CreateRequest is repr(C) made of byte arrays and u64s: every bit pattern is valid,
-    // and read_unaligned copies from the bounds-checked guest bytes.
-    Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<CreateRequest>()) })
+    // and read_unaligned copies from a local buffer of its size.
+    unsafe { core::ptr::read_unaligned(full.as_ptr().cast::<CreateRequest>()) }
+}
+
+/// A `vcpus` field checked: 1..=[`MAX_VCPUS`] (the manifest's bound), else why not.
+fn check_vcpus(vcpus: u64) -> Result<u32, String> {
+    const _: () = assert!(MAX_VCPUS == crate::vmm::ipi::MAX_VCPUS as u64);
+    if (1..=MAX_VCPUS).contains(&vcpus) {
+        Ok(vcpus as u32)
+    } else {
+        Err(format!("{vcpus} vCPUs asked for; a partition has 1 to {MAX_VCPUS}"))
+    }
 }
 
 fn text(bytes: &[u8], len: u64) -> Result<&str, Status> {
     let len =
         usize::try_from(len).ok().filter(|&l| l <= bytes.len()).ok_or(Status::InvalidArgument)?;
     core::str::from_utf8(&bytes[..len]).map_err(|_| Status::InvalidArgument)
+}
+
+/// `, N vCPUs` for a partition of several, for the creation message (nothing for one).
+fn vcpus_note(vcpus: u32) -> String {
+    if vcpus > 1 { format!(", {vcpus} vCPUs") } else { String::new() }
 }
 
 /// A partition name: 1..=31 bytes of `[a-z0-9_-]`.
@@ -86,7 +127,7 @@ impl Machine<'_> {
         let answer = match call {
             _ if let Some(k) = target => self.pinned_call(k, i, call, a2, a3),
             Call::PartitionList => self.list(i, a1, a2),
-            Call::PartitionCreate => self.create(i, a1),
+            Call::PartitionCreate => self.create(i, a1, a2),
             Call::PartitionStart => {
                 self.transition(a1, |s| (*s == State::Created).then_some(State::Runnable))
             }
@@ -190,8 +231,8 @@ impl Machine<'_> {
         Ok(Some((self.parts.len() + self.pinned.len()) as u64))
     }
 
-    fn create(&mut self, i: usize, gpa: u64) -> Answer {
-        let req = read_request(&self.parts[i], gpa)?;
+    fn create(&mut self, i: usize, gpa: u64, size: u64) -> Answer {
+        let req = read_request(&self.parts[i], gpa, size)?;
         let name = text(&req.name, req.name_len)?;
         let image_name = text(&req.image, req.image_len)?;
         let cmdline = text(&req.cmdline, req.cmdline_len)?;
@@ -205,6 +246,10 @@ impl Machine<'_> {
         if !(2..=1024).contains(&req.memory_mib) || req.memory_mib % 2 != 0 {
             return Err(Status::InvalidArgument);
         }
+        let vcpus = check_vcpus(req.vcpus).map_err(|why| {
+            crate::println!("hypervisor: creating partition {name}: {why}");
+            Status::InvalidArgument
+        })?;
         let image = self.module(image_name).ok_or(Status::NotFound)?;
         use crate::vmm::manifest::ImageFormat;
         // Linux bzImages and ELF64 (our guests) say what they are, except that an ELF64 file
@@ -244,7 +289,7 @@ impl Machine<'_> {
             image,
             format,
             memory: req.memory_mib << 20,
-            vcpus: 1,
+            vcpus,
             cmdline: String::from(cmdline),
             expect: crate::vmm::manifest::Expect::Exit,
             initrd,
@@ -264,9 +309,10 @@ impl Machine<'_> {
             return match self.pin(id, tag, config, &request, true) {
                 Ok(_) => {
                     crate::println!(
-                        "hypervisor: partition {name} (id {id}) created by {} from image `{image_name}`, {} MiB, on cpu(s) {cpus:?}",
+                        "hypervisor: partition {name} (id {id}) created by {} from image `{image_name}`, {} MiB{}, on cpu(s) {cpus:?}",
                         self.parts[i].name,
-                        req.memory_mib
+                        req.memory_mib,
+                        vcpus_note(vcpus)
                     );
                     self.next_id += 1;
                     Ok(Some(id))
@@ -281,9 +327,10 @@ impl Machine<'_> {
             Ok(mut p) => {
                 p.state = State::Created;
                 crate::println!(
-                    "hypervisor: partition {name} (id {id}) created by {} from image `{image_name}`, {} MiB",
+                    "hypervisor: partition {name} (id {id}) created by {} from image `{image_name}`, {} MiB{}",
                     self.parts[i].name,
-                    req.memory_mib
+                    req.memory_mib,
+                    vcpus_note(vcpus)
                 );
                 self.next_id += 1;
                 self.parts.push(p);
@@ -524,6 +571,38 @@ mod tests {
         assert!(valid_name("g1") && valid_name("probe_2-x"));
         for bad in ["", "G1", "a b", "x/y", "0123456789012345678901234567890123"] {
             assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    /// A request's bytes, `len` of them, with `vcpus` in the field after `cpus`.
+    fn request_bytes(len: usize, vcpus: u64) -> alloc::vec::Vec<u8> {
+        use core::mem::offset_of;
+        let mut b = alloc::vec![0u8; CREATE_REQUEST_SIZE as usize];
+        let mut put = |at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        put(offset_of!(CreateRequest, name_len), 2);
+        put(offset_of!(CreateRequest, memory_mib), 16);
+        put(offset_of!(CreateRequest, cpus), 0b110);
+        put(offset_of!(CreateRequest, vcpus), vcpus);
+        b.truncate(len);
+        b
+    }
+
+    #[test]
+    fn both_request_layouts_are_understood() {
+        let now = request_from(&request_bytes(280, 3));
+        assert_eq!((now.name_len, now.memory_mib, now.cpus, now.vcpus), (2, 16, 0b110, 3));
+        // The first layout ends at `cpus`: one vCPU, whatever follows it in guest memory.
+        let v0 = request_from(&request_bytes(272, 3));
+        assert_eq!((v0.name_len, v0.memory_mib, v0.cpus, v0.vcpus), (2, 16, 0b110, 1));
+    }
+
+    #[test]
+    fn vcpu_counts_are_checked_like_the_manifests() {
+        assert_eq!(check_vcpus(1), Ok(1));
+        assert_eq!(check_vcpus(8), Ok(8));
+        for bad in [0, 9, u64::MAX, 1 << 32] {
+            let why = check_vcpus(bad).unwrap_err();
+            assert_eq!(why, format!("{bad} vCPUs asked for; a partition has 1 to 8"));
         }
     }
 
