@@ -196,7 +196,7 @@ impl Lapic {
         *self = Self::new(self.clock.clone(), self.initial_id);
     }
 
-    /// The TSC now (for callers that rate-limit what they log).
+    /// The TSC now and its rate in Hz (for callers that rate-limit what they log).
     pub fn now(&self) -> (u64, u64) {
         (self.clock.now(), self.clock.hz())
     }
