@@ -528,6 +528,27 @@ fn platform_quiet() {
     }
 }
 
+/// Self-IPI round trips on the bare machine, ticks per round trip: a fixed IPI to this CPU's
+/// own APIC (the wake-up vector, whose handler counts and ends it), taken at once with
+/// interrupts on; the twin of the probe's `ipi-self` (`xtask/src/bench/ipi.rs`). `None`
+/// without an APIC, or when an IPI got lost.
+fn native_self_ipi() -> Option<u64> {
+    use crate::arch::x86::{lapic, smp};
+    const ROUNDS: u64 = 256;
+    let me = lapic::id()?;
+    let (before, t0) = (smp::wakes(), crate::arch::x86::instr::rdtsc());
+    for k in 1..=ROUNDS {
+        if !lapic::send_fixed(me, smp::WAKE_VECTOR) {
+            return None;
+        }
+        smp::take_pending_interrupts();
+        if smp::wakes() < before + k {
+            return None;
+        }
+    }
+    Some(crate::arch::x86::instr::rdtsc().wrapping_sub(t0) / ROUNDS)
+}
+
 /// The measurement loops run natively (no guest), printed as `BENCH-NATIVE name ticks`: the
 /// baseline `cargo xtask bench` prints next to the guest's figures.
 fn native_bench() {
@@ -546,6 +567,9 @@ fn native_bench() {
         unsafe { mmio_read_loop(n, 0xfee0_0030) }
     };
     println!("BENCH-NATIVE mmio {}", ticks_per_op(n, mmio));
+    if let Some(ticks) = native_self_ipi() {
+        println!("BENCH-NATIVE ipi-self {ticks}");
+    }
     // The CPU-bound loop over a heap buffer, as the bench guest runs it over its RAM.
     let layout = core::alloc::Layout::from_size_align(WALK_BYTES as usize, PAGE_SIZE as usize)
         .expect("a power-of-two alignment and a small size");

@@ -2,7 +2,7 @@
 //! partition, one `PASS name` / `FAIL name: why` line per check, then `probe: N checks, M
 //! failed`; the shutdown status is M. The check list is in `docs/guests.md`. With `vcpus=2`
 //! on its command line (a partition with two vCPUs) it runs the multi-vCPU checks alone
-//! ([`smp`]).
+//! ([`smp`]); with `bench=1` too, the IPI round-trip figures instead ([`ipi_bench`]).
 #![no_std]
 #![no_main]
 
@@ -13,6 +13,7 @@ mod debug;
 mod devices;
 mod entry;
 mod hypercalls;
+mod ipi_bench;
 mod memory;
 mod msrs;
 mod nmi;
@@ -32,7 +33,13 @@ fn main(info: &'static StartInfo) -> u64 {
         info.cmdline()
     );
     let mut c = Checks::new();
-    if info.cmdline().split(' ').any(|w| w == "vcpus=2") {
+    let has = |word: &str| info.cmdline().split(' ').any(|w| w == word);
+    if has("vcpus=2") && has("bench=1") {
+        // The IPI figures of `cargo xtask bench` (scenario `bench-ipi`).
+        ipi_bench::run(&mut c);
+        return c.summary("probe");
+    }
+    if has("vcpus=2") {
         // The two-vCPU scenario: this vCPU starts the other and checks IPIs between them.
         smp::run(&mut c);
         return c.summary("probe");

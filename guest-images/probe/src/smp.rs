@@ -180,7 +180,7 @@ unsafe extern "C" {
 
 /// Offsets in the trampoline: the handlers of the timer, the fixed IPI and the NMI, and the
 /// instruction after its HLT.
-struct Offsets {
+pub struct Offsets {
     timer: u16,
     ipi: u16,
     nmi: u16,
@@ -319,9 +319,13 @@ fn x2apic_on() -> Result<(), Why> {
     Ok(())
 }
 
-pub fn run(c: &mut Checks) {
+/// Turns the x2APIC on, puts the trampoline in place and starts vCPU 1 with INIT-SIPI-SIPI
+/// (checks in `c`); `None` when it did not report in. vCPU 1 then halts, answering each fixed
+/// IPI on [`AP_IPI_VECTOR`] ([`to_ap`]) with one on [`BSP_IPI_VECTOR`] (counted by
+/// [`replies`]).
+pub fn start(c: &mut Checks) -> Option<Offsets> {
     if !c.check("vcpus2-x2apic", x2apic_on()) {
-        return;
+        return None;
     }
     register_handler(BSP_IPI_VECTOR, on_reply);
     register_handler(NMI_VECTOR, on_nmi_reply);
@@ -351,9 +355,21 @@ pub fn run(c: &mut Checks) {
     init_sipi_sipi();
     let up = wait_for(|| shared(UP).load(Ordering::SeqCst) >= 1);
     c.check("vcpus2-ap-started", ensure!(up, "vCPU 1 never reported in after INIT-SIPI-SIPI"));
-    if !up {
-        return;
-    }
+    up.then_some(at)
+}
+
+/// Sends vCPU 1 the fixed IPI it answers.
+pub fn to_ap() {
+    icr((AP_APIC_ID << 32) | u64::from(AP_IPI_VECTOR));
+}
+
+/// Answers from vCPU 1 so far.
+pub fn replies() -> u32 {
+    REPLIES.load(Ordering::SeqCst)
+}
+
+pub fn run(c: &mut Checks) {
+    let Some(at) = start(c) else { return };
     let cs = shared(CS_SEEN).load(Ordering::SeqCst) & 0xffff;
     c.check_eq("vcpus2-ap-real-mode-cs", u64::from(cs), SIPI_VECTOR << 8);
     let fired = wait_for(|| shared(TIMER_HITS).load(Ordering::SeqCst) >= 1);

@@ -34,6 +34,7 @@ use crate::step;
 
 pub mod gate;
 mod idle;
+mod ipi;
 mod linux;
 mod output;
 mod pinned;
@@ -321,6 +322,13 @@ fn measure_all(only: Option<&str>) -> (Vec<Row>, Vec<String>) {
             Err(e) => {
                 step::note(format!("bench {} pinned ({}): FAILED: {e:#}", b.backend, b.emulator));
                 failed.push(format!("{} pinned", b.backend));
+            }
+        }
+        match ipi::measure(b) {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                step::note(format!("bench {} ipi ({}): FAILED: {e:#}", b.backend, b.emulator));
+                failed.push(format!("{} ipi", b.backend));
             }
         }
     }

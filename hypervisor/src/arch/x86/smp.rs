@@ -146,7 +146,16 @@ pub fn take_pending_interrupts() {
 /// The wake-up IPI's handler (from its IDT stub): only ends the interrupt; the idle loop
 /// looks at the mailbox once `hlt` returns.
 pub extern "C" fn wake_entry(_vector: u64) {
+    WAKES.fetch_add(1, Ordering::Relaxed);
     lapic::eoi();
+}
+
+/// Wake-up IPIs handled, on every CPU.
+static WAKES: AtomicU64 = AtomicU64::new(0);
+
+/// Wake-up IPIs handled so far, on every CPU (the native self-IPI figure counts them).
+pub fn wakes() -> u64 {
+    WAKES.load(Ordering::Relaxed)
 }
 
 /// Physical memory through the hypervisor's identity map, for the ACPI parser: page 0 and
