@@ -84,6 +84,14 @@ impl Lapic {
     /// register, a reserved bit set; see the module text).
     pub fn write_msr(&mut self, msr: u32, v: u64) -> Result<Option<Ipi>, GeneralProtection> {
         let offset = offset(msr).filter(|_| self.x2apic).ok_or(GeneralProtection)?;
+        // The two writes of every interrupt and IPI first, straight to their work.
+        if offset == reg::EOI {
+            if v != 0 {
+                return Err(GeneralProtection);
+            }
+            self.eoi();
+            return Ok(None);
+        }
         if offset == reg::ICR_LOW {
             if v & ICR_RESERVED != 0 {
                 return Err(GeneralProtection);
