@@ -61,6 +61,15 @@ pub enum DeliveryMode {
     Reserved,
 }
 
+/// True when `entry` is level-triggered: its trigger mode bit, in a mode that has an EOI
+/// (fixed, lowest priority). SMI, NMI, INIT and ExtINT are edge-triggered whatever the bit
+/// says (82093AA §3.2.4: each of them "requires" or "must be programmed" edge), so a guest
+/// that sets it cannot leave a pin waiting for an EOI that never comes.
+fn is_level(entry: u64) -> bool {
+    entry & TRIGGER_LEVEL != 0
+        && matches!(DeliveryMode::of(entry), DeliveryMode::Fixed | DeliveryMode::LowestPriority)
+}
+
 impl DeliveryMode {
     fn of(entry: u64) -> Self {
         match (entry >> 8) & 7 {
@@ -158,7 +167,7 @@ impl IoApic {
         }
         let now = self.asserted(pin);
         let entry = self.table[pin];
-        if entry & TRIGGER_LEVEL != 0 {
+        if is_level(entry) {
             self.service_level(pin);
         } else if now && !before && entry & MASKED == 0 {
             self.send(pin);
@@ -168,14 +177,14 @@ impl IoApic {
     /// A level-triggered pin: a message when asserted, unmasked and not awaiting an EOI.
     fn service_level(&mut self, pin: usize) {
         let entry = self.table[pin];
-        if entry & TRIGGER_LEVEL != 0 && entry & (MASKED | REMOTE_IRR) == 0 && self.asserted(pin) {
+        if is_level(entry) && entry & (MASKED | REMOTE_IRR) == 0 && self.asserted(pin) {
             self.send(pin);
         }
     }
 
     fn send(&mut self, pin: usize) {
         let entry = self.table[pin];
-        let level = entry & TRIGGER_LEVEL != 0;
+        let level = is_level(entry);
         if level {
             self.table[pin] |= REMOTE_IRR;
         } else {
@@ -258,7 +267,7 @@ impl IoApic {
                     (old & 0xffff_ffff) | (u64::from(v) << 32)
                 };
                 let mut entry = (old & !WRITABLE) | (new & WRITABLE);
-                if entry & TRIGGER_LEVEL == 0 {
+                if !is_level(entry) {
                     entry &= !REMOTE_IRR; // remote IRR is undefined for edge entries: keep it 0
                 }
                 self.table[pin] = entry;

@@ -164,3 +164,51 @@ fn delivery_modes_and_bad_pins() {
     io.set_irq(200, true);
     assert!(io.take_messages().is_empty());
 }
+
+#[test]
+fn non_fixed_modes_are_edge_triggered_whatever_the_trigger_bit_82093aa_3_2_4() {
+    let mut io = IoApic::new(0);
+    for mode in [2u32, 3, 4, 5, 6, 7] {
+        // Level-triggered, active high, unmasked, in a mode with no EOI.
+        route(&mut io, 5, (1 << 15) | (mode << 8) | 0x30, 0);
+        io.set_irq(5, true);
+        let m = io.take_messages();
+        assert_eq!(m.len(), 1, "mode {mode}: one message for the edge");
+        assert!(!m[0].level, "mode {mode}: sent as edge");
+        assert_eq!(io.entry(5) & (1 << 14), 0, "mode {mode}: no remote IRR left set");
+        assert!(!io.awaits_eoi(5, 0x30));
+        io.set_irq(5, false);
+        io.set_irq(5, true);
+        assert_eq!(io.take_messages().len(), 1, "mode {mode}: the next edge sends again");
+        io.set_irq(5, false);
+    }
+    // A fixed level entry waiting for its EOI that turns NMI loses its remote IRR.
+    route(&mut io, 6, (1 << 15) | 0x31, 0);
+    io.set_irq(6, true);
+    assert_ne!(io.entry(6) & (1 << 14), 0);
+    route(&mut io, 6, (1 << 15) | (4 << 8) | 0x31, 0);
+    assert_eq!(io.entry(6) & (1 << 14), 0);
+}
+
+#[test]
+fn ioregsel_past_the_table_reads_zero_and_writes_nothing_82093aa_3_1() {
+    let mut io = IoApic::new(1);
+    route(&mut io, 23, 0x1_0045, 0x12);
+    let before: Vec<u64> = (0..PINS).map(|p| io.entry(p)).collect();
+    for index in [0x03u8, 0x0f, 0x40, 0x41, 0x80, 0xff] {
+        reg_write(&mut io, index, 0xffff_ffff);
+        assert_eq!(reg_read(&mut io, index), 0, "register {index:#x}");
+    }
+    // IOREGSEL keeps its low byte only (bits 31:8 reserved).
+    io.write(IOREGSEL, 4, 0x1234_5601);
+    assert_eq!(io.read(IOREGSEL, 4), 0x01);
+    let after: Vec<u64> = (0..PINS).map(|p| io.entry(p)).collect();
+    assert_eq!(before, after, "no entry changed");
+    assert_eq!(reg_read(&mut io, 0), 1 << 24, "nor the ID");
+    // Odd sizes and offsets of the window: defined, and harmless.
+    assert_eq!(io.read(IOWIN + 1, 1), 0);
+    io.write(IOWIN + 4, 4, 0xffff_ffff);
+    io.write(0xff8, 8, u64::MAX);
+    assert_eq!(io.read(0x40, 8), 0);
+    assert!(io.take_messages().is_empty());
+}

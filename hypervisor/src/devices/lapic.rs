@@ -10,6 +10,9 @@
 //! configuration, so its "bus clock" is the TSC rate the partition is told (CPUID
 //! 0x4000_0010). Nothing here touches hardware; the partition asks [`Lapic::next_deadline`]
 //! when to look again and calls [`Lapic::tick`] then.
+//!
+//! The timer lives in `lapic_timer.rs`, the x2APIC MSR interface (its #GP rules) in
+//! `lapic_x2apic.rs`.
 
 use super::clock::Clock;
 use alloc::rc::Rc;
@@ -110,6 +113,8 @@ pub struct GeneralProtection;
 pub struct Lapic {
     clock: Rc<dyn Clock>,
     id: u32,
+    /// The ID the APIC was made with: the x2APIC ID, and the xAPIC ID after power-up.
+    initial_id: u32,
     x2apic: bool,
     tpr: u32,
     ldr: u32,
@@ -131,8 +136,10 @@ pub struct Lapic {
     icr_high: u32,
     divide: u32,
     initial: u32,
-    /// TSC when the count was loaded (one-shot and periodic).
+    /// TSC when the count was loaded or the divisor last changed (one-shot and periodic).
     start: u64,
+    /// Counts already done at `start` (a divisor change keeps them).
+    done_at_start: u64,
     /// TSC at which the timer fires next (0: not armed).
     expiry: u64,
     /// IA32_TSC_DEADLINE.
@@ -146,6 +153,7 @@ impl Lapic {
         Self {
             clock,
             id,
+            initial_id: id,
             x2apic: false,
             tpr: 0,
             ldr: 0,
@@ -164,6 +172,7 @@ impl Lapic {
             divide: 0,
             initial: 0,
             start: 0,
+            done_at_start: 0,
             expiry: 0,
             tsc_deadline: 0,
         }
@@ -173,10 +182,23 @@ impl Lapic {
         self.id
     }
 
-    /// Back to the power-up state (§11.4.7.1), keeping the APIC ID: what clearing
-    /// IA32_APIC_BASE's global enable does (§11.4.3).
+    /// The state after INIT (§11.4.7.3): the power-up state but for the APIC ID (as the
+    /// guest may have written it) and the mode (the caller keeps that, §11.12.5.1).
     pub fn reset(&mut self) {
-        *self = Self::new(self.clock.clone(), self.id);
+        let id = self.id;
+        *self = Self::new(self.clock.clone(), self.initial_id);
+        self.id = id;
+    }
+
+    /// Back to the power-up state (§11.4.7.1) with the APIC ID it was made with: what clearing
+    /// IA32_APIC_BASE's global enable does (§11.4.3: re-enabling finds the power-up state).
+    pub fn power_up(&mut self) {
+        *self = Self::new(self.clock.clone(), self.initial_id);
+    }
+
+    /// The TSC now and its rate in Hz (for callers that rate-limit what they log).
+    pub fn now(&self) -> (u64, u64) {
+        (self.clock.now(), self.clock.hz())
     }
 
     /// True in x2APIC mode.
@@ -232,14 +254,22 @@ impl Lapic {
         !self.enabled() || (lint0 & LVT_MASK == 0 && (lint0 >> 8) & 7 == EXTINT)
     }
 
-    /// The TSC at which the timer next raises an interrupt: armed and unmasked (a masked
-    /// timer raises nothing, so nothing needs waking for it).
-    pub fn timer_wake(&self) -> Option<u64> {
-        (self.expiry != 0 && self.lvt[0] & LVT_MASK == 0).then_some(self.expiry)
-    }
-
     fn enabled(&self) -> bool {
         self.svr & SVR_ENABLE != 0
+    }
+
+    /// Records an error in the ESR (§11.5.3) and raises the LVT error entry's interrupt.
+    fn error(&mut self, bits: u32) {
+        self.esr_pending |= bits;
+        let lvt = self.lvt[5];
+        if lvt & LVT_MASK == 0 && lvt as u8 >= 16 {
+            self.set_irr(lvt as u8);
+        }
+    }
+
+    fn set_irr(&mut self, v: u8) {
+        self.irr[usize::from(v / 32)] |= 1 << (v % 32);
+        self.irr_words |= 1 << (v / 32);
     }
 
     /// Reads the register at `offset` of the xAPIC page (a 32-bit access to a 16-byte-aligned
@@ -274,10 +304,18 @@ impl Lapic {
             reg::TIMER_CURRENT => self.current_count(self.clock.now()),
             reg::TIMER_DIVIDE => self.divide,
             _ => {
-                self.esr_pending |= ESR_ILLEGAL_REGISTER;
+                self.error(ESR_ILLEGAL_REGISTER);
                 0
             }
         }
+    }
+
+    /// True for a register of the xAPIC page that software can only read (Table 11-1): a
+    /// write to it is ignored, no error (§11.5.3's "illegal register address" is for
+    /// registers that do not exist).
+    fn read_only(offset: u32) -> bool {
+        matches!(offset, reg::VERSION | reg::APR | reg::PPR | reg::RRD | reg::TIMER_CURRENT)
+            || (reg::ISR..=0x270).contains(&offset) && offset.is_multiple_of(16)
     }
 
     /// Writes the register at `offset`; an ICR low write returns the IPI it sends.
@@ -304,17 +342,7 @@ impl Lapic {
                 self.icr_low = v & 0x000c_cfff;
                 return self.send();
             }
-            reg::LVT_TIMER => {
-                let old_mode = self.timer_mode();
-                self.lvt[0] = self.lvt_value(v, 0x0007_00ff);
-                if self.timer_mode() != old_mode {
-                    // A mode change disarms the timer (§11.5.4.1: the count and the deadline
-                    // start over in the new mode).
-                    self.initial = 0;
-                    self.tsc_deadline = 0;
-                    self.expiry = 0;
-                }
-            }
+            reg::LVT_TIMER => self.write_lvt_timer(v),
             reg::LVT_THERMAL | reg::LVT_PERF => {
                 self.lvt[((offset - reg::LVT_TIMER) / 16) as usize] = self.lvt_value(v, 0x0001_07ff)
             }
@@ -322,132 +350,55 @@ impl Lapic {
                 self.lvt[((offset - reg::LVT_TIMER) / 16) as usize] = self.lvt_value(v, 0x0001_a7ff)
             }
             reg::LVT_ERROR => self.lvt[5] = self.lvt_value(v, 0x0001_00ff),
-            reg::TIMER_INITIAL => {
-                if self.timer_mode() != TIMER_TSC_DEADLINE {
-                    self.initial = v;
-                    self.start = self.clock.now();
-                    self.expiry = if v == 0 { 0 } else { self.start + self.period() };
+            reg::TIMER_INITIAL => self.write_initial_count(v),
+            reg::TIMER_DIVIDE => self.write_divide(v),
+            reg::SELF_IPI if self.x2apic => {
+                let vector = v as u8;
+                if vector < 16 {
+                    // Both: the self IPI is sent and received here (§11.5.3, bits 5 and 6).
+                    self.error(ESR_SEND_ILLEGAL_VECTOR | ESR_RECEIVE_ILLEGAL_VECTOR);
+                } else {
+                    self.accept(vector, false);
                 }
             }
-            reg::TIMER_DIVIDE => self.divide = v & 0b1011,
-            reg::SELF_IPI if self.x2apic => self.accept(v as u8, false),
-            // Read-only registers and holes: "illegal register address".
-            _ => self.esr_pending |= ESR_ILLEGAL_REGISTER,
+            o if Self::read_only(o) => {}
+            // Registers that do not exist: "illegal register address".
+            _ => self.error(ESR_ILLEGAL_REGISTER),
         }
         None
     }
 
-    /// An LVT value as stored: `writable` bits, the mask forced while software-disabled.
-    fn lvt_value(&self, v: u32, writable: u32) -> u32 {
+    /// An LVT value as stored: `writable` bits, the mask forced while software-disabled. An
+    /// unmasked entry in fixed mode (or one without a mode field) with a vector below 16 is
+    /// an illegal vector (§11.5.2: the APIC may signal it when it is written; this one does,
+    /// as "receive illegal vector", the error a locally generated interrupt with it gives).
+    fn lvt_value(&mut self, v: u32, writable: u32) -> u32 {
         let v = v & writable;
+        let fixed = (v >> 8) & 7 == 0;
+        if v & LVT_MASK == 0 && fixed && (v as u8) < 16 && self.enabled() {
+            self.error(ESR_RECEIVE_ILLEGAL_VECTOR);
+        }
         if self.enabled() { v } else { v | LVT_MASK }
-    }
-
-    fn timer_mode(&self) -> u32 {
-        (self.lvt[0] >> TIMER_MODE_SHIFT) & 3
-    }
-
-    /// The divide configuration's divisor (§11.5.4, Figure 11-10: bits 0, 1 and 3).
-    fn divisor(&self) -> u64 {
-        let code = (self.divide & 3) | ((self.divide >> 1) & 4);
-        if code == 7 { 1 } else { 2 << code }
-    }
-
-    /// TSC ticks of one full count.
-    fn period(&self) -> u64 {
-        u64::from(self.initial).saturating_mul(self.divisor()).max(1)
-    }
-
-    fn current_count(&self, now: u64) -> u32 {
-        if self.initial == 0 || self.timer_mode() == TIMER_TSC_DEADLINE {
-            return 0;
-        }
-        let counts = now.saturating_sub(self.start) / self.divisor();
-        match self.timer_mode() {
-            TIMER_PERIODIC => self.initial - (counts % u64::from(self.initial)) as u32,
-            // One-shot (and the reserved mode 3, which counts as one-shot).
-            TIMER_ONE_SHOT | 3 => u64::from(self.initial).saturating_sub(counts) as u32,
-            _ => 0,
-        }
-    }
-
-    /// The TSC at which the timer fires next, if it is armed (masked or not: a masked timer
-    /// still counts, it only raises nothing).
-    pub fn next_deadline(&self) -> Option<u64> {
-        (self.expiry != 0).then_some(self.expiry)
-    }
-
-    /// Moves the timer to `now`: raises its vector when it expired (once, however many
-    /// periods passed: the IRR bit coalesces them) and re-arms a periodic timer.
-    #[inline]
-    pub fn tick(&mut self, now: u64) {
-        // Before every entry: nothing due is the common case.
-        if self.expiry == 0 || now < self.expiry {
-            return;
-        }
-        self.expire(now);
-    }
-
-    /// The timer expired at `now` (see [`Lapic::tick`]).
-    #[inline(never)]
-    fn expire(&mut self, now: u64) {
-        match self.timer_mode() {
-            TIMER_PERIODIC => {
-                let p = self.period();
-                let missed = (now - self.expiry) / p;
-                self.expiry += (missed + 1) * p;
-            }
-            TIMER_TSC_DEADLINE => {
-                self.tsc_deadline = 0;
-                self.expiry = 0;
-            }
-            _ => self.expiry = 0,
-        }
-        let lvt = self.lvt[0];
-        if lvt & LVT_MASK == 0 {
-            self.accept(lvt as u8, false);
-        }
-    }
-
-    /// IA32_TSC_DEADLINE (MSR 0x6E0, §11.5.4.1): reads the armed deadline (0 once it fired).
-    pub fn tsc_deadline(&self) -> u64 {
-        if self.timer_mode() == TIMER_TSC_DEADLINE { self.tsc_deadline } else { 0 }
-    }
-
-    /// Writes IA32_TSC_DEADLINE: arms (0 disarms) in TSC-deadline mode, ignored otherwise.
-    pub fn set_tsc_deadline(&mut self, tsc: u64) {
-        if self.timer_mode() == TIMER_TSC_DEADLINE {
-            self.tsc_deadline = tsc;
-            self.expiry = tsc;
-        }
     }
 
     /// A fixed interrupt arrives (from the timer, an IPI, an I/O APIC): set in IRR (and TMR
     /// for level-triggered ones). Vectors 0-15 are illegal (§11.5.3: "receive illegal
-    /// vector").
+    /// vector"). A software-disabled APIC takes none (§11.4.7.2: it responds normally to INIT,
+    /// NMI, SMI and start-up messages only; what is already in IRR and ISR stays).
     pub fn accept(&mut self, vector: u8, level: bool) {
+        if !self.enabled() {
+            return;
+        }
         if vector < 16 {
-            self.esr_pending |= ESR_RECEIVE_ILLEGAL_VECTOR;
-            self.raise_error();
+            self.error(ESR_RECEIVE_ILLEGAL_VECTOR);
             return;
         }
         let (w, b) = (usize::from(vector / 32), vector % 32);
-        self.irr[w] |= 1 << b;
-        self.irr_words |= 1 << w;
+        self.set_irr(vector);
         if level {
             self.tmr[w] |= 1 << b;
         } else {
             self.tmr[w] &= !(1 << b);
-        }
-    }
-
-    /// The LVT error entry's interrupt, for an error just recorded.
-    fn raise_error(&mut self) {
-        let lvt = self.lvt[5];
-        if lvt & LVT_MASK == 0 && lvt as u8 >= 16 {
-            let v = lvt as u8;
-            self.irr[usize::from(v / 32)] |= 1 << (v % 32);
-            self.irr_words |= 1 << (v / 32);
         }
     }
 
@@ -507,8 +458,7 @@ impl Lapic {
         };
         let vector = low as u8;
         if matches!(mode, DeliveryMode::Fixed | DeliveryMode::LowestPriority) && vector < 16 {
-            self.esr_pending |= ESR_SEND_ILLEGAL_VECTOR;
-            self.raise_error();
+            self.error(ESR_SEND_ILLEGAL_VECTOR);
             return None;
         }
         let field = if self.x2apic { self.icr_high } else { self.icr_high >> 24 };
@@ -526,17 +476,19 @@ impl Lapic {
 
     /// True when this APIC is one of a logical destination's receivers (§11.6.2.2): flat
     /// model, a bit of the 8-bit logical ID; cluster model, the same cluster (bits 7:4) and a
-    /// member bit (3:0). In x2APIC mode the LDR is derived from the ID (§11.12.10.2).
+    /// member bit (3:0), cluster 0xF with every member bit (0xFF) reaching all. In x2APIC mode
+    /// the LDR is derived from the ID (§11.12.10.2): the cluster (bits 31:16) and a member bit
+    /// (15:0), and 0xFFFF_FFFF is the broadcast (§11.12.9).
     pub fn matches_logical(&self, dest: u32) -> bool {
         if self.x2apic {
             let ldr = self.x2apic_ldr();
-            return dest >> 16 == ldr >> 16 && dest & ldr & 0xffff != 0;
+            return dest == u32::MAX || (dest >> 16 == ldr >> 16 && dest & ldr & 0xffff != 0);
         }
         let (dest, ldr) = (dest & 0xff, self.ldr >> 24);
         if self.dfr >> 28 == 0xf {
             dest & ldr != 0
         } else {
-            dest >> 4 == ldr >> 4 && dest & ldr & 0xf != 0
+            dest == 0xff || (dest >> 4 == ldr >> 4 && dest & ldr & 0xf != 0)
         }
     }
 
@@ -550,58 +502,27 @@ impl Lapic {
         ((self.id >> 4) << 16) | (1 << (self.id & 0xf))
     }
 
-    /// Switches between xAPIC and x2APIC mode (IA32_APIC_BASE bit 10, §11.12.1).
+    /// Switches between xAPIC and x2APIC mode (IA32_APIC_BASE bit 10, §11.12.1). The x2APIC
+    /// ID is the initial APIC ID whatever the xAPIC ID register was set to (§11.12.5.1), and
+    /// the LDR follows from it (§11.12.10.2).
     pub fn set_x2apic(&mut self, on: bool) {
         self.x2apic = on;
         if on {
+            self.id = self.initial_id;
             self.ldr = self.x2apic_ldr();
         }
     }
-
-    /// RDMSR of an x2APIC register (MSR 0x800 + offset / 16, §11.12.1.2); `None`: #GP (not in
-    /// x2APIC mode, a write-only or absent register).
-    pub fn read_msr(&mut self, msr: u32) -> Option<u64> {
-        let offset = msr.checked_sub(0x800).filter(|o| *o < 0x40)? << 4;
-        if !self.x2apic || matches!(offset, reg::EOI | reg::SELF_IPI | reg::DFR | reg::APR) {
-            return None;
-        }
-        if offset == reg::ICR_LOW {
-            return Some(u64::from(self.icr_high) << 32 | u64::from(self.icr_low));
-        }
-        let before = self.esr_pending;
-        let v = self.read(offset);
-        if self.esr_pending & ESR_ILLEGAL_REGISTER != 0 && before & ESR_ILLEGAL_REGISTER == 0 {
-            self.esr_pending = before;
-            return None;
-        }
-        Some(u64::from(v))
-    }
-
-    /// WRMSR of an x2APIC register; `Err`: #GP (not in x2APIC mode, a read-only register,
-    /// reserved bits: a non-zero EOI or ESR value).
-    pub fn write_msr(&mut self, msr: u32, v: u64) -> Result<Option<Ipi>, GeneralProtection> {
-        let offset = msr.checked_sub(0x800).filter(|o| *o < 0x40).ok_or(GeneralProtection)? << 4;
-        let writable = matches!(
-            offset,
-            reg::TPR
-                | reg::EOI
-                | reg::SVR
-                | reg::ESR
-                | reg::LVT_CMCI
-                | reg::ICR_LOW
-                | reg::LVT_TIMER
-                ..=reg::LVT_ERROR | reg::TIMER_INITIAL | reg::TIMER_DIVIDE | reg::SELF_IPI
-        );
-        if !self.x2apic || !writable || (matches!(offset, reg::EOI | reg::ESR) && v != 0) {
-            return Err(GeneralProtection);
-        }
-        if offset == reg::ICR_LOW {
-            self.icr_high = (v >> 32) as u32;
-        }
-        Ok(self.write(offset, v as u32))
-    }
 }
+
+#[path = "lapic_timer.rs"]
+mod timer;
+#[path = "lapic_x2apic.rs"]
+mod x2apic;
 
 #[cfg(test)]
 #[path = "lapic_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "lapic_sdm_tests.rs"]
+mod sdm_tests;

@@ -104,19 +104,19 @@ fn periodic_timer_reloads_and_coalesces_missed_periods() {
     let (clock, mut a) = apic();
     a.write(reg::LVT_TIMER, (TIMER_PERIODIC << TIMER_MODE_SHIFT) | 0x50);
     a.write(reg::TIMER_DIVIDE, 0b1011);
-    a.write(reg::TIMER_INITIAL, 100);
-    clock.set(250);
-    assert_eq!(a.read(reg::TIMER_CURRENT), 50);
-    a.tick(250);
+    a.write(reg::TIMER_INITIAL, 1_000_000);
+    clock.set(2_500_000);
+    assert_eq!(a.read(reg::TIMER_CURRENT), 500_000);
+    a.tick(2_500_000);
     assert_eq!(a.acknowledge(), Some(0x50));
     assert_eq!(a.pending(), None, "two periods passed, one interrupt");
-    assert_eq!(a.next_deadline(), Some(300));
+    assert_eq!(a.next_deadline(), Some(3_000_000));
     a.write(reg::EOI, 0);
     // Masked: it keeps counting and raises nothing.
     a.write(reg::LVT_TIMER, (TIMER_PERIODIC << TIMER_MODE_SHIFT) | LVT_MASK | 0x50);
-    a.tick(300);
+    a.tick(3_000_000);
     assert_eq!(a.pending(), None);
-    assert_eq!(a.next_deadline(), Some(400));
+    assert_eq!(a.next_deadline(), Some(4_000_000));
 }
 
 #[test]

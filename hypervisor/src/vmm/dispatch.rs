@@ -12,7 +12,7 @@ pub use super::step::Flow;
 pub use super::step::report_last_exits;
 use super::step::{
     completed, fault_or_kill, fetch_at_rip, fetch_at_rip_of, forget_code_sites, linear_rip, raise,
-    refuse_gp, skip,
+    refuse_gp, refuse_gp_limited, skip,
 };
 use super::vcpu::{Event, reg};
 use alloc::format;
@@ -78,12 +78,17 @@ pub fn handle(p: &mut Partition, vc: usize, exit: VmExit) -> Flow {
     }
 }
 
-/// After an exit that may have sent an IPI (an ICR write through WRMSR or the APIC page): a
-/// vCPU that sent itself INIT waits for a SIPI, so its slice ends; one whose IPI gave another
+/// After an exit that may have sent an IPI (an ICR write through WRMSR or the APIC page): an
+/// INIT to vCPU 0 stopped the partition; a vCPU that sent itself INIT waits for a SIPI, so its
+/// slice ends; one whose IPI gave another
 /// vCPU of its CPU work ends its slice for it, the write completed (a directed yield:
 /// [`Partition::yield_to`], `vmm/run.rs`).
 #[inline]
 fn parked_yields(p: &Partition, vc: usize, flow: Flow) -> Flow {
+    if p.stopped() {
+        // Its IPI stopped the partition (an INIT to vCPU 0 is a reset).
+        return Flow::Stopped;
+    }
     let ended = p.vcpus[vc].run != RunState::Runnable || p.yield_to.is_some();
     if flow == Flow::Continue && ended { Flow::Yield } else { flow }
 }
@@ -182,7 +187,9 @@ fn rdmsr(p: &mut Partition, vc: usize) -> Flow {
         Some(Place::Tsc) => crate::arch::x86::instr::rdtsc(),
         Some(Place::Apic) => match super::vlapic::rdmsr(p, vc, m) {
             Some(v) => v,
-            None => return refuse_gp(p, vc, format_args!("RDMSR {m:#x} refused (local APIC)")),
+            None => {
+                return refuse_gp_limited(p, vc, format_args!("RDMSR {m:#x} refused (local APIC)"));
+            }
         },
         None => return refuse_gp(p, vc, format_args!("RDMSR {m:#x} refused")),
     };
@@ -231,7 +238,8 @@ fn wrmsr(p: &mut Partition, vc: usize) -> Flow {
     };
     if place == Place::Apic {
         if let Err(why) = super::vlapic::wrmsr(p, vc, m, v) {
-            return refuse_gp(p, vc, format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})"));
+            let what = format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})");
+            return refuse_gp_limited(p, vc, what);
         }
         return skip(p, vc);
     }

@@ -210,11 +210,14 @@ impl Partition {
                     // the CPU that runs it ([`apply_start`]): it may run on another host CPU
                     // than the sender, and a backend vCPU is touched only by its own.
                     self.vcpus[v].start_up(vector);
-                    log::info!(
-                        "partition {}: vCPU {v} started by vCPU {from} at {:#x}",
-                        self.name,
-                        u64::from(vector) << 12
-                    );
+                    // Rate-limited: a guest may start its vCPUs in a loop.
+                    if let Some(note) = self.vcpus[from].lapic.log_admit() {
+                        log::info!(
+                            "partition {}: vCPU {v} started by vCPU {from} at {:#x}{note}",
+                            self.name,
+                            u64::from(vector) << 12
+                        );
+                    }
                 }
                 Effect::ResetPartition => {
                     self.kill(format!("INIT IPI to vCPU 0 from vCPU {from} (a reset)"));
@@ -223,11 +226,13 @@ impl Partition {
                 Effect::Ignored => {}
                 Effect::Refused => {
                     self.refused += 1;
-                    log::info!(
-                        "partition {}: {:?} IPI from vCPU {from} to vCPU {v} not delivered",
-                        self.name,
-                        ipi.mode
-                    );
+                    if let Some(note) = self.vcpus[from].lapic.log_admit() {
+                        log::info!(
+                            "partition {}: {:?} IPI from vCPU {from} to vCPU {v} not delivered{note}",
+                            self.name,
+                            ipi.mode
+                        );
+                    }
                 }
             }
             if v != from {

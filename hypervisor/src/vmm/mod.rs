@@ -21,6 +21,7 @@ pub mod interrupts;
 pub mod ipi;
 pub mod launch;
 pub mod loader;
+pub mod log_limit;
 pub mod machine;
 pub mod manifest;
 pub mod memory;

@@ -190,13 +190,16 @@ pub fn deliver(p: &mut Partition, m: Message) {
         DeliveryMode::LowestPriority => lapic::DeliveryMode::LowestPriority,
         DeliveryMode::Nmi => lapic::DeliveryMode::Nmi,
         _ => {
-            log::warn!(
-                "partition {}: I/O APIC pin {} sent {:?} vector {:#x}: not delivered",
-                p.name,
-                m.pin,
-                m.mode,
-                m.vector
-            );
+            // Rate-limited: the guest chooses the mode and can rewrite the entry in a loop.
+            if let Some(note) = p.vcpus.first_mut().and_then(|s| s.lapic.log_admit()) {
+                log::warn!(
+                    "partition {}: I/O APIC pin {} sent {:?} vector {:#x}: not delivered{note}",
+                    p.name,
+                    m.pin,
+                    m.mode,
+                    m.vector
+                );
+            }
             return;
         }
     };

@@ -12,6 +12,7 @@
 //! with the spurious vector 0xFF, LINT0 unmasked in ExtINT mode (the 8259's INTR passes),
 //! LINT1 unmasked in NMI mode, every other LVT entry masked.
 
+use super::log_limit::{LogLimit, dropped_note};
 use super::msr::IA32_TSC_DEADLINE;
 use super::partition::Partition;
 use crate::devices::clock::Clock;
@@ -78,6 +79,9 @@ pub struct Vlapic {
     base: u64,
     /// CR8 as last synchronised with the TPR ([`Vlapic::sync_cr8`]).
     cr8: u8,
+    /// Log lines this vCPU's guest causes at will (a refused base move, IPIs not delivered,
+    /// APs started): [`Vlapic::log_admit`].
+    log: LogLimit,
 }
 
 impl Vlapic {
@@ -89,7 +93,7 @@ impl Vlapic {
         apic.write(reg::LVT_LINT0, 7 << 8);
         apic.write(reg::LVT_LINT1, 4 << 8);
         let base = APIC_BASE | BASE_EN | if bsp { BASE_BSP } else { 0 };
-        Self { apic, base, cr8: 0 }
+        Self { apic, base, cr8: 0, log: LogLimit::new() }
     }
 
     /// IA32_APIC_BASE as RDMSR reads it.
@@ -130,8 +134,8 @@ impl Vlapic {
         }
         if was_en && !en {
             // Clearing EN resets the APIC to its power-up state (§11.4.3) and leaves x2APIC
-            // mode (§11.12.5).
-            self.apic.reset();
+            // mode (§11.12.5); re-enabling finds that state.
+            self.apic.power_up();
         } else if extd && !was_extd {
             self.apic.set_x2apic(true);
         }
@@ -263,6 +267,14 @@ impl Vlapic {
         )
     }
 
+    /// May a line about something this vCPU's guest did be logged now? `Some(note)`: yes,
+    /// with `note` to end it (how many were left out before); `None`: no (rate-limited,
+    /// `vmm/log_limit.rs`).
+    pub fn log_admit(&mut self) -> Option<alloc::string::String> {
+        let (now, hz) = self.apic.now();
+        self.log.admit(now, hz).map(dropped_note)
+    }
+
     /// Takes a pending NMI (the latch is the APIC's: [`Lapic::latch_nmi`]).
     pub fn take_nmi(&mut self) -> bool {
         self.apic.take_nmi()
@@ -366,12 +378,19 @@ pub fn wrmsr(p: &mut Partition, vc: usize, msr: u32, v: u64) -> Result<(), &'sta
     match msr {
         super::msr::IA32_APIC_BASE => {
             let r = p.vcpus[vc].lapic.set_base(v);
-            if r == Err(BaseError::Moved) {
+            if r == Err(BaseError::Moved)
+                && let Some(note) = p.vcpus[vc].lapic.log_admit()
+            {
                 log::warn!(
-                    "partition {}: IA32_APIC_BASE <- {v:#x}: {} (#GP)",
+                    "partition {}: IA32_APIC_BASE <- {v:#x}: {} (#GP){note}",
                     p.name,
                     BaseError::Moved.why()
                 );
+            }
+            if r.is_ok() {
+                // A disable resets the TPR (§11.4.3): CR8 follows, or its stale value would
+                // come back into the TPR at the next synchronisation.
+                sync_to_cr8(p, vc);
             }
             r.map_err(BaseError::why)
         }

@@ -181,3 +181,72 @@ fn an_nmi_ipi_is_latched_for_the_next_entry() {
     assert_eq!(a.deliver_ipi(&nmi), IpiEffect::Ignored);
     assert!(!a.nmi_pending());
 }
+
+#[test]
+fn disabling_then_enabling_finds_the_power_up_state_11_4_3() {
+    let (_, mut a) = vlapic();
+    a.mmio_write(u64::from(reg::ID), 4, 5 << 24);
+    a.mmio_write(u64::from(reg::TPR), 4, 0x40);
+    a.mmio_write(u64::from(reg::LVT_TIMER), 4, 0x40);
+    a.mmio_write(u64::from(reg::TIMER_INITIAL), 4, 1000);
+    a.apic.accept(0x50, false);
+    assert_eq!(a.set_base(APIC_BASE | BASE_BSP), Ok(()));
+    assert_eq!(a.set_base(XAPIC), Ok(()));
+    assert_eq!(a.mmio_read(u64::from(reg::ID), 4), 0, "the initial APIC ID (§11.4.7.1)");
+    assert_eq!(a.mmio_read(u64::from(reg::TPR), 4), 0);
+    assert_eq!(a.mmio_read(u64::from(reg::SVR), 4), 0xff, "software-disabled");
+    assert_ne!(a.mmio_read(u64::from(reg::LVT_TIMER), 4) & (1 << 16), 0, "LVTs masked");
+    assert_eq!((a.next_deadline(), a.pending()), (None, None), "timer and IRR cleared");
+    // Software-disabled: a fixed IPI is not taken (§11.4.7.2) until the SVR enables it.
+    let fixed = Ipi {
+        mode: DeliveryMode::Fixed,
+        vector: 0x61,
+        deassert: false,
+        dest: Destination::SelfOnly,
+    };
+    a.deliver_ipi(&fixed);
+    assert_eq!(a.pending(), None);
+    a.mmio_write(u64::from(reg::SVR), 4, 0x1ff);
+    a.deliver_ipi(&fixed);
+    assert_eq!(a.pending(), Some(0x61));
+}
+
+#[test]
+fn apic_base_moves_and_bsp_writes_11_4_4() {
+    let (_, mut a) = vlapic();
+    // The SDM lets software move the base (§11.4.4); this hypervisor refuses with #GP.
+    for base in [0xfed0_0000u64, 0x1000, 0xfee0_1000, 0x1_fee0_0000] {
+        assert_eq!(a.set_base(base | BASE_EN | BASE_BSP), Err(BaseError::Moved), "{base:#x}");
+    }
+    // The BSP flag is the platform's: a write of it changes nothing, either way.
+    let mut ap = Vlapic::new(Rc::new(ManualClock::new(1_000_000_000)), 1, false);
+    assert_eq!(ap.set_base(XAPIC), Ok(()));
+    assert_eq!(ap.base(), APIC_BASE | BASE_EN, "an AP stays an AP");
+    assert_eq!(a.set_base(APIC_BASE | BASE_EN), Ok(()));
+    assert_eq!(a.base(), XAPIC, "the BSP stays the BSP");
+}
+
+#[test]
+fn odd_xapic_page_accesses_are_defined_11_4_1() {
+    let (_, mut a) = vlapic();
+    let icr = u64::from(reg::ICR_LOW);
+    // An 8-byte store at the ICR: its low dword is the register (the next one is a hole).
+    let ipi = a.mmio_write(icr, 8, 0xffff_ffff_0004_0045).unwrap();
+    assert_eq!((ipi.vector, ipi.dest), (0x45, Destination::SelfOnly));
+    // Narrow, unaligned and in-between stores send nothing.
+    assert_eq!(a.mmio_write(icr, 2, 0x0004_0046), None);
+    assert_eq!(a.mmio_write(icr, 1, 0x46), None);
+    assert_eq!(a.mmio_write(icr + 1, 4, 0x0004_0046), None);
+    assert_eq!(a.mmio_write(icr + 8, 4, 0x0004_0046), None);
+    // Reads of holes and the last bytes of the page: 0, an ESR error, no panic.
+    for (off, size) in [(0x3f0, 4), (0xff0, 8), (0xffc, 4), (0xfff, 1), (0x3a0, 2), (0x10, 4)] {
+        assert_eq!(a.mmio_read(off, size), 0, "{off:#x}/{size}");
+    }
+    a.mmio_write(u64::from(reg::ESR), 4, 0);
+    assert_eq!(a.mmio_read(u64::from(reg::ESR), 4), 1 << 7, "illegal register address");
+    // In x2APIC mode the page is not there: all ones, writes dropped.
+    a.set_base(X2APIC).unwrap();
+    assert_eq!(a.mmio_read(u64::from(reg::VERSION), 2), 0xffff);
+    assert_eq!(a.mmio_read(u64::from(reg::VERSION), 8), u64::MAX);
+    assert_eq!(a.mmio_write(icr, 4, 0x0004_0047), None);
+}

@@ -846,4 +846,35 @@ pub const CASES: &[Case] = &[
         test_disk: true,
         cpus: 1,
     },
+    // --- apichostile: the APIC abuse scenario (`scenarios/apic-abuse.toml`) on both backends:
+    // a two-vCPU partition abuses its local APICs and checks the SDM's answers, two more are
+    // stopped for an INIT to themselves and a locked APIC access, the probe beside them passes.
+    Case {
+        name: "svm-apic-abuse",
+        emulator: Choice::Qemu,
+        boot: Boot::Multiboot,
+        cpu: Some(QEMU_TCG_CPU),
+        append: "",
+        scenario: "apic-abuse",
+        expect: APIC_ABUSE,
+        status: Expect::Success,
+        timeout_s: 120,
+        input: &[],
+        test_disk: false,
+        cpus: 1,
+    },
+    Case {
+        name: "vmx-apic-abuse",
+        emulator: Choice::Bochs,
+        boot: Boot::Multiboot,
+        cpu: Some("tigerlake"),
+        append: "",
+        scenario: "apic-abuse",
+        expect: APIC_ABUSE,
+        status: Expect::Success,
+        timeout_s: 300,
+        input: &[],
+        test_disk: false,
+        cpus: 1,
+    },
 ];

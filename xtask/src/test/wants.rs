@@ -535,3 +535,41 @@ pub const MGMT_VCPUS: &[Want] = &[
     Line("[mgmt] 2 partitions"),
     POWER_OFF_OK,
 ];
+
+/// `scenarios/apic-abuse.toml`: every check of the APIC abuse partition passes (each named:
+/// they must run) and it shuts down cleanly; the INIT to itself and the locked access to the
+/// APIC page stop their partitions with those reasons; the probe beside them passes.
+pub const APIC_ABUSE: &[Want] = &[
+    Line("[attack-apic] PASS apic-abuse-xapic-page"),
+    Line("[attack-apic] PASS apic-abuse-read-only"),
+    Line("[attack-apic] PASS apic-abuse-esr-illegal-vectors"),
+    Line("[attack-apic] PASS apic-abuse-error-interrupt"),
+    Line("[attack-apic] PASS apic-abuse-software-disable"),
+    Line("[attack-apic] PASS apic-abuse-timer-divide-huge"),
+    Line("[attack-apic] PASS apic-abuse-timer-1-tick-periodic"),
+    Line("[attack-apic] PASS apic-abuse-tsc-deadline"),
+    Line("[attack-apic] PASS apic-abuse-apic-base"),
+    Line("[attack-apic] PASS apic-abuse-x2apic-msrs"),
+    Line("[attack-apic] PASS apic-abuse-storm-coalesced"),
+    Line("[attack-apic] PASS apic-abuse-sipi-starts"),
+    Line("[attack-apic] PASS apic-abuse-still-works"),
+    LineWith(&["[attack-apic] attack: ", " checks, 0 failed"]),
+    Line("hypervisor: partition attack-apic (id 0): shut down with status 0 [as expected]"),
+    Line("partition attack-apic-init: stopped: INIT IPI to vCPU 0 from vCPU 0 (a reset)"),
+    LineWith(&[
+        "hypervisor: partition attack-apic-init (id 1): stopped by the hypervisor: INIT IPI",
+        "[as expected]",
+    ]),
+    LineWith(&[
+        "partition attack-apic-lock: stopped: MMIO ",
+        " of 0xfee00080 by an instruction it cannot emulate",
+    ]),
+    LineWith(&[
+        "hypervisor: partition attack-apic-lock (id 2): stopped by the hypervisor: MMIO ",
+        "[as expected]",
+    ]),
+    AtLeast(25, "[neighbour] PASS "),
+    LineWith(&["[neighbour] probe: ", " checks, 0 failed"]),
+    Line("hypervisor: partition neighbour (id 3): shut down with status 0 [as expected]"),
+    POWER_OFF_OK,
+];
