@@ -5,6 +5,15 @@
 //! back is stepped over the same way. The guest's own TF and DR6 are kept: a #DB it would take
 //! itself is still delivered.
 //!
+//! An event injected while the step's TF is still live (the stepped instruction has not run:
+//! an exit came first, e.g. a host interrupt, or QEMU's PAUSE, which skips the single-step
+//! trap) would push that TF with the event's frame, and the guest's IRET would bring it back
+//! after the step ended (the #DB that smpvcpu saw at the instruction after `sti; pause; cli`:
+//! an NMI injected under a shadow step, its IRET step merged into it, the popped TF left set).
+//! The event is delivered at the boundary before the stepped instruction (APM Vol. 2 §15.20),
+//! so the step is called off there ([`SvmVcpu::step_meets_event`]): the delivery ends an
+//! interrupt shadow anyway, and the IRET intercept is armed again for an IRET not yet run.
+//!
 //! Limits: an IRET that faults inside the guest (a #GP, a not-present stack page) pushes the
 //! hypervisor's TF with its frame, and the blocking ends at the next single-step trap; an NMI
 //! that waits behind another injected event goes in at the next exit of any kind.
@@ -20,6 +29,19 @@ pub(super) struct Step {
     pub(super) dr6: u64,
     /// The stepped instruction is the IRET that ends NMI blocking.
     pub(super) after_iret: bool,
+}
+
+impl Step {
+    /// What RFLAGS becomes when an event is injected before the stepped instruction: `None`
+    /// when the step's TF is no longer live (the instruction ran, or a native exception took
+    /// it into a frame whose IRET the step still waits for); otherwise RFLAGS with the guest's
+    /// own TF, and the step is called off.
+    pub(super) fn called_off_by_event(&self, rflags: u64) -> Option<u64> {
+        if rflags & RFLAGS_TF == 0 {
+            return None;
+        }
+        Some(if self.guest_tf { rflags } else { rflags & !RFLAGS_TF })
+    }
 }
 
 /// Exception intercept bit of #DB (control offset 0x008, one bit per vector).
@@ -58,6 +80,22 @@ impl SvmVcpu {
         VmExit::InterruptWindow
     }
 
+    /// VMRUN injects an event (`event_inj`): a step whose TF is still live is called off before
+    /// the delivery can push that TF (see the module note). An IRET step gets its intercept
+    /// back (the IRET runs when the handler returns to it); a shadow step is moot, the
+    /// delivery ends the shadow.
+    pub(super) fn step_meets_event(&mut self) {
+        let Some(step) = self.step else { return };
+        let v = self.vmcb_mut();
+        let Some(rflags) = step.called_off_by_event(v.save.rflags) else { return };
+        v.save.rflags = rflags;
+        v.control.intercept_exceptions &= !INTERCEPT_DB;
+        if step.after_iret {
+            v.control.intercept1 |= I1::IRET;
+        }
+        self.step = None;
+    }
+
     /// The stepped instruction completed: NMI blocking ends after an IRET, TF and DR6 are the
     /// guest's again. False when the guest's own TF was set (its #DB is due) or no step ran.
     pub(super) fn end_step(&mut self) -> bool {
@@ -76,5 +114,39 @@ impl SvmVcpu {
             g.rflags &= !RFLAGS_TF;
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IF: u64 = 1 << 9;
+
+    fn step(guest_tf: bool, after_iret: bool) -> Step {
+        Step { guest_tf, dr6: 0xffff_0ff0, after_iret }
+    }
+
+    #[test]
+    fn an_event_before_the_stepped_instruction_never_carries_the_hypervisors_tf() {
+        // The NMI injected under a shadow step (the #DB after `sti; pause; cli`).
+        for after_iret in [false, true] {
+            let r = step(false, after_iret).called_off_by_event(IF | RFLAGS_TF);
+            assert_eq!(r, Some(IF), "after_iret {after_iret}");
+        }
+    }
+
+    #[test]
+    fn the_guests_own_tf_goes_with_the_event() {
+        let r = step(true, false).called_off_by_event(IF | RFLAGS_TF);
+        assert_eq!(r, Some(IF | RFLAGS_TF));
+    }
+
+    #[test]
+    fn a_step_whose_tf_left_with_a_native_exception_stays() {
+        // The stepped instruction faulted in the guest: its handler runs with TF clear, and
+        // the step waits for the trap after that handler's IRET.
+        assert_eq!(step(false, false).called_off_by_event(IF), None);
+        assert_eq!(step(true, true).called_off_by_event(0), None);
     }
 }

@@ -112,6 +112,9 @@ impl SvmVcpu {
     fn run_once(&mut self, start: u64) -> Result<VmExit, EntryError> {
         let (rax, rsp) = (self.gprs.0[reg::RAX], self.gprs.0[reg::RSP]);
         let event = self.pending.take().map_or(0, event_inj);
+        if event != 0 {
+            self.step_meets_event();
+        }
         // Another vCPU may have run with this ASID since (more vCPUs than ASIDs, `asid.rs`).
         let asid = self.vmcb().control.guest_asid;
         let flush = core::mem::take(&mut self.flush) | self.owners.claim(asid, self.pages.0);
