@@ -29,6 +29,10 @@ pub(super) struct Step {
     pub(super) dr6: u64,
     /// The stepped instruction is the IRET that ends NMI blocking.
     pub(super) after_iret: bool,
+    /// The step began at that IRET: its trap comes with the RFLAGS the IRET popped, the
+    /// guest's. Not so for an IRET step merged into a shadow step whose TF left with a native
+    /// exception's frame ([`SvmVcpu::begin_step`]): that TF, ours, comes back at the trap.
+    pub(super) popped: bool,
 }
 
 impl Step {
@@ -42,6 +46,12 @@ impl Step {
         }
         Some(if self.guest_tf { rflags } else { rflags & !RFLAGS_TF })
     }
+
+    /// RFLAGS once the step's trap came and the guest's own TF was clear: after the stepped
+    /// IRET, what it popped (the guest's); otherwise TF is still ours and goes.
+    pub(super) fn rflags_after_trap(&self, rflags: u64) -> u64 {
+        if self.popped { rflags } else { rflags & !RFLAGS_TF }
+    }
 }
 
 /// Exception intercept bit of #DB (control offset 0x008, one bit per vector).
@@ -53,11 +63,20 @@ impl SvmVcpu {
     /// after an IRET too, whatever RFLAGS it pops).
     pub(super) fn begin_step(&mut self, after_iret: bool) {
         if let Some(s) = &mut self.step {
+            // A step under way whose TF is not live (an event would have called it off,
+            // `step_meets_event`): the shadow step's instruction faulted in the guest and the
+            // TF sits in that fault's frame. The IRET is not stepped; the blocking ends at the
+            // trap after the fault handler's IRET (later, never earlier), which clears that TF.
             s.after_iret |= after_iret;
             return;
         }
         let v = self.vmcb_mut();
-        let step = Step { guest_tf: v.save.rflags & RFLAGS_TF != 0, dr6: v.save.dr6, after_iret };
+        let step = Step {
+            guest_tf: v.save.rflags & RFLAGS_TF != 0,
+            dr6: v.save.dr6,
+            after_iret,
+            popped: after_iret,
+        };
         v.save.rflags |= RFLAGS_TF;
         v.control.intercept_exceptions |= INTERCEPT_DB;
         self.step = Some(step);
@@ -109,10 +128,7 @@ impl SvmVcpu {
         }
         let g = &mut self.vmcb_mut().save;
         g.dr6 = step.dr6;
-        if !step.after_iret {
-            // After an IRET, RFLAGS is what it popped; otherwise TF is still ours.
-            g.rflags &= !RFLAGS_TF;
-        }
+        g.rflags = step.rflags_after_trap(g.rflags);
         true
     }
 }
@@ -124,7 +140,7 @@ mod tests {
     const IF: u64 = 1 << 9;
 
     fn step(guest_tf: bool, after_iret: bool) -> Step {
-        Step { guest_tf, dr6: 0xffff_0ff0, after_iret }
+        Step { guest_tf, dr6: 0xffff_0ff0, after_iret, popped: after_iret }
     }
 
     #[test]
@@ -134,6 +150,22 @@ mod tests {
             let r = step(false, after_iret).called_off_by_event(IF | RFLAGS_TF);
             assert_eq!(r, Some(IF), "after_iret {after_iret}");
         }
+    }
+
+    #[test]
+    fn the_trap_after_a_stepped_iret_keeps_what_it_popped() {
+        // A guest that returns into single-stepping code keeps its TF.
+        assert_eq!(step(false, true).rflags_after_trap(IF | RFLAGS_TF), IF | RFLAGS_TF);
+        assert_eq!(step(false, false).rflags_after_trap(IF | RFLAGS_TF), IF);
+    }
+
+    #[test]
+    fn an_iret_step_merged_into_an_escaped_shadow_step_clears_our_tf() {
+        // The shadow step's instruction faulted in the guest (our TF in the fault's frame), an
+        // NMI came in its handler: the trap after the fault handler's IRET pops our TF.
+        let mut s = step(false, false);
+        s.after_iret |= true;
+        assert_eq!(s.rflags_after_trap(IF | RFLAGS_TF), IF);
     }
 
     #[test]
