@@ -40,6 +40,7 @@ pub const VCPUS2: &[Want] = &[
     Line("[probe-smp] PASS vcpus2-fpu-isolated"),
     Line("[probe-smp] PASS vcpus2-cpuid-apic-id"),
     Line("[probe-smp] PASS vcpus2-cpuid-logical-count"),
+    Line("[probe-smp] PASS vcpus2-cpuid-x2apic-id"),
     Line("[probe-smp] PASS vcpus2-second-sipi-ignored"),
     Line("[probe-smp] PASS vcpus2-ipi-to-ap"),
     Line("[probe-smp] PASS vcpus2-ipi-to-bsp"),
