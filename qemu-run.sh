@@ -2,7 +2,7 @@
 # Boots the built multiboot hypervisor in QEMU, serial console on this terminal.
 # For tweaking QEMU flags by hand; `cargo xtask run` is the main entry (it also builds).
 #
-#   ./qemu-run.sh [KERNEL ARGS...]     e.g. ./qemu-run.sh loglevel=debug selftest=1
+#   ./qemu-run.sh [KERNEL ARGS...]     e.g. ./qemu-run.sh loglevel=debug bench=1
 #   KVM=1 ./qemu-run.sh                use KVM (needs nested virtualization on the host)
 #
 # Exit status: 33 = the hypervisor reported success, 35 = failure (isa-debug-exit).

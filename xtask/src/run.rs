@@ -46,14 +46,15 @@ pub struct RunArgs {
     /// (0 success, 1 failure, 2 no status, 124 timeout).
     #[arg(long)]
     pub headless: bool,
-    /// Kernel command line, e.g. 'loglevel=debug selftest=1' or 'fault=pf'.
+    /// Kernel command line, e.g. 'loglevel=debug bench=1' or 'fault=pf'.
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub append: String,
     /// Start QEMU halted, waiting for gdb on :1234 (prints the command that attaches).
     #[arg(long)]
     pub gdb: bool,
     /// Which partitions boot: `scenarios/NAME.toml`, or `none` (the hypervisor alone).
-    /// Default: `default` where `scenarios/default.toml` exists, else `none`.
+    /// Default: `default` where `scenarios/default.toml` exists, else `mgmt` (the management
+    /// shell) where its images are in this checkout, else `none`.
     #[arg(long)]
     pub scenario: Option<String>,
     /// Type on COM1: `WAIT=>SEND`, e.g. 'mgmt> =>list\r': once the console shows WAIT (after

@@ -199,7 +199,8 @@ pub fn console_read(id: u64, buf: &mut [u8]) -> Result<usize, Status> {
 /// `PartitionStats` (management only): partition `id`'s exit counts.
 pub fn partition_stats(id: u64) -> Result<StatsRecord, Status> {
     let mut rec = StatsRecord::default();
-    call3(Call::PartitionStats, id, &raw mut rec as u64, 0).result().map(|_| rec)
+    let size = hvabi::hypercall::STATS_RECORD_SIZE;
+    call3(Call::PartitionStats, id, &raw mut rec as u64, size).result().map(|_| rec)
 }
 
 /// `ChannelCreate` (management only): a channel between the caller and partition `guest_id`;

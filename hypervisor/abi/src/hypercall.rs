@@ -12,7 +12,9 @@
 //! every byte of the range before touching it. The table lives in `docs/hypercalls.md`.
 
 /// Version reported by [`Call::Version`]: major in bits 31:16, minor in bits 15:0. Minor 1:
-/// [`CreateRequest::vcpus`] (a caller that sees minor 0 sends the request without it).
+/// [`CreateRequest::vcpus`] (a caller that sees minor 0 sends the request without it), and the
+/// `pause` exit kind in [`StatsRecord`] (192 bytes; a caller passes its size in RDX, and a
+/// minor-0 caller, which passes 0, still gets the 184-byte layout it knows).
 pub const VERSION: u64 = 0x0001_0001;
 
 /// The signature in CPUID leaf 0x4000_0000 (EBX, ECX, EDX): `"MicroHVisor!"`.
@@ -56,7 +58,9 @@ pub enum Call {
     /// Management only. Moves up to RDX bytes of partition RDI's console output (oldest first)
     /// to guest-physical RSI; RDX = bytes copied.
     ConsoleRead = 0x16,
-    /// Management only. Writes partition RDI's [`StatsRecord`] to guest-physical RSI.
+    /// Management only. Writes partition RDI's [`StatsRecord`] to guest-physical RSI; RDX = the
+    /// record's size ([`STATS_RECORD_SIZE`], or 0 or [`STATS_RECORD_SIZE_V0`] for the 1.0
+    /// layout without the `pause` count).
     PartitionStats = 0x17,
     /// Management only. Creates a channel between the caller and partition RDI (see
     /// `hvabi::channel`); RDX = channel id. Its page appears in both at
@@ -177,6 +181,33 @@ pub struct StatsRecord {
     pub refused: u64,
 }
 
+/// The size of a [`StatsRecord`], which the caller passes in RDX.
+pub const STATS_RECORD_SIZE: u64 = core::mem::size_of::<StatsRecord>() as u64;
+/// The size of the ABI 1.0 record, with 19 exit counts (no `pause`): still written, in that
+/// layout, for RDX = 0 (what every 1.0 caller passed) or this size.
+pub const STATS_RECORD_SIZE_V0: u64 = STATS_RECORD_SIZE - 8;
+const _: () = assert!(STATS_RECORD_SIZE == 192 && STATS_RECORD_SIZE_V0 == 184);
+
+impl StatsRecord {
+    /// The record as the 64-bit words of the layout a caller's RDX asks for (`size`: 0 or
+    /// [`STATS_RECORD_SIZE_V0`], the 1.0 layout; [`STATS_RECORD_SIZE`], this one) and how many
+    /// of them there are; `None` for any other size.
+    pub fn words(&self, size: u64) -> Option<([u64; 24], usize)> {
+        let kinds = match size {
+            STATS_RECORD_SIZE => self.exits.len(),
+            0 | STATS_RECORD_SIZE_V0 => self.exits.len() - 1,
+            _ => return None,
+        };
+        let mut w = [0u64; 24];
+        w[0] = self.exits_total;
+        w[1..=kinds].copy_from_slice(&self.exits[..kinds]);
+        w[kinds + 1] = self.absent_ports;
+        w[kinds + 2] = self.absent_mmio;
+        w[kinds + 3] = self.refused;
+        Some((w, kinds + 4))
+    }
+}
+
 impl Call {
     /// True for calls only the management partition may make.
     pub const fn privileged(self) -> bool {
@@ -274,6 +305,31 @@ mod tests {
             }
         }
         assert_eq!(Status::from_u64(99), None);
+    }
+
+    #[test]
+    fn a_stats_record_is_written_in_the_layout_its_caller_knows() {
+        let mut r = StatsRecord {
+            exits_total: 7,
+            absent_ports: 100,
+            absent_mmio: 101,
+            refused: 102,
+            ..Default::default()
+        };
+        for (k, e) in r.exits.iter_mut().enumerate() {
+            *e = k as u64 + 1;
+        }
+        let (w, n) = r.words(STATS_RECORD_SIZE).unwrap();
+        assert_eq!(n * 8, STATS_RECORD_SIZE as usize);
+        assert_eq!((w[0], w[1], w[20], w[21], w[22], w[23]), (7, 1, 20, 100, 101, 102));
+        for old in [0, STATS_RECORD_SIZE_V0] {
+            let (w, n) = r.words(old).unwrap();
+            assert_eq!(n * 8, STATS_RECORD_SIZE_V0 as usize);
+            // 1.0: 19 counts (up to rdpmc), then the three totals where a 1.0 caller reads them.
+            assert_eq!((w[19], w[20], w[21], w[22]), (19, 100, 101, 102));
+        }
+        assert_eq!(r.words(8), None);
+        assert_eq!(r.words(STATS_RECORD_SIZE + 8), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub use super::step::Flow;
 pub use super::step::report_last_exits;
 use super::step::{
     completed, fault_or_kill, fetch_at_rip, fetch_at_rip_of, forget_code_sites, linear_rip, raise,
-    refuse_gp, refuse_gp_limited, skip,
+    refuse_gp, skip,
 };
 use super::vcpu::{Event, reg};
 use alloc::format;
@@ -194,7 +194,7 @@ fn rdmsr(p: &mut Partition, vc: usize) -> Flow {
         Some(Place::Apic) => match super::vlapic::rdmsr(p, vc, m) {
             Some(v) => v,
             None => {
-                return refuse_gp_limited(p, vc, format_args!("RDMSR {m:#x} refused (local APIC)"));
+                return refuse_gp(p, vc, format_args!("RDMSR {m:#x} refused (local APIC)"));
             }
         },
         None => return refuse_gp(p, vc, format_args!("RDMSR {m:#x} refused")),
@@ -245,7 +245,7 @@ fn wrmsr(p: &mut Partition, vc: usize) -> Flow {
     if place == Place::Apic {
         if let Err(why) = super::vlapic::wrmsr(p, vc, m, v) {
             let what = format_args!("WRMSR {m:#x} <- {v:#x} refused ({why})");
-            return refuse_gp_limited(p, vc, what);
+            return refuse_gp(p, vc, what);
         }
         return skip(p, vc);
     }

@@ -207,20 +207,15 @@ pub fn raise(p: &mut Partition, v: usize, e: Event) {
     p.vcpus[v].vcpu.inject(e);
 }
 
-/// [`refuse_gp`] for what a guest can repeat at will without harming anyone but itself (the
-/// local APIC's MSRs): the log line is rate-limited by the vCPU's budget (`vmm/log_limit.rs`).
-pub fn refuse_gp_limited(p: &mut Partition, v: usize, what: core::fmt::Arguments<'_>) -> Flow {
+/// Refuses what vCPU `v` tried (`what`, for the log) with #GP(0), counted in the partition's
+/// refused accesses. A guest can repeat a refused access at will (an RDMSR loop, APIC register
+/// abuse): the log line is rate-limited by the vCPU's budget (`vmm/log_limit.rs`), so that it
+/// neither floods the console every partition shares nor slows its CPU to the console's pace.
+pub fn refuse_gp(p: &mut Partition, v: usize, what: core::fmt::Arguments<'_>) -> Flow {
     p.refused += 1;
     if let Some(note) = p.vcpus[v].lapic.log_admit() {
         log::info!("partition {}: {what}: #GP injected{note}", p.name);
     }
-    raise(p, v, Event::GP0);
-    Flow::Continue
-}
-
-pub fn refuse_gp(p: &mut Partition, v: usize, what: core::fmt::Arguments<'_>) -> Flow {
-    p.refused += 1;
-    log::info!("partition {}: {what}: #GP injected", p.name);
     raise(p, v, Event::GP0);
     Flow::Continue
 }

@@ -11,7 +11,7 @@ use alloc::format;
 use alloc::string::String;
 use hvabi::hypercall::{
     CREATE_REQUEST_SIZE, CREATE_REQUEST_SIZE_V0, Call, CreateRequest, MAX_VCPUS, PartitionInfo,
-    StatsRecord, Status, state,
+    STATS_RECORD_SIZE, StatsRecord, Status, state,
 };
 
 /// A status and an optional result for RDX.
@@ -31,7 +31,25 @@ trait Record: Copy {
     }
 }
 impl Record for PartitionInfo {}
-impl Record for StatsRecord {}
+
+/// Writes `r` to `gpa` in the caller `p`'s RAM in the layout its RDX (`size`) asks for
+/// ([`StatsRecord::words`]); any other size is refused with `InvalidArgument`, said on the
+/// console.
+fn write_stats(p: &mut Partition, gpa: u64, size: u64, r: &StatsRecord) -> Answer {
+    let Some((words, n)) = r.words(size) else {
+        crate::println!(
+            "hypervisor: partition stats: a record of {size} bytes asked for; ABI 1.1 writes {STATS_RECORD_SIZE} (or the 1.0 layout for 0 or {})",
+            hvabi::hypercall::STATS_RECORD_SIZE_V0
+        );
+        return Err(Status::InvalidArgument);
+    };
+    let mut bytes = [0u8; STATS_RECORD_SIZE as usize];
+    for (chunk, w) in bytes.chunks_exact_mut(8).zip(&words[..n]) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    p.ram.write(gpa, &bytes[..n * 8]).map_err(|_| Status::BadAddress)?;
+    Ok(None)
+}
 
 /// Reads the [`CreateRequest`] at `gpa`, `size` bytes long (the caller's RSI): the current
 /// layout ([`CREATE_REQUEST_SIZE`]), or the first one without `vcpus` (RSI 0, as every ABI 1.0
@@ -143,7 +161,7 @@ impl Machine<'_> {
             Call::PartitionDestroy if a1 == caller => Err(Status::InvalidArgument),
             Call::PartitionDestroy => self.destroy(a1, caller),
             Call::ConsoleRead => self.console_read(i, a1, a2, a3),
-            Call::PartitionStats => self.stats(i, a1, a2),
+            Call::PartitionStats => self.stats(i, a1, a2, a3),
             Call::ChannelCreate => self.channel_create(caller, a1),
             Call::ChannelQuery => self
                 .channels
@@ -392,7 +410,7 @@ impl Machine<'_> {
         Ok(Some(n))
     }
 
-    fn stats(&mut self, i: usize, id: u64, gpa: u64) -> Answer {
+    fn stats(&mut self, i: usize, id: u64, gpa: u64, size: u64) -> Answer {
         let j = self.index_of(id)?;
         let p = &self.parts[j];
         let r = StatsRecord {
@@ -402,8 +420,7 @@ impl Machine<'_> {
             absent_mmio: p.mmio.absent,
             refused: p.refused,
         };
-        self.parts[i].ram.write(gpa, r.bytes()).map_err(|_| Status::BadAddress)?;
-        Ok(None)
+        write_stats(&mut self.parts[i], gpa, size, &r)
     }
 
     fn channel_create(&mut self, caller: u64, other: u64) -> Answer {
@@ -549,8 +566,7 @@ impl Machine<'_> {
                     absent_mmio: s.absent_mmio,
                     refused: s.refused,
                 };
-                self.parts[i].ram.write(a2, rec.bytes()).map_err(|_| Status::BadAddress)?;
-                Ok(None)
+                write_stats(&mut self.parts[i], a2, a3, &rec)
             }
             _ => Err(Status::InvalidArgument),
         }
