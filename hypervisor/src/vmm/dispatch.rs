@@ -1,7 +1,7 @@
 //! Exit handling, written once for both backends: each [`VmExit`] is emulated, forwarded to a
 //! device, answered with an injected fault, or ends the partition with a report.
 
-use super::cpuid::{Regs, guest_cpuid};
+use super::cpuid::{Regs, VcpuCpuid, host_max_basic, vcpu_cpuid};
 use super::cr::{self, CR4_OSXSAVE};
 use super::decode::{self, DecodeError, MAX_INSN_LEN};
 use super::exit::{Access, IoAccess, VmExit};
@@ -159,9 +159,15 @@ fn cpuid(p: &mut Partition, vc: usize) -> Flow {
     let g = p.vcpus[vc].vcpu.gprs();
     let (leaf, sub) = (g.0[reg::RAX] as u32, g.0[reg::RCX] as u32);
     let h = core::arch::x86_64::__cpuid_count(leaf, sub);
-    let osxsave = p.vcpus[vc].vcpu.cr(4) & CR4_OSXSAVE != 0;
-    let r =
-        guest_cpuid(leaf, sub, Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx }, osxsave);
+    // The APIC ID is the vCPU's index, as the partition's MADT lists it (`vmm/vlapic.rs`).
+    let who = VcpuCpuid {
+        apic_id: vc as u32,
+        vcpus: p.vcpus.len() as u32,
+        apic_enabled: p.vcpus[vc].lapic.enabled(),
+        osxsave: p.vcpus[vc].vcpu.cr(4) & CR4_OSXSAVE != 0,
+        max_basic: host_max_basic(),
+    };
+    let r = vcpu_cpuid(leaf, sub, Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx }, &who);
     let g = p.vcpus[vc].vcpu.gprs();
     g.0[reg::RAX] = u64::from(r.eax);
     g.0[reg::RBX] = u64::from(r.ebx);
