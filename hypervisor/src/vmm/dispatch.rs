@@ -381,6 +381,8 @@ fn port_io(p: &mut Partition, vc: usize, io: IoAccess) -> Flow {
         log::debug!("partition {}: port {:#x} absent", p.name, io.port);
     }
     if io.write {
+        // The 8259s' masks, the PIT's counters, the RTC's periodic rate: the next interrupt moves.
+        p.rearm |= matches!(io.port, 0x20 | 0x21 | 0x40..=0x43 | 0x70 | 0x71 | 0xa0 | 0xa1);
         let v = p.vcpus[vc].vcpu.gprs().0[reg::RAX];
         if pic {
             p.pic.write(io.port, v as u8);
@@ -450,6 +452,8 @@ fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
             if apic {
                 super::vlapic::mmio_write(p, vc, gpa, insn.size, v);
             } else {
+                // The I/O APIC's masks decide whether the PIT's line reaches a vCPU.
+                p.rearm |= p.ioapic.is_some();
                 p.mmio.write(gpa, insn.size, v);
             }
         } else {
