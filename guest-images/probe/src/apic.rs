@@ -163,6 +163,7 @@ pub fn run(c: &mut Checks) -> bool {
     c.check("apic-timer-one-shot", one_shot());
     c.check("apic-timer-periodic", periodic());
     c.check("apic-timer-tsc-deadline", tsc_deadline());
+    c.check("apic-timer-while-running", while_running());
     c.check("apic-self-ipi", self_ipi());
     c.check("apic-tpr", tpr());
     c.check("apic-x2apic", x2apic());
@@ -223,6 +224,34 @@ fn tsc_deadline() -> Result<(), Why> {
     ensure!(hits(TIMER_VECTOR) == before + 1, "no interrupt after {wakeups} wake-ups")?;
     ensure!(at >= deadline, "fired {} ticks early", deadline - at)?;
     ensure!(rdmsr(TSC_DEADLINE_MSR)? == 0, "IA32_TSC_DEADLINE not 0 once it fired")
+}
+
+/// A short one-shot's count (its interrupt comes [`SHORT_COUNT`] x 16 TSC ticks later).
+const SHORT_COUNT: u32 = 2_000;
+/// How long [`while_running`] waits: 25 of the hypervisor's time slices.
+const SPIN_BOUND: u64 = 50_000_000;
+
+/// A one-shot armed while the vCPU then runs on with interrupts on and no exit at all (a
+/// loop on memory and RDTSC): the hypervisor must end the run when the timer is due, as the
+/// write that armed it said. A pinned vCPU runs with no time slice, so nothing else would.
+fn while_running() -> Result<(), Why> {
+    let before = hits(TIMER_VECTOR);
+    write(LVT_TIMER, u32::from(TIMER_VECTOR));
+    let start = instr::rdtsc();
+    instr::sti();
+    write(TIMER_INITIAL, SHORT_COUNT);
+    let mut waited = 0;
+    while hits(TIMER_VECTOR) == before && waited <= SPIN_BOUND {
+        waited = instr::rdtsc().wrapping_sub(start);
+    }
+    instr::cli();
+    write(LVT_TIMER, MASKED | u32::from(TIMER_VECTOR));
+    write(TIMER_INITIAL, 0);
+    ensure!(
+        hits(TIMER_VECTOR) == before + 1,
+        "no interrupt {waited} ticks after a one-shot of {} ticks, running without exits",
+        u64::from(SHORT_COUNT) * 16
+    )
 }
 
 fn self_ipi() -> Result<(), Why> {

@@ -48,6 +48,11 @@ const BUSY_COUNT: u64 = 0x81c;
 const BUSY_STOP: u64 = 0x820;
 const BUSY_DONE: u64 = 0x824;
 const BSP_IPI_VECTOR: u8 = 0x42;
+/// What vCPU 1's CPUID and x2APIC ID register say (written before its timer is armed).
+const AP_CPUID_1_EBX: u64 = 0x828;
+const AP_CPUID_B_EDX: u64 = 0x82c;
+const AP_X2APIC_ID: u64 = 0x830;
+const X2APIC_ID: u32 = 0x802;
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
@@ -113,6 +118,18 @@ global_asm!(
     "mov ecx, 0x80f",
     "mov eax, 0x1ff",
     "wrmsr",
+    // Who CPUID says it is: leaf 1 EBX (at 0x828), leaf 0xB.0 EDX (0x82c), and its x2APIC
+    // ID register (0x830).
+    "mov eax, 1",
+    "cpuid",
+    "mov dword ptr [0x828], ebx",
+    "mov eax, 0xb",
+    "xor ecx, ecx",
+    "cpuid",
+    "mov dword ptr [0x82c], edx",
+    "mov ecx, 0x802",
+    "rdmsr",
+    "mov dword ptr [0x830], eax",
     // Timer: divide by 1, one-shot on vector 0x40, 50,000 bus-clock ticks.
     "mov ecx, 0x83e",
     "mov eax, 0xb",
@@ -497,6 +514,9 @@ pub fn run(c: &mut Checks, parallel: bool) {
             "x87 control words: vCPU 0 {bsp_fcw:#06x} (set {BSP_FCW_VALUE:#06x}), vCPU 1 {ap_fcw:#06x} (set {AP_FCW_VALUE:#06x})"
         ),
     );
+    if fired {
+        cpuid_identity(c);
+    }
     let ups = shared(UP).load(Ordering::SeqCst);
     c.check("vcpus2-second-sipi-ignored", ensure!(ups == 1, "vCPU 1 started {ups} times"));
 
@@ -540,4 +560,43 @@ pub fn run(c: &mut Checks, parallel: bool) {
     if parallel {
         crate::parallel::run(c);
     }
+}
+
+/// Each vCPU's CPUID names its own APIC ID and the partition's two processors (SDM Vol. 2A
+/// CPUID leaves 01H and 0BH; Vol. 3A §9.9): leaf 1 EBX[31:24] and leaf 0xB EDX equal the x2APIC
+/// ID register, leaf 1 EBX[23:16] with EDX.HTT and leaf 0xB's core level count two.
+fn cpuid_identity(c: &mut Checks) {
+    // SAFETY: this vCPU's APIC is in x2APIC mode ([`x2apic_on`]), where the ID MSR reads.
+    let own = unsafe { instr::rdmsr(X2APIC_ID) } as u32;
+    let l1 = instr::cpuid(1, 0);
+    let ap_l1 = shared(AP_CPUID_1_EBX).load(Ordering::SeqCst);
+    let ap = shared(AP_X2APIC_ID).load(Ordering::SeqCst);
+    let htt = l1.edx & (1 << 28) != 0;
+    c.check(
+        "vcpus2-cpuid-apic-id",
+        ensure!(
+            l1.ebx >> 24 == own && ap_l1 >> 24 == ap && own != ap && htt,
+            "CPUID.1:EBX[31:24] {} on APIC ID {own}, {} on APIC ID {ap}; HTT {htt}",
+            l1.ebx >> 24,
+            ap_l1 >> 24
+        ),
+    );
+    let count = (l1.ebx >> 16) & 0xff;
+    c.check_eq("vcpus2-cpuid-logical-count", u64::from(count), 2);
+    if instr::cpuid(0, 0).eax < 0xb {
+        guest_rt::println!("vcpus2: no CPUID leaf 0xB, its check skipped");
+        return;
+    }
+    let (smt, core) = (instr::cpuid(0xb, 0), instr::cpuid(0xb, 1));
+    let ap_b = shared(AP_CPUID_B_EDX).load(Ordering::SeqCst);
+    c.check(
+        "vcpus2-cpuid-x2apic-id",
+        ensure!(
+            smt.edx == own && core.edx == own && ap_b == ap && core.ebx & 0xffff == 2,
+            "CPUID.0B: EDX {:#x}/{:#x} on APIC ID {own}, {ap_b:#x} on APIC ID {ap}; {} at the core level",
+            smt.edx,
+            core.edx,
+            core.ebx & 0xffff
+        ),
+    );
 }

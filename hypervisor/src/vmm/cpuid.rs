@@ -4,6 +4,8 @@
 //! measured it, and the hypervisor leaves 0x4000_0000.. answered with this project's signature
 //! (pure, host-tested).
 
+use super::cpuid_topology::topology;
+pub use super::cpuid_topology::{VcpuCpuid, per_vcpu};
 use core::sync::atomic::{AtomicU32, Ordering};
 use hvabi::hypercall::{CPUID_MAX_LEAF, CPUID_SIGNATURE, VERSION};
 
@@ -191,7 +193,7 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: Regs, guest_osxsave: bool) -> 
             // The virtual local APIC, whatever the host has: xAPIC, x2APIC, TSC deadline.
             r.ecx |= bit::L1_ECX_HYPERVISOR | bit::L1_ECX_X2APIC | bit::L1_ECX_TSC_DEADLINE;
             r.edx |= bit::L1_EDX_APIC;
-            // One logical processor, initial APIC ID 0.
+            // One logical processor, initial APIC ID 0 (`vcpu_cpuid` says which vCPU).
             r.ebx = (r.ebx & 0xffff) | (1 << 16);
         }
         // MONITOR/MWAIT, power management (thermal, HWP, EPB, APERF/MPERF), the PMU, RDT
@@ -248,6 +250,27 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: Regs, guest_osxsave: bool) -> 
         _ => {}
     }
     r
+}
+
+/// The host's highest basic leaf (leaf 0 EAX), cached.
+pub fn host_max_basic() -> u32 {
+    static CACHE: AtomicU32 = AtomicU32::new(0);
+    match CACHE.load(Ordering::Relaxed) {
+        0 => {
+            let max = core::arch::x86_64::__cpuid(0).eax;
+            CACHE.store(max, Ordering::Relaxed);
+            max
+        }
+        max => max,
+    }
+}
+
+/// The answer one vCPU gets: [`guest_cpuid`] with its topology, APIC ID and APIC state
+/// (`vmm/cpuid_topology.rs`).
+#[inline]
+pub fn vcpu_cpuid(leaf: u32, subleaf: u32, host: Regs, v: &VcpuCpuid) -> Regs {
+    let r = guest_cpuid(leaf, subleaf, host, v.osxsave);
+    if per_vcpu(leaf) { topology(leaf, subleaf, r, v) } else { r }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Exit handling, written once for both backends: each [`VmExit`] is emulated, forwarded to a
 //! device, answered with an injected fault, or ends the partition with a report.
 
-use super::cpuid::{Regs, guest_cpuid};
+use super::cpuid::{Regs, VcpuCpuid, host_max_basic, vcpu_cpuid};
 use super::cr::{self, CR4_OSXSAVE};
 use super::decode::{self, DecodeError, MAX_INSN_LEN};
 use super::exit::{Access, IoAccess, VmExit};
@@ -159,9 +159,15 @@ fn cpuid(p: &mut Partition, vc: usize) -> Flow {
     let g = p.vcpus[vc].vcpu.gprs();
     let (leaf, sub) = (g.0[reg::RAX] as u32, g.0[reg::RCX] as u32);
     let h = core::arch::x86_64::__cpuid_count(leaf, sub);
-    let osxsave = p.vcpus[vc].vcpu.cr(4) & CR4_OSXSAVE != 0;
-    let r =
-        guest_cpuid(leaf, sub, Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx }, osxsave);
+    // The APIC ID is the vCPU's index, as the partition's MADT lists it (`vmm/vlapic.rs`).
+    let who = VcpuCpuid {
+        apic_id: vc as u32,
+        vcpus: p.vcpus.len() as u32,
+        apic_enabled: p.vcpus[vc].lapic.enabled(),
+        osxsave: p.vcpus[vc].vcpu.cr(4) & CR4_OSXSAVE != 0,
+        max_basic: host_max_basic(),
+    };
+    let r = vcpu_cpuid(leaf, sub, Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx }, &who);
     let g = p.vcpus[vc].vcpu.gprs();
     g.0[reg::RAX] = u64::from(r.eax);
     g.0[reg::RBX] = u64::from(r.ebx);
@@ -375,6 +381,8 @@ fn port_io(p: &mut Partition, vc: usize, io: IoAccess) -> Flow {
         log::debug!("partition {}: port {:#x} absent", p.name, io.port);
     }
     if io.write {
+        // The 8259s' masks, the PIT's counters, the RTC's periodic rate: the next interrupt moves.
+        p.rearm |= matches!(io.port, 0x20 | 0x21 | 0x40..=0x43 | 0x70 | 0x71 | 0xa0 | 0xa1);
         let v = p.vcpus[vc].vcpu.gprs().0[reg::RAX];
         if pic {
             p.pic.write(io.port, v as u8);
@@ -444,6 +452,8 @@ fn paging(p: &mut Partition, vc: usize, gpa: u64, access: Access) -> Flow {
             if apic {
                 super::vlapic::mmio_write(p, vc, gpa, insn.size, v);
             } else {
+                // The I/O APIC's masks decide whether the PIT's line reaches a vCPU.
+                p.rearm |= p.ioapic.is_some();
                 p.mmio.write(gpa, insn.size, v);
             }
         } else {

@@ -80,6 +80,7 @@ pub fn handle(p: &mut Partition, v: usize) -> Flow {
             Status::Success
         }
         Some(Call::SetTimer) => {
+            p.rearm = true;
             if a1 == 0 {
                 p.vcpus[v].timer = None;
                 Status::Success

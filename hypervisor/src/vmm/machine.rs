@@ -3,6 +3,7 @@
 //! times cycles, as in Xen) and the hypervisor's debug keys.
 
 mod admin;
+mod channels;
 pub mod pinned;
 mod pinned_report;
 mod spread;

@@ -6,6 +6,7 @@ pub mod code_site;
 pub mod config;
 pub mod console_limit;
 pub mod cpuid;
+pub mod cpuid_topology;
 pub mod cr;
 pub mod decode;
 pub mod dispatch;

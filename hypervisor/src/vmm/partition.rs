@@ -68,6 +68,8 @@ pub struct Partition {
     /// The vCPU an IPI just made runnable, set by [`Partition::send_ipi`] for the run loop
     /// (`vmm/run.rs`), which runs it next in the sender's slice (a directed yield).
     pub yield_to: Option<usize>,
+    /// An exit reprogrammed a timer or an interrupt line (`run::rearm`): the run's end moves.
+    pub rearm: bool,
     /// The partition's state; `Runnable` and `Halted` sum up its vCPUs' [`RunState`]s.
     pub state: State,
     pub stats: ExitStats,
@@ -304,6 +306,7 @@ impl Partition {
                 .collect(),
             current: 0,
             yield_to: None,
+            rearm: false,
             state: State::Runnable,
             stats: ExitStats::default(),
             io,

@@ -266,6 +266,8 @@ fn run_vcpu_exits(p: &mut Partition, v: usize, unsliced: bool, turn: &Turn) -> F
         turn.ticks_left(now, slice_ticks(p, now), MIN_SLICE_TICKS)
     };
     p.vcpus[v].vcpu.set_timeslice(ticks);
+    // When the run ends (`None`: no bound, a pinned vCPU with no timer armed).
+    let mut end = (ticks != 0).then(|| now.saturating_add(ticks));
     profile::slice_start();
     for _ in 0..EXITS_PER_SLICE {
         // Split borrows: the vCPU's slot is indexed once per exit, not once per use.
@@ -299,8 +301,33 @@ fn run_vcpu_exits(p: &mut Partition, v: usize, unsliced: bool, turn: &Turn) -> F
             Flow::Continue => {}
             other => return other,
         }
+        if p.rearm {
+            rearm(p, v, unsliced, &mut end);
+        }
     }
     Flow::Yield
+}
+
+/// After an exit that reprogrammed a timer or an interrupt line ([`Partition::rearm`]): the
+/// run of vCPU `v`, which ends at `end`, ends at the next interrupt instead when that comes
+/// first (a one-shot APIC timer armed for 100 us in a 2,000,000-tick slice; for a pinned
+/// vCPU with no time slice, any timer it arms), so that the interrupt comes on time.
+#[cold]
+#[inline(never)]
+fn rearm(p: &mut Partition, v: usize, unsliced: bool, end: &mut Option<u64>) {
+    p.rearm = false;
+    let due = if unsliced { p.next_deadline_for(v) } else { p.next_deadline() };
+    let new = match (*end, due) {
+        (Some(e), Some(d)) => Some(e.min(d)),
+        (e, d) => e.or(d),
+    };
+    if new != *end {
+        let now = rdtsc();
+        let ticks =
+            new.map_or(0, |t| t.saturating_sub(now).clamp(MIN_SLICE_TICKS, u64::from(u32::MAX)));
+        p.vcpus[v].vcpu.set_timeslice(ticks);
+        *end = new;
+    }
 }
 
 /// VM entry of vCPU `v` failed (`e`): its state and last exits to the log, the partition ends.

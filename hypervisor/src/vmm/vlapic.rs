@@ -343,6 +343,9 @@ pub fn mmio_read(p: &mut Partition, vc: usize, gpa: u64, size: u8) -> u64 {
 
 /// A write at `gpa` in vCPU `vc`'s APIC page.
 pub fn mmio_write(p: &mut Partition, vc: usize, gpa: u64, size: u8, v: u64) {
+    // The timer's LVT, initial count and divide, and the SVR (a software disable masks it):
+    // its next interrupt moves (not EOI, the frequent write).
+    p.rearm |= matches!(gpa - APIC_BASE, 0xf0 | 0x320 | 0x380 | 0x3e0);
     sync_from_cr8(p, vc);
     let level_eoi = super::vioapic::level_eoi(p, vc, (gpa - APIC_BASE) as u32);
     let ipi = p.vcpus[vc].lapic.mmio_write(gpa - APIC_BASE, size, v);
@@ -375,6 +378,9 @@ pub fn rdmsr(p: &mut Partition, vc: usize, msr: u32) -> Option<u64> {
 /// WRMSR by vCPU `vc` of IA32_APIC_BASE, IA32_TSC_DEADLINE or an x2APIC MSR; `Err`: #GP,
 /// with why.
 pub fn wrmsr(p: &mut Partition, vc: usize, msr: u32, v: u64) -> Result<(), &'static str> {
+    // IA32_APIC_BASE, IA32_TSC_DEADLINE, and the x2APIC SVR, LVT timer, initial count and
+    // divide (SDM Vol. 3A §11.12.1.2): the timer's next interrupt moves.
+    p.rearm |= matches!(msr, 0x1b | 0x6e0 | 0x80f | 0x832 | 0x838 | 0x83e);
     match msr {
         super::msr::IA32_APIC_BASE => {
             let r = p.vcpus[vc].lapic.set_base(v);

@@ -7,7 +7,10 @@ use super::cases::{AtLeast, Line, LineWith, Want};
 /// panic, a partition that did not end as its manifest expected, a byte the hypervisor took for
 /// a debug key it does not know: no case types one, so it is a stray byte on COM1, as the UART
 /// self-test's `7` under Bochs was).
-pub const FORBIDDEN: &[&str] = &["FAIL", "PANIC", "[UNEXPECTED]", "hypervisor: no debug key"];
+/// A kernel's `[Firmware Bug]` is the partition's firmware tables or CPUID disagreeing (Linux's
+/// "CPU1: APIC id mismatch" when CPUID's APIC ID is not the MADT's).
+pub const FORBIDDEN: &[&str] =
+    &["FAIL", "PANIC", "[UNEXPECTED]", "hypervisor: no debug key", "[Firmware Bug]"];
 
 /// What every probe run must print: each check passed (there are 30 or so; fewer than 25 means
 /// checks went missing), the probe's own summary, its clean shutdown.
@@ -35,6 +38,9 @@ pub const VCPUS2: &[Want] = &[
     Line("[probe-smp] PASS vcpus2-ap-real-mode-cs"),
     Line("[probe-smp] PASS vcpus2-ap-apic-timer"),
     Line("[probe-smp] PASS vcpus2-fpu-isolated"),
+    Line("[probe-smp] PASS vcpus2-cpuid-apic-id"),
+    Line("[probe-smp] PASS vcpus2-cpuid-logical-count"),
+    Line("[probe-smp] PASS vcpus2-cpuid-x2apic-id"),
     Line("[probe-smp] PASS vcpus2-second-sipi-ignored"),
     Line("[probe-smp] PASS vcpus2-ipi-to-ap"),
     Line("[probe-smp] PASS vcpus2-ipi-to-bsp"),
@@ -313,6 +319,8 @@ pub const LINUX: &[Want] = &[
 pub const LINUX_SMP: &[Want] = &[
     Line("partition linux-smp: vCPU 1 started by vCPU 0 at "),
     LineWith(&["[linux-smp] ", "smpboot: Total of 2 processors activated"]),
+    // CPUID's topology: both vCPUs are cores of one package.
+    LineWith(&["[linux-smp] ", "smpboot: Max logical packages: 1"]),
     Line("[linux-smp] PASS lapic-timer"),
     Line("[linux-smp] PASS cpus"),
     Line("[linux-smp] PASS task-per-cpu"),

@@ -1,7 +1,8 @@
 //! The exit fast path, as on VMX (`arch/vmx/fast.rs`): a CPUID exit with nothing pending is
 //! answered inside the world-switch stub ([`super::entry::svm_run`]) and the guest resumes at
 //! once, without returning to the run loop. A CPUID under single-step (RFLAGS.TF) goes the
-//! normal way, which delivers the #DB. The answer is the core's own [`guest_cpuid`].
+//! normal way, which delivers the #DB. The answer is the core's own [`guest_cpuid`]; the leaves that depend on the vCPU
+//! ([`per_vcpu`]: APIC ID, topology) go the normal way.
 //!
 //! The instruction's length comes from NRIP save (APM Vol. 2 §15.7.1) where the CPU has it.
 //! Without it (QEMU TCG) it comes from the site the core last decoded
@@ -12,14 +13,13 @@
 use super::vmcb::{INTERRUPT_SHADOW, TLB_FLUSH_NOTHING, Vmcb};
 use crate::arch::x86::instr::rdtsc;
 use crate::vmm::code_site::CodeSite;
-use crate::vmm::cpuid::{Regs, guest_cpuid};
+use crate::vmm::cpuid::{Regs, guest_cpuid, per_vcpu};
 use crate::vmm::vcpu::{Gprs, reg};
 
 /// SVM exit code of CPUID (APM Vol. 2 Appendix C).
 const EXIT_CPUID: u64 = 0x72;
 /// EXITINTINFO.V: an event was being delivered when the exit happened (§15.7.2).
 const EXITINTINFO_VALID: u64 = 1 << 31;
-const CR4_OSXSAVE: u64 = 1 << 18;
 /// RFLAGS.TF: the core delivers the single-step #DB after an emulated instruction.
 const RFLAGS_TF: u64 = 1 << 8;
 
@@ -68,10 +68,13 @@ pub extern "C" fn svm_fast_exit(g: &mut Gprs, ctx: &mut FastCtx) -> u64 {
         }
     };
     let (leaf, sub) = (v.save.rax as u32, g.0[reg::RCX] as u32);
-    let osxsave = leaf == 1 && v.save.cr4 & CR4_OSXSAVE != 0;
+    // The leaves that say which vCPU asks (APIC ID, topology, APIC and OSXSAVE bits) go the
+    // normal way, which knows it (leaf 0, the benchmarks' round trip, tested first).
+    if leaf != 0 && per_vcpu(leaf) {
+        return 0;
+    }
     let h = core::arch::x86_64::__cpuid_count(leaf, sub);
-    let r =
-        guest_cpuid(leaf, sub, Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx }, osxsave);
+    let r = guest_cpuid(leaf, sub, Regs { eax: h.eax, ebx: h.ebx, ecx: h.ecx, edx: h.edx }, false);
     v.save.rax = u64::from(r.eax);
     g.0[reg::RBX] = u64::from(r.ebx);
     g.0[reg::RCX] = u64::from(r.ecx);

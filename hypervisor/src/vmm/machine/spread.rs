@@ -299,6 +299,8 @@ fn batch<'a>(sh: &'a Spread, mut p: spin::MutexGuard<'a, Partition>, k: usize, c
         run::deliver_events(slot, k == 0, pic, pc.as_ref(), ram);
         // Its next timer or device interrupt ends the run on time, one its last exit armed
         // too (a local APIC timer write, a PIT reload): no time slice ends the run otherwise.
+        // Recomputed before every entry: nothing for `Partition::rearm` to ask.
+        p.rearm = false;
         let mut due = p.next_deadline_for(k);
         if p.interrupt_pending_for(k) {
             // One waits behind RFLAGS.IF, a shadow or an event being delivered: the window
