@@ -26,6 +26,7 @@ const TPR: u64 = 0x80;
 const EOI: u64 = 0xb0;
 const SVR: u64 = 0xf0;
 const ISR: u64 = 0x100;
+const IRR: u64 = 0x200;
 const ICR_LOW: u64 = 0x300;
 const LVT_TIMER: u64 = 0x320;
 const LVT_LINT0: u64 = 0x350;
@@ -199,10 +200,18 @@ fn periodic() -> Result<(), Why> {
     write(LVT_TIMER, MASKED | PERIODIC | u32::from(TIMER_VECTOR));
     write(TIMER_INITIAL, 0);
     let got = hits(TIMER_VECTOR) - before;
+    // A period that ended before the stop has its interrupt in IRR already, which masking the
+    // LVT entry does not take back (SDM Vol. 3A §11.5.1: the mask stops new ones): it may
+    // still come, once (a host that held the vCPU back past a period, QEMU under load).
+    let pending = read(IRR + u64::from(TIMER_VECTOR / 32) * 16) >> (TIMER_VECTOR % 32) & 1;
     ensure!(got >= 3, "{got} periodic interrupts after {wakeups} wake-ups, want 3")?;
     window();
     let after = hits(TIMER_VECTOR) - before;
-    ensure!(after == got, "{} more after stopping", after - got)
+    ensure!(
+        after == got + pending,
+        "{} more after stopping ({pending} was in IRR at the stop)",
+        after - got
+    )
 }
 
 fn tsc_deadline() -> Result<(), Why> {
