@@ -12,9 +12,8 @@
 
 use anyhow::{Result, bail};
 
-use super::{Backend, Row, boot};
-use crate::image::Boot;
-use crate::run::{self, Spec};
+use super::{Backend, Row, boot, spec};
+use crate::run;
 use crate::scenario;
 
 /// One run: its scenario, the machine's processors, and the suffix of its figures' names.
@@ -40,19 +39,7 @@ pub fn measure(b: &Backend) -> Result<Vec<Row>> {
     for r in RUNS {
         let modules = scenario::modules(r.scenario)?;
         let label = format!("bench-{}-{}", b.backend, r.scenario);
-        let mut p = run::prepare(&Spec {
-            choice: b.choice,
-            boot: Boot::Multiboot,
-            cpu: Some(b.cpu),
-            memory_mib: 256,
-            append: "bench=1",
-            modules: &modules,
-            headless: true,
-            gdb: false,
-            label: &label,
-            input: Vec::new(),
-            test_disk: false,
-        })?;
+        let mut p = run::prepare(&spec(b, &label, &modules))?;
         p.launch.cpus = r.cpus;
         let found = boot(b, p, |ran| parse(&ran.serial))?;
         rows.extend(found.into_iter().map(|(name, ticks, native)| Row {

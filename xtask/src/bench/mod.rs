@@ -359,20 +359,26 @@ fn measure(b: &Backend) -> Result<Vec<Row>> {
 fn boot_guest<T>(b: &Backend, label: &str, parse: impl Fn(&Ran) -> Result<T>) -> Result<T> {
     let modules = [Module { name: GUEST.into(), path: build::kernel_artifact(GUEST) }];
     let label = format!("{label}-{}", b.backend);
-    let p = run::prepare(&Spec {
+    let p = run::prepare(&spec(b, &label, &modules))?;
+    boot(b, p, parse)
+}
+
+/// A headless multiboot boot of the hypervisor with `bench=1` and `modules` on backend `b`,
+/// its run folder named `label`: what every bench run but the channel's starts from.
+fn spec<'a>(b: &Backend, label: &'a str, modules: &'a [Module]) -> Spec<'a> {
+    Spec {
         choice: b.choice,
         boot: Boot::Multiboot,
         cpu: Some(b.cpu),
         memory_mib: 256,
         append: "bench=1",
-        modules: &modules,
+        modules,
         headless: true,
         gdb: false,
-        label: &label,
+        label,
         input: Vec::new(),
         test_disk: false,
-    })?;
-    boot(b, p, parse)
+    }
 }
 
 /// Boots the channel scenario on one backend, opens the channel and returns its figures.
@@ -380,17 +386,10 @@ fn measure_channel(b: &Backend) -> Result<Vec<Row>> {
     let modules = scenario::modules(CHANNEL_SCENARIO)?;
     let label = format!("bench-{}-channel", b.backend);
     let p = run::prepare(&Spec {
-        choice: b.choice,
-        boot: Boot::Multiboot,
-        cpu: Some(b.cpu),
-        memory_mib: 256,
         append: "",
-        modules: &modules,
-        headless: true,
-        gdb: false,
-        label: &label,
         input: CHANNEL_INPUT.iter().map(|(wait, send)| Step::new(wait, send)).collect(),
         test_disk: true,
+        ..spec(b, &label, &modules)
     })?;
     boot(b, p, |ran| parse_channel(&ran.serial, b))
 }
