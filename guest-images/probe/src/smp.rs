@@ -44,6 +44,14 @@ const AP_TIMER_VECTOR: u8 = 0x40;
 const AP_IPI_VECTOR: u8 = 0x41;
 /// vCPU 1 counts without exits until told to stop ([`pause_yields`]).
 const AP_BUSY_VECTOR: u8 = 0x44;
+/// vCPU 1 writes its CR2, waits for vCPU 0 to write its own, and reads its CR2 back
+/// ([`cr2_kept`]); the words it uses.
+const AP_CR2_VECTOR: u8 = 0x47;
+const CR2_READY: u64 = 0x840;
+const CR2_GO: u64 = 0x844;
+const CR2_READ: u64 = 0x848;
+const AP_CR2: u32 = 0x5a5a_5000;
+const BSP_CR2: u64 = 0x1234_5000;
 const BUSY_COUNT: u64 = 0x81c;
 const BUSY_STOP: u64 = 0x820;
 const BUSY_DONE: u64 = 0x824;
@@ -96,6 +104,7 @@ global_asm!(
     ".global probe_ap_after_hlt",
     ".global probe_ap_pingpong",
     ".global probe_ap_busy",
+    ".global probe_ap_cr2",
     ".code16",
     "probe_ap_start:",
     "cli",
@@ -233,6 +242,29 @@ global_asm!(
     "pop ecx",
     "pop eax",
     "iret",
+    // Vector 0x47: EOI, CR2 = 0x5a5a5000, say so at 0x840, wait (PAUSE) for 0x844, then read
+    // CR2 back into 0x848 (`cr2_kept`).
+    "probe_ap_cr2:",
+    "push eax",
+    "push ecx",
+    "push edx",
+    "xor eax, eax",
+    "xor edx, edx",
+    "mov ecx, 0x80b",
+    "wrmsr",
+    "mov eax, 0x5a5a5000",
+    "mov cr2, eax",
+    "lock inc dword ptr [0x840]",
+    "3:",
+    "pause",
+    "cmp dword ptr [0x844], 0",
+    "je 3b",
+    "mov eax, cr2",
+    "mov dword ptr [0x848], eax",
+    "pop edx",
+    "pop ecx",
+    "pop eax",
+    "iret",
     "probe_ap_end:",
     ".code64",
     ".popsection",
@@ -247,6 +279,7 @@ unsafe extern "C" {
     static probe_ap_after_hlt: u8;
     static probe_ap_pingpong: u8;
     static probe_ap_busy: u8;
+    static probe_ap_cr2: u8;
 }
 
 /// Offsets in the trampoline: the handlers of the timer, the fixed IPI and the NMI, and the
@@ -258,6 +291,7 @@ pub struct Offsets {
     after_hlt: u16,
     pingpong: u16,
     busy: u16,
+    cr2: u16,
 }
 
 /// The trampoline's bytes, and offsets in it.
@@ -275,6 +309,7 @@ fn trampoline() -> (&'static [u8], Offsets) {
             after_hlt: at(&raw const probe_ap_after_hlt),
             pingpong: at(&raw const probe_ap_pingpong),
             busy: at(&raw const probe_ap_busy),
+            cr2: at(&raw const probe_ap_cr2),
         };
         (core::slice::from_raw_parts(start, len), offsets)
     }
@@ -289,6 +324,30 @@ pub(crate) fn shared(offset: u64) -> &'static AtomicU32 {
 pub(crate) fn icr(value: u64) {
     // SAFETY: the x2APIC is on (checked before); an ICR write only sends an IPI.
     unsafe { instr::wrmsr(X2APIC_ICR, value) };
+}
+
+/// Each vCPU keeps its own CR2: vCPU 1 writes one, waits (PAUSE: where the vCPUs share a CPU
+/// its turn goes to this one) while this vCPU writes another, and reads its own back. VM entry
+/// does not load CR2 under VMX, so the hypervisor switches it with the vCPUs.
+fn cr2_kept(c: &mut Checks) {
+    for at in [CR2_READY, CR2_GO, CR2_READ] {
+        shared(at).store(0, Ordering::SeqCst);
+    }
+    icr((AP_APIC_ID << 32) | u64::from(AP_CR2_VECTOR));
+    let ready = wait_for(|| shared(CR2_READY).load(Ordering::SeqCst) >= 1);
+    // SAFETY: CR2 only reports page-fault addresses; this vCPU takes no page fault it needs
+    // the address of here.
+    unsafe { core::arch::asm!("mov cr2, {}", in(reg) BSP_CR2, options(nostack, nomem)) };
+    shared(CR2_GO).store(1, Ordering::SeqCst);
+    let read = wait_for(|| shared(CR2_READ).load(Ordering::SeqCst) != 0);
+    let got = shared(CR2_READ).load(Ordering::SeqCst);
+    c.check(
+        "vcpus2-cr2-kept",
+        ensure!(
+            ready && read && got == AP_CR2,
+            "vCPU 1 read CR2 {got:#x} (wrote {AP_CR2:#x}; vCPU 0 wrote {BSP_CR2:#x} meanwhile; ready {ready}, read {read})"
+        ),
+    );
 }
 
 /// Loads the x87 control word.
@@ -465,6 +524,7 @@ pub fn start(c: &mut Checks) -> Option<Offsets> {
             (NMI_VECTOR, at.nmi),
             (crate::parallel::VECTOR, at.pingpong),
             (AP_BUSY_VECTOR, at.busy),
+            (AP_CR2_VECTOR, at.cr2),
         ] {
             ivt.add(2 * usize::from(vector)).write(offset);
             ivt.add(2 * usize::from(vector) + 1).write(segment);
@@ -528,6 +588,7 @@ pub fn run(c: &mut Checks, parallel: bool) {
 
     spin_round_trips(c, parallel);
     pause_yields(c, parallel);
+    cr2_kept(c);
 
     // INIT and SIPI again: the application processor starts over at the trampoline.
     init_sipi_sipi();

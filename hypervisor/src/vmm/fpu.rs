@@ -50,12 +50,18 @@ impl Method {
     }
 }
 
-/// One vCPU's saved state and its XCR0.
+/// One vCPU's saved state, its XCR0 and its CR2.
 pub struct Fpu {
     method: Method,
     area: *mut u8,
     /// The guest's XCR0 (1: x87 only, its value after reset).
     pub xcr0: u64,
+    /// The guest's CR2 while another vCPU runs. VM entry and exit do not switch CR2 under VMX
+    /// (it is no VMCS field; SDM Vol. 3C §28.3, §29.5 leave it alone), so a vCPU that took a
+    /// page fault, was preempted before its handler read CR2 and resumed after another vCPU's
+    /// fault on this CPU read the other's address (a Debian SMP guest's busybox was killed with
+    /// "segfault at 580cc4 ... error 7" for a store elsewhere). Under SVM the VMCB holds it.
+    cr2: u64,
 }
 
 impl Fpu {
@@ -73,7 +79,7 @@ impl Fpu {
             area.add(FCW).cast::<u16>().write(FCW_INIT);
             area.add(MXCSR).cast::<u32>().write(MXCSR_INIT);
         }
-        Some(Self { method, area, xcr0: 1 })
+        Some(Self { method, area, xcr0: 1, cr2: 0 })
     }
 
     fn layout(method: Method) -> Layout {
@@ -82,6 +88,9 @@ impl Fpu {
 
     /// Loads this vCPU's state into the registers (before its slice).
     pub fn restore(&self) {
+        // SAFETY: CR2 only reports page-fault addresses: the hypervisor takes none, and the
+        // guest's value goes back before its next entry.
+        unsafe { core::arch::asm!("mov cr2, {}", in(reg) self.cr2, options(nostack, nomem)) };
         match self.method {
             Method::Xsave { mask, .. } => {
                 // SAFETY: CR4.OSXSAVE is on (`Method::host`); `mask` is what the CPU supports,
@@ -107,6 +116,8 @@ impl Fpu {
 
     /// Saves the registers as this vCPU's state (after its slice).
     pub fn save(&mut self) {
+        // SAFETY: reading CR2 has no side effect.
+        unsafe { core::arch::asm!("mov {}, cr2", out(reg) self.cr2, options(nostack, nomem)) };
         match self.method {
             Method::Xsave { mask, .. } => {
                 // SAFETY: as in `restore`; XSAVE writes at most `size` bytes of the area.
